@@ -1,0 +1,32 @@
+# hisp: a Direct secure-messaging gateway.
+GO ?= go
+FUZZTIME ?= 60s
+
+.PHONY: build run test test-deps bench fuzz lint
+
+build:
+	$(GO) build -o hisp ./cmd/hisp
+
+# The gateway on its embedded defaults (a complete two-domain trial).
+run: build
+	./hisp sandbox
+
+test-deps:
+	./scripts/test-deps.sh
+
+# Installs what the tests need (Debian packages only when missing), then runs
+# every test; fuzz targets replay their committed seed corpus.
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Runs each fuzz target for FUZZTIME.
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+lint:
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+	$(GO) vet ./...

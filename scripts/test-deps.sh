@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the Debian packages the tests need, only those missing.
+# openssl: S/MIME interop peer; slapd, ldap-utils: LDAP discovery peer;
+# bind9-dnsutils: dig, a second DNS client; python3: SMTP/IMAP clients; curl.
+set -e
+need=""
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have openssl || need="$need openssl"
+have slapd || need="$need slapd"
+have ldapadd || need="$need ldap-utils"
+have dig || need="$need bind9-dnsutils"
+have python3 || need="$need python3"
+have curl || need="$need curl"
+[ -z "$need" ] && exit 0
+echo "installing:$need"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q >/dev/null
+$SUDO apt-get install -y -q --no-install-recommends $need >/dev/null
