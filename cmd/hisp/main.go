@@ -1,0 +1,86 @@
+// Command hisp is a Direct secure-messaging gateway (a HISP): one binary that
+// seals and opens Direct messages, discovers and validates certificates, and
+// serves SMTP, IMAP, DNS and an admin page. This file holds only the command
+// table; each command group lives in its own file.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+)
+
+// command is one top-level subcommand. run gets the arguments after the
+// command name and returns the process exit code.
+type command struct {
+	summary string
+	run     func(env *cliEnv, args []string) int
+}
+
+// cliEnv carries what a command may touch, so tests can run commands
+// in-process with their own streams.
+type cliEnv struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	getenv func(string) string
+}
+
+// commands maps subcommand names to their implementations; files add
+// themselves with register in an init function.
+var commands = map[string]command{}
+
+func register(name string, c command) { commands[name] = c }
+
+func main() {
+	env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	os.Exit(run(env, os.Args[1:]))
+}
+
+// run dispatches args to a subcommand and returns the exit code: 0 success,
+// 1 failure of the operation, 2 usage error.
+func run(env *cliEnv, args []string) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(env.stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(env.stderr, "hisp: unknown command %q\n", args[0])
+		usage(env.stderr)
+		return 2
+	}
+	return c.run(env, args[1:])
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: hisp COMMAND [ARGS]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
+	}
+}
+
+// subcommand dispatches the second word of a command group such as
+// "hisp message seal".
+func subcommand(env *cliEnv, group string, args []string, subs map[string]func(*cliEnv, []string) int) int {
+	if len(args) == 0 || subs[args[0]] == nil {
+		names := make([]string, 0, len(subs))
+		for n := range subs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(env.stderr, "usage: hisp %s %s ...\n", group, strings.Join(names, "|"))
+		return 2
+	}
+	return subs[args[0]](env, args[1:])
+}
