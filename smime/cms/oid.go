@@ -1,0 +1,139 @@
+package cms
+
+import (
+	"crypto"
+	"encoding/asn1"
+)
+
+// Content types (RFC 5652 section 4 and 6, RFC 5083 section 1).
+var (
+	oidData              = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}
+	oidEnvelopedData     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 3}
+	oidAuthEnvelopedData = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 1, 23}
+)
+
+// Key transport (RFC 8017 appendix A, RFC 4055 section 4) and the hashes of
+// RSAES-OAEP-params (RFC 4055 section 2.1).
+var (
+	oidRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
+	oidRSAESOAEP     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 7}
+	oidMGF1          = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 8}
+	oidPSpecified    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 9}
+	oidSHA1          = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
+	oidSHA256        = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 1}
+	oidSHA384        = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 2}
+	oidSHA512        = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 2, 3}
+)
+
+// Content encryption: AES-CBC (RFC 3565 section 4.1) and AES-GCM (RFC 5084
+// section 3.2).
+var (
+	oidAES128CBC = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 2}
+	oidAES192CBC = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 22}
+	oidAES256CBC = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 42}
+	oidAES128GCM = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 6}
+	oidAES192GCM = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 26}
+	oidAES256GCM = asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 46}
+)
+
+// cipherOID returns the algorithm identifier of c.
+func (c ContentCipher) oid() asn1.ObjectIdentifier {
+	switch c {
+	case AES128CBC:
+		return oidAES128CBC
+	case AES192CBC:
+		return oidAES192CBC
+	case AES256CBC:
+		return oidAES256CBC
+	case AES128GCM:
+		return oidAES128GCM
+	case AES192GCM:
+		return oidAES192GCM
+	case AES256GCM:
+		return oidAES256GCM
+	}
+	return nil
+}
+
+// cipherByOID returns the supported content cipher with the given OID, or 0.
+func cipherByOID(oid asn1.ObjectIdentifier) ContentCipher {
+	for c := AES128CBC; c <= AES192GCM; c++ {
+		if oid.Equal(c.oid()) {
+			return c
+		}
+	}
+	return 0
+}
+
+// algorithmName is one entry of the table of algorithms we can name in errors.
+type algorithmName struct {
+	oid     asn1.ObjectIdentifier
+	name    string
+	refused bool
+}
+
+// knownAlgorithms names algorithms we do not implement, so that errors say
+// what was found. The refused ones are those the Direct profile forbids
+// (Algorithms table: 3DES-CBC MUST NOT send, reject by default; DES and RC2
+// are weaker still).
+func knownAlgorithms() []algorithmName {
+	return []algorithmName{
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 7}, "3DES-CBC", true},
+		{asn1.ObjectIdentifier{1, 3, 14, 3, 2, 7}, "DES-CBC", true},
+		{asn1.ObjectIdentifier{1, 3, 14, 3, 2, 6}, "DES-ECB", true},
+		{asn1.ObjectIdentifier{1, 3, 14, 3, 2, 17}, "DES-EDE", true},
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 2}, "RC2-CBC", true},
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 4}, "RC4", true},
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 3, 9}, "RC5-CBC", true},
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 3, 6}, "3DES key wrap", true},
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 3, 7}, "RC2 key wrap", true},
+		{asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 7}, "AES-128-CCM", false},
+		{asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 27}, "AES-192-CCM", false},
+		{asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 1, 47}, "AES-256-CCM", false},
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 3, 18}, "ChaCha20-Poly1305", false},
+		{asn1.ObjectIdentifier{1, 2, 410, 200004, 1, 4}, "SEED-CBC", false},
+		{asn1.ObjectIdentifier{1, 2, 392, 200011, 61, 1, 1, 1, 2}, "Camellia-128-CBC", false},
+		{asn1.ObjectIdentifier{1, 2, 392, 200011, 61, 1, 1, 1, 4}, "Camellia-256-CBC", false},
+		{asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 10}, "RSASSA-PSS", false},
+		{asn1.ObjectIdentifier{1, 2, 840, 10045, 2, 1}, "EC public key", false},
+		{asn1.ObjectIdentifier{1, 3, 101, 110}, "X25519", false},
+		{asn1.ObjectIdentifier{1, 3, 101, 111}, "X448", false},
+	}
+}
+
+// lookupAlgorithm returns the table entry for oid.
+func lookupAlgorithm(oid asn1.ObjectIdentifier) (algorithmName, bool) {
+	for _, a := range knownAlgorithms() {
+		if a.oid.Equal(oid) {
+			return a, true
+		}
+	}
+	return algorithmName{}, false
+}
+
+func isRefusedOID(oid asn1.ObjectIdentifier) bool {
+	a, ok := lookupAlgorithm(oid)
+	return ok && a.refused
+}
+
+// unsupported returns the error for an algorithm in role that we do not
+// implement.
+func unsupported(role string, oid asn1.ObjectIdentifier) *UnsupportedAlgorithmError {
+	a, _ := lookupAlgorithm(oid)
+	return &UnsupportedAlgorithmError{Role: role, OID: oid, Name: a.name}
+}
+
+// hashByOID maps the hash algorithms allowed in RSAES-OAEP-params.
+func hashByOID(oid asn1.ObjectIdentifier) (crypto.Hash, bool) {
+	switch {
+	case oid.Equal(oidSHA1):
+		return crypto.SHA1, true
+	case oid.Equal(oidSHA256):
+		return crypto.SHA256, true
+	case oid.Equal(oidSHA384):
+		return crypto.SHA384, true
+	case oid.Equal(oidSHA512):
+		return crypto.SHA512, true
+	}
+	return 0, false
+}
