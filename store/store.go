@@ -1,0 +1,303 @@
+// Package store keeps hisp's state: domains, addresses, certificates and
+// their private keys, trust anchors and bundles, the per-domain local CAs
+// with their revocations, and the audit log. It is the only package that
+// speaks SQL, and it knows no protocol.
+//
+// The database is SQLite, the file hisp.db in the data directory, opened in
+// WAL mode with synchronous=FULL, foreign keys on and a busy timeout, so the
+// admin command line and a running server can use it at the same time. The
+// schema comes from numbered migrations (migrations/NNNN_name.sql), recorded
+// in the schema_migrations table and applied in order when the store opens.
+// Queries use standard SQL with "?" placeholders, RETURNING and ON DELETE
+// CASCADE, which PostgreSQL understands as well; times are stored as
+// milliseconds since the Unix epoch. Nothing SQLite-specific leaves this
+// package.
+//
+// Private keys are encrypted at rest: PKCS#8 sealed with AES-256-GCM under a
+// 32-byte master key kept in master.key in the data directory (mode 0600,
+// made on first use). List methods return metadata only; a key leaves the
+// store only through an explicit call such as [Store.PrivateKey].
+//
+// Every change to configuration (domains, addresses, certificates, anchors,
+// bundles, local CAs) increases a counter that [Store.Changed] returns, so a
+// running server notices changes made by another process by polling it.
+package store
+
+import (
+	"context"
+	"crypto/cipher"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
+)
+
+// File names inside the data directory.
+const (
+	DBFile        = "hisp.db"
+	MasterKeyFile = "master.key"
+)
+
+// ErrNotFound is returned (wrapped) when a row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned (wrapped) when a row to be added already exists.
+var ErrExists = errors.New("already exists")
+
+// ErrNoKey is returned (wrapped) when a certificate has no private key.
+var ErrNoKey = errors.New("no private key stored")
+
+// Store is an open data directory. Its methods are safe for concurrent use,
+// and several Stores (in several processes) may use one data directory.
+type Store struct {
+	db   *sql.DB
+	dir  string
+	aead cipher.AEAD // master key, for private keys at rest
+}
+
+// Open opens the store in dataDir, creating the directory (mode 0700), the
+// master key and the database on first use, and brings the schema up to
+// date. It refuses a master.key readable by others than its owner.
+func Open(ctx context.Context, dataDir string) (*Store, error) {
+	if dataDir == "" {
+		return nil, errors.New("open store: no data directory given")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	aead, err := loadMasterKey(filepath.Join(dataDir, MasterKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dataDir, DBFile)
+	// Create the database file ourselves so it is not readable by others;
+	// SQLite gives its -wal and -shm files the same mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	f.Close()
+	db, err := sql.Open("sqlite3", sqliteDSN(path))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	s := &Store{db: db, dir: dataDir, aead: aead}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// sqliteDSN returns the connection string: every connection of the pool
+// gets WAL, synchronous=FULL, foreign keys, a busy timeout, secure deletion
+// (freed pages that held encrypted keys are zeroed) and BEGIN IMMEDIATE for
+// transactions, so that writers queue on the busy timeout instead of failing
+// when they upgrade a read lock.
+func sqliteDSN(path string) string {
+	u := url.URL{Scheme: "file", Path: path}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_foreign_keys", "on")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_secure_delete", "on")
+	q.Set("_txlock", "immediate")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Dir returns the data directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Changed returns a counter that increases with every committed change to
+// configuration: domains, addresses, certificates, anchors, bundles and
+// local CAs, whichever process made it. A server polls it (every few
+// seconds) and reloads what it caches when the value differs. Audit records
+// do not move it.
+func (s *Store) Changed(ctx context.Context) (int64, error) {
+	var v int64
+	if err := s.db.QueryRowContext(ctx, `SELECT version FROM config_version WHERE id = 1`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read change counter: %w", err)
+	}
+	return v, nil
+}
+
+// tx runs fn in a transaction, committing when fn returns nil.
+func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// change runs fn in a transaction that also moves the change counter.
+func (s *Store) change(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return bump(ctx, tx)
+	})
+}
+
+func bump(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE config_version SET version = version + 1 WHERE id = 1`); err != nil {
+		return fmt.Errorf("move change counter: %w", err)
+	}
+	return nil
+}
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations returns the embedded migrations in order, checking that they
+// are numbered 1, 2, 3...
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
+			return nil, fmt.Errorf("migration file %s: want NNNN_name.sql", e.Name())
+		}
+		data, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(data)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: want number %d", m.name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// migrate applies the migrations not yet recorded in schema_migrations,
+// each in its own transaction. Concurrent openers serialize on the write
+// lock and skip what the other applied.
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version BIGINT PRIMARY KEY,
+		name TEXT NOT NULL,
+		applied BIGINT NOT NULL
+	)`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	var newest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&newest); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if newest.Valid && newest.Int64 > int64(len(ms)) {
+		return fmt.Errorf("database schema version %d is newer than this hisp knows (%d): use a newer hisp", newest.Int64, len(ms))
+	}
+	for _, m := range ms {
+		err := s.tx(ctx, func(tx *sql.Tx) error {
+			var n int
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				return nil
+			}
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)`,
+				m.version, m.name, millis(time.Now()))
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion returns the number of the newest applied migration.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return int(v.Int64), nil
+}
+
+// millis converts a time to the stored form; the zero time is stored as 0.
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// fromMillis converts a stored time back; 0 is the zero time.
+func fromMillis(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// nullMillis converts a nullable stored time; NULL is the zero time.
+func nullMillis(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMillis(v.Int64)
+}
+
+// rowScanner is *sql.Row or *sql.Rows.
+type rowScanner interface {
+	Scan(dest ...any) error
+}
+
+// nullBytes returns b, or nil (SQL NULL) when b is empty.
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
