@@ -196,27 +196,32 @@ func isStringTag(tag int) bool {
 
 // appendDERHeader appends an identifier and a minimal definite length.
 func appendDERHeader(dst []byte, class, tag int, constructed bool, length int) []byte {
+	return appendDERLength(appendIdentifier(dst, class, tag, constructed), length)
+}
+
+// appendIdentifier appends identifier octets (X.690 section 8.1.2), in the
+// high tag number form for tags of 31 and more.
+func appendIdentifier(dst []byte, class, tag int, constructed bool) []byte {
 	b := byte(class<<6) & 0xc0
 	if constructed {
 		b |= 0x20
 	}
 	if tag < 0x1f {
-		dst = append(dst, b|byte(tag))
-	} else {
-		dst = append(dst, b|0x1f)
-		n := 1
-		for t := tag >> 7; t > 0; t >>= 7 {
-			n++
-		}
-		for i := n - 1; i >= 0; i-- {
-			c := byte(tag>>(7*i)) & 0x7f
-			if i > 0 {
-				c |= 0x80
-			}
-			dst = append(dst, c)
-		}
+		return append(dst, b|byte(tag))
 	}
-	return appendDERLength(dst, length)
+	dst = append(dst, b|0x1f)
+	n := 1
+	for t := tag >> 7; t > 0; t >>= 7 {
+		n++
+	}
+	for i := n - 1; i >= 0; i-- {
+		c := byte(tag>>(7*i)) & 0x7f
+		if i > 0 {
+			c |= 0x80
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // appendDERLength appends a minimal definite length (X.690 section 10.1).

@@ -40,6 +40,7 @@ type fixture struct {
 	weak   *party // 1024 bits
 	noSKI  *party // a certificate without the subject key identifier extension
 	ecCert *x509.Certificate
+	ecKey  *ecdsa.PrivateKey
 }
 
 var testFixture = sync.OnceValues(makeFixture)
@@ -95,6 +96,8 @@ func makeFixture() (*fixture, error) {
 			KeyUsage:       x509.KeyUsageKeyEncipherment | x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
 		}
+		// The RFC 5280 section 4.2.1.2 method 1 identifier: SHA-1 of the
+		// subjectPublicKey bits, which for RSA are the PKCS #1 public key.
 		if withSKI {
 			pubDER := x509.MarshalPKCS1PublicKey(&key.PublicKey)
 			sum := sha1.Sum(pubDER)
@@ -136,6 +139,7 @@ func makeFixture() (*fixture, error) {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		SubjectKeyId: []byte{1, 2, 3, 4},
+		KeyUsage:     x509.KeyUsageKeyAgreement,
 	}
 	ecDER, err := x509.CreateCertificate(rand.Reader, ecTmpl, caCert, &ecKey.PublicKey, caKey)
 	if err != nil {
@@ -144,6 +148,7 @@ func makeFixture() (*fixture, error) {
 	if f.ecCert, err = x509.ParseCertificate(ecDER); err != nil {
 		return nil, err
 	}
+	f.ecKey = ecKey
 	return f, nil
 }
 
