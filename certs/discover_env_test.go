@@ -55,7 +55,8 @@ type leafOpts struct {
 	email     string // SAN rfc822Name: address-bound
 	dnsName   string // SAN dNSName: domain-bound
 	expired   bool
-	extraSANs int // padding SANs, to make a big certificate
+	notAfter  time.Time // zero: 12 hours from now
+	extraSANs int       // padding SANs, to make a big certificate
 }
 
 func (p *testPKI) leaf(t testing.TB, o leafOpts) *x509.Certificate {
@@ -71,6 +72,9 @@ func (p *testPKI) leaf(t testing.TB, o leafOpts) *x509.Certificate {
 		NotAfter:     time.Now().Add(12 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	}
+	if !o.notAfter.IsZero() {
+		tmpl.NotAfter = o.notAfter
 	}
 	if o.expired {
 		tmpl.NotBefore = time.Now().Add(-48 * time.Hour)
