@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hisp-project/hisp/certs/certfile"
+	"github.com/hisp-project/hisp/store"
+)
+
+func init() {
+	register("anchor", command{
+		summary: "add, list or remove the trust anchors of local domains",
+		run: func(env *cliEnv, args []string) int {
+			return adminGroup(env, "anchor", args, map[string]func(*cliEnv, []string) int{
+				"add":    anchorAdd,
+				"list":   anchorList,
+				"remove": anchorRemove,
+			})
+		},
+	})
+}
+
+// anchorAdd is "hisp anchor add DOMAIN FILE [--direction in|out|both]":
+// every certificate in FILE (PEM, several allowed, or DER) becomes an
+// anchor of DOMAIN.
+func anchorAdd(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "anchor add", "DOMAIN FILE", false)
+	dirFlag := c.fs.String("direction", "both", "`in` (senders we accept), out (recipients we send to) or both")
+	pos, code, ok := c.parse(args, 2, 2)
+	if !ok {
+		return code
+	}
+	domain, code, ok := normalizeDomainArg(c, pos[0])
+	if !ok {
+		return code
+	}
+	dir, err := store.ParseDirection(*dirFlag)
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	certs, err := certfile.LoadCertificates(pos[1])
+	if err != nil {
+		return c.fail(err)
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	if err := requireDomain(ctx, st, domain); err != nil {
+		return c.fail(err)
+	}
+	now := time.Now()
+	for _, cert := range certs {
+		if !cert.IsCA {
+			c.warn("%s is not a CA certificate; it will anchor only itself", cert.Subject)
+		}
+		if now.After(cert.NotAfter) {
+			c.warn("%s expired on %s", cert.Subject, day(cert.NotAfter))
+		}
+		a, err := st.AddAnchor(ctx, domain, cert, dir)
+		if errors.Is(err, store.ErrExists) {
+			fmt.Fprintf(env.stdout, "already an anchor of %s: %d (%s) %s\n", domain, a.ID, a.Direction, a.Subject)
+			if a.Direction != dir {
+				c.warn("anchor %d keeps direction %s; to change it: hisp anchor remove %s %d, then add it again", a.ID, a.Direction, domain, a.ID)
+			}
+			continue
+		} else if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "anchor.add", domain, fmt.Sprintf("anchor %d (%s) %s", a.ID, a.Direction, a.Fingerprint))
+		fmt.Fprintf(env.stdout, "added anchor %d to %s (%s): %s, not after %s, fingerprint %s\n",
+			a.ID, domain, a.Direction, a.Subject, day(a.NotAfter), a.Fingerprint)
+	}
+	return 0
+}
+
+type anchorJSON struct {
+	ID          int64      `json:"id"`
+	Domain      string     `json:"domain"`
+	Direction   string     `json:"direction"`
+	Source      string     `json:"source"` // manual or bundle
+	BundleID    int64      `json:"bundle_id,omitempty"`
+	Subject     string     `json:"subject"`
+	NotAfter    time.Time  `json:"not_after"`
+	Fingerprint string     `json:"fingerprint_sha256"`
+	Created     *time.Time `json:"created,omitempty"`
+}
+
+// anchorList is "hisp anchor list [DOMAIN] [--json]".
+func anchorList(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "anchor list", "[DOMAIN]", true)
+	pos, code, ok := c.parse(args, 0, 1)
+	if !ok {
+		return code
+	}
+	domain := ""
+	if len(pos) == 1 {
+		if domain, code, ok = normalizeDomainArg(c, pos[0]); !ok {
+			return code
+		}
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	if domain != "" {
+		if err := requireDomain(ctx, st, domain); err != nil {
+			return c.fail(err)
+		}
+	}
+	anchors, err := st.Anchors(ctx, domain)
+	if err != nil {
+		return c.fail(err)
+	}
+	out := []anchorJSON{}
+	for _, a := range anchors {
+		j := anchorJSON{ID: a.ID, Domain: a.Domain, Direction: string(a.Direction), Source: "manual", BundleID: a.BundleID,
+			Subject: a.Subject, NotAfter: a.NotAfter, Fingerprint: a.Fingerprint, Created: optTime(a.Created)}
+		if a.BundleID != 0 {
+			j.Source = "bundle"
+		}
+		out = append(out, j)
+	}
+	if c.json {
+		if err := adminJSON(env.stdout, out); err != nil {
+			return c.fail(err)
+		}
+		return 0
+	}
+	var rows [][]string
+	for _, a := range anchors {
+		rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Domain, string(a.Direction), a.Source(),
+			day(a.NotAfter), a.Subject, a.Fingerprint})
+	}
+	if err := adminTable(env.stdout, []string{"ID", "DOMAIN", "DIRECTION", "SOURCE", "NOT-AFTER", "SUBJECT", "FINGERPRINT"}, rows); err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
+// anchorRemove is "hisp anchor remove DOMAIN ID|FINGERPRINT|FILE ...": each
+// argument is an anchor id as listed, a SHA-256 fingerprint (hex, colons
+// allowed, a unique prefix of 8 digits or more), or a certificate file whose
+// certificates are removed as anchors.
+func anchorRemove(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "anchor remove", "DOMAIN ID|FINGERPRINT|FILE ...", false)
+	pos, code, ok := c.parse(args, 2, -1)
+	if !ok {
+		return code
+	}
+	domain, code, ok := normalizeDomainArg(c, pos[0])
+	if !ok {
+		return code
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	if err := requireDomain(ctx, st, domain); err != nil {
+		return c.fail(err)
+	}
+	anchors, err := st.Anchors(ctx, domain)
+	if err != nil {
+		return c.fail(err)
+	}
+	var ids []int64
+	for _, arg := range pos[1:] {
+		found, err := resolveAnchors(anchors, arg)
+		if err != nil {
+			return c.fail(fmt.Errorf("anchor %s of %s: %w", arg, domain, err))
+		}
+		ids = append(ids, found...)
+	}
+	failed := false
+	done := map[int64]bool{}
+	for _, id := range ids {
+		if done[id] {
+			continue
+		}
+		done[id] = true
+		a, err := st.RemoveAnchor(ctx, domain, id)
+		if err != nil {
+			fmt.Fprintf(env.stderr, "hisp: %v\n", err)
+			failed = true
+			continue
+		}
+		c.audit(ctx, st, "anchor.remove", domain, fmt.Sprintf("anchor %d %s", a.ID, a.Fingerprint))
+		fmt.Fprintf(env.stdout, "removed anchor %d of %s: %s\n", a.ID, domain, a.Subject)
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// resolveAnchors finds the anchors an argument of anchor remove names.
+func resolveAnchors(anchors []store.Anchor, arg string) ([]int64, error) {
+	if id, err := strconv.ParseInt(arg, 10, 64); err == nil && len(arg) < 8 {
+		for _, a := range anchors {
+			if a.ID == id {
+				return []int64{id}, nil
+			}
+		}
+		return nil, errors.New("no such anchor (see hisp anchor list)")
+	}
+	if fi, err := os.Stat(arg); err == nil && fi.Mode().IsRegular() {
+		certs, err := certfile.LoadCertificates(arg)
+		if err != nil {
+			return nil, err
+		}
+		var ids []int64
+		for _, cert := range certs {
+			fp := store.Fingerprint(cert.Raw)
+			n := len(ids)
+			for _, a := range anchors {
+				if a.Fingerprint == fp && a.BundleID == 0 {
+					ids = append(ids, a.ID)
+				}
+			}
+			if len(ids) == n {
+				return nil, fmt.Errorf("%s is not a manual anchor", cert.Subject)
+			}
+		}
+		return ids, nil
+	}
+	fp := strings.ToLower(strings.ReplaceAll(arg, ":", ""))
+	if len(fp) < 8 || strings.Trim(fp, "0123456789abcdef") != "" {
+		return nil, errors.New("want an anchor id, a fingerprint (8 hex digits or more) or a certificate file")
+	}
+	var manual, all []int64
+	fps := map[string]bool{}
+	for _, a := range anchors {
+		if strings.HasPrefix(a.Fingerprint, fp) {
+			fps[a.Fingerprint] = true
+			all = append(all, a.ID)
+			if a.BundleID == 0 {
+				manual = append(manual, a.ID)
+			}
+		}
+	}
+	switch {
+	case len(all) == 0:
+		return nil, errors.New("no anchor has this fingerprint (see hisp anchor list)")
+	case len(fps) > 1:
+		return nil, errors.New("fingerprint prefix matches several anchors: give more digits")
+	case len(manual) > 0:
+		return manual, nil
+	}
+	return all, nil // from bundles: RemoveAnchor explains
+}

@@ -1,0 +1,251 @@
+package main
+
+// Shared plumbing of the admin commands (domain, cert, anchor, bundle): the
+// data directory, flag parsing that lets flags and positional arguments
+// interleave, errors, tables and JSON output.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/user"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hisp-project/hisp/store"
+)
+
+// defaultDataDir is the data directory when neither --data nor HISP_DATA
+// names one.
+const defaultDataDir = "./hisp-data"
+
+// dataDir resolves the data directory: the --data flag, else the HISP_DATA
+// environment variable, else ./hisp-data.
+func dataDir(env *cliEnv, flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if env.getenv != nil {
+		if d := env.getenv("HISP_DATA"); d != "" {
+			return d
+		}
+	}
+	return defaultDataDir
+}
+
+// adminCmd is one admin subcommand's flags: --data for all, --json for the
+// list commands, plus its own.
+type adminCmd struct {
+	env  *cliEnv
+	name string // "domain add"
+	args string // positional synopsis: "DOMAIN"
+	fs   *flag.FlagSet
+	data string
+	json bool
+}
+
+// newAdminCmd makes the flag set of "hisp <name>"; list commands get --json.
+func newAdminCmd(env *cliEnv, name, args string, list bool) *adminCmd {
+	c := &adminCmd{env: env, name: name, args: args}
+	c.fs = flag.NewFlagSet("hisp "+name, flag.ContinueOnError)
+	c.fs.SetOutput(env.stderr)
+	c.fs.StringVar(&c.data, "data", "", "data `DIR` (default $HISP_DATA, else "+defaultDataDir+")")
+	if list {
+		c.fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
+	}
+	c.fs.Usage = func() {
+		fmt.Fprintf(env.stderr, "usage: hisp %s %s [flags]\n", name, args)
+		c.fs.PrintDefaults()
+	}
+	return c
+}
+
+// parse parses args, flags anywhere among the positional arguments (Go's
+// flag package alone stops at the first positional), and checks the count
+// of positional arguments (max < 0: no limit). When ok is false the caller
+// returns code: 0 for -h, else 2 with the usage printed.
+func (c *adminCmd) parse(args []string, min, max int) (pos []string, code int, ok bool) {
+	flags, pos := splitArgs(c.fs, args)
+	if err := c.fs.Parse(flags); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, 0, false
+		}
+		return nil, 2, false // the flag package printed the error and usage
+	}
+	if len(pos) < min || max >= 0 && len(pos) > max {
+		fmt.Fprintf(c.env.stderr, "hisp %s: want %s\n", c.name, c.args)
+		c.fs.Usage()
+		return nil, 2, false
+	}
+	return pos, 0, true
+}
+
+// splitArgs separates flags (with their values) from positional arguments.
+// A flag that takes a value takes the next argument unless written
+// -flag=value; "--" ends the flags; unknown flags are left for fs.Parse to
+// report.
+func splitArgs(fs *flag.FlagSet, args []string) (flags, pos []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			pos = append(pos, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			pos = append(pos, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		if i+1 < len(args) {
+			flags = append(flags, args[i+1])
+			i++
+		}
+	}
+	return flags, pos
+}
+
+// adminGroup dispatches "hisp GROUP SUB ..." like subcommand, but also when
+// --data DIR (or --json) comes before SUB.
+func adminGroup(env *cliEnv, group string, args []string, subs map[string]func(*cliEnv, []string) int) int {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			if i > 0 && a != "--" {
+				rest := append([]string{a}, args[:i]...)
+				args = append(rest, args[i+1:]...)
+			}
+			break
+		}
+		if name := strings.TrimLeft(a, "-"); name == "data" {
+			i++ // its value
+		}
+	}
+	return subcommand(env, group, args, subs)
+}
+
+// openStore opens the data directory of the command.
+func (c *adminCmd) openStore(ctx context.Context) (*store.Store, error) {
+	return store.Open(ctx, dataDir(c.env, c.data))
+}
+
+// fail reports an operation error and returns exit code 1.
+func (c *adminCmd) fail(err error) int {
+	fmt.Fprintf(c.env.stderr, "hisp: %v\n", err)
+	return 1
+}
+
+// usageError reports a malformed argument and returns exit code 2.
+func (c *adminCmd) usageError(format string, a ...any) int {
+	fmt.Fprintf(c.env.stderr, "hisp %s: %s\n", c.name, fmt.Sprintf(format, a...))
+	return 2
+}
+
+// warn prints a warning that does not fail the command.
+func (c *adminCmd) warn(format string, a ...any) {
+	fmt.Fprintf(c.env.stderr, "hisp: warning: %s\n", fmt.Sprintf(format, a...))
+}
+
+// audit records an admin action; a failure to record is only a warning.
+func (c *adminCmd) audit(ctx context.Context, st *store.Store, action, subject, reason string) {
+	actor := "cli"
+	if u := c.env.getenv("USER"); u != "" {
+		actor += ":" + u
+	} else if u, err := user.Current(); err == nil {
+		actor += ":" + u.Username
+	}
+	err := st.Audit(ctx, store.Event{Actor: actor, Action: action, Subject: subject, Verdict: "ok", Reason: reason})
+	if err != nil {
+		c.warn("%v", err)
+	}
+}
+
+// requireDomain checks that a local domain exists, with an error that says
+// how to add it.
+func requireDomain(ctx context.Context, st *store.Store, domain string) error {
+	_, err := st.Domain(ctx, domain)
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("domain %s not found: run hisp domain add %s", domain, domain)
+	}
+	return err
+}
+
+// normalizeDomainArg normalizes a DOMAIN argument.
+func normalizeDomainArg(c *adminCmd, arg string) (string, int, bool) {
+	d, err := store.NormalizeDomain(arg)
+	if err != nil {
+		return "", c.usageError("%v", err), false
+	}
+	return d, 0, true
+}
+
+// parseID parses a numeric row id argument.
+func parseID(c *adminCmd, what, arg string) (int64, int, bool) {
+	id, err := strconv.ParseInt(arg, 10, 64)
+	if err != nil || id <= 0 {
+		return 0, c.usageError("invalid %s id %q: want a number as listed", what, arg), false
+	}
+	return id, 0, true
+}
+
+// adminTable prints rows as aligned columns under a header.
+func adminTable(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, r := range rows {
+		for i, f := range r {
+			if f == "" {
+				r[i] = "-"
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// adminJSON prints v as indented JSON.
+func adminJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// day formats a time as a date, "-" for the zero time.
+func day(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02")
+}
+
+// instant formats a time to the second, "-" for the zero time.
+func instant(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// optTime is a time for JSON output: null when zero.
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
