@@ -48,24 +48,26 @@ type envelope struct {
 	macElement    []byte // AuthEnvelopedData: the mac element within the input
 }
 
-// Decrypt parses a BER or DER ContentInfo holding EnvelopedData or AuthEnvelopedData and decrypts it
-// with the first KeyPair that matches a RecipientInfo (matched by issuer+serial or by SKI; if
-// matching finds nothing, do NOT brute-force). It may overwrite and return slices of der
-// (decrypt in place) to keep memory low: document that.
+// Decrypt parses a BER or DER ContentInfo holding EnvelopedData or
+// AuthEnvelopedData and decrypts it with the first KeyPair that matches a
+// RecipientInfo.
 //
-// Decrypt works in place: it overwrites der, and Content is a slice of der.
-// A caller that needs der afterwards must pass a copy. This keeps the memory
-// for a large message close to the size of the message itself.
+// Decrypt works in place to keep memory low: it overwrites der, and the
+// returned Content is a slice of der. A caller that needs der afterwards
+// must pass a copy.
 //
-// Keys are tried in the order given; a key is used when its certificate is
-// named by a key transport RecipientInfo, by issuer and serial number or by
-// subject key identifier. RecipientInfos of other kinds (key agreement, KEK,
-// password, other) are ignored. No key is tried against a RecipientInfo that
-// does not name its certificate.
+// Keys are tried in the order given. A key is used when a key transport
+// RecipientInfo names its certificate, by issuer and serial number (the
+// issuer compared as encoded) or by subject key identifier; no key is tried
+// against a RecipientInfo that does not name it. RecipientInfos of other kinds
+// (key agreement, KEK, password, other) are skipped. The matching key must be
+// an RSA key of at least MinRSABits bits (ErrWeakKey otherwise).
 //
-// The errors wrap ErrMalformed, ErrNoMatchingRecipient, ErrDecryptionFailed,
-// ErrWeakKey, or are an *UnsupportedAlgorithmError (matching
-// ErrRefusedAlgorithm or ErrUnsupportedAlgorithm).
+// Errors wrap ErrMalformed, ErrNoMatchingRecipient, ErrDecryptionFailed or
+// ErrWeakKey, or are an *UnsupportedAlgorithmError, which matches
+// ErrRefusedAlgorithm or ErrUnsupportedAlgorithm. ErrDecryptionFailed covers
+// a failed key transport, a GCM tag mismatch and bad CBC padding alike; a
+// peer should not be told which.
 func Decrypt(der []byte, keys []KeyPair) (*Decrypted, error) {
 	env, err := parseEnvelope(der)
 	if err != nil {
@@ -317,6 +319,11 @@ func parseContentAlgorithm(env *envelope) (contentAlgorithm, error) {
 	if len(p.Nonce) == 0 || len(p.Nonce) > 64 {
 		return alg, malformed("GCM nonce of %d bytes", len(p.Nonce))
 	}
+	if len(p.Nonce) != gcmNonceSize && p.ICVLen != gcmTagSize {
+		// crypto/cipher offers a non-default nonce size or tag size, not both.
+		return alg, &UnsupportedAlgorithmError{Role: RoleContentEncryption, OID: oid,
+			Name: fmt.Sprintf("%v with a %d-byte nonce and a %d-byte tag", c, len(p.Nonce), p.ICVLen)}
+	}
 	if len(env.mac) != p.ICVLen {
 		return alg, malformed("mac of %d bytes, GCM parameters say %d", len(env.mac), p.ICVLen)
 	}
@@ -378,8 +385,8 @@ func findRecipient(infos []berElement, keys []KeyPair) (*keyTransRecipientInfo, 
 			if k.ias != nil {
 				// RFC 5652 section 6.2.1: the issuer's distinguished name
 				// and serial number; names compared as encoded.
-				if bytes.Equal(k.ias.Issuer.FullBytes, kp.Cert.RawIssuer) &&
-					k.ias.SerialNumber != nil && k.ias.SerialNumber.Cmp(kp.Cert.SerialNumber) == 0 {
+				if bytes.Equal(k.ias.Issuer.FullBytes, kp.Cert.RawIssuer) && k.ias.SerialNumber != nil &&
+					kp.Cert.SerialNumber != nil && k.ias.SerialNumber.Cmp(kp.Cert.SerialNumber) == 0 {
 					return &k.ri, kp, nil
 				}
 				continue

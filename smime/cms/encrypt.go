@@ -55,7 +55,8 @@ const (
 // Encrypt returns a DER-encoded ContentInfo: EnvelopedData for CBC ciphers, AuthEnvelopedData for GCM.
 // rand is the entropy source (crypto/rand.Reader in production).
 //
-// The content-encryption key is transported to every recipient with its
+// alg is the content cipher (AES128CBC unless configured otherwise). A fresh
+// content-encryption key is transported to every recipient with its
 // KeyTransport. Recipients must have RSA keys of at least MinRSABits bits
 // (ErrWeakKey otherwise); key usage and trust are the caller's business.
 // The inner content type is id-data.
