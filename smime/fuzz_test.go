@@ -125,7 +125,9 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	} {
 		open = append(open, openssl(t, osigned, append([]string{"cms", "-encrypt", "-from", "a@b.example", "-to", "c@d.example"}, enc...)...))
 	}
-	for name, corpus := range map[string][][]byte{"FuzzOpen": open, "FuzzSignedData": sigs} {
+	osignedOpaque := openssl(t, Wrap(nil, msg), "cms", "-sign", "-nodetach", "-signer", cert, "-inkey", key)
+	signedSeeds := [][]byte{signed, signed[:len(signed)-40], canonicalize(osigned), canonicalize(osignedOpaque), Wrap(nil, msg)}
+	for name, corpus := range map[string][][]byte{"FuzzOpen": open, "FuzzSignedData": sigs, "FuzzSigned": signedSeeds} {
 		dir := filepath.Join("testdata", "fuzz", name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -137,4 +139,20 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// FuzzSigned feeds decrypted content (what a sender put inside the
+// encryption) to the verify-and-unwrap stage of Open, which FuzzOpen
+// rarely reaches through the encryption.
+func FuzzSigned(f *testing.F) {
+	outer, err := parseEntity([]byte("From: a@b.example\r\nTo: c@d.example\r\n\r\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, decrypted []byte) {
+		var res Opened
+		if err := openSigned(outer, decrypted, &res); err == nil && res.Message == nil {
+			t.Fatal("no error and no message")
+		}
+	})
 }

@@ -86,9 +86,18 @@ func Open(message []byte, keys []cms.KeyPair) (*Opened, error) {
 		KeyTransport: dec.KeyTransport,
 		Recipient:    dec.Recipient,
 	}
-	signed, err := parseEntity(dec.Content)
+	if err := openSigned(outer, dec.Content, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// openSigned verifies the decrypted entity and unwraps the inner message
+// into res.
+func openSigned(outer *entity, decrypted []byte, res *Opened) error {
+	signed, err := parseEntity(decrypted)
 	if err != nil {
-		return nil, fmt.Errorf("decrypted content: %w", err)
+		return fmt.Errorf("decrypted content: %w", err)
 	}
 	var content []byte // the signed entity
 	switch {
@@ -97,15 +106,12 @@ func Open(message []byte, keys []cms.KeyPair) (*Opened, error) {
 	case isSMIMEType(signed.mediaType, "pkcs7-mime") && strings.EqualFold(signed.params["smime-type"], "signed-data"):
 		content, err = verifyOpaque(signed, res)
 	default:
-		return nil, fmt.Errorf("%w: decrypted content is %q, want multipart/signed", ErrNotSigned, signed.mediaType)
+		return fmt.Errorf("%w: decrypted content is %q, want multipart/signed", ErrNotSigned, signed.mediaType)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := unwrap(outer, content, res); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return unwrap(outer, content, res)
 }
 
 func isSMIMEType(mediaType, sub string) bool {
