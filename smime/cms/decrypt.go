@@ -67,7 +67,9 @@ type envelope struct {
 // ErrWeakKey, or are an *UnsupportedAlgorithmError, which matches
 // ErrRefusedAlgorithm or ErrUnsupportedAlgorithm. ErrDecryptionFailed covers
 // a failed key transport, a GCM tag mismatch and bad CBC padding alike; a
-// peer should not be told which.
+// peer should not be told which. A matching KeyPair whose key is not an RSA
+// crypto.Decrypter, or does not belong to its certificate, is a local
+// configuration error and gets an error of its own.
 func Decrypt(der []byte, keys []KeyPair) (*Decrypted, error) {
 	env, err := parseEnvelope(der)
 	if err != nil {
