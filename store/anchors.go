@@ -160,6 +160,27 @@ func (s *Store) Anchors(ctx context.Context, domain string) ([]Anchor, error) {
 	return out, nil
 }
 
+// BundleAnchors returns the anchors a bundle holds now, ordered by id.
+func (s *Store) BundleAnchors(ctx context.Context, bundleID int64) ([]Anchor, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+anchorColumns+` FROM anchors WHERE bundle_id = ? ORDER BY id`, bundleID)
+	if err != nil {
+		return nil, fmt.Errorf("list anchors of bundle %d: %w", bundleID, err)
+	}
+	defer rows.Close()
+	var out []Anchor
+	for rows.Next() {
+		a, err := scanAnchor(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list anchors of bundle %d: %w", bundleID, err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list anchors of bundle %d: %w", bundleID, err)
+	}
+	return out, nil
+}
+
 // RemoveAnchor removes a manual anchor of a domain. Anchors that came from
 // a bundle go with their bundle; removing one is refused.
 func (s *Store) RemoveAnchor(ctx context.Context, domain string, id int64) (Anchor, error) {

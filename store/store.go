@@ -8,10 +8,11 @@
 // admin command line and a running server can use it at the same time. The
 // schema comes from numbered migrations (migrations/NNNN_name.sql), recorded
 // in the schema_migrations table and applied in order when the store opens.
-// Queries use standard SQL with "?" placeholders, RETURNING and ON DELETE
-// CASCADE, which PostgreSQL understands as well; times are stored as
-// milliseconds since the Unix epoch. Nothing SQLite-specific leaves this
-// package.
+// Queries use standard SQL that PostgreSQL understands as well (RETURNING,
+// ON CONFLICT, ON DELETE CASCADE; "?" placeholders, which a PostgreSQL
+// driver would rebind to $n); times are stored as milliseconds since the
+// Unix epoch. Connection settings and the migration files are per database;
+// nothing SQLite-specific leaves this package.
 //
 // Private keys are encrypted at rest: PKCS#8 sealed with AES-256-GCM under a
 // 32-byte master key kept in master.key in the data directory (mode 0600,

@@ -401,6 +401,11 @@ func TestAnchorsAndBundles(t *testing.T) {
 		t.Error("removing a bundle anchor by hand was allowed")
 	}
 
+	ba, err := s.BundleAnchors(ctx, b.ID)
+	tcheck(t, err, "bundle anchors")
+	if len(ba) != 2 || !bytes.Equal(ba[0].DER, ca2.Raw) || !bytes.Equal(ba[1].DER, ca3.Raw) {
+		t.Errorf("bundle anchors %+v", ba)
+	}
 	got, err := s.Bundle(ctx, b.ID)
 	tcheck(t, err, "get bundle")
 	if got.Anchors != 2 || got.Checksum != "sum1" || !got.LastSuccess.Equal(now) || got.LastError != "" || got.Refresh != time.Hour {
@@ -585,6 +590,46 @@ func TestChangedAcrossHandles(t *testing.T) {
 	// The second handle sees the data, too.
 	if _, err := s2.Domain(ctx, "a.example"); err != nil {
 		t.Errorf("second handle: %v", err)
+	}
+}
+
+func TestConcurrentFirstOpen(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	const n = 4
+	stores := make(chan *Store, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			s, err := Open(ctx, dir)
+			if err != nil {
+				errs <- err
+				return
+			}
+			stores <- s
+		}()
+	}
+	var opened []*Store
+	for range n {
+		select {
+		case err := <-errs:
+			t.Errorf("concurrent open: %v", err)
+		case s := <-stores:
+			opened = append(opened, s)
+		}
+	}
+	// Every handle uses the same master key: a key sealed through one opens
+	// through the others.
+	_, err := opened[0].AddDomain(ctx, "a.example")
+	tcheck(t, err, "add domain")
+	cert, key := testCert(t, 0, []string{"bob@a.example"}, nil, false)
+	c, err := opened[0].AddCertificate(ctx, "bob@a.example", cert, nil, key)
+	tcheck(t, err, "add certificate")
+	for i, s := range opened {
+		if _, err := s.PrivateKey(ctx, c.ID); err != nil {
+			t.Errorf("handle %d: %v", i, err)
+		}
+		s.Close()
 	}
 }
 

@@ -372,8 +372,9 @@ func certList(env *cliEnv, args []string) int {
 		return c.fail(err)
 	}
 	defer st.Close()
-	if f.Domain != "" {
-		if err := requireDomain(ctx, st, f.Domain); err != nil {
+	if len(pos) == 1 {
+		_, domain, _ := store.ParseOwner(pos[0])
+		if err := requireDomain(ctx, st, domain); err != nil {
 			return c.fail(err)
 		}
 	}
