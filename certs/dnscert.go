@@ -208,7 +208,7 @@ func parseIPKIXURL(data []byte) (string, error) {
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil {
 		return "", fmt.Errorf("URL %q: only http and https URLs with a host", data)
 	}
-	return u.String(), nil
+	return string(data), nil
 }
 
 // fetchIPKIX fetches the certificate an IPKIX record points at: DER, PEM or

@@ -52,7 +52,7 @@ func (d *Discoverer) ldapStep(ctx context.Context, ls *ldapSession, mail string)
 		return stepOutcome{name: srvName + " SRV", err: err}
 	}
 	if len(targets) == 0 {
-		return stepOutcome{name: srvName + " SRV", note: "no LDAP server: no SRV records at " + srvName, expires: srvExp}
+		return stepOutcome{name: srvName + " SRV", note: "no LDAP server: no SRV records at " + srvName, expires: srvExp, cached: ls.srvCached}
 	}
 	if err := ls.open(ctx); err != nil {
 		return stepOutcome{name: srvName + " SRV", err: err}
@@ -100,6 +100,7 @@ type ldapSession struct {
 	srv         []*dns.SRV
 	extra       []dns.RR
 	srvExp      time.Time
+	srvCached   bool
 	srvErr      error
 
 	opened bool
@@ -115,7 +116,7 @@ type ldapSession struct {
 func (s *ldapSession) targets(ctx context.Context) ([]*dns.SRV, time.Time, error) {
 	if !s.haveTargets {
 		s.haveTargets = true
-		a, exp, _, err := s.d.query(ctx, "_ldap._tcp."+s.domain+".", dns.TypeSRV)
+		a, exp, cached, err := s.d.query(ctx, "_ldap._tcp."+s.domain+".", dns.TypeSRV)
 		if err != nil {
 			s.srvErr = err
 		} else {
@@ -127,6 +128,7 @@ func (s *ldapSession) targets(ctx context.Context) ([]*dns.SRV, time.Time, error
 			s.srv = orderSRV(s.srv)
 			s.extra = a.extra
 			s.srvExp = exp
+			s.srvCached = cached
 		}
 	}
 	return s.srv, s.srvExp, s.srvErr
