@@ -1,0 +1,167 @@
+// Package config reads hisp.toml, the configuration of `hisp serve`, and
+// holds its defaults: safe local listeners on loopback, so that a server
+// started without a file is reachable only from the machine itself.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is hisp.toml. Key names are part of hisp's public contract.
+type Config struct {
+	// Data is the data directory; --data and HISP_DATA take precedence.
+	Data string `toml:"data"`
+	// Hostname is the EHLO name and MDN reporting host, and the name server
+	// name of published zones.
+	Hostname string   `toml:"hostname"`
+	Listen   Listen   `toml:"listen"`
+	DNS      DNS      `toml:"dns"`
+	Outbound Outbound `toml:"outbound"`
+	TLS      TLS      `toml:"tls"`
+	Trust    Trust    `toml:"trust"`
+}
+
+// Listen holds the listener addresses; "" turns a listener off.
+type Listen struct {
+	SMTP       string `toml:"smtp"`       // backbone: other HISPs deliver here
+	Submission string `toml:"submission"` // clients and EHRs, AUTH required
+	IMAP       string `toml:"imap"`
+	DNS        string `toml:"dns"`   // authoritative CERT publishing for local domains
+	Admin      string `toml:"admin"` // admin web page, API, CRLs of the local CAs
+}
+
+// DNS configures look-ups.
+type DNS struct {
+	// Resolver is host:port for discovery and MX look-ups; "" = the system
+	// resolver.
+	Resolver string `toml:"resolver"`
+	// Timeout of one DNS query; default 3s.
+	Timeout Duration `toml:"timeout"`
+	// LDAPTimeout of one LDAP connect, bind or search; default 5s.
+	LDAPTimeout Duration `toml:"ldap_timeout"`
+}
+
+// Outbound configures delivery to other HISPs.
+type Outbound struct {
+	Port   int               `toml:"port"`   // port for MX delivery
+	Routes map[string]string `toml:"routes"` // domain = "host:port", overriding MX
+}
+
+// TLS names the server certificate; empty means a self-signed certificate
+// made in the data directory.
+type TLS struct {
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+// Trust configures certificate validation.
+type Trust struct {
+	// Revocation is what to do when a CRL or OCSP responder cannot be
+	// reached: "refuse" (default) or "allow".
+	Revocation string `toml:"revocation"`
+}
+
+// Duration is a time.Duration written as a string ("3s", "1h").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Default returns the configuration used without a file.
+func Default() Config {
+	return Config{
+		Data:     "./hisp-data",
+		Hostname: "localhost",
+		Listen: Listen{
+			SMTP:       "127.0.0.1:2525",
+			Submission: "127.0.0.1:5587",
+			IMAP:       "127.0.0.1:1143",
+			DNS:        "127.0.0.1:8053",
+			Admin:      "127.0.0.1:8080",
+		},
+		DNS:      DNS{Timeout: Duration{3 * time.Second}, LDAPTimeout: Duration{5 * time.Second}},
+		Outbound: Outbound{Port: 25, Routes: map[string]string{}},
+		Trust:    Trust{Revocation: "refuse"},
+	}
+}
+
+// Load reads a configuration file over the defaults. Unknown keys are an
+// error, so that a misspelt key does not silently keep its default.
+func Load(name string) (Config, error) {
+	c := Default()
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return c, err
+	}
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", name, err)
+	}
+	if un := md.Undecoded(); len(un) > 0 {
+		keys := make([]string, len(un))
+		for i, k := range un {
+			keys[i] = k.String()
+		}
+		sort.Strings(keys)
+		return c, fmt.Errorf("%s: unknown keys: %s", name, strings.Join(keys, ", "))
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Validate checks values that can be checked without the network.
+func (c *Config) Validate() error {
+	var errs []error
+	check := func(key, addr string) {
+		if addr == "" {
+			return
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s = %q: want host:port", key, addr))
+		}
+	}
+	check("listen.smtp", c.Listen.SMTP)
+	check("listen.submission", c.Listen.Submission)
+	check("listen.imap", c.Listen.IMAP)
+	check("listen.dns", c.Listen.DNS)
+	check("listen.admin", c.Listen.Admin)
+	check("dns.resolver", c.DNS.Resolver)
+	for d, r := range c.Outbound.Routes {
+		check("outbound.routes."+d, r)
+	}
+	if c.Outbound.Port <= 0 || c.Outbound.Port > 65535 {
+		errs = append(errs, fmt.Errorf("outbound.port = %d: want 1-65535", c.Outbound.Port))
+	}
+	if c.Hostname == "" {
+		errs = append(errs, errors.New("hostname is empty"))
+	}
+	switch c.Trust.Revocation {
+	case "refuse", "allow":
+	default:
+		errs = append(errs, fmt.Errorf("trust.revocation = %q: want refuse or allow", c.Trust.Revocation))
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		errs = append(errs, errors.New("tls.cert and tls.key go together"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,79 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func write(t *testing.T, s string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "hisp.toml")
+	if err := os.WriteFile(f, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestLoadDesignExample(t *testing.T) {
+	c, err := Load(write(t, `
+data = "/var/lib/hisp"
+hostname = "hisp.hospital.example"
+[listen]
+smtp = "0.0.0.0:25"
+submission = "0.0.0.0:587"
+imap = "0.0.0.0:143"
+dns = ""
+admin = "127.0.0.1:8080"
+[dns]
+resolver = "127.0.0.1:53"
+timeout = "2s"
+[outbound]
+port = 2525
+[outbound.routes]
+"partner.example" = "10.0.0.5:25"
+[tls]
+cert = "/etc/hisp/tls.pem"
+key = "/etc/hisp/tls.key"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Data != "/var/lib/hisp" || c.Listen.DNS != "" || c.Listen.SMTP != "0.0.0.0:25" || c.Outbound.Port != 2525 ||
+		c.Outbound.Routes["partner.example"] != "10.0.0.5:25" || c.DNS.Timeout.Duration != 2*time.Second ||
+		c.DNS.LDAPTimeout.Duration != 5*time.Second || c.Trust.Revocation != "refuse" {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct{ toml, want string }{
+		{"[listen]\nsmpt = \"x\"\n", "unknown keys: listen.smpt"},
+		{"[listen]\nsmtp = \"nocolon\"\n", "listen.smtp"},
+		{"[outbound]\nport = 0\n", "outbound.port"},
+		{"[tls]\ncert = \"a\"\n", "go together"},
+		{"[trust]\nrevocation = \"maybe\"\n", "trust.revocation"},
+		{"data = [", "hisp.toml"},
+	} {
+		if _, err := Load(write(t, tc.toml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.toml, err, tc.want)
+		}
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.toml")); err == nil {
+		t.Error("missing file accepted")
+	}
+}
+
+func TestDefaultsAreLoopback(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{c.Listen.SMTP, c.Listen.Submission, c.Listen.IMAP, c.Listen.DNS, c.Listen.Admin} {
+		if !strings.HasPrefix(a, "127.0.0.1:") {
+			t.Errorf("default listener %s is not on loopback", a)
+		}
+	}
+}
