@@ -101,14 +101,17 @@ func ParseBundle(data []byte, signer *x509.Certificate) ([]*x509.Certificate, er
 	return bundleCerts(ip7.Certificates)
 }
 
-// bundleDER returns the DER of a bundle in DER or PEM form.
+// bundleDER returns the DER of a bundle in DER or PEM form. PEM may be
+// preceded by text, as openssl writes it.
 func bundleDER(data []byte) ([]byte, error) {
 	trimmed := bytes.TrimSpace(data)
-	if !bytes.HasPrefix(trimmed, []byte("-----BEGIN ")) {
-		if len(trimmed) == 0 {
-			return nil, errors.New("empty bundle")
-		}
+	switch {
+	case len(trimmed) == 0:
+		return nil, errors.New("empty bundle")
+	case trimmed[0] == 0x30: // DER or BER SEQUENCE
 		return data, nil
+	case !bytes.Contains(trimmed, []byte("-----BEGIN ")):
+		return nil, errors.New("bundle is neither DER nor PEM")
 	}
 	for rest := trimmed; ; {
 		var block *pem.Block

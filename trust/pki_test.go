@@ -94,6 +94,7 @@ type certSpec struct {
 	aia          []string
 	sigAlg       x509.SignatureAlgorithm
 	key          crypto.Signer // subject key; nil: the leaf key
+	serial       *big.Int      // nil: the next of a counter
 }
 
 type testCert struct {
@@ -123,7 +124,7 @@ func issue(t testing.TB, parent *testCert, s certSpec) *testCert {
 		key = rsaKey(t, kLeaf)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          nextSerial(),
+		SerialNumber:          s.serial,
 		Subject:               pkix.Name{CommonName: s.cn, Organization: []string{"hisp test"}},
 		NotBefore:             s.notBefore,
 		NotAfter:              s.notAfter,
@@ -137,6 +138,9 @@ func issue(t testing.TB, parent *testCert, s certSpec) *testCert {
 		OCSPServer:            s.ocsp,
 		IssuingCertificateURL: s.aia,
 		SignatureAlgorithm:    s.sigAlg,
+	}
+	if tmpl.SerialNumber == nil {
+		tmpl.SerialNumber = nextSerial()
 	}
 	if s.subjectEmail != "" {
 		tmpl.Subject.ExtraNames = []pkix.AttributeTypeAndValue{{Type: oidEmailAddress, Value: s.subjectEmail}}
