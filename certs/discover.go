@@ -335,6 +335,9 @@ func (d *Discoverer) discover(ctx context.Context, address string, validate Vali
 		}
 		break
 	}
+	if err := ctx.Err(); err != nil && len(res.Certs) == 0 {
+		return res, fmt.Errorf("discover %s: %w", address, err)
+	}
 
 	switch {
 	case len(res.Certs) > 0:

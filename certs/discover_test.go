@@ -584,3 +584,110 @@ func TestOrderSRV(t *testing.T) {
 		t.Errorf("order %q, want %q", names, want)
 	}
 }
+
+// hungListener accepts TCP connections and never answers, like an LDAP
+// server that hangs.
+func hungListener(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tcheck(t, err, "listen")
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestDiscoverHungServers(t *testing.T) {
+	env := newDiscoveryEnv(t, true)
+	hung := hungListener(t)
+
+	t.Run("hung primary LDAP: next target after the time-out", func(t *testing.T) {
+		s := env.needLDAP(t)
+		ab := env.pki.leaf(t, leafOpts{email: "h@hung.test"})
+		s.addEntry(t, "two", "h", "h@hung.test", userCert(ab))
+		env.ldapSRV(t, "hung.test", 0, 0, "hung.hung.test", hung)
+		env.ldapSRV(t, "hung.test", 5, 0, "up.hung.test", s.ports[0])
+		d := NewDiscoverer(DiscoveryOptions{Resolver: env.zone.addr, LDAPTimeout: 300 * time.Millisecond})
+		res, err := discover(t, d, "h@hung.test", env.pki.validator())
+		tcheck(t, err, "discover")
+		wantCerts(t, res, LDAPAddress, ab)
+	})
+
+	t.Run("context ends while LDAP hangs", func(t *testing.T) {
+		env.ldapSRV(t, "hung2.test", 0, 0, "hung.hung2.test", hung)
+		d := NewDiscoverer(DiscoveryOptions{Resolver: env.zone.addr, LDAPTimeout: time.Minute})
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		res, err := d.Discover(ctx, "h@hung2.test", env.pki.validator())
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("error %v, want the context's", err)
+		}
+		if res == nil || len(res.Certs) != 0 {
+			t.Errorf("result %+v", res)
+		}
+	})
+
+	t.Run("DNS server not answering", func(t *testing.T) {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		tcheck(t, err, "listen")
+		defer pc.Close()
+		d := NewDiscoverer(DiscoveryOptions{Resolver: pc.LocalAddr().String(), DNSTimeout: 100 * time.Millisecond})
+		res, err := discover(t, d, "bob@silent.test", env.pki.validator())
+		if err == nil || !strings.Contains(err.Error(), "timeout") {
+			t.Errorf("error %v, want a time-out", err)
+		}
+		wantNoCerts(t, res)
+	})
+}
+
+// TestDiscoverConcurrent runs discoveries in parallel on one Discoverer, for
+// the race detector.
+func TestDiscoverConcurrent(t *testing.T) {
+	env := newDiscoveryEnv(t, false)
+	var addrs []string
+	for i := range 4 {
+		a := "u" + strconv.Itoa(i) + "@conc.test"
+		env.zone.addCERT("u"+strconv.Itoa(i)+".conc.test", dns.CertPKIX, env.pki.leaf(t, leafOpts{email: a}).Raw)
+		addrs = append(addrs, a)
+	}
+	d := env.discoverer()
+	v := env.pki.validator()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 20 {
+				a := addrs[(g+i)%len(addrs)]
+				var res *Result
+				var err error
+				if i%2 == 0 {
+					res, err = d.DiscoverKeyed(context.Background(), a, "k", v)
+				} else {
+					res, err = d.Discover(context.Background(), a, v)
+				}
+				if err != nil || len(res.Certs) != 1 {
+					t.Errorf("%s: %v", a, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
