@@ -7,9 +7,9 @@ FUZZTIME ?= 60s
 build:
 	$(GO) build -o hisp ./cmd/hisp
 
-# The gateway on its embedded defaults (a complete two-domain trial).
+# The gateway on its embedded defaults (loopback listeners, ./hisp-data).
 run: build
-	./hisp sandbox
+	./hisp serve
 
 test-deps:
 	./scripts/test-deps.sh
