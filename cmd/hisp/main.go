@@ -42,6 +42,7 @@ func main() {
 // run dispatches args to a subcommand and returns the exit code: 0 success,
 // 1 failure of the operation, 2 usage error.
 func run(env *cliEnv, args []string) int {
+	args = moveGlobalFlags(args)
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(env.stderr)
 		if len(args) == 0 {
@@ -56,6 +57,27 @@ func run(env *cliEnv, args []string) int {
 		return 2
 	}
 	return c.run(env, args[1:])
+}
+
+// moveGlobalFlags lets --data DIR come before the command name ("hisp
+// --data DIR domain list") by moving it after the command's words, where
+// each command parses it.
+func moveGlobalFlags(args []string) []string {
+	var global []string
+	for len(args) > 0 {
+		switch a := args[0]; {
+		case (a == "--data" || a == "-data") && len(args) > 1:
+			global, args = append(global, a, args[1]), args[2:]
+		case strings.HasPrefix(a, "--data=") || strings.HasPrefix(a, "-data="):
+			global, args = append(global, a), args[1:]
+		default:
+			if len(global) == 0 {
+				return args
+			}
+			return append(append([]string{}, args...), global...)
+		}
+	}
+	return global
 }
 
 func usage(w io.Writer) {

@@ -115,3 +115,14 @@ func TestMessagePKCS12(t *testing.T) {
 		t.Fatalf("open: exit %d %s", code, stderr)
 	}
 }
+
+func TestGlobalDataFlagFirst(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runCLI(t, nil, "--data", dir, "domain", "add", "first.example"); code != 0 {
+		t.Fatalf("--data before the command: %s", stderr)
+	}
+	code, out, _ := runCLI(t, nil, "--data="+dir, "domain", "list")
+	if code != 0 || !strings.Contains(out, "first.example") {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+}
