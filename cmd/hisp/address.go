@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hisp-project/hisp/certs/certfile"
+	"github.com/hisp-project/hisp/store"
+)
+
+func init() {
+	register("address", command{
+		summary: "add, list or remove local Direct addresses (a mailbox and a login each)",
+		run: func(env *cliEnv, args []string) int {
+			return adminGroup(env, "address", args, map[string]func(*cliEnv, []string) int{
+				"add":    addressAdd,
+				"list":   addressList,
+				"remove": addressRemove,
+				"passwd": addressPasswd,
+			})
+		},
+	})
+}
+
+// addressAdd is "hisp address add ADDRESS --password-file FILE".
+func addressAdd(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "address add", "ADDRESS --password-file FILE", false)
+	pwFile := c.fs.String("password-file", "", "`FILE` whose first line is the login password (submission and IMAP)")
+	pos, code, ok := c.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	addr, domain, err := store.NormalizeAddress(pos[0])
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	if *pwFile == "" {
+		return c.usageError("need --password-file FILE (the address's login password)")
+	}
+	password, err := certfile.ReadPasswordFile(*pwFile)
+	if err != nil {
+		return c.fail(err)
+	}
+	if len(password) < store.MinPasswordLength {
+		return c.fail(fmt.Errorf("password in %s is shorter than %d characters", *pwFile, store.MinPasswordLength))
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	if err := requireDomain(ctx, st, domain); err != nil {
+		return c.fail(err)
+	}
+	if _, err := st.AddAddress(ctx, addr); errors.Is(err, store.ErrExists) {
+		return c.fail(fmt.Errorf("address %s already exists (change its password with hisp address passwd)", addr))
+	} else if err != nil {
+		return c.fail(err)
+	}
+	if err := st.SetPassword(ctx, addr, password); err != nil {
+		st.RemoveAddress(ctx, addr)
+		return c.fail(err)
+	}
+	c.audit(ctx, st, "address.add", addr, "")
+	fmt.Fprintf(env.stdout, "added address %s\n", addr)
+	return 0
+}
+
+// addressPasswd is "hisp address passwd ADDRESS --password-file FILE".
+func addressPasswd(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "address passwd", "ADDRESS --password-file FILE", false)
+	pwFile := c.fs.String("password-file", "", "`FILE` whose first line is the new password")
+	pos, code, ok := c.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	if *pwFile == "" {
+		return c.usageError("need --password-file FILE")
+	}
+	password, err := certfile.ReadPasswordFile(*pwFile)
+	if err != nil {
+		return c.fail(err)
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	if err := st.SetPassword(ctx, pos[0], password); err != nil {
+		return c.fail(err)
+	}
+	c.audit(ctx, st, "address.passwd", pos[0], "")
+	fmt.Fprintf(env.stdout, "password of %s changed\n", pos[0])
+	return 0
+}
+
+type addressJSON struct {
+	Address  string    `json:"address"`
+	Domain   string    `json:"domain"`
+	Login    bool      `json:"login"`
+	Created  time.Time `json:"created"`
+	CertsNum int       `json:"certificates"`
+}
+
+// addressList is "hisp address list [DOMAIN|ADDRESS] [--json]".
+func addressList(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "address list", "[DOMAIN|ADDRESS]", true)
+	pos, code, ok := c.parse(args, 0, 1)
+	if !ok {
+		return code
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	var list []store.Address
+	switch {
+	case len(pos) == 0:
+		list, err = st.Addresses(ctx, "")
+	default:
+		owner, _, perr := store.ParseOwner(pos[0])
+		if perr != nil {
+			return c.usageError("%v", perr)
+		}
+		if _, domErr := store.NormalizeDomain(owner); domErr == nil {
+			list, err = st.Addresses(ctx, owner)
+		} else {
+			var a store.Address
+			a, err = st.Address(ctx, owner)
+			list = []store.Address{a}
+		}
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	out := []addressJSON{}
+	for _, a := range list {
+		login, err := st.HasPassword(ctx, a.Address)
+		if err != nil {
+			return c.fail(err)
+		}
+		cs, err := st.Certificates(ctx, store.CertFilter{Owner: a.Address})
+		if err != nil {
+			return c.fail(err)
+		}
+		out = append(out, addressJSON{Address: a.Address, Domain: a.Domain, Login: login, Created: a.Created.UTC(), CertsNum: len(cs)})
+	}
+	if c.json {
+		if err := adminJSON(env.stdout, out); err != nil {
+			return c.fail(err)
+		}
+		return 0
+	}
+	var rows [][]string
+	for _, a := range out {
+		login := "no"
+		if a.Login {
+			login = "yes"
+		}
+		rows = append(rows, []string{a.Address, a.Domain, login, fmt.Sprint(a.CertsNum), day(a.Created)})
+	}
+	if err := adminTable(env.stdout, []string{"ADDRESS", "DOMAIN", "LOGIN", "CERTS", "CREATED"}, rows); err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
+// addressRemove is "hisp address remove ADDRESS".
+func addressRemove(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "address remove", "ADDRESS", false)
+	pos, code, ok := c.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	addr, _, err := store.NormalizeAddress(pos[0])
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	if err := st.RemoveAddress(ctx, addr); err != nil {
+		return c.fail(err)
+	}
+	c.audit(ctx, st, "address.remove", addr, "")
+	fmt.Fprintf(env.stdout, "removed address %s and its certificates\n", addr)
+	return 0
+}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestAddressCommands(t *testing.T) {
+	dir := t.TempDir()
+	data := "--data=" + dir
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("a long password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	short := filepath.Join(dir, "short")
+	if err := os.WriteFile(short, []byte("abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI(t, nil, "address", "add", "bob@clinic.example", "--password-file", pw, data); code != 1 || !strings.Contains(stderr, "hisp domain add clinic.example") {
+		t.Fatalf("unknown domain: exit %d %s", code, stderr)
+	}
+	runCLI(t, nil, "domain", "add", "clinic.example", data)
+	if code, _, stderr := runCLI(t, nil, "address", "add", "Bob@Clinic.example", "--password-file", pw, data); code != 0 {
+		t.Fatalf("add: %s", stderr)
+	}
+	if code, _, _ := runCLI(t, nil, "address", "add", "bob@clinic.example", "--password-file", pw, data); code != 1 {
+		t.Fatal("duplicate added")
+	}
+	if code, _, _ := runCLI(t, nil, "address", "add", "amy@clinic.example", "--password-file", short, data); code != 1 {
+		t.Fatal("short password accepted")
+	}
+	if code, _, _ := runCLI(t, nil, "address", "add", "amy@clinic.example", data); code != 2 {
+		t.Fatal("missing --password-file is not a usage error")
+	}
+	code, out, _ := runCLI(t, nil, "address", "list", data)
+	if code != 0 || !strings.Contains(out, "bob@clinic.example") || strings.Contains(out, "amy@") || strings.Contains(out, "a long password") {
+		t.Fatalf("list: %s", out)
+	}
+	code, out, _ = runCLI(t, nil, "address", "list", "clinic.example", "--json", data)
+	if code != 0 || !strings.Contains(out, `"login": true`) {
+		t.Fatalf("list --json: %s", out)
+	}
+	if code, _, stderr := runCLI(t, nil, "address", "remove", "bob@clinic.example", data); code != 0 {
+		t.Fatal(stderr)
+	}
+	if code, _, _ := runCLI(t, nil, "address", "remove", "bob@clinic.example", data); code != 1 {
+		t.Fatal("removed twice")
+	}
+}

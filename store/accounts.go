@@ -1,0 +1,97 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// ErrBadCredentials is returned by CheckPassword for an unknown address, an
+// address without a password, or a wrong password: callers cannot tell
+// which, so a login prompt reveals no addresses.
+var ErrBadCredentials = errors.New("invalid address or password")
+
+// MinPasswordLength is the shortest password SetPassword accepts.
+const MinPasswordLength = 8
+
+// SetPassword sets the login password of a local address (submission and
+// IMAP). Passwords are stored as bcrypt hashes only.
+func (s *Store) SetPassword(ctx context.Context, address, password string) error {
+	addr, _, err := NormalizeAddress(address)
+	if err != nil {
+		return err
+	}
+	if len(password) < MinPasswordLength {
+		return fmt.Errorf("password for %s: shorter than %d characters", addr, MinPasswordLength)
+	}
+	if len(password) > 72 {
+		return fmt.Errorf("password for %s: longer than 72 bytes (bcrypt's limit)", addr)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	return s.change(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE addresses SET password_hash = ? WHERE address = ?`, string(hash), addr)
+		if err != nil {
+			return fmt.Errorf("set password of %s: %w", addr, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return fmt.Errorf("address %s: %w", addr, ErrNotFound)
+		}
+		return nil
+	})
+}
+
+// dummyHash is compared against when an address has no password, so that
+// unknown and known addresses take the same time.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("hisp: no such account"), bcrypt.DefaultCost)
+	return h
+})
+
+// CheckPassword verifies the login of a local address and returns the
+// normalized address. Every failure is ErrBadCredentials (wrapped only for
+// store errors).
+func (s *Store) CheckPassword(ctx context.Context, address, password string) (string, error) {
+	addr, _, err := NormalizeAddress(address)
+	if err != nil {
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		return "", ErrBadCredentials
+	}
+	var hash sql.NullString
+	err = s.db.QueryRowContext(ctx, `SELECT password_hash FROM addresses WHERE address = ?`, addr).Scan(&hash)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("check password of %s: %w", addr, err)
+	}
+	if !hash.Valid || hash.String == "" {
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		return "", ErrBadCredentials
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash.String), []byte(password)) != nil {
+		return "", ErrBadCredentials
+	}
+	return addr, nil
+}
+
+// HasPassword reports whether an address can log in.
+func (s *Store) HasPassword(ctx context.Context, address string) (bool, error) {
+	addr, _, err := NormalizeAddress(address)
+	if err != nil {
+		return false, err
+	}
+	var hash sql.NullString
+	err = s.db.QueryRowContext(ctx, `SELECT password_hash FROM addresses WHERE address = ?`, addr).Scan(&hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("address %s: %w", addr, ErrNotFound)
+	} else if err != nil {
+		return false, fmt.Errorf("read address %s: %w", addr, err)
+	}
+	return hash.Valid && hash.String != "", nil
+}
