@@ -358,7 +358,7 @@ func joinSegments(e berElement, tag int, depth int) ([]byte, error) {
 func unmarshalBER(b []byte, v any, what string) error {
 	d, err := toDER(b)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return inField(what, err)
 	}
 	rest, err := asn1.Unmarshal(d, v)
 	if err != nil {

@@ -83,6 +83,20 @@ func Decrypt(der []byte, keys []KeyPair) (*Decrypted, error) {
 		return nil, err
 	}
 
+	// The encrypted content is gathered in place now, so that all of the
+	// message has been read before any RSA operation. This writes only
+	// within the encryptedContent element.
+	if !env.hasEncrypted {
+		return nil, malformed("the encrypted content is absent (detached content is not supported)")
+	}
+	ct, err := compactOctets(env.encrypted, 4)
+	if err != nil {
+		return nil, inField("encrypted content", err)
+	}
+	if !env.authenticated && (len(ct) == 0 || len(ct)%aes.BlockSize != 0) {
+		return nil, malformed("AES-CBC content of %d bytes is not a positive multiple of the block size", len(ct))
+	}
+
 	ri, kp, err := findRecipient(env.recipients, keys)
 	if err != nil {
 		return nil, err
@@ -100,13 +114,6 @@ func Decrypt(der []byte, keys []KeyPair) (*Decrypted, error) {
 		return nil, err
 	}
 
-	if !env.hasEncrypted {
-		return nil, malformed("the encrypted content is absent (detached content is not supported)")
-	}
-	ct, err := compactOctets(env.encrypted, 4)
-	if err != nil {
-		return nil, fmt.Errorf("encrypted content: %w", err)
-	}
 	var content []byte
 	if env.authenticated {
 		content, err = openGCM(der, ct, cek, alg, env)
@@ -226,7 +233,7 @@ func parseEnvelope(der []byte) (*envelope, error) {
 			}
 			env.authAttrs, err = toDER(attrs.full)
 			if err != nil {
-				return nil, fmt.Errorf("authAttrs: %w", err)
+				return nil, inField("authAttrs", err)
 			}
 			env.authAttrs[0] = 0x20 | asn1.TagSet
 		}
@@ -367,7 +374,7 @@ func findRecipient(infos []berElement, keys []KeyPair) (*keyTransRecipientInfo, 
 					return nil, nil, err
 				}
 				if k.ski, err = joinSegments(e, asn1.TagOctetString, 0); err != nil {
-					return nil, nil, fmt.Errorf("recipient subjectKeyIdentifier: %w", err)
+					return nil, nil, inField("recipient subjectKeyIdentifier", err)
 				}
 			}
 		default:
@@ -401,7 +408,7 @@ func findRecipient(infos []berElement, keys []KeyPair) (*keyTransRecipientInfo, 
 			}
 		}
 	}
-	return nil, nil, fmt.Errorf("%w (%d key transport recipients, %d of our certificates)", ErrNoMatchingRecipient, len(ktris), len(keys))
+	return nil, nil, fmt.Errorf("%w (key transport recipients in the message: %d; our certificates: %d)", ErrNoMatchingRecipient, len(ktris), len(keys))
 }
 
 // subjectKeyID is the certificate's subject key identifier, or when it has
@@ -432,12 +439,12 @@ func decrypterFor(kp *KeyPair) (crypto.Decrypter, error) {
 	}
 	pub, ok := dec.Public().(*rsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("cms: the key of our certificate %q is not an RSA key: %w",
-			who, &UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(kp.Cert), Name: fmt.Sprintf("%T", dec.Public())})
+		return nil, fmt.Errorf("%w (the key of our certificate %q is not an RSA key)",
+			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(kp.Cert), Name: fmt.Sprintf("%T", dec.Public())}, who)
 	}
 	// Algorithms table: RSA key size MUST be ≥2048, our own keys included.
 	if bits := pub.N.BitLen(); bits < MinRSABits {
-		return nil, fmt.Errorf("cms: our certificate %q has a %d-bit RSA key: %w", who, bits, ErrWeakKey)
+		return nil, fmt.Errorf("%w: our certificate %q has a %d-bit key", ErrWeakKey, who, bits)
 	}
 	if certPub, ok := kp.Cert.PublicKey.(*rsa.PublicKey); !ok || !certPub.Equal(pub) {
 		return nil, fmt.Errorf("cms: the private key does not belong to our certificate %q", who)

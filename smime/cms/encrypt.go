@@ -218,12 +218,12 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 	who := r.Cert.Subject.String()
 	pub, ok := r.Cert.PublicKey.(*rsa.PublicKey)
 	if !ok {
-		return nil, 0, fmt.Errorf("cms: recipient %q: only RSA keys can receive the content-encryption key: %w",
-			who, &UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(r.Cert), Name: r.Cert.PublicKeyAlgorithm.String()})
+		return nil, 0, fmt.Errorf("%w (recipient %q: only RSA keys can receive the content-encryption key)",
+			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(r.Cert), Name: r.Cert.PublicKeyAlgorithm.String()}, who)
 	}
 	// Algorithms table: RSA key size MUST be ≥2048.
 	if bits := pub.N.BitLen(); bits < MinRSABits {
-		return nil, 0, fmt.Errorf("cms: recipient %q has a %d-bit RSA key: %w", who, bits, ErrWeakKey)
+		return nil, 0, fmt.Errorf("%w: recipient %q has a %d-bit key", ErrWeakKey, who, bits)
 	}
 
 	kt := r.KeyTransport
@@ -252,9 +252,9 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 			ek, err = rsa.EncryptOAEP(sha256.New(), rand, pub, cek, nil)
 		}
 	case RSAOAEPSHA256MGF1SHA1:
-		return nil, 0, fmt.Errorf("cms: recipient %q: key transport %v is accepted on decryption only: %w", who, kt, ErrUnsupportedAlgorithm)
+		return nil, 0, fmt.Errorf("%w: key transport %v is accepted on decryption only (recipient %q)", ErrUnsupportedAlgorithm, kt, who)
 	default:
-		return nil, 0, fmt.Errorf("cms: recipient %q: %w", who, &UnsupportedAlgorithmError{Role: RoleKeyTransport, Name: kt.String()})
+		return nil, 0, fmt.Errorf("%w (recipient %q)", &UnsupportedAlgorithmError{Role: RoleKeyTransport, Name: kt.String()}, who)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("cms: encrypting the content-encryption key to %q: %w", who, err)

@@ -86,7 +86,26 @@ func (e *UnsupportedAlgorithmError) Is(target error) bool {
 	return target == ErrUnsupportedAlgorithm
 }
 
-// malformed returns an error wrapping ErrMalformed with a detail.
+// malformedError is ErrMalformed with a detail.
+type malformedError struct {
+	detail string
+}
+
+func (e *malformedError) Error() string { return ErrMalformed.Error() + ": " + e.detail }
+
+func (e *malformedError) Is(target error) bool { return target == ErrMalformed }
+
+// malformed returns an error matching ErrMalformed with a detail.
 func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, args...))
+	return &malformedError{detail: fmt.Sprintf(format, args...)}
+}
+
+// inField puts the name of the field being read in front of the detail of a
+// malformed error.
+func inField(field string, err error) error {
+	var m *malformedError
+	if errors.As(err, &m) {
+		return &malformedError{detail: field + ": " + m.detail}
+	}
+	return fmt.Errorf("cms: %s: %w", field, err)
 }
