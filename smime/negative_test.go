@@ -259,3 +259,21 @@ func TestOpenAccepts(t *testing.T) {
 		}
 	})
 }
+
+// TestOpenLeavesInputAlone: a binary (not base64) body is decrypted in a
+// copy, never in the caller's buffer.
+func TestOpenLeavesInputAlone(t *testing.T) {
+	p := getPKI(t)
+	s := sealAltered(t, func(s []byte) []byte { return s })
+	e, _ := parseEntity(s)
+	der, _ := decodeBody(e)
+	hdr := bytes.Replace(e.rawHeader, []byte("Content-Transfer-Encoding: base64"), []byte("Content-Transfer-Encoding: binary"), 1)
+	msg := append(append([]byte{}, hdr...), der...)
+	orig := bytes.Clone(msg)
+	if _, err := Open(msg, p.keys(p.r1)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(msg, orig) {
+		t.Fatal("Open modified its input")
+	}
+}

@@ -76,6 +76,10 @@ func Open(message []byte, keys []cms.KeyPair) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(der) > 0 && len(outer.body) > 0 && &der[0] == &outer.body[0] {
+		// cms.Decrypt works in place: never in the caller's message.
+		der = bytes.Clone(der)
+	}
 	dec, err := cms.Decrypt(der, keys)
 	if err != nil {
 		return nil, mapCMSError(err)
