@@ -1,0 +1,310 @@
+// Package loadgen is hisp's load generator: concurrent SMTP clients that
+// submit messages and measure throughput and latency, beside the machine's
+// RSA-2048 signing rate — the ceiling a HISP that signs every message
+// cannot exceed — measured first in the same run.
+package loadgen
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// Options configure a run.
+type Options struct {
+	Addr        string   // submission host:port
+	User        string   // AUTH PLAIN user; "" = no AUTH
+	Password    string   //
+	From        string   // MAIL FROM and From header; default User
+	To          []string // recipients (To header and RCPT)
+	Concurrency int      // clients at once
+	Messages    int      // total messages
+	Size        int      // approximate message size in bytes
+	// StartTLS: "auto" (when the server offers it), "require" or "off".
+	StartTLS string
+	// Reuse sends every message of a client over one connection (RSET
+	// between); otherwise each message gets its own connection.
+	Reuse bool
+	// ServerPID, when set, is read for its peak resident set (VmHWM).
+	ServerPID int
+	// CeilingTime is how long to measure the RSA signing rate; default 2 s.
+	CeilingTime time.Duration
+}
+
+// Report is the outcome of a run.
+type Report struct {
+	Messages, Failed  int
+	FirstError        string
+	Elapsed           time.Duration
+	PerSecond         float64
+	P50, P99, Max     time.Duration
+	RSASignPerSecond  float64 // RSA-2048 PKCS#1 v1.5 SHA-256 signatures/s on all cores
+	Ratio             float64 // PerSecond / RSASignPerSecond
+	ServerPeakRSSKiB  int64   // VmHWM of ServerPID, 0 if unknown
+	Concurrency, Size int
+}
+
+// String formats the report for people.
+func (r *Report) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "messages:        %d sent, %d failed (%d clients, %d bytes each)\n", r.Messages, r.Failed, r.Concurrency, r.Size)
+	if r.FirstError != "" {
+		fmt.Fprintf(&b, "first error:     %s\n", r.FirstError)
+	}
+	fmt.Fprintf(&b, "elapsed:         %s\n", r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(&b, "throughput:      %.1f messages/s\n", r.PerSecond)
+	fmt.Fprintf(&b, "latency:         p50 %s, p99 %s, max %s\n", r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+	fmt.Fprintf(&b, "RSA-2048 signs:  %.1f/s on %d cores (the ceiling)\n", r.RSASignPerSecond, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(&b, "ratio:           %.2f of the RSA ceiling\n", r.Ratio)
+	if r.ServerPeakRSSKiB > 0 {
+		fmt.Fprintf(&b, "server peak RSS: %.1f MiB\n", float64(r.ServerPeakRSSKiB)/1024)
+	}
+	return b.String()
+}
+
+// Run measures the RSA ceiling, then submits the messages.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Addr == "" || len(o.To) == 0 {
+		return nil, errors.New("loadgen: need an address and at least one recipient")
+	}
+	if o.From == "" {
+		o.From = o.User
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.Messages <= 0 {
+		o.Messages = 1000
+	}
+	if o.Size <= 0 {
+		o.Size = 10 << 10
+	}
+	if o.StartTLS == "" {
+		o.StartTLS = "auto"
+	}
+	if o.StartTLS == "auto" {
+		ok, err := probeStartTLS(o.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("loadgen: connect %s: %w", o.Addr, err)
+		}
+		o.StartTLS = map[bool]string{true: "require", false: "off"}[ok]
+	}
+	r := &Report{Concurrency: o.Concurrency, Size: o.Size}
+	rate, err := RSASignRate(ctx, o.CeilingTime)
+	if err != nil {
+		return nil, err
+	}
+	r.RSASignPerSecond = rate
+
+	var next atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < o.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var c *smtp.Client
+			defer func() {
+				if c != nil {
+					c.Quit()
+				}
+			}()
+			for ctx.Err() == nil {
+				i := next.Add(1)
+				if i > int64(o.Messages) {
+					return
+				}
+				t0 := time.Now()
+				var err error
+				if c == nil {
+					c, err = dial(o)
+				}
+				if err == nil {
+					err = send(c, o, message(o, i))
+				}
+				d := time.Since(t0)
+				if !o.Reuse || err != nil {
+					if c != nil {
+						c.Close()
+					}
+					c = nil
+				}
+				mu.Lock()
+				if err != nil {
+					r.Failed++
+					if r.FirstError == "" {
+						r.FirstError = err.Error()
+					}
+				} else {
+					lat = append(lat, d)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	r.Elapsed = time.Since(start)
+	r.Messages = len(lat)
+	if r.Elapsed > 0 {
+		r.PerSecond = float64(r.Messages) / r.Elapsed.Seconds()
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		r.P50 = lat[len(lat)/2]
+		r.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+		r.Max = lat[len(lat)-1]
+	}
+	if r.RSASignPerSecond > 0 {
+		r.Ratio = r.PerSecond / r.RSASignPerSecond
+	}
+	if o.ServerPID > 0 {
+		r.ServerPeakRSSKiB = peakRSS(o.ServerPID)
+	}
+	return r, ctx.Err()
+}
+
+func dial(o Options) (*smtp.Client, error) {
+	conn, err := net.DialTimeout("tcp", o.Addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var c *smtp.Client
+	if o.StartTLS == "require" {
+		host, _, _ := net.SplitHostPort(o.Addr)
+		// The load generator measures throughput; it does not vouch for
+		// the server's certificate.
+		c, err = smtp.NewClientStartTLS(conn, &tls.Config{ServerName: host, InsecureSkipVerify: true})
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("STARTTLS: %w", err)
+		}
+	} else {
+		c = smtp.NewClient(conn)
+		if err := c.Hello("loadgen.localhost"); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if o.User != "" {
+		if err := c.Auth(sasl.NewPlainClient("", o.User, o.Password)); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("AUTH: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// probeStartTLS reports whether the server offers STARTTLS.
+func probeStartTLS(addr string) (bool, error) {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	if err := c.Hello("loadgen.localhost"); err != nil {
+		return false, err
+	}
+	ok, _ := c.Extension("STARTTLS")
+	return ok, nil
+}
+
+func send(c *smtp.Client, o Options, msg []byte) error {
+	if err := c.Mail(o.From, nil); err != nil {
+		c.Reset()
+		return err
+	}
+	for _, to := range o.To {
+		if err := c.Rcpt(to, nil); err != nil {
+			c.Reset()
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(msg); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
+}
+
+// message returns message number i of about o.Size bytes: a synthetic
+// clinical note as a base64-looking attachment body.
+func message(o Options, i int64) []byte {
+	var b strings.Builder
+	b.Grow(o.Size + 512)
+	fmt.Fprintf(&b, "From: %s\r\nTo: %s\r\nSubject: load test %d\r\nDate: %s\r\nMessage-ID: <load-%d-%d@loadgen.localhost>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n",
+		o.From, strings.Join(o.To, ", "), i, time.Now().Format(time.RFC1123Z), time.Now().UnixNano(), i)
+	const line = "VGhpcyBpcyBhIHN5bnRoZXRpYyBsb2FkIHRlc3QgbWVzc2FnZSBmb3IgaGlzcC4gTm8gUEhJLg==\r\n"
+	for b.Len() < o.Size {
+		b.WriteString(line)
+	}
+	return []byte(b.String())
+}
+
+// RSASignRate measures RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second
+// with one signer per core, for about d (default 2 s).
+func RSASignRate(ctx context.Context, d time.Duration) (float64, error) {
+	if d <= 0 {
+		d = 2 * time.Second
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return 0, err
+	}
+	digest := sha256.Sum256([]byte("hisp"))
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if _, err := rsa.SignPKCS1v15(nil, key, crypto.SHA256, digest[:]); err == nil {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds(), ctx.Err()
+}
+
+// peakRSS reads VmHWM (KiB) of a process; 0 if unavailable.
+func peakRSS(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var kib int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kib)
+			return kib
+		}
+	}
+	return 0
+}
+
