@@ -29,41 +29,50 @@ type failure struct {
 // flight is one fetch in progress; concurrent validations needing the same
 // URL wait for it instead of fetching again.
 type flight struct {
-	done chan struct{}
-	val  any
-	err  error
+	done     chan struct{}
+	val      any
+	err      error
+	canceled bool // err is the fetching caller's context ending
 }
 
 // once runs fn for key unless it failed less than failureTTL ago or another
 // goroutine is already running it, in which case it waits for that result.
 // fn stores its result in the right cache itself.
 func (v *Validator) once(ctx context.Context, key string, now time.Time, fn func() (any, error)) (any, error) {
-	v.mu.Lock()
-	if f, ok := v.fetchFailure[key]; ok && now.Before(f.until) {
-		v.mu.Unlock()
-		return nil, f.err
-	}
-	if fl := v.inflight[key]; fl != nil {
+	for {
+		v.mu.Lock()
+		if f, ok := v.fetchFailure[key]; ok && now.Before(f.until) {
+			v.mu.Unlock()
+			return nil, f.err
+		}
+		fl := v.inflight[key]
+		if fl == nil {
+			break // with v.mu held
+		}
 		v.mu.Unlock()
 		select {
 		case <-fl.done:
-			return fl.val, fl.err
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		if !fl.canceled {
+			return fl.val, fl.err
+		}
+		// The fetching caller gave up; fetch for this one.
 	}
 	fl := &flight{done: make(chan struct{})}
 	v.inflight[key] = fl
 	v.mu.Unlock()
 
 	fl.val, fl.err = fn()
+	fl.canceled = fl.err != nil && ctx.Err() != nil
 
 	v.mu.Lock()
 	delete(v.inflight, key)
 	switch {
 	case fl.err == nil:
 		delete(v.fetchFailure, key)
-	case ctx.Err() == nil:
+	case !fl.canceled:
 		// A cancelled caller says nothing about the server.
 		v.fetchFailure[key] = failure{err: fl.err, until: now.Add(failureTTL)}
 		sweep(v.fetchFailure, now, func(f failure) time.Time { return f.until })

@@ -211,7 +211,7 @@ func parseCertificates(data []byte) ([]*x509.Certificate, error) {
 	}
 	certs, err := parsePKCS7Certs(data)
 	if err != nil {
-		return nil, errors.New("neither a DER certificate nor a certs-only PKCS#7")
+		return nil, fmt.Errorf("neither a DER certificate nor a certs-only PKCS#7: %w", err)
 	}
 	return certs, nil
 }
@@ -228,12 +228,16 @@ func parsePKCS7Certs(der []byte) (certs []*x509.Certificate, err error) {
 	return p7.Certificates, nil
 }
 
+// errParserPanic marks an error made from a panic of the PKCS#7 parser, so
+// the fuzz test can still report it.
+var errParserPanic = errors.New("PKCS#7 parser panicked")
+
 // parsePKCS7 calls pkcs7.Parse, turning a panic of the parser on hostile
 // input into an error.
 func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
 	defer func() {
 		if x := recover(); x != nil {
-			p7, err = nil, fmt.Errorf("malformed PKCS#7: %v", x)
+			p7, err = nil, fmt.Errorf("malformed PKCS#7: %w: %v", errParserPanic, x)
 		}
 	}()
 	return pkcs7.Parse(der)
@@ -243,7 +247,7 @@ func parsePKCS7(der []byte) (p7 *pkcs7.PKCS7, err error) {
 func verifyPKCS7(p7 *pkcs7.PKCS7) (err error) {
 	defer func() {
 		if x := recover(); x != nil {
-			err = fmt.Errorf("malformed signature: %v", x)
+			err = fmt.Errorf("malformed signature: %w: %v", errParserPanic, x)
 		}
 	}()
 	return p7.Verify()

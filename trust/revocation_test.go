@@ -196,3 +196,32 @@ func TestCRLAndOCSP(t *testing.T) {
 	p.handle("/ocsp", ocspResponder(t, p.inter, ocspStatus(ocsp.Good)))
 	check(t, p.validator(Options{}), req, true, "not revoked (CRL "+p.url("/inter.crl")+", OCSP "+p.url("/ocsp")+")")
 }
+
+// TestConcurrentFetch checks that concurrent validations needing the same
+// CRL fetch it once.
+func TestConcurrentFetch(t *testing.T) {
+	p := newPKI(t)
+	leaf := p.leaf(certSpec{cn: "bob", emails: []string{"bob@b.example"}, crl: []string{p.url("/slow.crl")}})
+	crl := makeCRL(t, p.inter, nil)
+	entered, release := make(chan struct{}, 10), make(chan struct{})
+	p.handle("/slow.crl", func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		w.Write(crl)
+	})
+	v := p.validator(Options{})
+	results := make(chan Verdict)
+	for range 8 {
+		go func() { results <- v.Validate(t.Context(), p.req(leaf, "bob@b.example", Signing)) }()
+	}
+	<-entered
+	close(release)
+	for range 8 {
+		if vd := <-results; !vd.Trusted {
+			t.Errorf("not trusted: %s", vd.Reason)
+		}
+	}
+	if n := p.hitCount("/slow.crl"); n != 1 {
+		t.Errorf("CRL fetched %d times, want 1", n)
+	}
+}
