@@ -687,12 +687,12 @@ func (s *Store) CopyMessages(ctx context.Context, account, mailboxID int64, uids
 // MailboxChanges is what changed in a mailbox after a modification
 // sequence, as seen by a reader that knows the mailbox up to a UID.
 type MailboxChanges struct {
-	ModSeq   int64     // of the mailbox, read before the rest
-	Gone     bool      // the mailbox is no more
-	Expunged bool      // messages up to the known UID went; Present has those that remain
-	Present  []uint32  // with Expunged: the UIDs up to the known UID, in order
+	ModSeq   int64         // of the mailbox, read before the rest
+	Gone     bool          // the mailbox is no more
+	Expunged bool          // messages up to the known UID went; Present has those that remain
+	Present  []uint32      // with Expunged: the UIDs up to the known UID, in order
 	Flags    []MailMessage // messages up to the known UID changed after the modification sequence
-	New      []uint32  // UIDs after the known UID, in order
+	New      []uint32      // UIDs after the known UID, in order
 }
 
 // MailboxChanges returns what changed in a mailbox of an account after
