@@ -1,0 +1,433 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"mime"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/hisp-project/hisp/smime"
+	"github.com/hisp-project/hisp/smime/cms"
+	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/trust"
+)
+
+// InboundResult is a received Direct message, opened and verified.
+type InboundResult struct {
+	// Message is the inner message as filed: hisp's VerificationHeader
+	// fields first (one per recipient domain that accepted it), then the
+	// inner message without any incoming field of that name (IN-04).
+	Message []byte
+	// Recipients has one result per envelope recipient, in order.
+	Recipients []RecipientResult
+	// Signer is the trusted signer and Anchor the anchor that trusted it,
+	// for the first recipient domain that accepted the message.
+	Signer *x509.Certificate
+	Anchor *x509.Certificate
+	// MessageID and From are the inner message's (From lower case).
+	MessageID, From string
+	// Notification is set when the inner message is an MDN or a DSN
+	// (multipart/report with report-type disposition-notification or
+	// delivery-status): never answer it with an MDN (IN-03).
+	Notification bool
+	// DispositionOptions is the inner Disposition-Notification-Options
+	// field (DN-01), "" if absent.
+	DispositionOptions string
+}
+
+// Inbound opens a Direct message for local recipients and decides, per
+// recipient, whether it is delivered (see the package documentation for the
+// rules). It returns an *Error when the whole message is refused (with
+// Error.Recipients set when that is because each recipient was refused),
+// another error on a local failure, and otherwise a result per recipient.
+func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*InboundResult, error) {
+	const action = "inbound"
+	// For the audit of early refusals: the outer Message-ID, if readable.
+	msgID := ""
+	if hb, _ := splitMessage(msg); len(hb) <= maxHeader {
+		if oh, err := parseHeader(hb); err == nil {
+			msgID = oneLine(oh.get("message-id"))
+		}
+	}
+	fail := func(e *Error) (*InboundResult, error) {
+		a.log.Debug("agent: inbound refused", "message-id", msgID, "err", e.Err)
+		a.auditAll(ctx, action, env, msgID, e.Status)
+		return nil, e
+	}
+	if len(env.Recipients) == 0 {
+		return fail(refuse(554, "5.5.1", nil, "no recipients"))
+	}
+	snap, err := a.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// The recipients, and every key held for them (IN-02).
+	type candidate struct {
+		i            int
+		addr, domain string
+	}
+	results := make([]RecipientResult, len(env.Recipients))
+	var cands []candidate
+	var keys []cms.KeyPair
+	seenKey := map[int64]bool{}
+	for i, r := range env.Recipients {
+		results[i].Recipient = r
+		addr, domain, err := store.NormalizeAddress(r)
+		if err != nil {
+			results[i].Status = status(550, "5.1.3", "bad recipient address <%s>: %v", r, err)
+			continue
+		}
+		if !snap.domains[domain] {
+			results[i].Status = status(550, "5.7.1", "<%s> is not in a local domain: relaying denied", addr)
+			continue
+		}
+		results[i].Local = true
+		ok, err := snap.isAddress(ctx, a, addr)
+		if err != nil {
+			return nil, fmt.Errorf("inbound: %w", err)
+		}
+		if !ok {
+			results[i].Status = status(550, "5.1.1", "<%s>: no such local address", addr)
+			continue
+		}
+		n := 0
+		for _, owner := range []string{addr, domain} {
+			list, err := snap.owner(ctx, a, owner)
+			if err != nil {
+				return nil, fmt.Errorf("inbound: certificates of %s: %w", owner, err)
+			}
+			for _, lc := range list {
+				if !lc.hasKey || lc.cert.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
+					continue
+				}
+				n++
+				if seenKey[lc.id] {
+					continue
+				}
+				k, err := snap.key(ctx, a, lc.id)
+				if err != nil {
+					return nil, fmt.Errorf("inbound: key of certificate %d of %s: %w", lc.id, owner, err)
+				}
+				seenKey[lc.id] = true
+				keys = append(keys, cms.KeyPair{Cert: lc.cert, Key: k})
+			}
+		}
+		if n == 0 {
+			results[i].Status = status(550, "5.7.5", "<%s> holds no certificate with a key for decryption", addr)
+			continue
+		}
+		cands = append(cands, candidate{i, addr, domain})
+	}
+	if len(cands) == 0 {
+		return a.refuseEach(ctx, env, msgID, results)
+	}
+
+	// Decrypt, verify signatures, unwrap (IN-01, TV-08, MF-02, MF-08).
+	opened, err := smime.Open(msg, keys)
+	if err != nil {
+		return fail(openError(err))
+	}
+
+	// The inner message is the authoritative one (MF-05).
+	innerHdr, innerBody := splitMessage(opened.Message)
+	ih, err := parseHeader(innerHdr)
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "malformed header in the signed message: %v", err))
+	}
+	if id := oneLine(ih.get("message-id")); id != "" {
+		msgID = id
+	}
+	from, err := ih.single("from")
+	if err == nil && from == "" {
+		err = errors.New("no From field")
+	}
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "signed message: unusable From: %v", err))
+	}
+	inner := map[string][]string{"from": {from}}
+	for _, name := range []string{"sender", "to", "cc"} {
+		if inner[name], err = ih.addresses(name); err != nil {
+			return fail(refuse(554, "5.6.0", err, "signed message: unusable %v", err))
+		}
+	}
+	notification := isNotification(ih.get("content-type"))
+
+	// MF-05: the routing headers outside must say what the signed ones say.
+	oh, err := parseHeader(bytes.TrimRight(opened.Outer, "\r\n"))
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "malformed outer header: %v", err))
+	}
+	for _, name := range []string{"from", "sender", "to", "cc"} {
+		if !oh.has(name) {
+			continue
+		}
+		outer, err := oh.addresses(name)
+		if err != nil || !sameSet(outer, inner[name]) {
+			return fail(refuse(550, "5.7.7", err, "outer %s field %q does not match the signed message's %q: refused as tampered (MF-05)",
+				canonicalName(name), limit(strings.Join(oh.values(name), ", "), 200), limit(strings.Join(inner[name], ", "), 200)))
+		}
+	}
+	// MF-05: MAIL FROM is the From or Sender (empty only for an MDN or DSN,
+	// which go out with a null reverse path); every RCPT is in To or Cc.
+	mailFrom := strings.ToLower(strings.TrimSpace(env.MailFrom))
+	switch {
+	case mailFrom == "" && notification:
+	case mailFrom == "" || (mailFrom != from && !contains(inner["sender"], mailFrom)):
+		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From <%s> of the signed message: refused as tampered (MF-05)", env.MailFrom, from))
+	}
+	listed := set(append(inner["to"], inner["cc"]...))
+	for _, r := range env.Recipients {
+		if !listed[strings.ToLower(strings.TrimSpace(r))] {
+			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field of the signed message: refused as tampered (MF-05)", r))
+		}
+	}
+
+	// Trust: per recipient domain, against its inbound anchors, bound to
+	// the inner From (TV-01, TV-05, TV-07).
+	verdicts := map[string]*signerVerdict{}
+	var order []string // accepted domains, in order of first recipient
+	res := &InboundResult{
+		MessageID:          msgID,
+		From:               from,
+		Notification:       notification,
+		DispositionOptions: oneLine(ih.get("disposition-notification-options")),
+	}
+	for _, c := range cands {
+		sv, ok := verdicts[c.domain]
+		if !ok {
+			sv = a.trustSigner(ctx, snap, opened, from, c.domain)
+			verdicts[c.domain] = sv
+			if sv.trusted {
+				order = append(order, c.domain)
+			}
+		}
+		rr := &results[c.i]
+		if !sv.trusted {
+			rr.Status = status(550, "5.7.1", "signer not trusted by %s: %s", c.domain, sv.reason)
+			continue
+		}
+		rr.Accepted = true
+		rr.Status = status(250, "2.0.0", "signed by %s, trusted through %s", sv.signer.Subject, sv.verdict.Anchor.Subject)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("inbound %s: %w", msgID, err)
+	}
+	if len(order) == 0 {
+		return a.refuseEach(ctx, env, msgID, results)
+	}
+	first := verdicts[order[0]]
+	res.Signer, res.Anchor = first.signer, first.verdict.Anchor
+	res.Recipients = results
+
+	// The filed message: our verification fields, then the inner message
+	// without any that came with it (inside or, for an unwrapped message,
+	// outside).
+	var b bytes.Buffer
+	b.Grow(len(opened.Message) + 512*len(order))
+	now := a.now().UTC()
+	for _, d := range order {
+		a.writeVerification(&b, d, verdicts[d], opened, now)
+	}
+	for _, f := range ih {
+		if f.lname == strings.ToLower(VerificationHeader) {
+			continue
+		}
+		b.Write(f.raw)
+		if !bytes.HasSuffix(f.raw, []byte("\n")) {
+			b.WriteString("\r\n")
+		}
+	}
+	b.WriteString("\r\n")
+	b.Write(innerBody)
+	res.Message = b.Bytes()
+
+	act := actor(env)
+	for _, r := range results {
+		a.audit(ctx, action, act, auditSubject(msgID, r.Recipient), r.Status)
+	}
+	return res, nil
+}
+
+// refuseEach refuses a message whose every recipient was refused: an audit
+// record per recipient, and an *Error carrying the first refusal.
+func (a *Agent) refuseEach(ctx context.Context, env Envelope, msgID string, results []RecipientResult) (*InboundResult, error) {
+	act := actor(env)
+	for _, r := range results {
+		a.audit(ctx, "inbound", act, auditSubject(msgID, r.Recipient), r.Status)
+	}
+	st := results[0].Status
+	if len(results) > 1 {
+		st.Reason = fmt.Sprintf("no recipient accepted the message; <%s>: %s", results[0].Recipient, st.Reason)
+	}
+	return nil, &Error{Status: st, Recipients: results}
+}
+
+// signerVerdict is the outcome of trust for one recipient domain.
+type signerVerdict struct {
+	trusted bool
+	reason  string // why not trusted
+	signer  *x509.Certificate
+	result  smime.SignerResult
+	verdict trust.Verdict
+}
+
+// trustSigner validates each valid signer against domain's inbound anchors
+// for signing, bound to from; the first trusted one wins (TV-07).
+func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.Opened, from, domain string) *signerVerdict {
+	anchors := snap.in[domain]
+	if len(anchors.certs) == 0 {
+		return &signerVerdict{reason: fmt.Sprintf("%s has no inbound trust anchors (hisp anchor add %s CA.pem --direction in)", domain, domain)}
+	}
+	var reasons []string
+	for _, sr := range opened.Signers {
+		if sr.Err != nil || sr.Cert == nil {
+			continue
+		}
+		v := snap.validate(ctx, a, trust.Request{Cert: sr.Cert, Intermediates: opened.Certificates,
+			Address: from, Purpose: trust.Signing}, anchors)
+		if v.Trusted && v.Anchor != nil {
+			return &signerVerdict{trusted: true, signer: sr.Cert, result: sr, verdict: v}
+		}
+		reasons = append(reasons, sr.Cert.Subject.String()+": "+v.Reason)
+	}
+	if len(reasons) == 0 {
+		return &signerVerdict{reason: "no valid signature"}
+	}
+	return &signerVerdict{reason: joinReasons(reasons)}
+}
+
+// openError maps a refusal of smime.Open to an SMTP status.
+func openError(err error) *Error {
+	switch {
+	case errors.Is(err, smime.ErrNotEncrypted):
+		return refuse(550, "5.7.1", err, "Direct mail must be encrypted; this message is not (IN-01)")
+	case errors.Is(err, smime.ErrNotSigned):
+		return refuse(550, "5.7.1", err, "Direct mail must be signed; this message is not (IN-01)")
+	case errors.Is(err, smime.ErrWeakCipher), errors.Is(err, smime.ErrWeakDigest), errors.Is(err, smime.ErrWeakKey):
+		return refuse(550, "5.7.6", err, "algorithm or key refused by the Direct profile: %v", err)
+	case errors.Is(err, smime.ErrDigestMismatch), errors.Is(err, smime.ErrBadSignature), errors.Is(err, smime.ErrSignerCertMissing):
+		return refuse(550, "5.7.7", err, "signature check failed (TV-08): %v", err)
+	case errors.Is(err, smime.ErrNoRecipient):
+		return refuse(550, "5.7.5", err, "the message is not encrypted to any certificate of its recipients")
+	case errors.Is(err, smime.ErrDecryption):
+		// Which of key transport, padding or tag failed is not told
+		// (package cms).
+		return refuse(550, "5.7.5", err, "the message does not decrypt: damaged or tampered")
+	case errors.Is(err, smime.ErrMalformed):
+		// Without integrity protection (CBC), tampered ciphertext often
+		// decrypts to garbage that ends up here: a security refusal.
+		return refuse(550, "5.7.5", err, "malformed Direct message: %v", err)
+	}
+	// A local key that does not fit its certificate, and the like: ours
+	// to fix, so the sender should retry.
+	return refuse(451, "4.3.0", err, "local error opening the message")
+}
+
+// isNotification reports whether a Content-Type is that of an MDN or a DSN
+// (IN-03).
+func isNotification(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		l := strings.ToLower(ct)
+		return strings.HasPrefix(l, "multipart/report") &&
+			(strings.Contains(l, "disposition-notification") || strings.Contains(l, "delivery-status"))
+	}
+	if mt != "multipart/report" {
+		return false
+	}
+	rt := strings.ToLower(params["report-type"])
+	return rt == "disposition-notification" || rt == "delivery-status"
+}
+
+// writeVerification writes one VerificationHeader field, folded.
+func (a *Agent) writeVerification(b *bytes.Buffer, domain string, sv *signerVerdict, o *smime.Opened, now time.Time) {
+	parts := []string{
+		"pass",
+		"domain=" + domain,
+		"signer=" + quote(sv.signer.Subject.String()),
+		"signer-san=" + quote(store.SANSummary(sv.signer)),
+		"binding=" + sv.verdict.Binding.String(),
+		"anchor=" + quote(sv.verdict.Anchor.Subject.String()),
+		"digest=" + token(sv.result.Digest),
+		"signature=" + token(sv.result.Algorithm),
+		"cipher=" + token(o.Cipher.String()),
+		"key-transport=" + token(o.KeyTransport.String()),
+		"wrapped=" + map[bool]string{true: "yes", false: "no"}[o.Wrapped],
+		"host=" + token(a.host),
+		"time=" + now.Format(time.RFC3339),
+	}
+	line := VerificationHeader + ": " + parts[0]
+	b.WriteString(line)
+	n := len(line)
+	for _, p := range parts[1:] {
+		if n+len(p)+2 > 76 {
+			b.WriteString(";\r\n\t")
+			n = 1
+		} else {
+			b.WriteString("; ")
+			n += 2
+		}
+		b.WriteString(p)
+		n += len(p)
+	}
+	b.WriteString("\r\n")
+}
+
+// quote returns s as a quoted string for a header: printable characters
+// only, at most 200 of them.
+func quote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range limit(s, 200) {
+		switch {
+		case r == utf8.RuneError:
+			b.WriteByte('?')
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case !unicode.IsPrint(r):
+			b.WriteByte('?')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// token returns s with anything but letters, digits and "-._:" replaced.
+func token(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x80 && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-._:", r)) {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// limit cuts s to at most n bytes, on a rune boundary.
+func limit(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

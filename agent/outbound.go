@@ -1,0 +1,482 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hisp-project/hisp/certs"
+	"github.com/hisp-project/hisp/mdn"
+	"github.com/hisp-project/hisp/smime"
+	"github.com/hisp-project/hisp/smime/cms"
+	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/trust"
+)
+
+// OutboundResult is what Outbound made of a message.
+type OutboundResult struct {
+	MessageID string
+	// Message is the plain message as it was sealed: the submitted one,
+	// with Message-ID, Date and MIME-Version added when they were missing
+	// and an empty Bcc removed. A recipient deferred with a 4xx status is
+	// retried with this message, so that it keeps its Message-ID.
+	Message []byte
+	// Signer is the certificate the message was signed with.
+	Signer *x509.Certificate
+	// Sealed is the Direct message, encrypted once to every certificate of
+	// every accepted recipient, local and remote; nil if none was accepted.
+	Sealed []byte
+	// Recipients has one result per envelope recipient, in order.
+	Recipients []RecipientResult
+	// DSN is a failure DSN (RFC 3464) from postmaster@<sender domain> to the
+	// sender naming each recipient dropped with a 5xx status and why
+	// (TV-06, OUT-01); nil if none was dropped. Deferred (4xx) recipients
+	// are not in it.
+	DSN []byte
+}
+
+// Outbound signs and encrypts a message from a local sender to its
+// recipients (see the package documentation for the rules). It returns an
+// *Error when the whole message is refused, another error on a local failure
+// (store, context), and otherwise a result per recipient.
+func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*OutboundResult, error) {
+	const action = "outbound"
+	msgID := ""
+	fail := func(e *Error) (*OutboundResult, error) {
+		a.auditAll(ctx, action, env, msgID, e.Status)
+		return nil, e
+	}
+	hdrBlock, body := splitMessage(msg)
+	h, err := parseHeader(hdrBlock)
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "malformed message header: %v", err))
+	}
+	msgID = oneLine(h.get("message-id"))
+
+	// MF-06: From and To are required. The From is the one author whose
+	// key signs (OUT-02).
+	from, err := h.single("from")
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "unusable From field: %v", err))
+	}
+	if from == "" {
+		return fail(refuse(554, "5.6.0", nil, "the message has no From field"))
+	}
+	if !h.has("to") {
+		return fail(refuse(554, "5.6.0", nil, "the message has no To field (required in Direct, MF-06)"))
+	}
+	sender, err := h.single("sender")
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "unusable Sender field: %v", err))
+	}
+	to, err := h.addresses("to")
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "unusable To field: %v", err))
+	}
+	cc, err := h.addresses("cc")
+	if err != nil {
+		return fail(refuse(554, "5.6.0", err, "unusable Cc field: %v", err))
+	}
+
+	// MF-05: MAIL FROM is the From or Sender; a user sends only as
+	// themselves.
+	mailFrom := strings.ToLower(strings.TrimSpace(env.MailFrom))
+	if mailFrom == "" || (mailFrom != from && mailFrom != sender) {
+		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
+	}
+	if env.User != "" {
+		user := strings.ToLower(strings.TrimSpace(env.User))
+		if mailFrom != user || from != user {
+			return fail(refuse(550, "5.7.1", nil, "%s may send only as <%s>, not as <%s>", env.User, user, from))
+		}
+	}
+
+	// MF-05: no Bcc. An empty Bcc field (some clients leave one) is
+	// dropped below; one that names anybody refuses the message.
+	bcc, err := h.addresses("bcc")
+	if err != nil || len(bcc) > 0 {
+		return fail(refuse(550, "5.7.1", nil, "Bcc is not allowed in Direct messages (MF-05): send a message of its own to each hidden recipient"))
+	}
+	listed := set(append(to, cc...))
+	for _, r := range env.Recipients {
+		if !listed[strings.ToLower(strings.TrimSpace(r))] {
+			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r))
+		}
+	}
+	if len(env.Recipients) == 0 {
+		return fail(refuse(554, "5.5.1", nil, "no recipients"))
+	}
+
+	from, senderDomain, err := store.NormalizeAddress(from)
+	if err != nil {
+		return fail(refuse(550, "5.1.7", err, "From address: %v", err))
+	}
+	snap, err := a.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !snap.domains[senderDomain] {
+		return fail(refuse(550, "5.7.1", nil, "%s is not a local domain: hisp sends only for its own domains", senderDomain))
+	}
+	signer, err := a.signingIdentity(ctx, snap, from, senderDomain)
+	if err != nil {
+		return nil, err
+	}
+	if signer == nil {
+		return fail(refuse(554, "5.7.0", nil, "no signing certificate for %s: neither it nor %s has a valid certificate with a key for digitalSignature (OUT-02); issue one with `hisp cert issue %s` or import one with `hisp cert import`",
+			from, senderDomain, from))
+	}
+
+	prepared, msgID, err := a.prepare(h, hdrBlock, body, msg, senderDomain)
+	if err != nil {
+		return nil, err
+	}
+	res := &OutboundResult{MessageID: msgID, Message: prepared, Signer: signer.Cert}
+
+	// Recipients: each distinct address once, concurrently (remote ones may
+	// wait on DNS or LDAP).
+	res.Recipients = a.resolveAll(ctx, snap, env.Recipients, senderDomain)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("outbound %s: %w", msgID, err)
+	}
+
+	var recips []cms.Recipient
+	seen := map[string]bool{}
+	for _, r := range res.Recipients {
+		if !r.Accepted {
+			continue
+		}
+		for _, c := range r.Certs {
+			if fp := string(c.Raw); !seen[fp] {
+				seen[fp] = true
+				recips = append(recips, cms.Recipient{Cert: c, KeyTransport: a.kt})
+			}
+		}
+	}
+	if len(recips) > 0 {
+		sealed, err := smime.Seal(prepared, *signer, recips, a.seal)
+		if err != nil {
+			return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
+		}
+		res.Sealed = sealed
+	}
+	if res.DSN, err = a.failureDSN(mailFrom, senderDomain, msgID, prepared, res.Recipients); err != nil {
+		// The DSN is a courtesy; the message itself is fine.
+		a.log.Error("agent: failure DSN not built", "message-id", msgID, "err", err)
+	}
+	act := actor(env)
+	for _, r := range res.Recipients {
+		a.audit(ctx, action, act, auditSubject(msgID, r.Recipient), r.Status)
+	}
+	return res, nil
+}
+
+// prepare returns the message to seal: Message-ID, Date and MIME-Version
+// added when missing (MF-06, DN-02; a submission agent's job, RFC 6409 §8)
+// and an empty Bcc removed. It returns msg itself when nothing changes.
+func (a *Agent) prepare(h header, hdrBlock, body, msg []byte, domain string) ([]byte, string, error) {
+	var add bytes.Buffer
+	msgID := oneLine(h.get("message-id"))
+	if msgID == "" {
+		var r [16]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return nil, "", fmt.Errorf("outbound: make Message-ID: %w", err)
+		}
+		msgID = "<" + hex.EncodeToString(r[:]) + "@" + domain + ">"
+		fmt.Fprintf(&add, "Message-ID: %s\r\n", msgID)
+	}
+	if h.get("date") == "" {
+		fmt.Fprintf(&add, "Date: %s\r\n", a.now().Format(time.RFC1123Z))
+	}
+	if !h.has("mime-version") {
+		add.WriteString("MIME-Version: 1.0\r\n")
+	}
+	drop := func(f field) bool {
+		switch f.lname {
+		case "bcc", "message-id", "date":
+			return f.value() == ""
+		}
+		return false
+	}
+	changed := add.Len() > 0
+	for _, f := range h {
+		changed = changed || drop(f)
+	}
+	if !changed {
+		return msg, msgID, nil
+	}
+	var b bytes.Buffer
+	b.Grow(add.Len() + len(msg) + 2)
+	b.Write(add.Bytes())
+	for _, f := range h {
+		if drop(f) {
+			continue
+		}
+		b.Write(f.raw)
+		if !bytes.HasSuffix(f.raw, []byte("\n")) {
+			b.WriteString("\r\n")
+		}
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.Bytes(), msgID, nil
+}
+
+// signingIdentity returns the sender's signing certificate and key: a valid
+// certificate of the From address with digitalSignature and a key, else one
+// of its domain (AS-06, AS-08, OUT-02). Among several, the one valid longest
+// wins. It returns nil when there is none.
+func (a *Agent) signingIdentity(ctx context.Context, snap *snapshot, from, domain string) (*smime.Signer, error) {
+	now := a.now()
+	for _, owner := range []string{from, domain} {
+		list, err := snap.owner(ctx, a, owner)
+		if err != nil {
+			return nil, fmt.Errorf("outbound: certificates of %s: %w", owner, err)
+		}
+		var best *localCert
+		for _, lc := range list {
+			c := lc.cert
+			if !lc.hasKey || c.KeyUsage&x509.KeyUsageDigitalSignature == 0 ||
+				now.Before(c.NotBefore) || now.After(c.NotAfter) {
+				continue
+			}
+			if best == nil || c.NotAfter.After(best.cert.NotAfter) {
+				best = lc
+			}
+		}
+		if best == nil {
+			continue
+		}
+		key, err := snap.key(ctx, a, best.id)
+		if err != nil {
+			return nil, fmt.Errorf("outbound: signing key of %s (certificate %d): %w", owner, best.id, err)
+		}
+		return &smime.Signer{Cert: best.cert, Key: key, Chain: best.chain}, nil
+	}
+	return nil, nil
+}
+
+// resolveAll finds the certificates of every recipient. Duplicates are
+// resolved once.
+func (a *Agent) resolveAll(ctx context.Context, snap *snapshot, rcpts []string, senderDomain string) []RecipientResult {
+	results := make([]RecipientResult, len(rcpts))
+	first := map[string]int{} // normalized address -> index of its first occurrence
+	var jobs []int
+	for i, r := range rcpts {
+		results[i].Recipient = r
+		addr, _, err := store.NormalizeAddress(r)
+		if err != nil {
+			results[i].Status = status(550, "5.1.3", "bad recipient address <%s>: %v", r, err)
+			continue
+		}
+		if _, dup := first[addr]; dup {
+			continue
+		}
+		first[addr] = i
+		jobs = append(jobs, i)
+	}
+	sem := make(chan struct{}, a.maxWorker)
+	var wg sync.WaitGroup
+	for _, i := range jobs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[i] = a.resolve(ctx, snap, rcpts[i], senderDomain)
+		}()
+	}
+	wg.Wait()
+	for i, r := range rcpts {
+		addr, _, err := store.NormalizeAddress(r)
+		if err != nil {
+			continue
+		}
+		if j := first[addr]; j != i {
+			results[i] = results[j]
+			results[i].Recipient = r
+		}
+	}
+	return results
+}
+
+// resolve finds and validates the certificates of one recipient: from the
+// store for a local domain, by discovery otherwise (OUT-01), trusted by the
+// sender domain's outbound anchors for encryption (TV-01, TV-05).
+func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain string) RecipientResult {
+	addr, domain, _ := store.NormalizeAddress(rcpt)
+	rr := RecipientResult{Recipient: rcpt, Local: snap.domains[domain]}
+	anchors := snap.out[senderDomain]
+	if len(anchors.certs) == 0 {
+		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s has no outbound trust anchors (hisp anchor add %s CA.pem --direction out)",
+			addr, senderDomain, senderDomain)
+		return rr
+	}
+	validate := func(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, address string) (bool, string) {
+		if reason := encryptable(cert); reason != "" {
+			return false, reason
+		}
+		v := snap.validate(ctx, a, trust.Request{Cert: cert, Intermediates: inter, Address: address, Purpose: trust.Encryption}, anchors)
+		return v.Trusted, v.Reason
+	}
+	if rr.Local {
+		return a.resolveLocal(ctx, snap, rr, addr, domain, validate)
+	}
+	// The key names the anchors the verdicts depend on, so that a change of
+	// anchors is seen at once and a cached recipient costs a map look-up.
+	res, err := a.disc.DiscoverKeyed(ctx, addr, "agent-out|"+senderDomain+"|"+anchors.key, validate)
+	switch {
+	case res == nil:
+		rr.Status = status(550, "5.1.3", "bad recipient address <%s>: %v", addr, err)
+	case len(res.Certs) > 0:
+		rr.Accepted, rr.Certs, rr.Step = true, res.Certs, res.Step.String()
+		rr.Status = status(250, "2.0.0", "encrypted to %d certificate(s) found by %s", len(res.Certs), res.Step)
+	case err != nil:
+		// A look-up failed and nothing was found: the certificate may
+		// well exist. Defer rather than bounce; the caller retries.
+		rr.Status = status(451, "4.4.3", "certificate discovery for <%s> failed, will retry: %v", addr, err)
+	default:
+		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s", addr, discoveryReason(res))
+	}
+	return rr
+}
+
+// resolveLocal takes a local recipient's certificates from the store:
+// address-bound ones first, organization-bound ones only when the address
+// has none (AS-08); found but none trusted stops there, as discovery does
+// (CD-08).
+func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientResult, addr, domain string, validate certs.ValidateFunc) RecipientResult {
+	ok, err := snap.isAddress(ctx, a, addr)
+	if err != nil {
+		rr.Status = status(451, "4.3.0", "local look-up of <%s> failed: %v", addr, err)
+		return rr
+	}
+	if !ok {
+		rr.Status = status(550, "5.1.1", "<%s> is not a local address", addr)
+		return rr
+	}
+	for _, owner := range []string{addr, domain} {
+		list, err := snap.owner(ctx, a, owner)
+		if err != nil {
+			rr.Status = status(451, "4.3.0", "local certificates of <%s>: %v", owner, err)
+			return rr
+		}
+		if len(list) == 0 {
+			continue
+		}
+		var trusted []*x509.Certificate
+		var reasons []string
+		for _, lc := range list {
+			if ok, reason := validate(ctx, lc.cert, lc.chain, addr); ok {
+				trusted = append(trusted, lc.cert)
+			} else {
+				reasons = append(reasons, lc.cert.Subject.String()+": "+reason)
+			}
+		}
+		if len(trusted) == 0 {
+			rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: the local certificates of %s are not trusted: %s",
+				addr, owner, joinReasons(reasons))
+			return rr
+		}
+		rr.Accepted, rr.Certs, rr.Step = true, trusted, "local"
+		rr.Status = status(250, "2.0.0", "encrypted to %d local certificate(s) of %s", len(trusted), owner)
+		return rr
+	}
+	rr.Status = status(550, "5.7.1", "no certificate for <%s> in the local store (hisp cert issue %s)", addr, addr)
+	return rr
+}
+
+// encryptable says why cert cannot be a key-transport recipient, or "".
+func encryptable(cert *x509.Certificate) string {
+	pub, ok := cert.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return fmt.Sprintf("%s key: hisp encrypts only to RSA keys", cert.PublicKeyAlgorithm)
+	}
+	if pub.N.BitLen() < cms.MinRSABits {
+		return fmt.Sprintf("RSA key of %d bits, under %d", pub.N.BitLen(), cms.MinRSABits)
+	}
+	return ""
+}
+
+// discoveryReason explains why discovery found no trusted certificate.
+func discoveryReason(res *certs.Result) string {
+	var reasons []string
+	for _, s := range res.Steps {
+		if len(s.Candidates) == 0 {
+			continue
+		}
+		for _, c := range s.Candidates {
+			reasons = append(reasons, c.Cert.Subject.String()+": "+c.Reason)
+		}
+		return fmt.Sprintf("the certificates found by %s are not trusted: %s", s.Step, joinReasons(reasons))
+	}
+	var notes []string
+	for _, s := range res.Steps {
+		n := s.Note
+		if s.Err != nil {
+			n = s.Err.Error()
+		}
+		if n != "" {
+			notes = append(notes, s.Step.String()+": "+n)
+		}
+	}
+	if len(notes) == 0 {
+		return "no certificate published"
+	}
+	return "no certificate published (" + strings.Join(notes, "; ") + ")"
+}
+
+func joinReasons(r []string) string {
+	const most = 3
+	s := strings.Join(r[:min(len(r), most)], "; ")
+	if len(r) > most {
+		s += fmt.Sprintf("; and %d more", len(r)-most)
+	}
+	return s
+}
+
+// failureDSN builds the DSN for the recipients dropped with a permanent
+// failure (TV-06, OUT-01), or returns nil when there are none.
+func (a *Agent) failureDSN(to, senderDomain, msgID string, prepared []byte, results []RecipientResult) ([]byte, error) {
+	now := a.now()
+	var failed []mdn.DSNRecipient
+	for _, r := range results {
+		if r.Accepted || r.Status.Temporary() {
+			continue
+		}
+		addr := strings.ToLower(strings.TrimSpace(r.Recipient))
+		failed = append(failed, mdn.DSNRecipient{
+			Recipient:   addr,
+			Action:      mdn.Failed,
+			Status:      r.Status.Enhanced,
+			Diagnostic:  r.Status.Reason,
+			LastAttempt: now,
+		})
+	}
+	if len(failed) == 0 {
+		return nil, nil
+	}
+	hdr, _ := splitMessage(prepared)
+	orig := make([]byte, 0, len(hdr)+2)
+	orig = append(append(orig, hdr...), "\r\n"...)
+	dsn, err := mdn.BuildDSN(mdn.DSN{
+		ReportingMTA:      a.host,
+		From:              "postmaster@" + senderDomain,
+		To:                to,
+		OriginalMessageID: msgID,
+		OriginalHeaders:   orig,
+		Arrival:           now,
+		Date:              now,
+		Recipients:        failed,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failure DSN for %s: %w", msgID, err)
+	}
+	return dsn, nil
+}
