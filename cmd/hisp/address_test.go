@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"fmt"
+
+	"github.com/hisp-project/hisp/store"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,5 +51,37 @@ func TestAddressCommands(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, nil, "address", "remove", "bob@clinic.example", data); code != 1 {
 		t.Fatal("removed twice")
+	}
+}
+
+func TestQueueCommands(t *testing.T) {
+	dir := t.TempDir()
+	data := "--data=" + dir
+	runCLI(t, nil, "domain", "add", "hospital.example", data)
+	st := openTestStore(t, dir)
+	id, err := st.Enqueue(context.Background(), store.QueuedMessage{MessageID: "<q1@hospital.example>", MailFrom: "alice@hospital.example",
+		Data: []byte("sealed"), Recipients: []store.QueuedRecipient{{Address: "bob@clinic.example"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	code, out, stderr := runCLI(t, nil, "queue", "list", data)
+	if code != 0 || !strings.Contains(out, "<q1@hospital.example>") || !strings.Contains(out, "bob@clinic.example") {
+		t.Fatalf("list: %d %s %s", code, out, stderr)
+	}
+	if code, out, _ := runCLI(t, nil, "queue", "list", "--json", data); code != 0 || !strings.Contains(out, `"state": "queued"`) {
+		t.Fatalf("list --json: %s", out)
+	}
+	if code, _, stderr := runCLI(t, nil, "queue", "retry", fmt.Sprint(id), data); code != 0 {
+		t.Fatalf("retry: %s", stderr)
+	}
+	if code, _, stderr := runCLI(t, nil, "queue", "drop", fmt.Sprint(id), data); code != 0 {
+		t.Fatalf("drop: %s", stderr)
+	}
+	if code, _, _ := runCLI(t, nil, "queue", "drop", fmt.Sprint(id), data); code != 1 {
+		t.Fatal("dropped twice")
+	}
+	if code, _, _ := runCLI(t, nil, "queue", "retry", "x", data); code != 2 {
+		t.Fatal("bad id is not a usage error")
 	}
 }
