@@ -17,6 +17,7 @@ import (
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/certs/certfile"
 	"github.com/hisp-project/hisp/config"
+	"github.com/hisp-project/hisp/gateway"
 	"github.com/hisp-project/hisp/trust"
 )
 
@@ -40,7 +41,7 @@ func startServe(t *testing.T, dir string) (dnsAddr, adminAddr string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), &out) }()
+	go func() { done <- gateway.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), &out) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

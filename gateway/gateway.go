@@ -1,0 +1,360 @@
+// Package gateway joins hisp's parts into one running HISP: the store, the
+// Security/Trust Agent, the SMTP listeners and the deliverer, the IMAP
+// mailboxes, DNS publishing of local certificates, the CRLs of the local
+// CAs and the trust bundle refresher. `hisp serve` and `hisp sandbox` run
+// it; end-to-end tests run it in-process.
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hisp-project/hisp/certs"
+	"github.com/hisp-project/hisp/certs/devca"
+	"github.com/hisp-project/hisp/config"
+	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/trust"
+)
+
+// server is one running hisp: its store and listeners.
+type server struct {
+	cfg    config.Config
+	st     *store.Store
+	log    *slog.Logger
+	crlMu  sync.Mutex // one CRL signing at a time, so CRL numbers increase
+	crls   map[string]cachedCRL
+	bundle *trust.Bundles
+}
+
+type cachedCRL struct {
+	der     []byte
+	version int64 // store change counter it was made at
+	until   time.Time
+}
+
+// Run serves cfg until ctx ends, then shuts down in order: stop accepting,
+// let running transactions finish, stop the deliverer, close the store. It
+// prints what it listens on to out.
+func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Writer) error {
+	st, err := store.Open(ctx, cfg.Data)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	// A failing component stops the others through ctx.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &server{cfg: cfg, st: st, log: logger, crls: map[string]cachedCRL{}, bundle: &trust.Bundles{}}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	abort := func(err error) error { cancel(); wg.Wait(); return err }
+	fmt.Fprintf(out, "hisp serving data directory %s\n", cfg.Data)
+	if cfg.Listen.DNS != "" {
+		pc, l, err := listenDNS(cfg.Listen.DNS)
+		if err != nil {
+			return abort(err)
+		}
+		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger})
+		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
+		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
+	}
+	if cfg.Listen.Admin != "" {
+		l, err := net.Listen("tcp", cfg.Listen.Admin)
+		if err != nil {
+			return abort(fmt.Errorf("listen admin %s: %w", cfg.Listen.Admin, err))
+		}
+		srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		run("admin", func(ctx context.Context) error {
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				srv.Shutdown(sctx)
+			}()
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		fmt.Fprintf(out, "  admin (HTTP: local CA CRLs at /crl/DOMAIN.crl): http://%s/\n", l.Addr())
+	}
+	refresher := trust.NewRefresher(storeBundles{st}, s.bundle, trust.RefresherOptions{Logger: logger})
+	run("bundles", refresher.Run)
+	for _, l := range []struct{ name, addr string }{
+		{"smtp", cfg.Listen.SMTP}, {"submission", cfg.Listen.Submission}, {"imap", cfg.Listen.IMAP},
+	} {
+		if l.addr != "" {
+			fmt.Fprintf(out, "  %s: not part of this build yet (configured %s)\n", l.name, l.addr)
+		}
+	}
+	logger.Info("hisp started", "data", cfg.Data)
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err = <-errc:
+		logger.Error("stopping after failure", "err", err)
+		cancel()
+	}
+	wg.Wait()
+	return err
+}
+
+// listenDNS opens UDP and TCP on the same address (port 0: one free port).
+func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
+	for range 10 {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen dns %s: %w", addr, err)
+		}
+		pc, err := net.ListenPacket("udp", l.Addr().String())
+		if err == nil {
+			return pc, l, nil
+		}
+		l.Close()
+		if !strings.HasSuffix(addr, ":0") {
+			return nil, nil, fmt.Errorf("listen dns %s: %w", addr, err)
+		}
+	}
+	return nil, nil, fmt.Errorf("listen dns %s: no port free for both UDP and TCP", addr)
+}
+
+// adminHandler serves what the admin listener has so far: local CA CRLs
+// (the CRL distribution point of certificates from hisp cert issue) and a
+// health check.
+func (s *server) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := s.st.Changed(r.Context()); err != nil {
+			http.Error(w, "store: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /crl/{file}", func(w http.ResponseWriter, r *http.Request) {
+		domain, ok := strings.CutSuffix(r.PathValue("file"), ".crl")
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		der, err := s.crl(r.Context(), strings.ToLower(domain))
+		if errors.Is(err, store.ErrNotFound) {
+			http.NotFound(w, r)
+			return
+		}
+		if err != nil {
+			s.log.Error("make CRL", "domain", domain, "err", err)
+			http.Error(w, "CRL unavailable", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/pkix-crl")
+		w.Write(der)
+	})
+	return mux
+}
+
+// crl returns the current CRL of a domain's local CA, signing a new one
+// when revocations changed or the last one is a day old.
+func (s *server) crl(ctx context.Context, domain string) ([]byte, error) {
+	version, err := s.st.Changed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	now := time.Now()
+	if c, ok := s.crls[domain]; ok && c.version == version && now.Before(c.until) {
+		return c.der, nil
+	}
+	lca, err := s.st.LocalCA(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	key, err := s.st.LocalCAKey(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := devca.Load(domain, lca.DER, key)
+	if err != nil {
+		return nil, err
+	}
+	revs, err := s.st.Revocations(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]x509.RevocationListEntry, 0, len(revs))
+	for _, r := range revs {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: r.Serial, RevocationTime: r.Time, ReasonCode: r.Reason})
+	}
+	n, err := s.st.NextCRLNumber(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	der, err := ca.CRL(big.NewInt(n), entries, now)
+	if err != nil {
+		return nil, err
+	}
+	// NextCRLNumber wrote to the store; remember the counter after it.
+	if v, err := s.st.Changed(ctx); err == nil {
+		version = v
+	}
+	s.crls[domain] = cachedCRL{der: der, version: version, until: now.Add(24 * time.Hour)}
+	return der, nil
+}
+
+// storeCerts publishes the store's local certificates in DNS (CD-02):
+// address-bound ones at the address name, organization-bound ones at the
+// domain.
+type storeCerts struct{ st *store.Store }
+
+func (s storeCerts) Domains(ctx context.Context) ([]string, error) {
+	ds, err := s.st.Domains(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = d.Name
+	}
+	return out, nil
+}
+
+func (s storeCerts) Certificates(ctx context.Context, name string) ([][]byte, error) {
+	ds, err := s.Domains(ctx)
+	if err != nil {
+		return nil, err
+	}
+	owner := ""
+	for _, d := range ds {
+		if name == d {
+			owner = d
+			break
+		}
+		if label, ok := strings.CutSuffix(name, "."+d); ok && isOneLabel(label) {
+			owner = unescapeLabel(label) + "@" + d
+			break
+		}
+	}
+	if owner == "" {
+		return nil, nil
+	}
+	list, err := s.st.Certificates(ctx, store.CertFilter{Owner: owner})
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	var out [][]byte
+	for _, c := range list {
+		if now.After(c.NotAfter) {
+			continue // expired certificates are not published
+		}
+		out = append(out, c.DER)
+	}
+	return out, nil
+}
+
+// isOneLabel reports whether a presentation-format name is one label: no
+// unescaped dot.
+func isOneLabel(s string) bool {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '.':
+			return false
+		}
+	}
+	return s != ""
+}
+
+// unescapeLabel undoes DNS presentation escapes: \. and \DDD.
+func unescapeLabel(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')*100 + (s[i+2]-'0')*10 + (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i+1])
+		i++
+	}
+	return b.String()
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// storeBundles lets the trust bundle refresher read bundle sources from
+// the store and record each fetch there.
+type storeBundles struct{ st *store.Store }
+
+func (s storeBundles) Sources(ctx context.Context) ([]trust.BundleSource, error) {
+	bs, err := s.st.Bundles(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]trust.BundleSource, 0, len(bs))
+	for _, b := range bs {
+		src := trust.BundleSource{ID: b.ID, Domain: b.Domain, Location: b.Location, Refresh: b.Refresh}
+		if b.Signer != nil {
+			if src.Signer, err = x509.ParseCertificate(b.Signer); err != nil {
+				return nil, fmt.Errorf("bundle %d signer: %w", b.ID, err)
+			}
+		}
+		out = append(out, src)
+	}
+	return out, nil
+}
+
+func (s storeBundles) SaveState(ctx context.Context, id int64, state trust.BundleState) error {
+	if state.LastError != "" {
+		return s.st.BundleFailed(ctx, id, state.LastAttempt, state.LastError)
+	}
+	return s.st.SetBundleAnchors(ctx, id, state.Anchors, state.Checksum, state.LastAttempt)
+}
+
+func (s storeBundles) LoadState(ctx context.Context, id int64) (trust.BundleState, bool, error) {
+	b, err := s.st.Bundle(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return trust.BundleState{}, false, nil
+	}
+	if err != nil || b.Checksum == "" {
+		return trust.BundleState{}, false, err
+	}
+	anchors, err := s.st.BundleAnchors(ctx, id)
+	if err != nil {
+		return trust.BundleState{}, false, err
+	}
+	st := trust.BundleState{Checksum: b.Checksum, LastAttempt: b.LastAttempt, LastSuccess: b.LastSuccess, LastError: b.LastError}
+	for _, a := range anchors {
+		c, err := a.Parse()
+		if err != nil {
+			return trust.BundleState{}, false, err
+		}
+		st.Anchors = append(st.Anchors, c)
+	}
+	return st, true, nil
+}
