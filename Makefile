@@ -17,6 +17,7 @@ test-deps:
 # Installs what the tests need (Debian packages only when missing), then runs
 # every test; fuzz targets replay their committed seed corpus.
 test: test-deps
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 

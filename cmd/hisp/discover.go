@@ -235,4 +235,3 @@ func keyUsageNames(ku x509.KeyUsage) string {
 	}
 	return strings.Join(out, ", ")
 }
-
