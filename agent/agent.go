@@ -112,6 +112,11 @@ type Options struct {
 	// asking the store whether the configuration changed. Zero:
 	// DefaultReloadInterval; negative: ask on every message.
 	ReloadInterval time.Duration
+	// SyncAudit writes each audit record before Outbound or Inbound
+	// returns. By default records are written in order by a writer of
+	// their own, so a message does not wait for a database commit; call
+	// Close on shutdown to write the last ones.
+	SyncAudit bool
 }
 
 // Agent processes messages. It is safe for concurrent use.
@@ -128,9 +133,16 @@ type Agent struct {
 	reloadMu  sync.Mutex // one reload at a time
 	snap      atomic.Pointer[snapshot]
 	maxWorker int // concurrent recipient look-ups of one message
+
+	syncAudit   bool
+	auditMu     sync.RWMutex // auditClosed, and sending on auditCh
+	auditClosed bool
+	auditCh     chan auditReq
+	auditDone   chan struct{}
 }
 
-// New returns an Agent. opts.Store must be set.
+// New returns an Agent. opts.Store must be set. Close it when done, so that
+// its last audit records are written.
 func New(opts Options) *Agent {
 	a := &Agent{
 		st:        opts.Store,
@@ -143,6 +155,9 @@ func New(opts Options) *Agent {
 		now:       opts.Now,
 		reload:    opts.ReloadInterval,
 		maxWorker: 8,
+		syncAudit: opts.SyncAudit,
+		auditCh:   make(chan auditReq, 1024),
+		auditDone: make(chan struct{}),
 	}
 	if a.log == nil {
 		a.log = slog.Default()
@@ -165,6 +180,7 @@ func New(opts Options) *Agent {
 	if a.val == nil {
 		a.val = trust.NewValidator(trust.Options{Logger: a.log, Now: opts.Now})
 	}
+	go a.auditWriter()
 	return a
 }
 
@@ -261,8 +277,9 @@ func oneLine(s string) string {
 	}, s)
 }
 
-// audit writes one audit record and its slog line. A failure to write the
-// record is logged, not returned: the message's fate is already decided.
+// audit writes one audit record and its slog line. The record is written by
+// the audit writer, in order, or at once with Options.SyncAudit. A failure to
+// write it is logged, not returned: the message's fate is already decided.
 func (a *Agent) audit(ctx context.Context, action, actor, subject string, st Status) {
 	verdict := "accepted"
 	level := slog.LevelInfo
@@ -272,14 +289,74 @@ func (a *Agent) audit(ctx context.Context, action, actor, subject string, st Sta
 	case !st.OK():
 		verdict, level = "refused", slog.LevelWarn
 	}
-	ctx = context.WithoutCancel(ctx)
 	a.log.Log(ctx, level, "agent "+action, "actor", actor, "subject", subject, "verdict", verdict,
 		"status", st.Code, "enhanced", st.Enhanced, "reason", st.Reason)
-	err := a.st.Audit(ctx, store.Event{Time: a.now(), Actor: actor, Action: action, Subject: subject,
-		Verdict: verdict, Reason: st.Enhanced + " " + st.Reason})
-	if err != nil {
-		a.log.Error("agent: audit record not written", "action", action, "subject", subject, "err", err)
+	ev := store.Event{Time: a.now(), Actor: actor, Action: action, Subject: subject,
+		Verdict: verdict, Reason: st.Enhanced + " " + st.Reason}
+	if !a.syncAudit {
+		a.auditMu.RLock()
+		if !a.auditClosed {
+			a.auditCh <- auditReq{ev: ev}
+			a.auditMu.RUnlock()
+			return
+		}
+		a.auditMu.RUnlock()
 	}
+	a.writeAudit(context.WithoutCancel(ctx), ev)
+}
+
+func (a *Agent) writeAudit(ctx context.Context, ev store.Event) {
+	if err := a.st.Audit(ctx, ev); err != nil {
+		a.log.Error("agent: audit record not written", "action", ev.Action, "subject", ev.Subject, "err", err)
+	}
+}
+
+// auditReq is an event for the audit writer, or with done set a request to
+// say when every event before it is written.
+type auditReq struct {
+	ev   store.Event
+	done chan struct{}
+}
+
+// auditWriter writes audit records in the order they came, one at a time,
+// off the message path: a record costs a database commit, which a message
+// should not wait for.
+func (a *Agent) auditWriter() {
+	defer close(a.auditDone)
+	for req := range a.auditCh {
+		if req.done != nil {
+			close(req.done)
+			continue
+		}
+		a.writeAudit(context.Background(), req.ev)
+	}
+}
+
+// flushAudit waits until the audit records of every message processed so
+// far are written.
+func (a *Agent) flushAudit() {
+	a.auditMu.RLock()
+	if a.auditClosed {
+		a.auditMu.RUnlock()
+		return
+	}
+	done := make(chan struct{})
+	a.auditCh <- auditReq{done: done}
+	a.auditMu.RUnlock()
+	<-done
+}
+
+// Close writes the audit records still pending and stops the audit writer.
+// Messages processed after Close have their records written at once.
+func (a *Agent) Close() error {
+	a.auditMu.Lock()
+	if !a.auditClosed {
+		a.auditClosed = true
+		close(a.auditCh)
+	}
+	a.auditMu.Unlock()
+	<-a.auditDone
+	return nil
 }
 
 // actor names who sent a message, for the audit log.

@@ -131,6 +131,7 @@ type fixture struct {
 	agent    *Agent
 	resolver string
 	logs     *bytes.Buffer
+	agents   []*Agent
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -189,7 +190,7 @@ func newFixture(t testing.TB) *fixture {
 // for changes on every message.
 func (f *fixture) newAgent(do certs.DiscoveryOptions) *Agent {
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	return New(Options{
+	a := New(Options{
 		Store:          f.st,
 		Discoverer:     certs.NewDiscoverer(do),
 		Validator:      trust.NewValidator(trust.Options{Logger: logger}),
@@ -197,6 +198,9 @@ func (f *fixture) newAgent(do certs.DiscoveryOptions) *Agent {
 		Logger:         logger,
 		ReloadInterval: -1,
 	})
+	f.t.Cleanup(func() { a.Close() })
+	f.agents = append(f.agents, a)
+	return a
 }
 
 type lockedWriter struct {
@@ -236,15 +240,19 @@ func open(t testing.TB, sealed []byte, id *testpki.Identity) (*smime.Opened, err
 // seal makes a Direct message as a remote HISP would.
 func seal(t testing.TB, msg []byte, signer *testpki.Identity, to ...*testpki.Identity) []byte {
 	t.Helper()
-	var rs []cms.Recipient
-	for _, id := range to {
-		rs = append(rs, cms.Recipient{Cert: id.Cert})
-	}
-	out, err := smime.Seal(msg, smime.Signer{Cert: signer.Cert, Key: signer.Key}, rs, smime.SealOptions{})
+	out, err := sealErr(msg, signer, to...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+func sealErr(msg []byte, signer *testpki.Identity, to ...*testpki.Identity) ([]byte, error) {
+	var rs []cms.Recipient
+	for _, id := range to {
+		rs = append(rs, cms.Recipient{Cert: id.Cert})
+	}
+	return smime.Seal(msg, smime.Signer{Cert: signer.Cert, Key: signer.Key}, rs, smime.SealOptions{})
 }
 
 // wantError checks that err is an *Error with the given code and enhanced
@@ -270,6 +278,9 @@ func wantError(t testing.TB, err error, code int, enhanced string, words ...stri
 // subject.
 func (f *fixture) audited(action, subject string) []store.Event {
 	f.t.Helper()
+	for _, a := range f.agents {
+		a.flushAudit()
+	}
 	evs, err := f.st.AuditEvents(context.Background(), 0)
 	if err != nil {
 		f.t.Fatal(err)
