@@ -33,8 +33,16 @@ var ErrBadMailboxName = errors.New("invalid mailbox name")
 
 // ErrMailboxRule is returned (wrapped) for a change the mailbox rules do not
 // allow: deleting INBOX or a mailbox with children, renaming a mailbox into
-// itself.
+// itself, moving messages to the mailbox they are in.
 var ErrMailboxRule = errors.New("not allowed")
+
+// ErrHasChildren is returned (wrapped) when deleting a mailbox that has
+// mailboxes inside; it is an ErrMailboxRule.
+var ErrHasChildren = fmt.Errorf("mailbox has mailboxes inside: %w", ErrMailboxRule)
+
+// ErrBadFlag is returned (wrapped) for an invalid keyword or too many of
+// them.
+var ErrBadFlag = errors.New("invalid flag")
 
 // Mailbox names and the hierarchy delimiter.
 const (
@@ -281,9 +289,22 @@ func (s *Store) MailboxStatus(ctx context.Context, account int64, name string) (
 	if err != nil {
 		return MailboxStatus{}, err
 	}
+	return s.mailboxStatus(ctx, m)
+}
+
+// MailboxStatusByID is MailboxStatus for a mailbox of an account by id.
+func (s *Store) MailboxStatusByID(ctx context.Context, account, id int64) (MailboxStatus, error) {
+	m, err := s.MailboxByID(ctx, account, id)
+	if err != nil {
+		return MailboxStatus{}, err
+	}
+	return s.mailboxStatus(ctx, m)
+}
+
+func (s *Store) mailboxStatus(ctx context.Context, m Mailbox) (MailboxStatus, error) {
 	st := MailboxStatus{Mailbox: m}
 	var firstUnseen sql.NullInt64
-	err = s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(1 - seen), 0), COALESCE(SUM(deleted), 0),
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(SUM(1 - seen), 0), COALESCE(SUM(deleted), 0),
 		MIN(CASE WHEN seen = 0 THEN uid END) FROM messages WHERE mailbox_id = ?`, m.ID).
 		Scan(&st.Messages, &st.Unseen, &st.Deleted, &firstUnseen)
 	if err != nil {
@@ -419,7 +440,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, account int64, name string) (
 		if children, err := childMailboxes(ctx, tx, account, n); err != nil {
 			return err
 		} else if len(children) > 0 {
-			return fmt.Errorf("mailbox %s has mailboxes inside: %w", n, ErrMailboxRule)
+			return fmt.Errorf("mailbox %s: %w", n, ErrHasChildren)
 		}
 		id = m.ID
 		// Messages go by cascade, bodies by trigger; the trigger on

@@ -64,19 +64,19 @@ func parseFlags(flags []string) (flagSet, error) {
 		f.keywords = addKeyword(f.keywords, fl)
 	}
 	if len(f.keywords) > MaxKeywords {
-		return flagSet{}, fmt.Errorf("more than %d keywords", MaxKeywords)
+		return flagSet{}, fmt.Errorf("%w: more than %d keywords", ErrBadFlag, MaxKeywords)
 	}
 	return f, nil
 }
 
 func checkKeyword(k string) error {
 	if k == "" || len(k) > MaxKeywordLength {
-		return fmt.Errorf("invalid keyword %q: empty or longer than %d bytes", k, MaxKeywordLength)
+		return fmt.Errorf("%w: keyword %q empty or longer than %d bytes", ErrBadFlag, k, MaxKeywordLength)
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if c <= ' ' || c >= 0x7f || strings.IndexByte(`(){%*"\]`, c) >= 0 {
-			return fmt.Errorf("invalid keyword %q: character %q", k, c)
+			return fmt.Errorf("%w: keyword %q: character %q", ErrBadFlag, k, c)
 		}
 	}
 	return nil
@@ -476,7 +476,7 @@ func (s *Store) StoreFlags(ctx context.Context, account, mailboxID int64, uids [
 			}
 			nf := old.apply(op, fs)
 			if len(nf.keywords) > MaxKeywords {
-				return fmt.Errorf("message %d: more than %d keywords", uid, MaxKeywords)
+				return fmt.Errorf("%w: message %d: more than %d keywords", ErrBadFlag, uid, MaxKeywords)
 			}
 			if !nf.equal(old) {
 				if modSeq == 0 {
