@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -336,6 +339,69 @@ func TestInboundSeveralSigners(t *testing.T) {
 			t.Errorf("signer %s", res.Signer.Subject)
 		case !trustedOne && err == nil:
 			t.Errorf("%s, %s: accepted", order[0].Cert.Subject, order[1].Cert.Subject)
+		}
+	}
+}
+
+// TestInboundWeakAlgorithms refuses 3DES content encryption and SHA-1
+// signatures (Algorithms table), made by openssl as an old sender would.
+func TestInboundWeakAlgorithms(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	f := newFixture(t)
+	p := f.p
+	dir := t.TempDir()
+	bobCert, _ := p.bob.WriteFiles(t, dir, "bob")
+	ralphCert, ralphKey := p.ralph.WriteFiles(t, dir, "ralph")
+	to := []string{"bob@b.example"}
+	plain := filepath.Join(dir, "plain.eml")
+	hdr, body := splitMessage(message("ralph@r.example", to, nil, ""))
+	if err := os.WriteFile(plain, smime.Wrap(append(hdr, "\r\n\r\n"...), body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) []byte {
+		t.Helper()
+		out, err := exec.Command("openssl", args...).Output()
+		if err != nil {
+			t.Skipf("openssl %v: %v", args, err)
+		}
+		return out
+	}
+	signed := filepath.Join(dir, "signed.eml")
+	signedSHA1 := filepath.Join(dir, "signed-sha1.eml")
+	os.WriteFile(signed, run("cms", "-sign", "-binary", "-in", plain, "-signer", ralphCert, "-inkey", ralphKey, "-md", "sha256"), 0o600)
+	os.WriteFile(signedSHA1, run("cms", "-sign", "-binary", "-in", plain, "-signer", ralphCert, "-inkey", ralphKey, "-md", "sha1"), 0o600)
+	// An older sender that does not wrap (MF-03): the outer header is the
+	// message's.
+	entity := filepath.Join(dir, "entity.eml")
+	unwrapped := filepath.Join(dir, "unwrapped.eml")
+	os.WriteFile(entity, []byte("Content-Type: text/plain\r\n\r\nunwrapped hello\r\n"), 0o600)
+	os.WriteFile(unwrapped, run("cms", "-sign", "-binary", "-in", entity, "-signer", ralphCert, "-inkey", ralphKey), 0o600)
+	env := Envelope{MailFrom: "ralph@r.example", Recipients: to}
+	for name, c := range map[string]struct {
+		msg      []byte
+		enhanced string
+	}{
+		"3DES":     {run("cms", "-encrypt", "-des3", "-in", signed, "-from", "ralph@r.example", "-to", "bob@b.example", bobCert), "5.7.6"},
+		"SHA-1":    {run("cms", "-encrypt", "-aes128", "-in", signedSHA1, "-from", "ralph@r.example", "-to", "bob@b.example", bobCert), "5.7.6"},
+		"accepted": {run("cms", "-encrypt", "-aes256", "-in", signed, "-from", "ralph@r.example", "-to", "bob@b.example", bobCert), ""},
+		"unwrapped": {run("cms", "-encrypt", "-aes256", "-in", unwrapped, "-from", "ralph@r.example", "-to", "bob@b.example",
+			"-subject", "old style", bobCert), ""},
+	} {
+		res, err := f.agent.Inbound(context.Background(), env, c.msg)
+		if c.enhanced == "" {
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			} else if name == "unwrapped" && (!bytes.Contains(res.Message, []byte("unwrapped hello")) ||
+				!bytes.Contains(res.Message, []byte("Subject: old style"))) {
+				t.Errorf("unwrapped message filed as\n%s", res.Message)
+			}
+			continue
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Status.Enhanced != c.enhanced {
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 }
