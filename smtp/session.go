@@ -1,0 +1,347 @@
+package smtp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/hisp-project/hisp/store"
+)
+
+// session is one SMTP session (go-smtp makes a new one after STARTTLS).
+type session struct {
+	s      *Server
+	conn   *gosmtp.Conn
+	tc     *trackedConn // nil only for connections not accepted by Serve
+	remote string
+	tls    bool
+	log    *slog.Logger
+
+	user  string // authenticated login (submission)
+	from  string
+	rcpts []string
+	seen  map[string]bool
+}
+
+// submissionSession adds AUTH.
+type submissionSession struct{ *session }
+
+func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
+	tc := tracked(c.Conn())
+	if tc != nil && tc.draining() {
+		return nil, &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 3, 2}, Message: "Server shutting down, try again later"}
+	}
+	_, isTLS := c.TLSConnectionState()
+	remote := c.Conn().RemoteAddr().String()
+	ss := &session{
+		s:      s,
+		conn:   c,
+		tc:     tc,
+		remote: remote,
+		tls:    isTLS,
+		log:    s.log.With(slog.String("remote", remote), slog.Bool("tls", isTLS)),
+		seen:   map[string]bool{},
+	}
+	if s.kind == "submission" {
+		return submissionSession{ss}, nil
+	}
+	return ss, nil
+}
+
+// ctx is the context of the session's work; it ends when a shutdown gives
+// up waiting.
+func (ss *session) ctx() context.Context { return ss.s.handlerCtx }
+
+// refuse logs a refusal, records it in the audit log when configured and
+// returns it for go-smtp.
+func (ss *session) refuse(action, subject string, r *Reply) error {
+	ss.log.Info("smtp refused", slog.String("action", action), slog.String("subject", subject),
+		slog.String("user", ss.user), slog.String("reply", r.String()))
+	if a := ss.s.cfg.Audit; a != nil {
+		actor := ss.user
+		if actor == "" {
+			actor = ss.remote
+		}
+		ev := store.Event{Actor: actor, Action: "smtp." + ss.s.kind + "." + action, Subject: subject,
+			Verdict: "refused", Reason: r.String()}
+		if err := a.Audit(ss.ctx(), ev); err != nil {
+			ss.log.Warn("audit record failed", slog.String("error", err.Error()))
+		}
+	}
+	return r.smtpError()
+}
+
+func (ss *session) setBusy(b bool) {
+	if ss.tc != nil {
+		ss.tc.setBusy(b)
+	}
+}
+
+// Reset ends the transaction (RSET, after DATA, new EHLO).
+func (ss *session) Reset() {
+	ss.from, ss.rcpts, ss.seen = "", nil, map[string]bool{}
+	ss.setBusy(false)
+}
+
+// Logout ends the session.
+func (ss *session) Logout() error {
+	ss.setBusy(false)
+	return nil
+}
+
+// Mail starts a transaction.
+func (ss *session) Mail(from string, opts *gosmtp.MailOptions) error {
+	ss.setBusy(true)
+	err := ss.mail(from)
+	if err != nil {
+		ss.setBusy(false)
+	}
+	return err
+}
+
+func (ss *session) mail(from string) error {
+	if ss.tc != nil && ss.tc.draining() {
+		return ss.refuse("mail", from, errorf(421, "4.3.2", "Server shutting down, try again later"))
+	}
+	if ss.s.kind == "submission" && ss.user == "" {
+		return ss.refuse("mail", from, errorf(530, "5.7.0", "Authentication required"))
+	}
+	if !isASCII(from) {
+		return ss.refuse("mail", from, errorf(553, "5.6.7", "Non-ASCII address <%s> needs SMTPUTF8, which this server does not offer", from))
+	}
+	if from != "" {
+		if err := checkAddress(from); err != nil {
+			return ss.refuse("mail", from, errorf(553, "5.1.7", "Bad sender address syntax: %v", err))
+		}
+	}
+	if ss.s.kind == "submission" {
+		if from == "" || !ss.s.submission.SenderAllowed(ss.user, from) {
+			return ss.refuse("mail", from, errorf(550, "5.7.1", "Sender <%s> is not an address of login %s", from, ss.user))
+		}
+	}
+	ss.from = from
+	return nil
+}
+
+// Rcpt adds a recipient.
+func (ss *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
+	if !isASCII(to) {
+		return ss.refuse("rcpt", to, errorf(553, "5.6.7", "Non-ASCII address <%s> needs SMTPUTF8, which this server does not offer", to))
+	}
+	if err := checkAddress(to); err != nil {
+		return ss.refuse("rcpt", to, errorf(501, "5.1.3", "Bad recipient address syntax: %v", err))
+	}
+	if ss.s.kind == "backbone" {
+		if r := ss.s.backbone.Recipients.CheckRecipient(ss.ctx(), to); r != nil {
+			return ss.refuse("rcpt", to, r)
+		}
+	}
+	key := strings.ToLower(to)
+	if !ss.seen[key] {
+		ss.seen[key] = true
+		ss.rcpts = append(ss.rcpts, to)
+	}
+	return nil
+}
+
+// Data reads the message and hands it to the handler.
+func (ss *session) Data(r io.Reader) error {
+	subject := ss.from
+	if ss.tc != nil {
+		r = &deadlineReader{r: r, conn: ss.conn.Conn(), timeout: ss.s.cfg.DataTimeout}
+	}
+	cfg := &ss.s.cfg
+	msg, info, err := readMessage(r, cfg.MaxHeaderLines, cfg.MaxHeaderBytes)
+	var hl *headerLimitError
+	var ne net.Error
+	switch {
+	case err == nil:
+	case errors.Is(err, gosmtp.ErrDataTooLarge):
+		return ss.refuse("data", subject, errorf(552, "5.3.4", "Message too big: the limit is %d bytes", cfg.MaxMessageBytes))
+	case errors.As(err, &hl):
+		return ss.refuse("data", subject, errorf(552, "5.3.4", "Message refused: %v", hl))
+	case errors.Is(err, gosmtp.ErrTooLongLine):
+		return ss.refuse("data", subject, errorf(500, "5.5.2", "Line too long"))
+	case errors.As(err, &ne) && ne.Timeout():
+		ss.log.Info("smtp client stalled in DATA, nothing queued", slog.String("from", ss.from), slog.String("user", ss.user))
+		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Timeout waiting for data, closing"}
+	default:
+		ss.log.Info("smtp connection lost in DATA, nothing queued", slog.String("from", ss.from),
+			slog.String("user", ss.user), slog.String("error", err.Error()))
+		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Message transfer aborted"}
+	}
+	if len(bytes.TrimSpace(msg)) == 0 {
+		return ss.refuse("data", subject, errorf(554, "5.6.0", "Empty message refused"))
+	}
+	if info.bareLF > 0 {
+		ss.log.Info("smtp message with bare LF line ends, normalized to CRLF", slog.Int("lines", info.bareLF))
+	}
+	env := Envelope{MailFrom: ss.from, Recipients: append([]string(nil), ss.rcpts...), User: ss.user, RemoteAddr: ss.remote, TLS: ss.tls}
+	start := time.Now()
+	var reply *Reply
+	if ss.s.kind == "submission" {
+		reply, err = ss.s.submission.Handler.Outbound(ss.ctx(), env, msg)
+	} else {
+		reply, err = ss.s.backbone.Handler.Inbound(ss.ctx(), env, msg)
+	}
+	attrs := []any{slog.String("from", ss.from), slog.Int("rcpts", len(env.Recipients)), slog.Int("size", len(msg)),
+		slog.String("user", ss.user), slog.Duration("took", time.Since(start))}
+	if err != nil {
+		ss.log.Error("smtp message handler failed", append(attrs, slog.String("error", err.Error()))...)
+		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}
+	}
+	if reply == nil {
+		ss.log.Info("smtp message accepted", attrs...)
+		return nil
+	}
+	if reply.Success() {
+		ss.log.Info("smtp message accepted", append(attrs, slog.String("reply", reply.String()))...)
+		return reply.smtpError() // go-smtp sends a 2xx "error" as the reply
+	}
+	ss.log.Info("smtp message refused by handler", append(attrs, slog.String("reply", reply.String()))...)
+	return reply.smtpError()
+}
+
+// AuthMechanisms lists PLAIN and LOGIN when AUTH is allowed on this
+// connection (TLS, or loopback), none otherwise.
+func (ss submissionSession) AuthMechanisms() []string {
+	if !ss.authAllowed() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+func (ss submissionSession) authAllowed() bool {
+	return ss.tls || ss.s.submission.InsecureAuth(ss.conn.Conn().LocalAddr())
+}
+
+// Auth starts an AUTH exchange.
+func (ss submissionSession) Auth(mech string) (sasl.Server, error) {
+	if !ss.authAllowed() {
+		return nil, ss.refuse("auth", mech, errorf(538, "5.7.11", "Encryption required: use STARTTLS before AUTH"))
+	}
+	if ss.tc != nil {
+		ss.s.mu.Lock()
+		n := ss.tc.authFailures
+		ss.s.mu.Unlock()
+		if n >= ss.s.submission.MaxAuthFailures {
+			return nil, ss.refuse("auth", mech, errorf(421, "4.7.0", "Too many authentication failures"))
+		}
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			if identity != "" && !strings.EqualFold(identity, username) {
+				return ss.refuse("auth", username, errorf(535, "5.7.8", "Authorization identity must be the login"))
+			}
+			return ss.login(username, password)
+		}), nil
+	case sasl.Login:
+		return &loginServer{authenticate: ss.login}, nil
+	}
+	return nil, ss.refuse("auth", mech, errorf(504, "5.5.4", "Unsupported authentication mechanism %q", mech))
+}
+
+// login checks a password.
+func (ss submissionSession) login(username, password string) error {
+	addr, err := ss.s.submission.Auth.CheckPassword(ss.ctx(), username, password)
+	if errors.Is(err, store.ErrBadCredentials) {
+		if ss.tc != nil {
+			ss.s.mu.Lock()
+			ss.tc.authFailures++
+			ss.s.mu.Unlock()
+		}
+		return ss.refuse("auth", username, errorf(535, "5.7.8", "Authentication credentials invalid"))
+	} else if err != nil {
+		ss.log.Error("smtp authentication failed", slog.String("login", username), slog.String("error", err.Error()))
+		return errorf(454, "4.7.0", "Temporary authentication failure").smtpError()
+	}
+	ss.user = addr
+	ss.log = ss.log.With(slog.String("user", addr))
+	ss.log.Info("smtp authenticated")
+	return nil
+}
+
+// loginServer is the server side of the LOGIN mechanism (not in go-sasl):
+// "Username:", "Password:", with the user name optionally as the initial
+// response.
+type loginServer struct {
+	step         int
+	username     string
+	authenticate func(username, password string) error
+}
+
+func (a *loginServer) Next(response []byte) (challenge []byte, done bool, err error) {
+	switch a.step {
+	case 0:
+		if response == nil {
+			a.step = 1
+			return []byte("Username:"), false, nil
+		}
+		a.username, a.step = string(response), 2
+		return []byte("Password:"), false, nil
+	case 1:
+		a.username, a.step = string(response), 2
+		return []byte("Password:"), false, nil
+	case 2:
+		a.step = 3
+		return nil, true, a.authenticate(a.username, string(response))
+	}
+	return nil, false, sasl.ErrUnexpectedClientResponse
+}
+
+// deadlineReader moves the read deadline before each read, so that DATA
+// times out when the client stops sending, however long the message.
+type deadlineReader struct {
+	r       io.Reader
+	conn    net.Conn
+	timeout time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.r.Read(p)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// checkAddress checks the form of an envelope address: local@domain, a
+// local part of printable ASCII, a host name as domain.
+func checkAddress(a string) error {
+	i := strings.LastIndexByte(a, '@')
+	if i <= 0 || i == len(a)-1 {
+		return errors.New("want local@domain")
+	}
+	if i > 64 {
+		return errors.New("local part longer than 64 characters")
+	}
+	for _, c := range a[:i] {
+		if c <= ' ' || c >= 0x7f {
+			return errors.New("control character or space in local part")
+		}
+	}
+	if _, err := store.NormalizeDomain(a[i+1:]); err != nil {
+		return err
+	}
+	return nil
+}
+
+// sameAddress compares addresses case-insensitively.
+func sameAddress(user, from string) bool {
+	return strings.EqualFold(strings.TrimSpace(user), strings.TrimSpace(from))
+}
