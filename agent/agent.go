@@ -249,11 +249,6 @@ type RecipientResult struct {
 	Step string
 }
 
-// Status values the agent gives.
-var (
-	statusOK = Status{250, "2.0.0", "accepted"}
-)
-
 func status(code int, enhanced, format string, args ...any) Status {
 	return Status{Code: code, Enhanced: enhanced, Reason: oneLine(fmt.Sprintf(format, args...))}
 }
@@ -379,7 +374,7 @@ func auditSubject(msgID, rcpt string) string {
 	if msgID == "" {
 		msgID = "(no Message-ID)"
 	}
-	return msgID + " " + strings.ToLower(strings.TrimSpace(rcpt))
+	return msgID + " " + envAddr(rcpt)
 }
 
 // auditAll records the refusal of a whole message: one record naming the

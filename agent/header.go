@@ -222,3 +222,13 @@ func set(list []string) map[string]bool {
 	}
 	return m
 }
+
+// envAddr is an envelope address as compared with header addresses: lower
+// case, without white space or angle brackets.
+func envAddr(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 2 && s[0] == '<' && s[len(s)-1] == '>' {
+		s = s[1 : len(s)-1]
+	}
+	return strings.ToLower(s)
+}

@@ -176,7 +176,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	}
 	// MF-05: MAIL FROM is the From or Sender (empty only for an MDN or DSN,
 	// which go out with a null reverse path); every RCPT is in To or Cc.
-	mailFrom := strings.ToLower(strings.TrimSpace(env.MailFrom))
+	mailFrom := envAddr(env.MailFrom)
 	switch {
 	case mailFrom == "" && notification:
 	case mailFrom == "" || (mailFrom != from && !contains(inner["sender"], mailFrom)):
@@ -184,7 +184,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	}
 	listed := set(append(inner["to"], inner["cc"]...))
 	for _, r := range env.Recipients {
-		if !listed[strings.ToLower(strings.TrimSpace(r))] {
+		if !listed[envAddr(r)] {
 			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field of the signed message: refused as tampered (MF-05)", r))
 		}
 	}

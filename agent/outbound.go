@@ -87,12 +87,15 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 
 	// MF-05: MAIL FROM is the From or Sender; a user sends only as
 	// themselves.
-	mailFrom := strings.ToLower(strings.TrimSpace(env.MailFrom))
-	if mailFrom == "" || (mailFrom != from && mailFrom != sender) {
+	mailFrom := envAddr(env.MailFrom)
+	// hisp's own MDNs and DSNs may go out with a null reverse path (RFC
+	// 8098 §2.1, RFC 3464): never from a user, and never bounced.
+	nullNotification := mailFrom == "" && env.User == "" && isNotification(h.get("content-type"))
+	if !nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != sender)) {
 		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
 	}
 	if env.User != "" {
-		user := strings.ToLower(strings.TrimSpace(env.User))
+		user := envAddr(env.User)
 		if mailFrom != user || from != user {
 			return fail(refuse(550, "5.7.1", nil, "%s may send only as <%s>, not as <%s>", env.User, user, from))
 		}
@@ -106,7 +109,7 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	}
 	listed := set(append(to, cc...))
 	for _, r := range env.Recipients {
-		if !listed[strings.ToLower(strings.TrimSpace(r))] {
+		if !listed[envAddr(r)] {
 			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r))
 		}
 	}
@@ -167,9 +170,11 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		}
 		res.Sealed = sealed
 	}
-	if res.DSN, err = a.failureDSN(mailFrom, senderDomain, msgID, prepared, res.Recipients); err != nil {
-		// The DSN is a courtesy; the message itself is fine.
-		a.log.Error("agent: failure DSN not built", "message-id", msgID, "err", err)
+	if !nullNotification { // a notification with a null reverse path is never bounced
+		if res.DSN, err = a.failureDSN(mailFrom, senderDomain, msgID, prepared, res.Recipients); err != nil {
+			// The DSN is a courtesy; the message itself is fine.
+			a.log.Error("agent: failure DSN not built", "message-id", msgID, "err", err)
+		}
 	}
 	act := actor(env)
 	for _, r := range res.Recipients {
@@ -450,7 +455,7 @@ func (a *Agent) failureDSN(to, senderDomain, msgID string, prepared []byte, resu
 		if r.Accepted || r.Status.Temporary() {
 			continue
 		}
-		addr := strings.ToLower(strings.TrimSpace(r.Recipient))
+		addr := envAddr(r.Recipient)
 		failed = append(failed, mdn.DSNRecipient{
 			Recipient:   addr,
 			Action:      mdn.Failed,

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hisp-project/hisp/certs"
@@ -408,5 +409,68 @@ func TestOutboundMalformed(t *testing.T) {
 		if !errors.As(err, &e) || e.Status.Code < 500 {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+func TestOutboundNotificationNullSender(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	rcpts := []string{"carol@r.example", "nobody@r.example"}
+	mdnMsg := []byte("From: bob@b.example\r\nTo: carol@r.example, nobody@r.example\r\nSubject: Processed\r\n" +
+		"Content-Type: multipart/report; report-type=disposition-notification; boundary=b\r\n\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\nprocessed\r\n--b--\r\n")
+	// hisp's own MDN, null reverse path: sealed, and no DSN for the
+	// recipient it cannot reach.
+	res, err := f.agent.Outbound(ctx, Envelope{MailFrom: "<>", Recipients: rcpts}, mdnMsg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Recipients[0].Accepted || res.Recipients[1].Accepted || res.DSN != nil || res.Sealed == nil {
+		t.Errorf("%+v, DSN %d bytes", res.Recipients, len(res.DSN))
+	}
+	// A user may not send with a null reverse path.
+	_, err = f.agent.Outbound(ctx, Envelope{MailFrom: "", User: "bob@b.example", Recipients: rcpts}, mdnMsg)
+	wantError(t, err, 550, "5.7.1")
+	// Nor may anybody send an ordinary message with one.
+	_, err = f.agent.Outbound(ctx, Envelope{MailFrom: "", Recipients: rcpts[:1]}, message("bob@b.example", rcpts[:1], nil, ""))
+	wantError(t, err, 550, "5.7.1")
+}
+
+// TestConcurrent sends and receives from several goroutines on one agent
+// while the configuration changes (run with -race).
+func TestConcurrent(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	rcpts := []string{"bob@b.example", "carol@r.example", "multi@b.example"}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 3 {
+				env := Envelope{MailFrom: "alice@a.example", Recipients: rcpts}
+				out, err := f.agent.Outbound(ctx, env, message("alice@a.example", rcpts, nil, ""))
+				if err != nil {
+					errs <- err
+					return
+				}
+				env.Recipients = []string{"bob@b.example", "multi@b.example"}
+				if _, err := f.agent.Inbound(ctx, env, out.Sealed); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if g == 0 {
+				if _, err := f.st.AddDomain(ctx, "d.example"); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
