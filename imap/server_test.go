@@ -474,7 +474,7 @@ func TestCommands(t *testing.T) {
 		"SEARCH TEXT nothing-like-this": "* SEARCH", "SEARCH SINCE 1-May-2024 BEFORE 8-May-2024": "* SEARCH 1",
 		"SEARCH SENTBEFORE 1-Jan-2024": "* SEARCH", "SEARCH LARGER 100 SMALLER 100000": "* SEARCH 1",
 		"SEARCH OR DELETED FLAGGED": "* SEARCH", "SEARCH NOT DELETED": "* SEARCH 1", "UID SEARCH UID 1:*": "* SEARCH 1",
-		"SEARCH 2:*":                       "* SEARCH 1",
+		"SEARCH 2:*": "* SEARCH 1",
 		`SEARCH HEADER Message-ID "Commands@hospital"`: "* SEARCH 1",
 		"SEARCH RETURN (COUNT) ALL":                    "* ESEARCH (TAG",
 	} {
@@ -581,4 +581,3 @@ func TestQuotaOverIMAP(t *testing.T) {
 		t.Fatal("delivery over quota")
 	}
 }
-
