@@ -1,0 +1,850 @@
+package smtp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hisp-project/hisp/store"
+)
+
+// Route is a static next hop for a destination domain; it overrides MX.
+type Route struct {
+	Addr string // host:port
+	// RequireTLS makes STARTTLS mandatory, with the certificate verified
+	// against the route's host name (DelivererConfig.TLSConfig's roots).
+	// Without it STARTTLS is used when offered, unverified.
+	RequireTLS bool
+}
+
+// ParseRoutes turns the [outbound.routes] table (domain = "host:port") into
+// routes.
+func ParseRoutes(m map[string]string) (map[string]Route, error) {
+	out := make(map[string]Route, len(m))
+	for domain, addr := range m {
+		d, err := store.NormalizeDomain(domain)
+		if err != nil {
+			return nil, fmt.Errorf("route for %q: %w", domain, err)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("route for %s: %q: want host:port", d, addr)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+			return nil, fmt.Errorf("route for %s: %q: bad port", d, addr)
+		}
+		out[d] = Route{Addr: addr}
+	}
+	return out, nil
+}
+
+// Queue is the part of the store the Deliverer uses; *store.Store
+// implements it.
+type Queue interface {
+	ClaimDue(ctx context.Context, now time.Time, limit int, b store.Backoff) ([]store.QueuedMessage, error)
+	QueueMessageData(ctx context.Context, id int64) ([]byte, error)
+	UpdateRecipients(ctx context.Context, now time.Time, updates []store.RecipientUpdate) error
+	RecoverQueue(ctx context.Context, now time.Time) (int64, error)
+	QueueFailed(ctx context.Context, limit int) ([]store.QueuedMessage, error)
+	QueueDelayed(ctx context.Context, createdBefore time.Time, limit int) ([]store.QueuedMessage, error)
+	MarkDelayNotified(ctx context.Context, id int64, at time.Time) error
+	PurgeQueue(ctx context.Context, createdBefore time.Time) (int64, error)
+}
+
+// DelivererConfig configures a Deliverer. Zero values take the defaults.
+type DelivererConfig struct {
+	Queue   Queue          // required
+	Local   LocalDeliverer // recipients in local domains; without it they wait
+	Bouncer Bouncer        // DSNs; without it failures are only logged
+
+	Hostname string // EHLO name; "localhost" if empty
+	// Resolver is the DNS server (host:port) for MX and address look-ups;
+	// "" for the first name server in /etc/resolv.conf.
+	Resolver string
+	Port     int              // port of MX hosts; 25
+	Routes   map[string]Route // static routes by domain, overriding MX
+	// TLSConfig is the base of the client TLS configuration: its RootCAs
+	// verify routes that require TLS (nil: the system roots).
+	TLSConfig *tls.Config
+
+	Backoff store.Backoff // zero: store.DefaultBackoff()
+	// DelayedAfter is how long after queuing a message with recipients
+	// still being retried gets its (one) delayed DSN; 4 hours; < 0: never.
+	DelayedAfter time.Duration
+	// KeepFinished is how long messages whose recipients are all done are
+	// kept for the record; 7 days.
+	KeepFinished time.Duration
+
+	Workers             int           // concurrent deliveries; 8
+	ConnsPerDestination int           // connections to one domain at once; 2
+	Batch               int           // messages per claim; 100
+	PollInterval        time.Duration // look for due work at least this often; 2 s
+	DialTimeout         time.Duration // 30 s
+	CommandTimeout      time.Duration // 5 min
+	DataTimeout         time.Duration // message transfer and its reply; 10 min
+	// ShutdownGrace is how long a transaction in flight may go on after
+	// Run's context ends before its connection is cut; 10 s.
+	ShutdownGrace time.Duration
+
+	Now    func() time.Time // the clock of queue times; time.Now
+	Logger *slog.Logger     // slog.Default() if nil
+}
+
+// Deliverer takes due recipients from the queue to their next hop: the
+// network for remote domains, the LocalDeliverer for local ones.
+type Deliverer struct {
+	cfg     DelivererConfig
+	q       Queue
+	backoff store.Backoff
+	res     *resolver
+	log     *slog.Logger
+	wake    chan struct{}
+	sem     chan struct{} // delivery slots
+
+	mu          sync.Mutex
+	dests       map[string]*destQueue
+	inflight    int // jobs handed to workers and not finished
+	maxInflight int
+	wg          sync.WaitGroup
+
+	// Used by Run's goroutine only.
+	bounceRetry map[noticeKey]time.Time // failed notices wait before the next try
+	lastPurge   time.Time
+}
+
+type noticeKey struct {
+	id    int64
+	final bool
+}
+
+// job is one message to one destination: its recipients there (all of
+// them local for a local job).
+type job struct {
+	msg    store.QueuedMessage // without Data; Recipients are the job's
+	domain string
+}
+
+// destQueue holds the jobs for one destination and counts its workers.
+type destQueue struct {
+	key     string
+	domain  string
+	local   bool
+	jobs    []job
+	workers int
+}
+
+// NewDeliverer checks the configuration and returns a Deliverer; Run
+// starts it.
+func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
+	if cfg.Queue == nil {
+		return nil, errors.New("deliverer: Queue is required")
+	}
+	if cfg.Hostname == "" {
+		cfg.Hostname = "localhost"
+	}
+	if cfg.Port <= 0 {
+		cfg.Port = 25
+	}
+	if cfg.Backoff == (store.Backoff{}) {
+		cfg.Backoff = store.DefaultBackoff()
+	}
+	if cfg.DelayedAfter == 0 {
+		cfg.DelayedAfter = 4 * time.Hour
+	}
+	if cfg.KeepFinished <= 0 {
+		cfg.KeepFinished = 7 * 24 * time.Hour
+	}
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.PollInterval, 2*time.Second)
+	def(&cfg.DialTimeout, 30*time.Second)
+	def(&cfg.CommandTimeout, 5*time.Minute)
+	def(&cfg.DataTimeout, 10*time.Minute)
+	def(&cfg.ShutdownGrace, 10*time.Second)
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.ConnsPerDestination <= 0 {
+		cfg.ConnsPerDestination = 2
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 100
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	routes := make(map[string]Route, len(cfg.Routes))
+	for domain, r := range cfg.Routes {
+		d, err := store.NormalizeDomain(domain)
+		if err != nil {
+			return nil, fmt.Errorf("deliverer: route for %q: %w", domain, err)
+		}
+		if _, _, err := net.SplitHostPort(r.Addr); err != nil {
+			return nil, fmt.Errorf("deliverer: route for %s: %q: want host:port", d, r.Addr)
+		}
+		routes[d] = r
+	}
+	cfg.Routes = routes
+	return &Deliverer{
+		cfg:         cfg,
+		q:           cfg.Queue,
+		backoff:     cfg.Backoff,
+		res:         &resolver{addr: cfg.Resolver, timeout: 10 * time.Second},
+		log:         cfg.Logger.With(slog.String("component", "deliverer")),
+		wake:        make(chan struct{}, 1),
+		sem:         make(chan struct{}, cfg.Workers),
+		dests:       map[string]*destQueue{},
+		maxInflight: max(cfg.Workers*32, cfg.Batch),
+		bounceRetry: map[noticeKey]time.Time{},
+	}, nil
+}
+
+// Wake makes Run look for due work now (after an Enqueue, say) instead of
+// at its next poll. It never blocks.
+func (d *Deliverer) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends. It first makes recipients left in
+// delivering by a previous run due again (it must be the only deliverer of
+// its queue). When ctx ends it stops claiming and dialing; a transaction in
+// flight has ShutdownGrace to finish, then its connection is cut; jobs not
+// started go back to the queue, due at once. Run returns when every worker
+// has recorded its outcomes.
+func (d *Deliverer) Run(ctx context.Context) error {
+	n, err := d.q.RecoverQueue(ctx, d.cfg.Now())
+	if err != nil {
+		return fmt.Errorf("deliverer: %w", err)
+	}
+	if n > 0 {
+		d.log.Info("recipients of an interrupted run are due again", slog.Int64("recipients", n))
+	}
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.ShutdownGrace, cancelHard) })
+	defer stop()
+	tick := time.NewTicker(d.cfg.PollInterval)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		more := d.dispatch(ctx, hard)
+		d.notices(ctx)
+		if more {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+		case <-d.wake:
+		case <-tick.C:
+		}
+	}
+	d.wg.Wait()
+	d.log.Info("deliverer stopped")
+	return nil
+}
+
+// dispatch claims due work and hands it to workers. It reports whether
+// there may be more due work and room for it.
+func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
+	d.mu.Lock()
+	room := d.maxInflight - d.inflight
+	d.mu.Unlock()
+	if room <= 0 {
+		return false
+	}
+	limit := min(room, d.cfg.Batch)
+	msgs, err := d.q.ClaimDue(ctx, d.cfg.Now(), limit, d.backoff)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("claim due messages", slog.String("error", err.Error()))
+		}
+		return false
+	}
+	if len(msgs) == 0 {
+		return false
+	}
+	// Split into jobs per destination, then hand them over under one lock
+	// so that a destination's jobs of this claim share its connection.
+	var jobs []job
+	for _, m := range msgs {
+		var local []store.QueuedRecipient
+		byDomain := map[string][]store.QueuedRecipient{}
+		var order []string
+		for _, r := range m.Recipients {
+			if r.Local {
+				local = append(local, r)
+				continue
+			}
+			if _, ok := byDomain[r.Domain]; !ok {
+				order = append(order, r.Domain)
+			}
+			byDomain[r.Domain] = append(byDomain[r.Domain], r)
+		}
+		if len(local) > 0 {
+			jm := m
+			jm.Recipients = local
+			jobs = append(jobs, job{msg: jm})
+		}
+		for _, dom := range order {
+			jm := m
+			jm.Recipients = byDomain[dom]
+			jobs = append(jobs, job{msg: jm, domain: dom})
+		}
+	}
+	var start []*destQueue
+	d.mu.Lock()
+	for _, j := range jobs {
+		key := "remote:" + j.domain
+		if j.domain == "" {
+			key = "local"
+		}
+		dq := d.dests[key]
+		if dq == nil {
+			dq = &destQueue{key: key, domain: j.domain, local: j.domain == ""}
+			d.dests[key] = dq
+		}
+		dq.jobs = append(dq.jobs, j)
+		d.inflight++
+	}
+	for _, dq := range d.dests {
+		// One worker per destination, more for a backlog: one per job for
+		// local delivery (no connection to share), one per 8 jobs for a
+		// remote domain up to ConnsPerDestination.
+		want := 1
+		if dq.local {
+			want = min(len(dq.jobs), d.cfg.Workers)
+		} else {
+			want = min((len(dq.jobs)+7)/8, d.cfg.ConnsPerDestination)
+		}
+		for dq.workers < want {
+			dq.workers++
+			start = append(start, dq)
+		}
+	}
+	d.mu.Unlock()
+	for _, dq := range start {
+		d.wg.Add(1)
+		go d.worker(ctx, hard, dq)
+	}
+	return len(msgs) == limit
+}
+
+// next takes the next job of a destination. It returns false when there is
+// none (the worker then ends) and, when ctx has ended, the jobs left, for
+// the caller to put back.
+func (d *Deliverer) next(ctx context.Context, dq *destQueue) (job, []job, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var left []job
+	if ctx.Err() != nil {
+		left, dq.jobs = dq.jobs, nil
+		d.inflight -= len(left)
+	}
+	if len(dq.jobs) == 0 {
+		dq.workers--
+		if dq.workers == 0 && d.dests[dq.key] == dq {
+			delete(d.dests, dq.key)
+		}
+		return job{}, left, false
+	}
+	j := dq.jobs[0]
+	dq.jobs = dq.jobs[1:]
+	return j, nil, true
+}
+
+// done counts a finished job, waking Run if it was waiting for room.
+func (d *Deliverer) done() {
+	d.mu.Lock()
+	full := d.inflight >= d.maxInflight
+	d.inflight--
+	d.mu.Unlock()
+	if full {
+		d.Wake()
+	}
+}
+
+// remoteConn is a worker's connection to its destination, or the reason it
+// has none.
+type remoteConn struct {
+	c    *client
+	fail *failure
+	used int // transactions done on c
+}
+
+func (w *remoteConn) close() {
+	if w.c != nil {
+		w.c.quit()
+		w.c = nil
+	}
+	w.used = 0
+}
+
+// failure is why a destination cannot be reached: a reply of its own or of
+// a server met on the way.
+type failure struct {
+	reply     Reply
+	remote    string // the server that gave the reply, if any
+	tlsFailed bool
+}
+
+func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
+	defer d.wg.Done()
+	select {
+	case d.sem <- struct{}{}:
+		defer func() { <-d.sem }()
+	case <-ctx.Done():
+	}
+	var w remoteConn
+	defer w.close()
+	for {
+		j, left, ok := d.next(ctx, dq)
+		if len(left) > 0 {
+			d.putBack(ctx, left)
+		}
+		if !ok {
+			return
+		}
+		var updates []store.RecipientUpdate
+		if dq.local {
+			updates = d.deliverLocal(hard, j)
+		} else {
+			updates = d.deliverRemote(hard, &w, dq, j)
+		}
+		d.record(ctx, j, updates)
+		d.done()
+	}
+}
+
+// putBack returns jobs not started at shutdown to the queue, due at once.
+func (d *Deliverer) putBack(ctx context.Context, jobs []job) {
+	now := d.cfg.Now()
+	var updates []store.RecipientUpdate
+	for _, j := range jobs {
+		for _, r := range j.msg.Recipients {
+			updates = append(updates, store.RecipientUpdate{ID: r.ID, State: store.StateQueued, NextAttempt: now,
+				Text: "delivery not started: hisp shutting down"})
+		}
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := d.q.UpdateRecipients(wctx, now, updates); err != nil {
+		d.log.Error("put back jobs at shutdown (recovered at next start)", slog.String("error", err.Error()))
+	}
+}
+
+// record stores the outcomes of a job and logs them.
+func (d *Deliverer) record(ctx context.Context, j job, updates []store.RecipientUpdate) {
+	if len(updates) == 0 {
+		return
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	failed := false
+	for _, u := range updates {
+		rcpt := ""
+		for _, r := range j.msg.Recipients {
+			if r.ID == u.ID {
+				rcpt = r.Address
+			}
+		}
+		failed = failed || u.State == store.StateFailed
+		d.log.Info("delivery attempt", slog.Int64("queue_id", j.msg.ID), slog.String("message_id", j.msg.MessageID),
+			slog.String("rcpt", rcpt), slog.String("state", string(u.State)), slog.String("remote", u.RemoteMTA),
+			slog.String("reply", statusText(u)))
+	}
+	if err := d.q.UpdateRecipients(wctx, d.cfg.Now(), updates); err != nil {
+		// The rows stay in delivering: RecoverQueue makes them due again
+		// at the next start.
+		d.log.Error("record delivery outcomes", slog.Int64("queue_id", j.msg.ID), slog.String("error", err.Error()))
+	}
+	if failed {
+		d.Wake() // the failure DSN
+	}
+}
+
+func statusText(u store.RecipientUpdate) string {
+	return (&Reply{Code: u.Code, Enhanced: u.Enhanced, Message: u.Text}).String()
+}
+
+// outcome turns a reply for a recipient into its update: 2xx delivered,
+// 5xx failed, anything else retried unless the attempts are used up.
+func (d *Deliverer) outcome(r store.QueuedRecipient, rep Reply, remote string) store.RecipientUpdate {
+	u := store.RecipientUpdate{ID: r.ID, Code: rep.Code, Enhanced: rep.Enhanced, Text: oneLine(rep.Message), RemoteMTA: remote}
+	switch {
+	case rep.Success():
+		u.State = store.StateDelivered
+	case rep.Permanent():
+		u.State = store.StateFailed
+	case r.Attempts >= d.backoff.MaxAttempts():
+		u.State = store.StateFailed
+		u.Text = fmt.Sprintf("giving up after %d attempts; last: %s", r.Attempts, u.Text)
+	default:
+		u.State = store.StateQueued
+	}
+	return u
+}
+
+func (d *Deliverer) allOutcomes(rcpts []store.QueuedRecipient, rep Reply, remote string) []store.RecipientUpdate {
+	var out []store.RecipientUpdate
+	for _, r := range rcpts {
+		out = append(out, d.outcome(r, rep, remote))
+	}
+	return out
+}
+
+// messageData reads a job's message; ok false with no updates when the
+// message was dropped meanwhile.
+func (d *Deliverer) messageData(ctx context.Context, j job) ([]byte, []store.RecipientUpdate, bool) {
+	data, err := d.q.QueueMessageData(ctx, j.msg.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		d.log.Info("queued message dropped before delivery", slog.Int64("queue_id", j.msg.ID))
+		return nil, nil, false
+	}
+	if err != nil {
+		return nil, d.allOutcomes(j.msg.Recipients, Reply{Code: 451, Enhanced: "4.3.0",
+			Message: "reading the queued message: " + err.Error()}, ""), false
+	}
+	return data, nil, true
+}
+
+// deliverLocal hands a message to the LocalDeliverer, once per recipient
+// so that each gets its own outcome.
+func (d *Deliverer) deliverLocal(ctx context.Context, j job) []store.RecipientUpdate {
+	data, updates, ok := d.messageData(ctx, j)
+	if !ok {
+		return updates
+	}
+	for _, r := range j.msg.Recipients {
+		var rep Reply
+		if d.cfg.Local == nil {
+			rep = Reply{Code: 451, Enhanced: "4.3.0", Message: "no local delivery configured"}
+		} else {
+			env := Envelope{MailFrom: j.msg.MailFrom, Recipients: []string{r.Address}, User: j.msg.User}
+			reply, err := d.cfg.Local.DeliverLocal(ctx, env, data)
+			switch {
+			case err != nil:
+				rep = Reply{Code: 451, Enhanced: "4.3.0", Message: "local delivery: " + err.Error()}
+			case reply == nil:
+				rep = Reply{Code: 250, Enhanced: "2.0.0", Message: "delivered locally"}
+			default:
+				rep = *reply
+			}
+		}
+		updates = append(updates, d.outcome(r, rep, ""))
+	}
+	return updates
+}
+
+// deliverRemote sends a message to its recipients at one destination over
+// the worker's connection, dialing when there is none.
+func (d *Deliverer) deliverRemote(ctx context.Context, w *remoteConn, dq *destQueue, j job) []store.RecipientUpdate {
+	data, updates, ok := d.messageData(ctx, j)
+	if !ok {
+		return updates
+	}
+	rcpts := make([]string, len(j.msg.Recipients))
+	for i, r := range j.msg.Recipients {
+		rcpts[i] = r.Address
+	}
+	for try := 0; ; try++ {
+		if w.c == nil && w.fail == nil {
+			w.c, w.fail = d.connect(ctx, dq.domain)
+			w.used = 0
+		}
+		if w.fail != nil {
+			return d.allOutcomes(j.msg.Recipients, w.fail.reply, w.fail.remote)
+		}
+		host := w.c.host
+		replies, err := w.c.send(j.msg.MailFrom, rcpts, data)
+		reused := w.used > 0
+		if err != nil {
+			w.c.close()
+			w.c = nil
+		} else {
+			w.used++
+		}
+		if replies != nil {
+			for i, r := range j.msg.Recipients {
+				updates = append(updates, d.outcome(r, *replies[i], host))
+			}
+			return updates
+		}
+		// The connection broke. On a reused connection that may be the
+		// server having closed it while idle: dial again once.
+		if reused && try == 0 && ctx.Err() == nil {
+			d.log.Debug("reused connection failed, dialing again", slog.String("host", host), slog.String("error", err.Error()))
+			continue
+		}
+		return d.allOutcomes(j.msg.Recipients, Reply{Code: 451, Enhanced: "4.4.2",
+			Message: fmt.Sprintf("connection to %s failed during the transaction: %v", host, err)}, "")
+	}
+}
+
+// connect finds the next hop of a domain and returns a connection to it,
+// greeted, EHLO'd and with STARTTLS done when offered (or required).
+func (d *Deliverer) connect(ctx context.Context, domain string) (*client, *failure) {
+	if r, ok := d.cfg.Routes[domain]; ok {
+		host, _, _ := net.SplitHostPort(r.Addr)
+		return d.tryAddrs(ctx, host, []string{r.Addr}, r.RequireTLS)
+	}
+	hosts, err := d.res.lookupMX(ctx, domain)
+	if err != nil {
+		var de *dnsError
+		switch {
+		case errors.Is(err, errNullMX):
+			return nil, &failure{reply: Reply{Code: 556, Enhanced: "5.1.10", Message: err.Error()}}
+		case errors.As(err, &de) && de.permanent:
+			return nil, &failure{reply: Reply{Code: 550, Enhanced: "5.1.2", Message: err.Error()}}
+		}
+		return nil, &failure{reply: Reply{Code: 451, Enhanced: "4.4.3", Message: "MX look-up failed: " + err.Error()}}
+	}
+	implicit := len(hosts) == 1 && hosts[0] == domain
+	var last *failure
+	for _, h := range hosts {
+		ips, err := d.res.lookupIP(ctx, h)
+		if err != nil {
+			var de *dnsError
+			if implicit && errors.As(err, &de) && de.permanent {
+				return nil, &failure{reply: Reply{Code: 550, Enhanced: "5.1.2",
+					Message: fmt.Sprintf("domain %s has no MX record and no address", domain)}}
+			}
+			last = &failure{reply: Reply{Code: 451, Enhanced: "4.4.3", Message: fmt.Sprintf("address of mail host %s: %v", h, err)}}
+			continue
+		}
+		var addrs []string
+		for _, ip := range ips {
+			addrs = append(addrs, net.JoinHostPort(ip.String(), strconv.Itoa(d.cfg.Port)))
+		}
+		c, f := d.tryAddrs(ctx, h, addrs, false)
+		if c != nil {
+			return c, nil
+		}
+		last = f
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if last == nil {
+		last = &failure{reply: Reply{Code: 451, Enhanced: "4.4.1", Message: "no mail host reachable for " + domain}}
+	}
+	return nil, last
+}
+
+// tryAddrs dials the addresses of one host in order. When opportunistic TLS
+// fails, the address is dialed again without it.
+func (d *Deliverer) tryAddrs(ctx context.Context, host string, addrs []string, requireTLS bool) (*client, *failure) {
+	var last *failure
+	for _, a := range addrs {
+		c, f := d.dial(ctx, host, a, true, requireTLS)
+		if f != nil && f.tlsFailed && !requireTLS {
+			d.log.Info("opportunistic TLS failed, delivering without", slog.String("host", host), slog.String("addr", a),
+				slog.String("error", f.reply.Message))
+			c, f = d.dial(ctx, host, a, false, false)
+		}
+		if c != nil {
+			return c, nil
+		}
+		last = f
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+// dial connects to one address and gets the session ready for MAIL.
+func (d *Deliverer) dial(ctx context.Context, host, addr string, useTLS, requireTLS bool) (*client, *failure) {
+	temp := func(enh, format string, args ...any) *failure {
+		return &failure{reply: Reply{Code: 451, Enhanced: enh, Message: fmt.Sprintf(format, args...)}}
+	}
+	dialer := net.Dialer{Timeout: d.cfg.DialTimeout}
+	conn, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, temp("4.4.1", "cannot connect to %s (%s): %v", host, addr, err)
+	}
+	c := &client{host: host, addr: addr, cmdTimeout: d.cfg.CommandTimeout, dataTime: d.cfg.DataTimeout}
+	c.setConn(conn)
+	c.stop = context.AfterFunc(ctx, func() { conn.Close() })
+	fail := func(f *failure) (*client, *failure) {
+		c.close()
+		return nil, f
+	}
+	r, err := c.readReply(d.cfg.CommandTimeout)
+	if err != nil {
+		return fail(temp("4.4.2", "no greeting from %s (%s): %v", host, addr, err))
+	}
+	if r.Code != 220 {
+		return fail(&failure{reply: Reply{Code: 451, Enhanced: "4.4.2", Message: "greeting: " + r.String()}, remote: host})
+	}
+	if r, err := c.hello(d.cfg.Hostname); err != nil {
+		return fail(temp("4.4.2", "EHLO to %s: %v", host, err))
+	} else if r != nil {
+		return fail(&failure{reply: Reply{Code: 451, Enhanced: "4.4.2", Message: "EHLO refused: " + r.String()}, remote: host})
+	}
+	if !useTLS {
+		return c, nil
+	}
+	if _, ok := c.ext["STARTTLS"]; !ok {
+		if requireTLS {
+			return fail(&failure{reply: Reply{Code: 451, Enhanced: "4.7.10",
+				Message: fmt.Sprintf("TLS is required for %s but it does not offer STARTTLS", host)}, remote: host})
+		}
+		return c, nil
+	}
+	r, err = c.startTLS(ctx, d.tlsConfig(host, requireTLS))
+	var te *tlsError
+	switch {
+	case errors.As(err, &te):
+		f := temp("4.7.0", "TLS with %s (%s): %v", host, addr, te.err)
+		f.tlsFailed = true
+		return fail(f)
+	case err != nil:
+		return fail(temp("4.4.2", "STARTTLS with %s: %v", host, err))
+	case r != nil && requireTLS:
+		return fail(&failure{reply: Reply{Code: 451, Enhanced: "4.7.0", Message: "STARTTLS refused: " + r.String()}, remote: host})
+	case r != nil:
+		return c, nil // refused: go on in plain text
+	}
+	if r, err := c.hello(d.cfg.Hostname); err != nil {
+		return fail(temp("4.4.2", "EHLO to %s after STARTTLS: %v", host, err))
+	} else if r != nil {
+		return fail(&failure{reply: Reply{Code: 451, Enhanced: "4.4.2", Message: "EHLO refused: " + r.String()}, remote: host})
+	}
+	return c, nil
+}
+
+// tlsConfig is the client configuration for a host: verified when
+// required, otherwise encryption without authentication (opportunistic).
+func (d *Deliverer) tlsConfig(host string, verify bool) *tls.Config {
+	var cfg *tls.Config
+	if d.cfg.TLSConfig != nil {
+		cfg = d.cfg.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	cfg.ServerName = host
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	cfg.InsecureSkipVerify = !verify
+	return cfg
+}
+
+// notices sends the DSNs that are due: failure notices for recipients
+// that failed for good, delayed notices for messages still being retried
+// after DelayedAfter. It also purges old finished messages.
+func (d *Deliverer) notices(ctx context.Context) {
+	now := d.cfg.Now()
+	failed, err := d.q.QueueFailed(ctx, 50)
+	if err != nil && ctx.Err() == nil {
+		d.log.Error("select failure notices", slog.String("error", err.Error()))
+	}
+	for _, m := range failed {
+		if t, ok := d.bounceRetry[noticeKey{m.ID, true}]; ok && now.Before(t) {
+			continue
+		}
+		if ok := d.bounce(ctx, m, true); !ok {
+			d.bounceRetry[noticeKey{m.ID, true}] = now.Add(time.Minute)
+			continue
+		}
+		delete(d.bounceRetry, noticeKey{m.ID, true})
+		var updates []store.RecipientUpdate
+		for _, r := range m.Recipients {
+			updates = append(updates, store.RecipientUpdate{ID: r.ID, State: store.StateBounced})
+		}
+		if err := d.q.UpdateRecipients(ctx, now, updates); err != nil {
+			d.log.Error("mark recipients bounced", slog.Int64("queue_id", m.ID), slog.String("error", err.Error()))
+		}
+	}
+	if d.cfg.DelayedAfter > 0 {
+		delayed, err := d.q.QueueDelayed(ctx, now.Add(-d.cfg.DelayedAfter), 50)
+		if err != nil && ctx.Err() == nil {
+			d.log.Error("select delayed notices", slog.String("error", err.Error()))
+		}
+		for _, m := range delayed {
+			if t, ok := d.bounceRetry[noticeKey{m.ID, false}]; ok && now.Before(t) {
+				continue
+			}
+			if ok := d.bounce(ctx, m, false); !ok {
+				d.bounceRetry[noticeKey{m.ID, false}] = now.Add(time.Minute)
+				continue
+			}
+			delete(d.bounceRetry, noticeKey{m.ID, false})
+			if err := d.q.MarkDelayNotified(ctx, m.ID, now); err != nil {
+				d.log.Error("mark delayed notice sent", slog.Int64("queue_id", m.ID), slog.String("error", err.Error()))
+			}
+		}
+	}
+	if now.Sub(d.lastPurge) > time.Hour {
+		d.lastPurge = now
+		if n, err := d.q.PurgeQueue(ctx, now.Add(-d.cfg.KeepFinished)); err != nil && ctx.Err() == nil {
+			d.log.Error("purge finished messages", slog.String("error", err.Error()))
+		} else if n > 0 {
+			d.log.Info("purged finished messages", slog.Int64("messages", n))
+		}
+	}
+}
+
+// bounce hands a notice to the Bouncer; true when it is done with (sent,
+// or not to be sent: null sender, no Bouncer).
+func (d *Deliverer) bounce(ctx context.Context, m store.QueuedMessage, final bool) bool {
+	kind := "delayed"
+	if final {
+		kind = "failure"
+	}
+	var rcpts []string
+	for _, r := range m.Recipients {
+		rcpts = append(rcpts, r.Address)
+	}
+	attrs := []any{slog.Int64("queue_id", m.ID), slog.String("message_id", m.MessageID), slog.String("from", m.MailFrom),
+		slog.String("rcpts", strings.Join(rcpts, ",")), slog.String("notice", kind)}
+	if m.MailFrom == "" {
+		d.log.Info("no DSN for a message with the null sender", attrs...)
+		return true
+	}
+	if d.cfg.Bouncer == nil {
+		d.log.Warn("no DSN sent: no bouncer configured", attrs...)
+		return true
+	}
+	var outs []RecipientOutcome
+	for _, r := range m.Recipients {
+		o := RecipientOutcome{Recipient: r.Address, Reply: Reply{Code: r.LastCode, Enhanced: r.LastEnhanced, Message: r.LastError},
+			RemoteMTA: r.RemoteMTA, Attempts: r.Attempts, LastAttempt: r.LastAttempt}
+		if !final {
+			o.RetryUntil = d.retryUntil(r)
+		}
+		outs = append(outs, o)
+	}
+	if err := d.cfg.Bouncer.Bounce(ctx, m, outs, final); err != nil {
+		d.log.Error("DSN failed, will retry", append(attrs, slog.String("error", err.Error()))...)
+		return false
+	}
+	d.log.Info("DSN sent", attrs...)
+	return true
+}
+
+// retryUntil estimates when a recipient's last attempt will be.
+func (d *Deliverer) retryUntil(r store.QueuedRecipient) time.Time {
+	b := d.backoff
+	b.Jitter = 0
+	t := r.NextAttempt
+	for a := r.Attempts + 1; a < b.MaxAttempts(); a++ {
+		t = t.Add(b.Delay(a))
+	}
+	return t
+}

@@ -1,0 +1,180 @@
+package smtp
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// resolver does the look-ups of delivery (MX, A, AAAA) against one DNS
+// server: the configured host:port, or the first name server of
+// /etc/resolv.conf.
+type resolver struct {
+	addr    string
+	timeout time.Duration
+}
+
+// dnsError is a failed look-up; permanent when the name does not exist.
+type dnsError struct {
+	name      string
+	permanent bool
+	err       error
+}
+
+func (e *dnsError) Error() string { return e.err.Error() }
+func (e *dnsError) Unwrap() error { return e.err }
+
+func (r *resolver) server() (string, error) {
+	if r.addr != "" {
+		return r.addr, nil
+	}
+	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
+	if err != nil {
+		return "", fmt.Errorf("no DNS resolver: %w", err)
+	}
+	if len(cc.Servers) == 0 {
+		return "", errors.New("no DNS resolver: no nameserver in /etc/resolv.conf")
+	}
+	return net.JoinHostPort(cc.Servers[0], cc.Port), nil
+}
+
+// query asks for the records of qtype at name. NXDOMAIN is an answer;
+// SERVFAIL, REFUSED and the like are errors. A truncated UDP answer is asked
+// again over TCP.
+func (r *resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	server, err := r.server()
+	if err != nil {
+		return nil, err
+	}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), qtype)
+	m.SetEdns0(4096, false)
+	resp, err := r.exchange(ctx, "udp", server, m)
+	if err == nil && resp.Truncated {
+		resp, err = r.exchange(ctx, "tcp", server, m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dns %s %s: %w", dns.TypeToString[qtype], name, err)
+	}
+	if resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError {
+		return nil, fmt.Errorf("dns %s %s: server %s answered %s", dns.TypeToString[qtype], name, server, dns.RcodeToString[resp.Rcode])
+	}
+	return resp, nil
+}
+
+func (r *resolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
+	c := &dns.Client{Net: network, Timeout: r.timeout, UDPSize: 4096}
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	co, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer co.Close()
+	stop := context.AfterFunc(ctx, func() { co.Close() })
+	defer stop()
+	m.Id = dns.Id()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, co)
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	q := m.Question[0]
+	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, q.Name) || resp.Question[0].Qtype != q.Qtype {
+		return nil, fmt.Errorf("answer from %s does not match the question", server)
+	}
+	return resp, nil
+}
+
+// errNullMX is returned by lookupMX for a domain that publishes a null MX
+// (RFC 7505): it accepts no mail.
+var errNullMX = errors.New("domain accepts no mail (null MX, RFC 7505)")
+
+// lookupMX returns the mail hosts of a domain in order of preference (hosts
+// of equal preference shuffled). With no MX record the domain itself is the
+// host, the implicit MX of RFC 5321 §5.1. A domain that does not exist, or
+// publishes a null MX, is a permanent failure.
+func (r *resolver) lookupMX(ctx context.Context, domain string) ([]string, error) {
+	resp, err := r.query(ctx, domain, dns.TypeMX)
+	if err != nil {
+		return nil, &dnsError{name: domain, err: err}
+	}
+	if resp.Rcode == dns.RcodeNameError {
+		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("domain %s does not exist", domain)}
+	}
+	var mxs []*dns.MX
+	for _, rr := range resp.Answer {
+		if mx, ok := rr.(*dns.MX); ok {
+			mxs = append(mxs, mx)
+		}
+	}
+	if len(mxs) == 0 {
+		return []string{domain}, nil
+	}
+	if len(mxs) == 1 && (mxs[0].Mx == "." || mxs[0].Mx == "") {
+		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("%s: %w", domain, errNullMX)}
+	}
+	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
+	slices.SortStableFunc(mxs, func(a, b *dns.MX) int { return cmp.Compare(a.Preference, b.Preference) })
+	var hosts []string
+	for _, mx := range mxs {
+		h := strings.ToLower(strings.TrimSuffix(mx.Mx, "."))
+		if h != "" && !slices.Contains(hosts, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) == 0 {
+		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("%s: %w", domain, errNullMX)}
+	}
+	return hosts, nil
+}
+
+// lookupIP returns the IPv4 then IPv6 addresses of a host (an IP literal is
+// its own address). The error is permanent when DNS answered that the host
+// has no address (rather than failing to answer).
+func (r *resolver) lookupIP(ctx context.Context, host string) ([]net.IP, error) {
+	if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
+		return []net.IP{ip}, nil
+	}
+	var ips []net.IP
+	var errs []error
+	nx := 0 // NXDOMAIN answers
+	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		resp, err := r.query(ctx, host, qt)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if resp.Rcode == dns.RcodeNameError {
+			nx++
+		}
+		for _, rr := range resp.Answer {
+			switch v := rr.(type) {
+			case *dns.A:
+				ips = append(ips, v.A)
+			case *dns.AAAA:
+				ips = append(ips, v.AAAA)
+			}
+		}
+	}
+	if len(ips) > 0 {
+		return ips, nil
+	}
+	if len(errs) > 0 {
+		return nil, &dnsError{name: host, err: errors.Join(errs...)}
+	}
+	if nx == 2 {
+		return nil, &dnsError{name: host, permanent: true, err: fmt.Errorf("host %s does not exist", host)}
+	}
+	return nil, &dnsError{name: host, permanent: true, err: fmt.Errorf("host %s has no address", host)}
+}
