@@ -301,6 +301,9 @@ func (a *Agent) audit(ctx context.Context, action, actor, subject string, st Sta
 }
 
 func (a *Agent) writeAudit(ctx context.Context, ev store.Event) {
+	if a.st == nil {
+		return // New's caller broke the contract; Outbound and Inbound say so
+	}
 	if err := a.st.Audit(ctx, ev); err != nil {
 		a.log.Error("agent: audit record not written", "action", ev.Action, "subject", ev.Subject, "err", err)
 	}

@@ -96,8 +96,12 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	}
 	if env.User != "" {
 		user := envAddr(env.User)
-		if mailFrom != user || from != user {
-			return fail(refuse(550, "5.7.1", nil, "%s may send only as <%s>, not as <%s>", env.User, user, from))
+		as := from
+		if from == user {
+			as = mailFrom
+		}
+		if as != user {
+			return fail(refuse(550, "5.7.1", nil, "%s may send only as <%s>, not as <%s>", env.User, user, as))
 		}
 	}
 
@@ -137,7 +141,7 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 			from, senderDomain, from))
 	}
 
-	prepared, msgID, err := a.prepare(h, hdrBlock, body, msg, senderDomain)
+	prepared, msgID, err := a.prepare(h, body, msg, senderDomain)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +190,7 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 // prepare returns the message to seal: Message-ID, Date and MIME-Version
 // added when missing (MF-06, DN-02; a submission agent's job, RFC 6409 §8)
 // and an empty Bcc removed. It returns msg itself when nothing changes.
-func (a *Agent) prepare(h header, hdrBlock, body, msg []byte, domain string) ([]byte, string, error) {
+func (a *Agent) prepare(h header, body, msg []byte, domain string) ([]byte, string, error) {
 	var add bytes.Buffer
 	msgID := oneLine(h.get("message-id"))
 	if msgID == "" {

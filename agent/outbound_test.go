@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -472,5 +473,21 @@ func TestConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+func TestNoStore(t *testing.T) {
+	a := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	defer a.Close()
+	msg := message("alice@a.example", []string{"bob@b.example"}, nil, "")
+	env := Envelope{MailFrom: "alice@a.example", Recipients: []string{"bob@b.example"}}
+	if _, err := a.Outbound(context.Background(), env, msg); err == nil {
+		t.Error("Outbound without a store succeeded")
+	}
+	if _, err := a.Inbound(context.Background(), env, msg); err == nil {
+		t.Error("Inbound without a store succeeded")
+	}
+	if _, err := a.Outbound(context.Background(), env, []byte("garbage")); err == nil {
+		t.Error("Outbound of garbage succeeded")
 	}
 }
