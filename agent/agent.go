@@ -12,7 +12,8 @@
 //     §8.3); a non-empty Bcc is refused, an empty one removed;
 //   - MAIL FROM must equal the From (or Sender) address, and an authenticated
 //     user sends only as their own address: the From and MAIL FROM must both
-//     be the user (else 550 5.7.1);
+//     be the user (else 550 5.7.1); only hisp's own MDNs and DSNs (no user)
+//     may have a null MAIL FROM, and get no failure DSN;
 //   - every RCPT must be listed in To or Cc (no Bcc, MF-05), else the whole
 //     message is refused;
 //   - the sender signs with a local certificate bound to the From address that
@@ -21,7 +22,9 @@
 //   - each recipient's certificates come from the store for local domains
 //     (address-bound first, then organization-bound, with the stop rule) and
 //     from certificate discovery for others, and must be trusted by the
-//     sender domain's outbound anchors for encryption (TV-01, TV-05);
+//     sender domain's outbound anchors for encryption (TV-01, TV-05); local
+//     recipients get no exemption, so a domain that writes to itself lists
+//     its own CA among its anchors;
 //   - recipients without a trusted certificate are dropped with 550 5.7.1 and
 //     named in a failure DSN to the sender (TV-06, OUT-01); a recipient whose
 //     discovery failed on a look-up error gets 451 4.4.3 instead and is left
@@ -32,14 +35,15 @@
 // Inbound (IN-01..IN-04, TV-01..TV-08, MF-02, MF-05, MF-08):
 //
 //   - each envelope recipient must be a known local address (else 550 5.1.1);
-//     the message is decrypted with any key held for any of them
-//     (address- and organization-bound keys with keyEncipherment, IN-02);
+//     the message is decrypted once, with any key held for any of them
+//     (address- and organization-bound keys with keyEncipherment, IN-02), and
+//     serves every recipient, as in the reference implementation;
 //   - unencrypted, unsigned, malformed or weak-algorithm mail is refused
 //     (IN-01, TV-08, Algorithms table);
 //   - the routing headers outside (From, Sender, To, Cc) must agree with the
-//     inner message, MAIL FROM must equal the inner From or Sender, and every
-//     RCPT must be in the inner To or Cc (MF-05), else the message is refused
-//     as tampered;
+//     inner message, MAIL FROM must equal the inner From or Sender (or be
+//     null for an MDN or DSN), and every RCPT must be in the inner To or Cc
+//     (MF-05), else the message is refused as tampered;
 //   - each valid signer is validated against the inbound anchors of each
 //     recipient's domain for signing, bound to the inner From address; one
 //     trusted, bound signer suffices (TV-07); recipients whose domain trusts
@@ -48,9 +52,11 @@
 //     after any incoming field of that name has been removed (IN-04).
 //
 // Every acceptance and refusal is written to the store's audit log and to
-// the slog logger. Parsed keys, certificates, anchors and trust verdicts are
-// cached and reloaded when the store's change counter moves, which the agent
-// checks at most every Options.ReloadInterval.
+// the slog logger; the audit records are written in order off the message
+// path unless Options.SyncAudit is set, and Close writes the last ones.
+// Parsed keys, certificates, anchors and trust verdicts are cached and
+// dropped when the store's change counter moves, which the agent checks at
+// most every Options.ReloadInterval (DefaultReloadInterval, one second).
 package agent
 
 import (
