@@ -108,7 +108,7 @@ func loadFuzzPKI(t testing.TB) fuzzPKI {
 	return fuzzPKI{ca: load("ca"), bob: load("bob"), ralph: load("ralph")}
 }
 
-// fuzzAgent is an agent for b.example, which trusts the fuzz CA inbound.
+// fuzzAgent is an agent for b.example, which trusts the fuzz CA both ways.
 func fuzzAgent(t testing.TB, p fuzzPKI) *Agent {
 	ctx := context.Background()
 	st, err := store.Open(ctx, t.TempDir())
@@ -125,7 +125,7 @@ func fuzzAgent(t testing.TB, p fuzzPKI) *Agent {
 	if _, err := st.AddCertificate(ctx, "bob@b.example", p.bob.Cert, nil, p.bob.Key); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.AddAnchor(ctx, "b.example", p.ca.Cert, store.DirectionIn); err != nil {
+	if _, err := st.AddAnchor(ctx, "b.example", p.ca.Cert, store.DirectionBoth); err != nil {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
@@ -226,4 +226,33 @@ func TestFuzzSeedAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInbound(t, res, nil)
+}
+
+// FuzzOutbound feeds arbitrary messages from bob@b.example to himself to
+// Outbound: refused with an *Error, or sealed for him.
+func FuzzOutbound(f *testing.F) {
+	p := loadFuzzPKI(f)
+	a := fuzzAgent(f, p)
+	for _, s := range []string{
+		"From: bob@b.example\r\nTo: bob@b.example\r\n\r\nhello\r\n",
+		"From: Bob <bob@b.example>\nTo: \"B\" <BOB@b.example>, x@y.example\nBcc:\nMessage-ID:\n\nhi",
+		"From: bob@b.example\r\nTo: bob@b.example\r\nContent-Type: multipart/report; report-type=disposition-notification\r\n\r\n",
+		"From: bob@b.example\r\nTo: g:bob@b.example;\r\n\tfolded\r\nCc: =?x-unknown?q?a?= <c@d>\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	env := Envelope{MailFrom: "bob@b.example", User: "bob@b.example", Recipients: []string{"bob@b.example"}}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		res, err := a.Outbound(context.Background(), env, msg)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Status.Code < 400 || strings.ContainsAny(e.Status.Reason, "\r\n") {
+				t.Fatalf("error %v", err)
+			}
+			return
+		}
+		if r := res.Recipients[0]; !r.Accepted || res.Sealed == nil || res.MessageID == "" {
+			t.Fatalf("not sealed: %+v", r)
+		}
+	})
 }
