@@ -37,7 +37,7 @@ type Config struct {
 
 	ReadTimeout  time.Duration // wait for a command; DefaultTimeout
 	WriteTimeout time.Duration // write of a reply; DefaultTimeout
-	DataTimeout  time.Duration // wait for the next bytes inside DATA; DefaultTimeout
+	DataTimeout  time.Duration // inside DATA, wait for each next 4 KB (or the end); DefaultTimeout
 	// ShutdownTimeout bounds how long Serve, once its context ends, waits
 	// for transactions in flight before it cuts them off.
 	ShutdownTimeout time.Duration
@@ -248,7 +248,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.shutdownErr = ctx.Err()
 			s.log.Warn("smtp server shutdown timed out, closing connections in flight")
 			s.forceClose()
-			<-done
+			// Connections end as soon as their handler returns; a handler
+			// that ignores its context is not waited for long.
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				s.log.Error("smtp server shutdown: a handler ignores its context, not waiting for it")
+			}
 		}
 		s.cancelHandler()
 	})

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-sasl"
@@ -25,10 +26,26 @@ type session struct {
 	tls    bool
 	log    *slog.Logger
 
+	// mu guards the fields below: with BDAT, go-smtp runs Data in a
+	// goroutine of its own while the connection goes on reading commands.
+	mu    sync.Mutex
 	user  string // authenticated login (submission)
 	from  string
 	rcpts []string
 	seen  map[string]bool
+}
+
+// envelope returns the current transaction's envelope.
+func (ss *session) envelope() Envelope {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return Envelope{MailFrom: ss.from, Recipients: append([]string(nil), ss.rcpts...), User: ss.user, RemoteAddr: ss.remote, TLS: ss.tls}
+}
+
+func (ss *session) login() string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.user
 }
 
 // submissionSession adds AUTH.
@@ -63,10 +80,11 @@ func (ss *session) ctx() context.Context { return ss.s.handlerCtx }
 // refuse logs a refusal, records it in the audit log when configured and
 // returns it for go-smtp.
 func (ss *session) refuse(action, subject string, r *Reply) error {
+	user := ss.login()
 	ss.log.Info("smtp refused", slog.String("action", action), slog.String("subject", subject),
-		slog.String("user", ss.user), slog.String("reply", r.String()))
+		slog.String("user", user), slog.String("reply", r.String()))
 	if a := ss.s.cfg.Audit; a != nil {
-		actor := ss.user
+		actor := user
 		if actor == "" {
 			actor = ss.remote
 		}
@@ -87,7 +105,9 @@ func (ss *session) setBusy(b bool) {
 
 // Reset ends the transaction (RSET, after DATA, new EHLO).
 func (ss *session) Reset() {
+	ss.mu.Lock()
 	ss.from, ss.rcpts, ss.seen = "", nil, map[string]bool{}
+	ss.mu.Unlock()
 	ss.setBusy(false)
 }
 
@@ -111,7 +131,8 @@ func (ss *session) mail(from string) error {
 	if ss.tc != nil && ss.tc.draining() {
 		return ss.refuse("mail", from, errorf(421, "4.3.2", "Server shutting down, try again later"))
 	}
-	if ss.s.kind == "submission" && ss.user == "" {
+	user := ss.login()
+	if ss.s.kind == "submission" && user == "" {
 		return ss.refuse("mail", from, errorf(530, "5.7.0", "Authentication required"))
 	}
 	if !isASCII(from) {
@@ -123,11 +144,13 @@ func (ss *session) mail(from string) error {
 		}
 	}
 	if ss.s.kind == "submission" {
-		if from == "" || !ss.s.submission.SenderAllowed(ss.user, from) {
-			return ss.refuse("mail", from, errorf(550, "5.7.1", "Sender <%s> is not an address of login %s", from, ss.user))
+		if from == "" || !ss.s.submission.SenderAllowed(user, from) {
+			return ss.refuse("mail", from, errorf(550, "5.7.1", "Sender <%s> is not an address of login %s", from, user))
 		}
 	}
+	ss.mu.Lock()
 	ss.from = from
+	ss.mu.Unlock()
 	return nil
 }
 
@@ -145,16 +168,19 @@ func (ss *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 		}
 	}
 	key := strings.ToLower(to)
+	ss.mu.Lock()
 	if !ss.seen[key] {
 		ss.seen[key] = true
 		ss.rcpts = append(ss.rcpts, to)
 	}
+	ss.mu.Unlock()
 	return nil
 }
 
 // Data reads the message and hands it to the handler.
 func (ss *session) Data(r io.Reader) error {
-	subject := ss.from
+	env := ss.envelope()
+	subject := env.MailFrom
 	if ss.tc != nil {
 		r = &deadlineReader{r: r, conn: ss.conn.Conn(), timeout: ss.s.cfg.DataTimeout}
 	}
@@ -171,11 +197,11 @@ func (ss *session) Data(r io.Reader) error {
 	case errors.Is(err, gosmtp.ErrTooLongLine):
 		return ss.refuse("data", subject, errorf(500, "5.5.2", "Line too long"))
 	case errors.As(err, &ne) && ne.Timeout():
-		ss.log.Info("smtp client stalled in DATA, nothing queued", slog.String("from", ss.from), slog.String("user", ss.user))
+		ss.log.Info("smtp client stalled in DATA, nothing queued", slog.String("from", env.MailFrom), slog.String("user", env.User))
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Timeout waiting for data, closing"}
 	default:
-		ss.log.Info("smtp connection lost in DATA, nothing queued", slog.String("from", ss.from),
-			slog.String("user", ss.user), slog.String("error", err.Error()))
+		ss.log.Info("smtp connection lost in DATA, nothing queued", slog.String("from", env.MailFrom),
+			slog.String("user", env.User), slog.String("error", err.Error()))
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Message transfer aborted"}
 	}
 	if len(bytes.TrimSpace(msg)) == 0 {
@@ -184,7 +210,6 @@ func (ss *session) Data(r io.Reader) error {
 	if info.bareLF > 0 {
 		ss.log.Info("smtp message with bare LF line ends, normalized to CRLF", slog.Int("lines", info.bareLF))
 	}
-	env := Envelope{MailFrom: ss.from, Recipients: append([]string(nil), ss.rcpts...), User: ss.user, RemoteAddr: ss.remote, TLS: ss.tls}
 	start := time.Now()
 	var reply *Reply
 	if ss.s.kind == "submission" {
@@ -192,8 +217,8 @@ func (ss *session) Data(r io.Reader) error {
 	} else {
 		reply, err = ss.s.backbone.Handler.Inbound(ss.ctx(), env, msg)
 	}
-	attrs := []any{slog.String("from", ss.from), slog.Int("rcpts", len(env.Recipients)), slog.Int("size", len(msg)),
-		slog.String("user", ss.user), slog.Duration("took", time.Since(start))}
+	attrs := []any{slog.String("from", env.MailFrom), slog.Int("rcpts", len(env.Recipients)), slog.Int("size", len(msg)),
+		slog.String("user", env.User), slog.Duration("took", time.Since(start))}
 	if err != nil {
 		ss.log.Error("smtp message handler failed", append(attrs, slog.String("error", err.Error()))...)
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}
@@ -264,9 +289,10 @@ func (ss submissionSession) login(username, password string) error {
 		ss.log.Error("smtp authentication failed", slog.String("login", username), slog.String("error", err.Error()))
 		return errorf(454, "4.7.0", "Temporary authentication failure").smtpError()
 	}
+	ss.mu.Lock()
 	ss.user = addr
-	ss.log = ss.log.With(slog.String("user", addr))
-	ss.log.Info("smtp authenticated")
+	ss.mu.Unlock()
+	ss.log.Info("smtp authenticated", slog.String("user", addr))
 	return nil
 }
 
@@ -298,8 +324,9 @@ func (a *loginServer) Next(response []byte) (challenge []byte, done bool, err er
 	return nil, false, sasl.ErrUnexpectedClientResponse
 }
 
-// deadlineReader moves the read deadline before each read, so that DATA
-// times out when the client stops sending, however long the message.
+// deadlineReader moves the read deadline before each read of at most 4 KB,
+// so that DATA times out when the client stops sending (or sends less than
+// 4 KB per timeout), however long the message.
 type deadlineReader struct {
 	r       io.Reader
 	conn    net.Conn
@@ -307,6 +334,9 @@ type deadlineReader struct {
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
+	if len(p) > 4096 {
+		p = p[:4096]
+	}
 	d.conn.SetReadDeadline(time.Now().Add(d.timeout))
 	return d.r.Read(p)
 }

@@ -459,3 +459,30 @@ func TestQueueDelayedOnce(t *testing.T) {
 		t.Fatalf("delay notified at %v", got.DelayNotified)
 	}
 }
+
+// BenchmarkQueueEnqueue measures durable enqueues from 16 concurrent
+// callers (the submission load of the design goal), 10 KB each.
+func BenchmarkQueueEnqueue(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	q := NewQueue(s, QueueOptions{})
+	defer q.Close()
+	m := testMessage(0, "bob@b.example")
+	m.Data = bytes.Repeat([]byte("0123456789abcdef\r\n"), 10<<10/18)
+	b.SetParallelism(8) // 8 × GOMAXPROCS (2 here) goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := q.Enqueue(ctx, m); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	st := q.Stats()
+	b.ReportMetric(float64(st.Messages)/float64(max(st.Commits, 1)), "msgs/commit")
+}
