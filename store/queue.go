@@ -1,41 +1,7 @@
 package store
 
-// The outbound queue.
-//
-// A queued message is one row in queue_messages (envelope sender, the sealed
-// bytes, where it came from) and one row per recipient in queue_recipients
-// with that recipient's delivery state:
-//
-//	queued ──claim──▶ delivering ──2xx──▶ delivered
-//	   ▲                  │ 4xx, network error: queued again (next_attempt
-//	   └──────────────────┘ was recorded by the claim), or failed when the
-//	                      │ attempts are used up
-//	                      └──5xx──▶ failed ──failure DSN sent──▶ bounced
-//
-// delivered and bounced are final. A claim (ClaimDue) moves due recipients to
-// delivering and, in the same transaction, counts the attempt and records
-// when the next one is due by the backoff, all before the deliverer dials:
-// a crash leaves the rows in delivering with the attempt on record, and
-// RecoverQueue makes them due again when the server starts. Delivery is
-// therefore at least once; a message is never lost, and a repeat attempt is
-// always counted.
-//
-// Durability and group commit: Enqueue returns only after the transaction
-// holding the message is committed with synchronous=FULL, that is after the
-// WAL is fsynced, so an SMTP server may answer 250 when it returns. One fsync
-// per message would bound throughput by the disk's flush rate, so [Queue]
-// batches: a single writer goroutine receives Enqueue calls over a channel,
-// takes every request waiting when it is free (up to a count and a byte
-// budget), inserts them all in one transaction (each under its own
-// SAVEPOINT, so a bad message fails alone), commits once and then releases
-// every waiting caller with its id. While one commit is being flushed the
-// next batch gathers, so the batch size follows the load with no added
-// latency when idle. [Store.Enqueue] is the same insert in a transaction of
-// its own, for callers without a Queue (the command line, tests).
-//
-// The SQL is portable: claims rely on the transaction holding the write lock
-// (SQLite's BEGIN IMMEDIATE); a PostgreSQL store selects the due rows with
-// FOR UPDATE SKIP LOCKED instead, so that several nodes can share one queue.
+// The outbound queue: see QueuedMessage, RecipientState (the delivery
+// state machine), Queue (durable enqueue with group commit) and ClaimDue.
 
 import (
 	"context"
@@ -49,7 +15,22 @@ import (
 	"time"
 )
 
-// RecipientState is the delivery state of one recipient of a queued message.
+// RecipientState is the delivery state of one recipient of a queued
+// message:
+//
+//	queued ──claim──▶ delivering ──2xx──▶ delivered
+//	   ▲                  │ 4xx, network error: queued again (next_attempt
+//	   └──────────────────┘ was recorded by the claim), or failed when the
+//	                      │ attempts are used up
+//	                      └──5xx──▶ failed ──failure DSN sent──▶ bounced
+//
+// delivered and bounced are final. A claim (ClaimDue) moves due recipients
+// to delivering and, in the same transaction, counts the attempt and
+// records when the next one is due by the backoff, all before the
+// deliverer dials: a crash leaves the rows in delivering with the attempt
+// on record, and RecoverQueue makes them due again when the server starts.
+// Delivery is therefore at least once; a message is never lost, and a
+// repeated attempt is always counted.
 type RecipientState string
 
 // The recipient states.
@@ -335,10 +316,24 @@ type QueueStats struct {
 	Failed   int64 // Enqueue calls answered with an error
 }
 
-// Queue is the group-committing front of the outbound queue: Enqueue calls
-// from many goroutines are committed by one writer goroutine in shared
-// transactions (see the package's queue notes). Create it with NewQueue and
-// stop it with Close; the other queue operations are methods of Store.
+// Queue is the group-committing front of the outbound queue. Create it
+// with NewQueue and stop it with Close; the other queue operations are
+// methods of Store.
+//
+// Durability: Enqueue returns only after the transaction holding the
+// message is committed with synchronous=FULL, that is after the WAL is
+// fsynced, so an SMTP server may answer 250 when it returns.
+//
+// Group commit: one fsync per message would bound throughput by the disk's
+// flush rate, so a single writer goroutine receives the Enqueue calls over
+// a channel, takes every request waiting when it is free (up to MaxBatch
+// messages and MaxBatchBytes), inserts them all in one transaction (each
+// under a SAVEPOINT of its own, so that a bad message fails alone),
+// commits once and then releases every waiting caller with its id. While
+// one commit is being flushed the next batch gathers, so batches grow with
+// the load and an idle queue adds no latency. Stats counts messages and
+// commits. [Store.Enqueue] is the same insert in a transaction of its own,
+// for callers without a Queue (the command line, tests).
 type Queue struct {
 	s        *Store
 	maxBatch int
@@ -625,6 +620,10 @@ func getQueued(ctx context.Context, q queryer, id int64, withData bool, recipien
 // records the next attempt by the backoff, so that the retry time is on
 // record before anything is dialed. It returns the messages (without Data,
 // see QueueMessageData) with the claimed recipients only.
+//
+// The claim is atomic because the transaction holds SQLite's write lock
+// (BEGIN IMMEDIATE); a PostgreSQL store selects the due rows with FOR UPDATE
+// SKIP LOCKED instead, so that several nodes can share one queue.
 func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backoff) ([]QueuedMessage, error) {
 	if limit <= 0 {
 		limit = 100
