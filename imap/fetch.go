@@ -58,16 +58,29 @@ func (s *session) Fetch(w *imapserver.FetchWriter, numSet imap.NumSet, options *
 	}
 
 	needBody, needHeader := fetchNeeds(options)
+	var headers map[uint32][]byte
+	if !needBody && needHeader && len(msgs) > 1 {
+		// Headers only: one query for all.
+		headers, err = s.srv.store.MessageHeaders(s.ctx, s.account.ID, s.sel.state.id, msgs[0].uid, msgs[len(msgs)-1].uid)
+		if err != nil {
+			return s.fail("fetch", err, errNoMailbox)
+		}
+	}
 	for _, m := range msgs {
 		md, ok := meta[m.uid]
 		if !ok {
 			continue // expunged meanwhile
 		}
 		var body, header []byte
-		if needBody {
+		switch {
+		case needBody:
 			body, err = s.srv.store.MessageBody(s.ctx, s.account.ID, s.sel.state.id, m.uid)
 			header = body[:headerLen(body)]
-		} else if needHeader {
+		case headers != nil:
+			if header, ok = headers[m.uid]; !ok {
+				continue
+			}
+		case needHeader:
 			header, err = s.srv.store.MessageHeader(s.ctx, s.account.ID, s.sel.state.id, m.uid)
 		}
 		if errors.Is(err, store.ErrNotFound) {

@@ -44,7 +44,7 @@ const (
 // testEnv is a store with two clinicians and a server listening on
 // 127.0.0.1.
 type testEnv struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	store *store.Store
 	srv   *Server
@@ -61,7 +61,7 @@ type envOptions struct {
 	sleep      func(ctx context.Context, d time.Duration)
 }
 
-func newTestEnv(t *testing.T, o envOptions) *testEnv {
+func newTestEnv(t testing.TB, o envOptions) *testEnv {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	st, err := store.Open(ctx, t.TempDir())
@@ -124,7 +124,7 @@ func (e *testEnv) recordedSleeps() []time.Duration {
 }
 
 // testWriter sends log lines to the test log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

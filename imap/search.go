@@ -50,6 +50,14 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 	for i := range list {
 		meta[list[i].UID] = &list[i]
 	}
+	var headers map[uint32][]byte
+	if len(msgs) > 0 && needsHeader(&c) {
+		var err error
+		headers, err = s.srv.store.MessageHeaders(s.ctx, s.account.ID, st.id, 0, math.MaxUint32)
+		if err != nil {
+			return nil, s.fail("search", err, errNoMailbox)
+		}
+	}
 
 	var data imap.SearchData
 	var seqs imap.SeqSet
@@ -60,6 +68,10 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 			continue
 		}
 		sm := &searchMessage{s: s, ref: m, meta: md}
+		if headers != nil {
+			h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(headers[m.uid])))
+			sm.header = &h
+		}
 		if !sm.match(&c) {
 			continue
 		}
@@ -85,6 +97,24 @@ func (s *session) Search(kind imapserver.NumKind, criteria *imap.SearchCriteria,
 		s.sel.searchRes = uids
 	}
 	return &data, nil
+}
+
+// needsHeader reports whether criteria read header fields.
+func needsHeader(c *imap.SearchCriteria) bool {
+	if len(c.Header) > 0 || !c.SentSince.IsZero() || !c.SentBefore.IsZero() {
+		return true
+	}
+	for i := range c.Not {
+		if needsHeader(&c.Not[i]) {
+			return true
+		}
+	}
+	for i := range c.Or {
+		if needsHeader(&c.Or[i][0]) || needsHeader(&c.Or[i][1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // staticCriteria returns criteria with "*" replaced and "$" resolved.

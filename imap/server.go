@@ -147,7 +147,8 @@ var capabilities = imap.CapSet{
 
 // Serve accepts IMAP connections on ln, offering STARTTLS when the server
 // has a TLS configuration, until ctx ends; then it closes the listener and
-// every connection it accepted, and returns nil.
+// every connection it accepted, waits for their sessions to end, and
+// returns nil.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return s.serve(ctx, ln)
 }
@@ -163,9 +164,13 @@ func (s *Server) ServeTLS(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 	insecure := s.loopback && s.isLoopback(ln.Addr())
+	var sessions sessionGroup
 	srv := imapserver.New(&imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return s.newSession(ctx, c), nil, nil
+			if !sessions.add() {
+				return nil, nil, &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
+			}
+			return s.newSession(ctx, c, sessions.done), nil, nil
 		},
 		Caps:         capabilities,
 		Logger:       printfLogger{s},
@@ -183,14 +188,56 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		}
 	}()
 	err := srv.Serve(ln)
-	if ctx.Err() != nil {
-		return nil
-	}
+	// Close every connection, and wait for their sessions to end so that
+	// none uses the store after Serve returns.
 	srv.Close()
-	if err != nil {
+	sessions.closeAndWait()
+	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("imap: serve %s: %w", ln.Addr(), err)
 	}
 	return nil
+}
+
+// sessionGroup counts the sessions of a listener, so that serve can wait
+// for them to end; after closeAndWait it takes no new ones.
+type sessionGroup struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	zero   chan struct{}
+}
+
+func (g *sessionGroup) add() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *sessionGroup) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n--
+	if g.n == 0 && g.zero != nil {
+		close(g.zero)
+		g.zero = nil
+	}
+}
+
+func (g *sessionGroup) closeAndWait() {
+	g.mu.Lock()
+	g.closed = true
+	if g.n == 0 {
+		g.mu.Unlock()
+		return
+	}
+	zero := make(chan struct{})
+	g.zero = zero
+	g.mu.Unlock()
+	<-zero
 }
 
 // Deliver files a message like store.Store.Deliver, and tells the IDLE

@@ -27,6 +27,7 @@ type session struct {
 
 	account store.MailAccount // ID 0 until login
 	sel     *selectedMailbox
+	done    func() // called once by Close
 }
 
 // selectedMailbox is the mailbox a session has selected.
@@ -43,14 +44,14 @@ var (
 	_ imapserver.SessionAppendLimit = (*session)(nil)
 )
 
-func (s *Server) newSession(ctx context.Context, c *imapserver.Conn) *session {
+func (s *Server) newSession(ctx context.Context, c *imapserver.Conn, done func()) *session {
 	ip := ""
 	if a, ok := c.NetConn().RemoteAddr().(*net.TCPAddr); ok {
 		ip = a.IP.String()
 	} else if a := c.NetConn().RemoteAddr(); a != nil {
 		ip = a.String()
 	}
-	return &session{srv: s, ctx: ctx, conn: c, ip: ip, log: s.log.With("remote", ip)}
+	return &session{srv: s, ctx: ctx, conn: c, ip: ip, log: s.log.With("remote", ip), done: done}
 }
 
 // Errors sent to clients. Store errors are mapped to these; anything else is
@@ -83,7 +84,7 @@ func (s *session) fail(op string, err error, notFound *imap.Error) error {
 		return &imap.Error{Type: imap.StatusResponseTypeBad, Code: imap.ResponseCodeClientBug, Text: "Invalid flag"}
 	}
 	if s.ctx.Err() != nil {
-		return &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Server shutting down"}
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Server shutting down"}
 	}
 	s.log.Error("imap: "+op, "user", s.account.Address, "err", err)
 	return errInternal
@@ -93,6 +94,10 @@ func (s *session) fail(op string, err error, notFound *imap.Error) error {
 func (s *session) Close() error {
 	if s.sel != nil {
 		s.unselect()
+	}
+	if s.done != nil {
+		s.done()
+		s.done = nil
 	}
 	return nil
 }

@@ -408,6 +408,32 @@ func (s *Store) MessageHeader(ctx context.Context, account, mailboxID int64, uid
 	return s.messageData(ctx, `substr(b.data, 1, b.header_size)`, account, mailboxID, uid)
 }
 
+// MessageHeaders returns the headers of the messages of a mailbox with
+// UIDs from first to last (inclusive), by UID, in one query.
+func (s *Store) MessageHeaders(ctx context.Context, account, mailboxID int64, first, last uint32) (map[uint32][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT m.uid, substr(b.data, 1, b.header_size) FROM messages m
+		JOIN mailboxes x ON x.id = m.mailbox_id JOIN mail_bodies b ON b.id = m.body_id
+		WHERE m.mailbox_id = ? AND x.account_id = ? AND m.uid >= ? AND m.uid <= ?`,
+		mailboxID, account, int64(first), int64(last))
+	if err != nil {
+		return nil, fmt.Errorf("read message headers: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[uint32][]byte)
+	for rows.Next() {
+		var uid int64
+		var h []byte
+		if err := rows.Scan(&uid, &h); err != nil {
+			return nil, fmt.Errorf("read message headers: %w", err)
+		}
+		out[uint32(uid)] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read message headers: %w", err)
+	}
+	return out, nil
+}
+
 func (s *Store) messageData(ctx context.Context, expr string, account, mailboxID int64, uid uint32) ([]byte, error) {
 	var data []byte
 	err := s.db.QueryRowContext(ctx, `SELECT `+expr+` FROM messages m JOIN mailboxes x ON x.id = m.mailbox_id
