@@ -53,6 +53,14 @@ type DNS struct {
 type Outbound struct {
 	Port   int               `toml:"port"`   // port for MX delivery
 	Routes map[string]string `toml:"routes"` // domain = "host:port", overriding MX
+	// RetryFirst is the wait after the first failed attempt, doubling up
+	// to RetryMax; RetryAttempts attempts in all. Defaults 7m30s, 16h, 9.
+	RetryFirst    Duration `toml:"retry_first"`
+	RetryMax      Duration `toml:"retry_max"`
+	RetryAttempts int      `toml:"retry_attempts"`
+	// DelayedDSN is when a sender is told that a message is still being
+	// retried; default 4h.
+	DelayedDSN Duration `toml:"delayed_dsn"`
 }
 
 // TLS names the server certificate; empty means a self-signed certificate
@@ -97,9 +105,10 @@ func Default() Config {
 			DNS:        "127.0.0.1:8053",
 			Admin:      "127.0.0.1:8080",
 		},
-		DNS:      DNS{Timeout: Duration{3 * time.Second}, LDAPTimeout: Duration{5 * time.Second}},
-		Outbound: Outbound{Port: 25, Routes: map[string]string{}},
-		Trust:    Trust{Revocation: "refuse"},
+		DNS: DNS{Timeout: Duration{3 * time.Second}, LDAPTimeout: Duration{5 * time.Second}},
+		Outbound: Outbound{Port: 25, Routes: map[string]string{}, RetryFirst: Duration{7*time.Minute + 30*time.Second},
+			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour}},
+		Trust: Trust{Revocation: "refuse"},
 	}
 }
 
@@ -151,6 +160,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Outbound.Port <= 0 || c.Outbound.Port > 65535 {
 		errs = append(errs, fmt.Errorf("outbound.port = %d: want 1-65535", c.Outbound.Port))
+	}
+	if c.Outbound.RetryFirst.Duration <= 0 || c.Outbound.RetryMax.Duration < c.Outbound.RetryFirst.Duration || c.Outbound.RetryAttempts < 1 {
+		errs = append(errs, errors.New("outbound.retry_first, retry_max and retry_attempts must be positive, retry_max at least retry_first"))
 	}
 	if c.Hostname == "" {
 		errs = append(errs, errors.New("hostname is empty"))

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/certs/devca"
 	"github.com/hisp-project/hisp/config"
@@ -34,6 +35,8 @@ type server struct {
 	crlMu  sync.Mutex // one CRL signing at a time, so CRL numbers increase
 	crls   map[string]cachedCRL
 	bundle *trust.Bundles
+	queue  *store.Queue
+	agent  *agent.Agent
 }
 
 type cachedCRL struct {
@@ -100,12 +103,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	}
 	refresher := trust.NewRefresher(storeBundles{st}, s.bundle, trust.RefresherOptions{Logger: logger})
 	run("bundles", refresher.Run)
-	for _, l := range []struct{ name, addr string }{
-		{"smtp", cfg.Listen.SMTP}, {"submission", cfg.Listen.Submission}, {"imap", cfg.Listen.IMAP},
-	} {
-		if l.addr != "" {
-			fmt.Fprintf(out, "  %s: not part of this build yet (configured %s)\n", l.name, l.addr)
-		}
+
+	if err := s.startMail(ctx, run, out); err != nil {
+		return abort(err)
 	}
 	logger.Info("hisp started", "data", cfg.Data)
 	select {
@@ -116,6 +116,14 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		cancel()
 	}
 	wg.Wait()
+	// Listeners and the deliverer are done: nothing enqueues or audits
+	// any more.
+	if s.queue != nil {
+		s.queue.Close()
+	}
+	if s.agent != nil {
+		s.agent.Close()
+	}
 	return err
 }
 
@@ -358,3 +366,5 @@ func (s storeBundles) LoadState(ctx context.Context, id int64) (trust.BundleStat
 	}
 	return st, true, nil
 }
+
+func (s *server) now() time.Time { return time.Now() }

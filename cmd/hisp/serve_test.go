@@ -42,6 +42,7 @@ func startServe(t *testing.T, dir string) (dnsAddr, adminAddr string) {
 	cfg.Data = dir
 	cfg.Listen.DNS = "127.0.0.1:0"
 	cfg.Listen.Admin = "127.0.0.1:0"
+	cfg.Listen.SMTP, cfg.Listen.Submission, cfg.Listen.IMAP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
 	var out syncBuffer
 	done := make(chan error, 1)

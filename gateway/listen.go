@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/hisp-project/hisp/agent"
+	"github.com/hisp-project/hisp/certs"
+	"github.com/hisp-project/hisp/imap"
+	"github.com/hisp-project/hisp/smtp"
+	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/trust"
+)
+
+// startMail starts the mail side: the agent, the group-committing queue,
+// the backbone and submission SMTP servers, the deliverer and IMAP. run
+// starts a component that lives until ctx ends.
+func (s *server) startMail(ctx context.Context, run func(string, func(context.Context) error), out io.Writer) error {
+	cfg := s.cfg
+	policy := trust.RefuseUnavailable
+	if cfg.Trust.Revocation == "allow" {
+		policy = trust.AllowUnavailable
+	}
+	s.agent = agent.New(agent.Options{
+		Store: s.st,
+		Discoverer: certs.NewDiscoverer(certs.DiscoveryOptions{Resolver: cfg.DNS.Resolver,
+			DNSTimeout: cfg.DNS.Timeout.Duration, LDAPTimeout: cfg.DNS.LDAPTimeout.Duration, Logger: s.log}),
+		Validator: trust.NewValidator(trust.Options{Revocation: policy, Logger: s.log}),
+		Hostname:  cfg.Hostname,
+		Logger:    s.log,
+	})
+	s.queue = store.NewQueue(s.st, store.QueueOptions{})
+	tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+
+	var imapSrv *imap.Server
+	if cfg.Listen.IMAP != "" {
+		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true})
+		if err != nil {
+			return err
+		}
+	}
+	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: cfg.Hostname, log: s.log, wake: func() {}}
+	m.deliver = func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error {
+		var err error
+		if imapSrv != nil {
+			_, err = imapSrv.Deliver(ctx, address, mailbox, msg, flags, s.now())
+		} else {
+			_, err = s.st.Deliver(ctx, address, mailbox, msg, flags, s.now())
+		}
+		return err
+	}
+
+	routes, err := smtp.ParseRoutes(cfg.Outbound.Routes)
+	if err != nil {
+		return err
+	}
+	delayed := cfg.Outbound.DelayedDSN.Duration
+	deliverer, err := smtp.NewDeliverer(smtp.DelivererConfig{
+		Queue: s.st, Local: m, Bouncer: m, Hostname: cfg.Hostname, Resolver: cfg.DNS.Resolver,
+		Port: cfg.Outbound.Port, Routes: routes,
+		Backoff: store.Backoff{First: cfg.Outbound.RetryFirst.Duration, Max: cfg.Outbound.RetryMax.Duration,
+			Attempts: cfg.Outbound.RetryAttempts, Jitter: 0.1},
+		DelayedAfter: delayed, Logger: s.log,
+	})
+	if err != nil {
+		return err
+	}
+	m.wake = deliverer.Wake
+
+	common := smtp.Config{Hostname: cfg.Hostname, TLSConfig: tlsConfig, Logger: s.log, Audit: s.st}
+	type listener struct {
+		name, addr, what string
+		serve            func(context.Context, net.Listener) error
+	}
+	var ls []listener
+	if cfg.Listen.SMTP != "" {
+		bb, err := smtp.NewBackbone(smtp.BackboneConfig{Config: common, Recipients: smtp.LocalRecipients{Store: s.st}, Handler: m})
+		if err != nil {
+			return err
+		}
+		ls = append(ls, listener{"smtp", cfg.Listen.SMTP, "backbone, other HISPs deliver here", bb.Serve})
+	}
+	if cfg.Listen.Submission != "" {
+		sub, err := smtp.NewSubmission(smtp.SubmissionConfig{Config: common, Auth: s.st, Handler: m})
+		if err != nil {
+			return err
+		}
+		ls = append(ls, listener{"submission", cfg.Listen.Submission, "mail clients and EHRs, STARTTLS and AUTH", sub.Serve})
+	}
+	if imapSrv != nil {
+		ls = append(ls, listener{"imap", cfg.Listen.IMAP, "mailboxes, STARTTLS", imapSrv.Serve})
+	}
+	// Open every listener before serving any, so a taken port fails the
+	// start as a whole.
+	opened := make([]net.Listener, 0, len(ls))
+	for _, l := range ls {
+		nl, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			for _, o := range opened {
+				o.Close()
+			}
+			return fmt.Errorf("listen %s %s: %w", l.name, l.addr, err)
+		}
+		opened = append(opened, nl)
+	}
+	for i, l := range ls {
+		nl, serve := opened[i], l.serve
+		run(l.name, func(ctx context.Context) error { return serve(ctx, nl) })
+		fmt.Fprintf(out, "  %s (%s): %s\n", l.name, l.what, nl.Addr())
+	}
+	run("deliverer", deliverer.Run)
+	return nil
+}

@@ -1,0 +1,243 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/hisp-project/hisp/agent"
+	"github.com/hisp-project/hisp/mdn"
+	"github.com/hisp-project/hisp/smtp"
+	"github.com/hisp-project/hisp/store"
+)
+
+// mail joins the agent, the queue and the mailboxes: it implements the
+// handlers the SMTP servers and the deliverer call.
+type mail struct {
+	st       *store.Store
+	agent    *agent.Agent
+	queue    *store.Queue
+	hostname string
+	log      *slog.Logger
+	// deliver files a message in a local mailbox (through the IMAP server
+	// when it runs, so that IDLE sessions hear of it at once).
+	deliver func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error
+	// wake tells the deliverer that the queue has work.
+	wake func()
+}
+
+func agentEnvelope(env smtp.Envelope) agent.Envelope {
+	return agent.Envelope{MailFrom: env.MailFrom, Recipients: env.Recipients, User: env.User, RemoteAddr: env.RemoteAddr}
+}
+
+func reply(s agent.Status) *smtp.Reply {
+	return &smtp.Reply{Code: s.Code, Enhanced: s.Enhanced, Message: s.Reason}
+}
+
+// localFailure is the reply to a failure of ours: the client tries again.
+var localFailure = &smtp.Reply{Code: 451, Enhanced: "4.3.0", Message: "local error, try again later"}
+
+// Outbound handles a submitted message: the agent seals it, the sealed
+// message is queued durably for every accepted recipient, dropped ones get
+// a failure DSN in the sender's mailbox, and a copy of the plain message
+// goes to the sender's Sent folder. 250 goes out only after the queue
+// commit.
+func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smtp.Reply, error) {
+	res, err := m.agent.Outbound(ctx, agentEnvelope(env), msg)
+	var ae *agent.Error
+	if errors.As(err, &ae) {
+		return reply(ae.Status), nil
+	}
+	if err != nil {
+		m.log.Error("outbound", "from", env.MailFrom, "err", err)
+		return localFailure, nil
+	}
+	var rcpts []store.QueuedRecipient
+	var temporary *agent.Status
+	for _, r := range res.Recipients {
+		switch {
+		case r.Accepted:
+			rcpts = append(rcpts, store.QueuedRecipient{Address: r.Recipient, Local: r.Local})
+		case r.Status.Temporary() && temporary == nil:
+			s := r.Status
+			temporary = &s
+		}
+	}
+	if len(rcpts) == 0 {
+		// Nothing to send: tell the client now rather than by DSN.
+		if temporary != nil {
+			return reply(*temporary), nil
+		}
+		for _, r := range res.Recipients {
+			if !r.Accepted {
+				return reply(r.Status), nil
+			}
+		}
+		return &smtp.Reply{Code: 554, Enhanced: "5.5.0", Message: "no recipient accepted"}, nil
+	}
+	if temporary != nil {
+		// TODO(gateway): recipients whose certificate discovery failed
+		// on a look-up error are not queued for a second attempt yet;
+		// the sender learns of them by DSN below.
+		m.log.Warn("outbound: recipient deferred but not retried", "message", res.MessageID, "reason", temporary.Reason)
+	}
+	if _, err := m.queue.Enqueue(ctx, store.QueuedMessage{
+		MessageID: res.MessageID, MailFrom: env.MailFrom, User: env.User,
+		Origin: "submission " + env.RemoteAddr, Data: res.Sealed, Recipients: rcpts,
+	}); err != nil {
+		m.log.Error("enqueue", "message", res.MessageID, "err", err)
+		return localFailure, nil
+	}
+	m.wake()
+	sender := env.User
+	if sender == "" {
+		sender = env.MailFrom
+	}
+	if res.DSN != nil || temporary != nil {
+		dsn := res.DSN
+		if dsn == nil || temporary != nil {
+			dsn = m.outboundDSN(res, sender)
+		}
+		if dsn != nil {
+			if err := m.deliver(ctx, sender, "INBOX", dsn, nil); err != nil {
+				m.log.Error("file DSN", "to", sender, "err", err)
+			}
+		}
+	}
+	if err := m.deliver(ctx, sender, "Sent", res.Message, []string{`\Seen`}); err != nil {
+		m.log.Warn("file Sent copy", "user", sender, "err", err)
+	}
+	return nil, nil
+}
+
+// outboundDSN builds the failure notice for every recipient not accepted,
+// temporary ones included.
+func (m *mail) outboundDSN(res *agent.OutboundResult, sender string) []byte {
+	var rs []mdn.DSNRecipient
+	for _, r := range res.Recipients {
+		if r.Accepted {
+			continue
+		}
+		rs = append(rs, mdn.DSNRecipient{Recipient: r.Recipient, Action: mdn.Failed, Status: r.Status.Enhanced, Diagnostic: r.Status.Reason})
+	}
+	if len(rs) == 0 {
+		return nil
+	}
+	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: m.hostname, From: postmaster(sender), To: sender,
+		OriginalMessageID: res.MessageID, OriginalHeaders: headerOf(res.Message), Recipients: rs})
+	if err != nil {
+		m.log.Error("build DSN", "err", err)
+		return nil
+	}
+	return dsn
+}
+
+// Inbound handles a Direct message another HISP delivered on the
+// backbone: the agent opens and verifies it, and each accepted recipient
+// gets it in their INBOX. Trust failures are refused in DATA.
+func (m *mail) Inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smtp.Reply, error) {
+	return m.inbound(ctx, env, msg)
+}
+
+// DeliverLocal delivers a queued message to a local recipient through the
+// same inbound rules, without a network hop.
+func (m *mail) DeliverLocal(ctx context.Context, env smtp.Envelope, msg []byte) (*smtp.Reply, error) {
+	env.User = ""
+	return m.inbound(ctx, env, msg)
+}
+
+func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smtp.Reply, error) {
+	res, err := m.agent.Inbound(ctx, agentEnvelope(env), msg)
+	var ae *agent.Error
+	if errors.As(err, &ae) {
+		return reply(ae.Status), nil
+	}
+	if err != nil {
+		m.log.Error("inbound", "from", env.MailFrom, "err", err)
+		return nil, err
+	}
+	delivered := 0
+	var first *smtp.Reply
+	for _, r := range res.Recipients {
+		if !r.Accepted {
+			if first == nil {
+				first = reply(r.Status)
+			}
+			continue
+		}
+		err := m.deliver(ctx, r.Recipient, "INBOX", res.Message, nil)
+		switch {
+		case errors.Is(err, store.ErrOverQuota):
+			m.log.Warn("mailbox over quota", "recipient", r.Recipient, "message", res.MessageID)
+			if first == nil {
+				first = &smtp.Reply{Code: 552, Enhanced: "5.2.2", Message: r.Recipient + ": mailbox full"}
+			}
+		case err != nil:
+			m.log.Error("deliver to mailbox", "recipient", r.Recipient, "err", err)
+			return nil, err
+		default:
+			delivered++
+		}
+	}
+	if delivered == 0 {
+		if first == nil {
+			first = &smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: "no recipient accepted"}
+		}
+		return first, nil
+	}
+	// TODO(gateway): when some recipients of one message are refused
+	// (another domain's anchors), the remote sender is not told; a DSN
+	// back through the outbound path would tell them.
+	return nil, nil
+}
+
+// Bounce files a DSN for a queued message in its sender's mailbox.
+func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp.RecipientOutcome, final bool) error {
+	sender := msg.User
+	if sender == "" {
+		sender = msg.MailFrom
+	}
+	if sender == "" {
+		return nil
+	}
+	action := mdn.Failed
+	if !final {
+		action = mdn.Delayed
+	}
+	var rs []mdn.DSNRecipient
+	for _, r := range rcpts {
+		rs = append(rs, mdn.DSNRecipient{Recipient: r.Recipient, Action: action, Status: r.Reply.Enhanced,
+			Diagnostic: fmt.Sprintf("%d %s %s", r.Reply.Code, r.Reply.Enhanced, r.Reply.Message), DiagnosticSMTP: r.RemoteMTA != "",
+			RemoteMTA: r.RemoteMTA, LastAttempt: r.LastAttempt, WillRetryUntil: r.RetryUntil})
+	}
+	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: m.hostname, From: postmaster(sender), To: sender,
+		OriginalMessageID: msg.MessageID, Arrival: msg.Created, Recipients: rs,
+		OriginalHeaders: []byte(fmt.Sprintf("Message-ID: %s\r\n", oneLine(msg.MessageID)))})
+	if err != nil {
+		return err
+	}
+	return m.deliver(ctx, sender, "INBOX", dsn, nil)
+}
+
+// postmaster is the postmaster address of an address's domain.
+func postmaster(addr string) string {
+	if _, d, ok := strings.Cut(addr, "@"); ok {
+		return "postmaster@" + d
+	}
+	return "postmaster@localhost"
+}
+
+// headerOf returns the header block of a message.
+func headerOf(msg []byte) []byte {
+	s := string(msg)
+	for _, sep := range []string{"\r\n\r\n", "\n\n"} {
+		if i := strings.Index(s, sep); i >= 0 {
+			return []byte(s[:i+len(sep)/2])
+		}
+	}
+	return msg
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
