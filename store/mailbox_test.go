@@ -113,11 +113,32 @@ func TestDeliverListFlagsExpunge(t *testing.T) {
 		t.Fatalf("header %q", hdr)
 	}
 
+	hdrs, err := s.MessageHeaders(ctx, a.ID, inbox.ID, 1, 2)
+	tcheck(t, err, "headers")
+	if len(hdrs) != 2 || !bytes.Equal(hdrs[1], hdr) || !bytes.HasSuffix(hdrs[2], []byte("Subject: two\r\n\r\n")) {
+		t.Fatalf("headers %v", hdrs)
+	}
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, []string{"bad keyword"}, time.Time{}); !errors.Is(err, ErrBadFlag) {
+		t.Fatalf("bad keyword: %v", err)
+	}
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "a//b", msg, nil, time.Time{}); !errors.Is(err, ErrBadMailboxName) {
+		t.Fatalf("bad mailbox name: %v", err)
+	}
+
 	// Another account cannot read the message through the mailbox id.
 	b, err := s.MailAccount(ctx, "bob@clinic.example")
 	tcheck(t, err, "bob")
 	if _, err := s.MessageBody(ctx, b.ID, inbox.ID, 1); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("bob reads alice's message: %v", err)
+	}
+	if h, err := s.MessageHeaders(ctx, b.ID, inbox.ID, 1, 2); err != nil || len(h) != 0 {
+		t.Fatalf("bob reads alice's headers: %v %v", h, err)
+	}
+	if _, err := s.MailboxStatusByID(ctx, b.ID, inbox.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("bob reads alice's mailbox status: %v", err)
+	}
+	if ch, err := s.MailboxChanges(ctx, b.ID, inbox.ID, 0, 0, 0); err != nil || !ch.Gone {
+		t.Fatalf("bob reads alice's mailbox changes: %+v %v", ch, err)
 	}
 	if m, err := s.Messages(ctx, b.ID, inbox.ID, 1, math.MaxUint32); err != nil || len(m) != 0 {
 		t.Fatalf("bob lists alice's messages: %v %v", m, err)
