@@ -19,11 +19,10 @@ import (
 // connection's goroutine, and Idle from another while that one waits for
 // DONE, so it needs no lock of its own.
 type session struct {
-	srv  *Server
-	ctx  context.Context
-	conn *imapserver.Conn
-	ip   string
-	log  *slog.Logger
+	srv *Server
+	ctx context.Context
+	ip  string
+	log *slog.Logger
 
 	account store.MailAccount // ID 0 until login
 	sel     *selectedMailbox
@@ -51,7 +50,7 @@ func (s *Server) newSession(ctx context.Context, c *imapserver.Conn, done func()
 	} else if a := c.NetConn().RemoteAddr(); a != nil {
 		ip = a.String()
 	}
-	return &session{srv: s, ctx: ctx, conn: c, ip: ip, log: s.log.With("remote", ip), done: done}
+	return &session{srv: s, ctx: ctx, ip: ip, log: s.log.With("remote", ip), done: done}
 }
 
 // Errors sent to clients. Store errors are mapped to these; anything else is
