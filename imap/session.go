@@ -178,7 +178,7 @@ func (s *session) openLocked(st *mailboxState, readOnly bool) (*imap.SelectData,
 	if err != nil {
 		return nil, nil, s.fail("select", err, errNoMailbox)
 	}
-	flags := imapFlags(append(slices.Clone(store.SystemFlags), keywords...))
+	flags := imapFlags(append(store.SystemFlags(), keywords...))
 	data := &imap.SelectData{
 		Flags:       flags,
 		NumMessages: uint32(len(st.uids)),

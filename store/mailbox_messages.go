@@ -21,9 +21,12 @@ const (
 	FlagDraft    = `\Draft`
 )
 
-// SystemFlags are the system flags a message can carry, in the order the
-// store lists them.
-var SystemFlags = []string{FlagSeen, FlagAnswered, FlagFlagged, FlagDeleted, FlagDraft}
+// systemFlags are the system flags in the order the store lists them.
+var systemFlags = [...]string{FlagSeen, FlagAnswered, FlagFlagged, FlagDeleted, FlagDraft}
+
+// SystemFlags returns the system flags a message can carry, in the order
+// the store lists them.
+func SystemFlags() []string { return slices.Clone(systemFlags[:]) }
 
 // Limits on keywords (user-defined flags).
 const (
@@ -98,7 +101,7 @@ func (f flagSet) list() []string {
 	out := make([]string, 0, 5+len(f.keywords))
 	for i, on := range []bool{f.seen, f.answered, f.flagged, f.deleted, f.draft} {
 		if on {
-			out = append(out, SystemFlags[i])
+			out = append(out, systemFlags[i])
 		}
 	}
 	return append(out, f.keywords...)
