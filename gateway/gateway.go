@@ -107,6 +107,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	if err := s.startMail(ctx, run, out); err != nil {
 		return abort(err)
 	}
+	fmt.Fprintln(out, "hisp ready")
 	logger.Info("hisp started", "data", cfg.Data)
 	select {
 	case <-ctx.Done():
