@@ -52,7 +52,10 @@ func newInstance(t *testing.T, domain, user string) *instance {
 	must(t, func() error { _, err := st.AddDomain(ctx, domain); return err })
 	must(t, func() error { _, err := st.AddAddress(ctx, in.user); return err })
 	must(t, func() error { return st.SetPassword(ctx, in.user, in.password) })
-	must(t, func() error { _, err := st.AddCertificate(ctx, in.user, in.userID.Cert, nil, in.userID.Key); return err })
+	must(t, func() error {
+		_, err := st.AddCertificate(ctx, in.user, in.userID.Cert, nil, in.userID.Key)
+		return err
+	})
 	must(t, func() error { _, err := st.AddAnchor(ctx, domain, in.ca.Cert, store.DirectionBoth); return err })
 	return in
 }
@@ -269,7 +272,10 @@ type tapSession struct {
 }
 
 func (s *tapSession) Mail(from string, _ *gosmtp.MailOptions) error { s.from = from; return nil }
-func (s *tapSession) Rcpt(to string, _ *gosmtp.RcptOptions) error  { s.to = append(s.to, to); return nil }
+func (s *tapSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
+	s.to = append(s.to, to)
+	return nil
+}
 func (s *tapSession) Data(r io.Reader) error {
 	b, err := io.ReadAll(r)
 	if err != nil {
