@@ -7,9 +7,9 @@ FUZZTIME ?= 60s
 build:
 	$(GO) build -o hisp ./cmd/hisp
 
-# The gateway on its embedded defaults (loopback listeners, ./hisp-data).
+# A complete two-domain Direct trial on loopback (data in ./hisp-data).
 run: build
-	./hisp serve
+	./hisp sandbox
 
 test-deps:
 	./scripts/test-deps.sh

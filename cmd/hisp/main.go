@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +23,9 @@ type command struct {
 // cliEnv carries what a command may touch, so tests can run commands
 // in-process with their own streams.
 type cliEnv struct {
+	// ctx, when set, ends long-running commands (serve, sandbox) instead
+	// of a signal; tests set it.
+	ctx    context.Context
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer

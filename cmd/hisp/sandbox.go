@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/hisp-project/hisp/config"
+	"github.com/hisp-project/hisp/gateway"
+)
+
+func init() {
+	register("sandbox", command{
+		summary: "a complete two-domain Direct trial on loopback: CAs, users, DNS, trust; prints how to try it, then serves",
+		run:     sandboxCmd,
+	})
+}
+
+// sandboxSite is one of the sandbox's two HISPs.
+type sandboxSite struct {
+	domain, user string
+	ports        [5]int // smtp, submission, imap, dns, admin
+}
+
+func (s sandboxSite) addr(i int) string { return fmt.Sprintf("127.0.0.1:%d", s.ports[i]) }
+
+// sandboxSites returns the two sites; base 0 gives the default ports of
+// design.md for the first and the next ones for the second.
+func sandboxSites(base int) [2]sandboxSite {
+	a := sandboxSite{domain: "hospital.localhost", user: "alice", ports: [5]int{2525, 5587, 1143, 8053, 8080}}
+	b := sandboxSite{domain: "clinic.localhost", user: "bob", ports: [5]int{2526, 5588, 1144, 8054, 8081}}
+	if base > 0 {
+		for i := range a.ports {
+			a.ports[i], b.ports[i] = base+i, base+5+i
+		}
+	}
+	return [2]sandboxSite{a, b}
+}
+
+// sandboxCmd implements "hisp sandbox [--data DIR] [--port-base N]": two
+// HISPs in one process, hospital.localhost and clinic.localhost, each with
+// its own data directory (DIR/hospital, DIR/clinic), local CA, user and
+// DNS server publishing its certificates; each trusts the other's CA and
+// discovers the other's certificates through the other's DNS server. A
+// message between the two users takes the whole Direct path: discovery,
+// trust, seal, queue, SMTP, open, verify, mailbox.
+func sandboxCmd(env *cliEnv, args []string) int {
+	fs := flag.NewFlagSet("hisp sandbox", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	data := fs.String("data", "", "data `DIR` (default $HISP_DATA, else ./hisp-data); the two sites live in DIR/hospital and DIR/clinic")
+	base := fs.Int("port-base", 0, "use ten consecutive ports from `N` instead of the defaults (2525, 5587, 1143, 8053, 8080 and the next ones)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(env.stderr, "hisp sandbox: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	dir := dataDir(env, *data)
+	sites := sandboxSites(*base)
+	var cfgs [2]config.Config
+	passwords := [2]string{}
+	for i, s := range sites {
+		siteDir := filepath.Join(dir, strings.TrimSuffix(s.domain, ".localhost"))
+		pw, err := setupSandboxSite(env, siteDir, s, sites[1-i])
+		if err != nil {
+			return fail(env, "sandbox", err)
+		}
+		passwords[i] = pw
+		cfg := config.Default()
+		cfg.Data = siteDir
+		cfg.Hostname = "hisp." + s.domain
+		cfg.Listen = config.Listen{SMTP: s.addr(0), Submission: s.addr(1), IMAP: s.addr(2), DNS: s.addr(3), Admin: s.addr(4)}
+		other := sites[1-i]
+		cfg.DNS.Resolver = other.addr(3) // discover the other site's certificates in its DNS
+		cfg.Outbound.Routes = map[string]string{other.domain: other.addr(0)}
+		cfgs[i] = cfg
+	}
+	// The anchors of each site are in the other's data directory only
+	// after both were set up: add them now.
+	for i, s := range sites {
+		siteDir := filepath.Join(dir, strings.TrimSuffix(s.domain, ".localhost"))
+		otherDir := filepath.Join(dir, strings.TrimSuffix(sites[1-i].domain, ".localhost"))
+		if err := sandboxTrust(env, siteDir, s.domain, otherDir, sites[1-i].domain); err != nil {
+			return fail(env, "sandbox", err)
+		}
+	}
+	printSandboxHelp(env.stdout, dir, sites, passwords)
+
+	ctx := env.ctx
+	if ctx == nil {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range cfgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := &prefixWriter{w: env.stdout, prefix: sites[i].domain + ": "}
+			errs[i] = gateway.Run(ctx, cfgs[i], logger.With("site", sites[i].domain), out)
+			cancel() // one site down stops the sandbox
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fail(env, "sandbox", err)
+	}
+	return 0
+}
+
+// setupSandboxSite prepares a site's data directory on first use: domain,
+// user with a generated password, local CA, certificate, own CA as anchor.
+// It returns the user's password (kept in DIR/password.txt).
+func setupSandboxSite(env *cliEnv, dir string, s, other sandboxSite) (string, error) {
+	pwFile := filepath.Join(dir, "password.txt")
+	if b, err := os.ReadFile(pwFile); err == nil {
+		return strings.TrimSpace(string(b)), nil // set up before
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	pw := randomPassword()
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	user := s.user + "@" + s.domain
+	data := "--data=" + dir
+	caFile := filepath.Join(dir, s.domain+"-ca.pem")
+	steps := [][]string{
+		{"domain", "add", s.domain, data},
+		{"address", "add", user, "--password-file", pwFile, data},
+		{"cert", "issue", user, "--crl-url", "http://" + s.addr(4), data},
+	}
+	for _, args := range steps {
+		if err := runQuiet(env, nil, args...); err != nil {
+			return "", err
+		}
+	}
+	var ca bytes.Buffer
+	if err := runQuiet(env, &ca, "cert", "ca", s.domain, data); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(caFile, ca.Bytes(), 0o644); err != nil {
+		return "", err
+	}
+	// A domain sends to its own users through the same trust rules.
+	if err := runQuiet(env, nil, "anchor", "add", s.domain, caFile, "--direction", "both", data); err != nil {
+		return "", err
+	}
+	return pw, nil
+}
+
+// sandboxTrust makes a site trust the other site's CA, once.
+func sandboxTrust(env *cliEnv, dir, domain, otherDir, otherDomain string) error {
+	mark := filepath.Join(dir, "trusts-"+otherDomain)
+	if _, err := os.Stat(mark); err == nil {
+		return nil
+	}
+	if err := runQuiet(env, nil, "anchor", "add", domain, filepath.Join(otherDir, otherDomain+"-ca.pem"), "--direction", "both", "--data="+dir); err != nil {
+		return err
+	}
+	return os.WriteFile(mark, nil, 0o600)
+}
+
+// runQuiet runs an admin command in-process; its output goes to out (or
+// nowhere) and its error output into the returned error.
+func runQuiet(env *cliEnv, out io.Writer, args ...string) error {
+	var stderr bytes.Buffer
+	if out == nil {
+		out = io.Discard
+	}
+	sub := &cliEnv{stdin: bytes.NewReader(nil), stdout: out, stderr: &stderr, getenv: env.getenv}
+	if code := run(sub, args); code != 0 {
+		return fmt.Errorf("hisp %s: %s", strings.Join(args, " "), strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func randomPassword() string {
+	const letters = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+	b := make([]byte, 16)
+	rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+func printSandboxHelp(w io.Writer, dir string, sites [2]sandboxSite, pw [2]string) {
+	a, b := sites[0], sites[1]
+	au, bu := a.user+"@"+a.domain, b.user+"@"+b.domain
+	fmt.Fprintf(w, `hisp sandbox in %s: two HISPs, %s and %s, on loopback.
+
+  %-22s password %-18s submission %s  IMAP %s
+  %-22s password %-18s submission %s  IMAP %s
+
+Send a Direct message from %s to %s (swaks):
+  swaks --server %s --tls --auth PLAIN --auth-user %s --auth-password '%s' \
+        --from %s --to %s --header 'Subject: hello' --body 'Discharge summary follows.'
+
+or with Python:
+  python3 -c 'import smtplib,ssl; c=ssl._create_unverified_context(); s=smtplib.SMTP("127.0.0.1",%d); s.starttls(context=c); s.login("%s","%s"); s.sendmail("%s",["%s"],b"From: %s\r\nTo: %s\r\nSubject: hello\r\n\r\nhello\r\n"); s.quit()'
+
+Read it (any IMAP client; self-signed certificate):
+  curl -k --ssl-reqd 'imap://127.0.0.1:%d/INBOX;UID=1' -u '%s:%s'
+
+Look around: hisp discover %s --data %s --resolver %s
+             hisp queue list --data %s
+
+`, dir, a.domain, b.domain,
+		au, pw[0], a.addr(1), a.addr(2), bu, pw[1], b.addr(1), b.addr(2),
+		au, bu, a.addr(1), au, pw[0], au, bu,
+		a.ports[1], au, pw[0], au, bu, au, bu,
+		b.ports[2], bu, pw[1],
+		bu, filepath.Join(dir, "hospital"), b.addr(3), filepath.Join(dir, "hospital"))
+}
+
+// prefixWriter prefixes each line written with a site name.
+type prefixWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	prefix string
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		if line == "" {
+			continue
+		}
+		if _, err := io.WriteString(p.w, p.prefix+line); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
