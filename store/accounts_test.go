@@ -56,3 +56,19 @@ func TestPasswords(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenRelativeDir: the default data directory is relative (./hisp-data).
+func TestOpenRelativeDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	s, err := Open(context.Background(), "./hisp-data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.AddDomain(context.Background(), "rel.example"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join("hisp-data", DBFile)); err != nil {
+		t.Fatal(err)
+	}
+}
