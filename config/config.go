@@ -34,6 +34,7 @@ type Listen struct {
 	SMTP       string `toml:"smtp"`       // backbone: other HISPs deliver here
 	Submission string `toml:"submission"` // clients and EHRs, AUTH required
 	IMAP       string `toml:"imap"`
+	IMAPS      string `toml:"imaps"` // IMAP with implicit TLS (993 in production); "" = off
 	DNS        string `toml:"dns"`   // authoritative CERT publishing for local domains
 	Admin      string `toml:"admin"` // admin web page, API, CRLs of the local CAs
 }
@@ -152,6 +153,7 @@ func (c *Config) Validate() error {
 	check("listen.smtp", c.Listen.SMTP)
 	check("listen.submission", c.Listen.Submission)
 	check("listen.imap", c.Listen.IMAP)
+	check("listen.imaps", c.Listen.IMAPS)
 	check("listen.dns", c.Listen.DNS)
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)

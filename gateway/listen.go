@@ -38,7 +38,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	}
 
 	var imapSrv *imap.Server
-	if cfg.Listen.IMAP != "" {
+	if cfg.Listen.IMAP != "" || cfg.Listen.IMAPS != "" {
 		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true})
 		if err != nil {
 			return err
@@ -92,8 +92,11 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		}
 		ls = append(ls, listener{"submission", cfg.Listen.Submission, "mail clients and EHRs, STARTTLS and AUTH", sub.Serve})
 	}
-	if imapSrv != nil {
+	if cfg.Listen.IMAP != "" {
 		ls = append(ls, listener{"imap", cfg.Listen.IMAP, "mailboxes, STARTTLS", imapSrv.Serve})
+	}
+	if cfg.Listen.IMAPS != "" {
+		ls = append(ls, listener{"imaps", cfg.Listen.IMAPS, "mailboxes, implicit TLS", imapSrv.ServeTLS})
 	}
 	// Open every listener before serving any, so a taken port fails the
 	// start as a whole.
