@@ -2,9 +2,11 @@ package loadgen
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,8 +15,15 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// sink is an SMTP server that counts what it accepts.
-type sink struct{ msgs atomic.Int64 }
+// sink is an SMTP server that counts what it accepts. With refuse set it
+// refuses every third message in DATA, and it keeps the Message-IDs of
+// the messages it took.
+type sink struct {
+	msgs   atomic.Int64
+	refuse bool
+	mu     sync.Mutex
+	ids    map[string]bool
+}
 
 func (s *sink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }
 
@@ -32,8 +41,20 @@ func (*sinkSession) Auth(string) (sasl.Server, error) {
 func (*sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (*sinkSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (s *sinkSession) Data(r io.Reader) error {
-	io.Copy(io.Discard, r)
-	s.s.msgs.Add(1)
+	b, _ := io.ReadAll(r)
+	n := s.s.msgs.Add(1)
+	if s.s.refuse && n%3 == 0 {
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "refused for the test"}
+	}
+	if _, rest, ok := strings.Cut(string(b), "Message-ID: "); ok {
+		id, _, _ := strings.Cut(rest, "\r\n")
+		s.s.mu.Lock()
+		if s.s.ids == nil {
+			s.s.ids = map[string]bool{}
+		}
+		s.s.ids[id] = true
+		s.s.mu.Unlock()
+	}
 	return nil
 }
 func (*sinkSession) Reset()        {}
@@ -75,5 +96,55 @@ func TestRun(t *testing.T) {
 	}
 	if r.Failed != 4 || !strings.Contains(r.FirstError, "535") {
 		t.Fatalf("bad password: %+v", r)
+	}
+}
+
+// TestOnResult: each message's Message-ID and outcome reach OnResult, and
+// the ones reported accepted are exactly those the server took.
+func TestOnResult(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &sink{refuse: true}
+	srv := smtp.NewServer(be)
+	srv.Domain = "sink.localhost"
+	srv.AllowInsecureAuth = true
+	go srv.Serve(l)
+	defer srv.Close()
+
+	var mu sync.Mutex
+	accepted, refused := map[string]bool{}, 0
+	r, err := Run(context.Background(), Options{Addr: l.Addr().String(), User: "alice@hospital.example", Password: "secret pw",
+		To: []string{"bob@clinic.example"}, Concurrency: 3, Messages: 30, Size: 1024, Reuse: true, NoCeiling: true,
+		OnResult: func(id string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			var se *smtp.SMTPError
+			switch {
+			case err == nil:
+				if accepted[id] {
+					t.Errorf("%s reported twice", id)
+				}
+				accepted[id] = true
+			case errors.As(err, &se) && se.Code == 554:
+				refused++
+			default:
+				t.Errorf("%s: %v", id, err)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.RSASignPerSecond != 0 || r.Ratio != 0 {
+		t.Errorf("NoCeiling measured the ceiling: %+v", r)
+	}
+	if len(accepted) != 20 || refused != 10 || r.Messages != 20 || r.Failed != 10 {
+		t.Fatalf("accepted %d, refused %d; report %+v", len(accepted), refused, r)
+	}
+	for id := range accepted {
+		if !strings.HasPrefix(id, "<load-") || !be.ids[id] {
+			t.Errorf("accepted %s, not taken by the server", id)
+		}
 	}
 }
