@@ -93,8 +93,8 @@ type TrackedRecipient struct {
 	// OutcomeBy names what decided the outcome: "mdn", "dsn", "timeout",
 	// "queue", "agent".
 	OutcomeBy string
-	Reason    string     // why it failed, one line
-	Relayed   time.Time  // when the next hop took it; zero if not yet
+	Reason    string    // why it failed, one line
+	Relayed   time.Time // when the next hop took it; zero if not yet
 	// ProcessedDeadline is when a missing processed MDN fails the
 	// recipient; DispatchedDeadline the same for dispatched (zero when it
 	// was not requested).

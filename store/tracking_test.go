@@ -53,7 +53,10 @@ func TestTrackingCRUDAndRestart(t *testing.T) {
 	}
 	// Unknown message or recipient.
 	_, _, _, err = s.UpdateTracked(ctx, TrackRef{MessageID: "<t1@a.example>", Recipients: []string{"eve@b.example"}}, sent,
-		func(TrackedMessage, TrackedRecipient) TrackChange { t.Error("decide called"); return TrackChange{Skip: true} })
+		func(TrackedMessage, TrackedRecipient) TrackChange {
+			t.Error("decide called")
+			return TrackChange{Skip: true}
+		})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown recipient: %v", err)
 	}
