@@ -27,6 +27,8 @@ type Config struct {
 	Outbound Outbound `toml:"outbound"`
 	TLS      TLS      `toml:"tls"`
 	Trust    Trust    `toml:"trust"`
+	// Notifications configures delivery tracking of sent messages.
+	Notifications Notifications `toml:"notifications"`
 }
 
 // Listen holds the listener addresses; "" turns a listener off.
@@ -78,6 +80,32 @@ type Trust struct {
 	Revocation string `toml:"revocation"`
 }
 
+// Notifications configures the sending side of Direct delivery
+// notification (DN-06..DN-10): how long a sent message waits for its MDNs,
+// what reaches the sender's mailbox, and webhook delivery.
+type Notifications struct {
+	// ProcessedTimeout is how long after sending a recipient's processed
+	// MDN may take before the sender gets a failure DSN; default 1h.
+	ProcessedTimeout Duration `toml:"processed_timeout"`
+	// DispatchedTimeout is the same for the dispatched MDN of a message
+	// that asked for timely and reliable delivery; default 1h.
+	DispatchedTimeout Duration `toml:"dispatched_timeout"`
+	// WithholdProcessed keeps processed MDNs out of the sender's mailbox
+	// when dispatched was requested (DN-09); default true.
+	WithholdProcessed bool `toml:"withhold_processed"`
+	// CheckInterval is how often deadlines and the queue are checked;
+	// default 5s.
+	CheckInterval Duration `toml:"check_interval"`
+	// WebhookTimeout bounds one webhook request; default 10s. A failed
+	// delivery is retried after WebhookRetryFirst, doubling up to
+	// WebhookRetryMax (defaults 10s, 1h), and given up after
+	// WebhookGiveUp (default 72h).
+	WebhookTimeout    Duration `toml:"webhook_timeout"`
+	WebhookRetryFirst Duration `toml:"webhook_retry_first"`
+	WebhookRetryMax   Duration `toml:"webhook_retry_max"`
+	WebhookGiveUp     Duration `toml:"webhook_give_up"`
+}
+
 // Duration is a time.Duration written as a string ("3s", "1h").
 type Duration struct{ time.Duration }
 
@@ -110,6 +138,9 @@ func Default() Config {
 		Outbound: Outbound{Port: 25, Routes: map[string]string{}, RetryFirst: Duration{7*time.Minute + 30*time.Second},
 			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour}},
 		Trust: Trust{Revocation: "refuse"},
+		Notifications: Notifications{ProcessedTimeout: Duration{time.Hour}, DispatchedTimeout: Duration{time.Hour},
+			WithholdProcessed: true, CheckInterval: Duration{5 * time.Second}, WebhookTimeout: Duration{10 * time.Second},
+			WebhookRetryFirst: Duration{10 * time.Second}, WebhookRetryMax: Duration{time.Hour}, WebhookGiveUp: Duration{72 * time.Hour}},
 	}
 }
 
@@ -173,6 +204,17 @@ func (c *Config) Validate() error {
 	case "refuse", "allow":
 	default:
 		errs = append(errs, fmt.Errorf("trust.revocation = %q: want refuse or allow", c.Trust.Revocation))
+	}
+	n := c.Notifications
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{{"processed_timeout", n.ProcessedTimeout}, {"dispatched_timeout", n.DispatchedTimeout}, {"check_interval", n.CheckInterval},
+		{"webhook_timeout", n.WebhookTimeout}, {"webhook_retry_first", n.WebhookRetryFirst}, {"webhook_retry_max", n.WebhookRetryMax},
+		{"webhook_give_up", n.WebhookGiveUp}} {
+		if d.v.Duration <= 0 {
+			errs = append(errs, fmt.Errorf("notifications.%s = %q: want a positive duration", d.key, d.v.String()))
+		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls.cert and tls.key go together"))
