@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hisp-project/hisp/dnsclient"
 )
 
 // ValidateFunc judges one certificate found for address; intermediates are
@@ -122,8 +124,7 @@ type Result struct {
 // Discoverer finds the certificates of remote Direct addresses. It is safe for
 // concurrent use; its caches are shared by all calls.
 type Discoverer struct {
-	resolver    string
-	dnsTimeout  time.Duration
+	dnsc        dnsclient.Client
 	ldapTimeout time.Duration
 	negTTL      time.Duration
 	ldapTTL     time.Duration
@@ -145,8 +146,7 @@ type resultEntry struct {
 // their defaults.
 func NewDiscoverer(opts DiscoveryOptions) *Discoverer {
 	d := &Discoverer{
-		resolver:    opts.Resolver,
-		dnsTimeout:  opts.DNSTimeout,
+		dnsc:        dnsclient.Client{Server: opts.Resolver, Timeout: opts.DNSTimeout},
 		ldapTimeout: opts.LDAPTimeout,
 		negTTL:      opts.NegativeTTL,
 		ldapTTL:     opts.LDAPTTL,
@@ -157,9 +157,6 @@ func NewDiscoverer(opts DiscoveryOptions) *Discoverer {
 		certCache:   newTTLCache[*certLookup](defaultCacheEntries),
 		ldapCache:   newTTLCache[*ldapLookup](defaultCacheEntries),
 		resultCache: newTTLCache[*resultEntry](defaultCacheEntries),
-	}
-	if d.dnsTimeout <= 0 {
-		d.dnsTimeout = 3 * time.Second
 	}
 	if d.ldapTimeout <= 0 {
 		d.ldapTimeout = 5 * time.Second

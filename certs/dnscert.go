@@ -1,15 +1,12 @@
 package certs
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,9 +14,6 @@ import (
 
 	"github.com/miekg/dns"
 )
-
-// ednsSize is the UDP payload size advertised in queries (EDNS0, CD-04).
-const ednsSize = 4096
 
 // certIPKIX is CERT type 4, IPKIX in RFC 4398 (IPIX in package dns): the URL
 // of an X.509 certificate.
@@ -303,18 +297,6 @@ func escapeLabel(s string) string {
 	return b.String()
 }
 
-// sameName reports whether two names in presentation format are the same
-// DNS name, comparing their wire form case-insensitively.
-func sameName(a, b string) bool {
-	if strings.EqualFold(a, b) {
-		return true
-	}
-	var ba, bb [256]byte
-	na, erra := dns.PackDomainName(dns.Fqdn(a), ba[:], 0, nil, false)
-	nb, errb := dns.PackDomainName(dns.Fqdn(b), bb[:], 0, nil, false)
-	return erra == nil && errb == nil && bytes.EqualFold(ba[:na], bb[:nb])
-}
-
 // negativeExpiry is when a "nothing found" answer got now expires; zero when
 // negative caching is off.
 func (d *Discoverer) negativeExpiry() time.Time {
@@ -322,21 +304,6 @@ func (d *Discoverer) negativeExpiry() time.Time {
 		return time.Time{}
 	}
 	return d.now().Add(d.negTTL)
-}
-
-// resolverAddr returns the DNS server to query.
-func (d *Discoverer) resolverAddr() (string, error) {
-	if d.resolver != "" {
-		return d.resolver, nil
-	}
-	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-	if err != nil {
-		return "", fmt.Errorf("no DNS resolver: %w", err)
-	}
-	if len(cc.Servers) == 0 {
-		return "", errors.New("no DNS resolver: no nameserver in /etc/resolv.conf")
-	}
-	return net.JoinHostPort(cc.Servers[0], cc.Port), nil
 }
 
 // query asks the resolver for the records of type qtype at name, from the
@@ -349,19 +316,10 @@ func (d *Discoverer) query(ctx context.Context, name string, qtype uint16) (*dns
 	if a, exp, ok := d.dnsCache.get(key, now); ok {
 		return a, exp, true, nil
 	}
-	server, err := d.resolverAddr()
+	// CD-04: EDNS0, and TCP when the UDP answer is truncated.
+	r, _, err := d.dnsc.Query(ctx, name, qtype)
 	if err != nil {
 		return nil, time.Time{}, false, err
-	}
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	m.SetEdns0(ednsSize, false) // CD-04: EDNS0
-	r, err := d.exchange(ctx, server, m)
-	if err != nil {
-		return nil, time.Time{}, false, fmt.Errorf("dns %s %s: %w", dns.TypeToString[qtype], name, err)
-	}
-	if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
-		return nil, time.Time{}, false, fmt.Errorf("dns %s %s: server %s answered %s", dns.TypeToString[qtype], name, server, dns.RcodeToString[r.Rcode])
 	}
 	a := &dnsAnswer{rcode: r.Rcode, extra: r.Extra}
 	// Follow the CNAME chain inside the answer, as a recursive resolver
@@ -400,55 +358,4 @@ func (d *Discoverer) query(ctx context.Context, name string, qtype uint16) (*dns
 	}
 	d.dnsCache.put(key, a, exp, now)
 	return a, exp, false, nil
-}
-
-// exchange sends m to server over UDP, retrying once on a time-out, and
-// again over TCP when the UDP answer is truncated (CD-04).
-func (d *Discoverer) exchange(ctx context.Context, server string, m *dns.Msg) (*dns.Msg, error) {
-	var (
-		r   *dns.Msg
-		err error
-	)
-	for attempt := 0; attempt < 2; attempt++ {
-		r, err = d.exchangeNet(ctx, "udp", server, m)
-		var ne net.Error
-		if err == nil || ctx.Err() != nil || !errors.As(err, &ne) || !ne.Timeout() {
-			break
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	if r.Truncated {
-		d.log.Debug("dns answer truncated, retrying over tcp", slog.String("name", m.Question[0].Name))
-		r, err = d.exchangeNet(ctx, "tcp", server, m)
-		if err != nil {
-			return nil, fmt.Errorf("over tcp after truncated udp answer: %w", err)
-		}
-	}
-	return r, nil
-}
-
-func (d *Discoverer) exchangeNet(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
-	c := &dns.Client{Net: network, Timeout: d.dnsTimeout, UDPSize: ednsSize}
-	co, err := c.DialContext(ctx, server)
-	if err != nil {
-		return nil, err
-	}
-	defer co.Close()
-	stop := context.AfterFunc(ctx, func() { co.Close() })
-	defer stop()
-	m.Id = dns.Id()
-	r, _, err := c.ExchangeWithConnContext(ctx, m, co)
-	if cerr := ctx.Err(); cerr != nil {
-		return nil, cerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	q := m.Question[0]
-	if len(r.Question) != 1 || !sameName(r.Question[0].Name, q.Name) || r.Question[0].Qtype != q.Qtype {
-		return nil, fmt.Errorf("answer from %s does not match the question", server)
-	}
-	return r, nil
 }

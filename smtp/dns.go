@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hisp-project/hisp/dnsclient"
 	"github.com/miekg/dns"
 )
 
@@ -32,68 +33,14 @@ type dnsError struct {
 func (e *dnsError) Error() string { return e.err.Error() }
 func (e *dnsError) Unwrap() error { return e.err }
 
-func (r *resolver) server() (string, error) {
-	if r.addr != "" {
-		return r.addr, nil
-	}
-	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
-	if err != nil {
-		return "", fmt.Errorf("no DNS resolver: %w", err)
-	}
-	if len(cc.Servers) == 0 {
-		return "", errors.New("no DNS resolver: no nameserver in /etc/resolv.conf")
-	}
-	return net.JoinHostPort(cc.Servers[0], cc.Port), nil
-}
-
 // query asks for the records of qtype at name. NXDOMAIN is an answer;
 // SERVFAIL, REFUSED and the like are errors. A truncated UDP answer is asked
 // again over TCP.
 func (r *resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
-	server, err := r.server()
-	if err != nil {
-		return nil, err
-	}
-	m := new(dns.Msg)
-	m.SetQuestion(dns.Fqdn(name), qtype)
-	m.SetEdns0(4096, false)
-	resp, err := r.exchange(ctx, "udp", server, m)
-	if err == nil && resp.Truncated {
-		resp, err = r.exchange(ctx, "tcp", server, m)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("dns %s %s: %w", dns.TypeToString[qtype], name, err)
-	}
-	if resp.Rcode != dns.RcodeSuccess && resp.Rcode != dns.RcodeNameError {
-		return nil, fmt.Errorf("dns %s %s: server %s answered %s", dns.TypeToString[qtype], name, server, dns.RcodeToString[resp.Rcode])
-	}
-	return resp, nil
-}
-
-func (r *resolver) exchange(ctx context.Context, network, server string, m *dns.Msg) (*dns.Msg, error) {
-	c := &dns.Client{Net: network, Timeout: r.timeout, UDPSize: 4096}
 	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	co, err := c.DialContext(ctx, server)
-	if err != nil {
-		return nil, err
-	}
-	defer co.Close()
-	stop := context.AfterFunc(ctx, func() { co.Close() })
-	defer stop()
-	m.Id = dns.Id()
-	resp, _, err := c.ExchangeWithConnContext(ctx, m, co)
-	if cerr := ctx.Err(); cerr != nil {
-		return nil, cerr
-	}
-	if err != nil {
-		return nil, err
-	}
-	q := m.Question[0]
-	if len(resp.Question) != 1 || !strings.EqualFold(resp.Question[0].Name, q.Name) || resp.Question[0].Qtype != q.Qtype {
-		return nil, fmt.Errorf("answer from %s does not match the question", server)
-	}
-	return resp, nil
+	resp, _, err := dnsclient.Client{Server: r.addr, Timeout: r.timeout}.Query(ctx, name, qtype)
+	return resp, err
 }
 
 // errNullMX is returned by lookupMX for a domain that publishes a null MX
