@@ -337,7 +337,7 @@ func TestQueueRetryDrop(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, t.TempDir())
 	b := Backoff{First: time.Hour, Attempts: 5}
-	now := time.Now()
+	now := time.Now().Add(time.Second) // after Enqueue stamps its rows, whatever the clock resolution
 	id, err := s.Enqueue(ctx, testMessage(1, "x@b.example"))
 	tcheck(t, err, "enqueue")
 	c, err := s.ClaimDue(ctx, now, 10, b)
@@ -382,7 +382,7 @@ func TestQueueCrashRecovery(t *testing.T) {
 	s, err := Open(ctx, dir)
 	tcheck(t, err, "open")
 	b := Backoff{First: time.Hour, Attempts: 5}
-	now := time.Now()
+	now := time.Now().Add(time.Second) // after Enqueue stamps its rows, whatever the clock resolution
 	id, err := s.Enqueue(ctx, testMessage(1, "x@b.example", "y@c.example"))
 	tcheck(t, err, "enqueue")
 	_, err = s.Enqueue(ctx, testMessage(2, "z@b.example"))
