@@ -59,15 +59,18 @@ type Options struct {
 
 // Report is the outcome of a run.
 type Report struct {
-	Messages, Failed  int
-	FirstError        string
-	Elapsed           time.Duration
-	PerSecond         float64
-	P50, P99, Max     time.Duration
-	RSASignPerSecond  float64 // RSA-2048 PKCS#1 v1.5 SHA-256 signatures/s on all cores
-	Ratio             float64 // PerSecond / RSASignPerSecond
-	ServerPeakRSSKiB  int64   // VmHWM of ServerPID, 0 if unknown
-	Concurrency, Size int
+	Messages, Failed int
+	FirstError       string
+	Elapsed          time.Duration
+	PerSecond        float64
+	P50, P99, Max    time.Duration // per message: the transaction, and the connection setup too without Reuse
+	// Connections opened (TCP, STARTTLS, AUTH) and how long that took.
+	Connections            int
+	ConnectP50, ConnectMax time.Duration
+	RSASignPerSecond       float64 // RSA-2048 PKCS#1 v1.5 SHA-256 signatures/s on all cores
+	Ratio                  float64 // PerSecond / RSASignPerSecond
+	ServerPeakRSSKiB       int64   // VmHWM of ServerPID, 0 if unknown
+	Concurrency, Size      int
 }
 
 // String formats the report for people.
@@ -80,6 +83,9 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "elapsed:         %s\n", r.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(&b, "throughput:      %.1f messages/s\n", r.PerSecond)
 	fmt.Fprintf(&b, "latency:         p50 %s, p99 %s, max %s\n", r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Max.Round(time.Microsecond))
+	if r.Connections > 0 {
+		fmt.Fprintf(&b, "connections:     %d, setup (STARTTLS, AUTH) p50 %s, max %s\n", r.Connections, r.ConnectP50.Round(time.Microsecond), r.ConnectMax.Round(time.Microsecond))
+	}
 	fmt.Fprintf(&b, "RSA-2048 signs:  %.1f/s on %d cores (the ceiling)\n", r.RSASignPerSecond, runtime.GOMAXPROCS(0))
 	fmt.Fprintf(&b, "ratio:           %.2f of the RSA ceiling\n", r.Ratio)
 	if r.ServerPeakRSSKiB > 0 {
@@ -126,7 +132,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	var next atomic.Int64
 	var mu sync.Mutex
-	var lat []time.Duration
+	var lat, conns []time.Duration
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := 0; w < o.Concurrency; w++ {
@@ -149,6 +155,16 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				var err error
 				if c == nil {
 					c, err = dial(o)
+					if err == nil {
+						mu.Lock()
+						conns = append(conns, time.Since(t0))
+						mu.Unlock()
+						if o.Reuse {
+							// The connection serves many messages: its
+							// setup is not in this one's latency.
+							t0 = time.Now()
+						}
+					}
 				}
 				if err == nil {
 					err = send(c, o, msg)
@@ -187,6 +203,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.P50 = lat[len(lat)/2]
 		r.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
 		r.Max = lat[len(lat)-1]
+	}
+	if len(conns) > 0 {
+		slices.Sort(conns)
+		r.Connections = len(conns)
+		r.ConnectP50 = conns[len(conns)/2]
+		r.ConnectMax = conns[len(conns)-1]
 	}
 	if r.RSASignPerSecond > 0 {
 		r.Ratio = r.PerSecond / r.RSASignPerSecond

@@ -82,6 +82,9 @@ func TestRun(t *testing.T) {
 		if r.Messages != 40 || r.Failed != 0 || be.msgs.Load()-before != 40 {
 			t.Fatalf("reuse=%v: %+v, sink got %d", reuse, r, be.msgs.Load()-before)
 		}
+		if want := map[bool]int{true: 4, false: 40}[reuse]; r.Connections != want || r.ConnectMax < r.ConnectP50 || r.ConnectP50 <= 0 {
+			t.Fatalf("reuse=%v: %d connections (want %d), setup p50 %s max %s", reuse, r.Connections, want, r.ConnectP50, r.ConnectMax)
+		}
 		if r.RSASignPerSecond <= 0 || r.Ratio <= 0 || r.P50 <= 0 || r.P99 < r.P50 {
 			t.Fatalf("report: %+v", r)
 		}
