@@ -38,6 +38,9 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// What left the hospital, opened by an independent implementation.
+	// The tap keeps it once the clinic has answered, which is after filing
+	// (and after the clinic queued its MDN).
+	waitFor(t, "the tap saw the message", func() bool { return len(tp.messages()) >= 1 })
 	wire := tp.messages()
 	if len(wire) != 1 {
 		t.Fatalf("tap saw %d messages", len(wire))

@@ -160,6 +160,7 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 	}
 	delivered := 0
 	var first *smtp.Reply
+	var filed []filing // what the MDNs report (notify.go)
 	for _, r := range res.Recipients {
 		if !r.Accepted {
 			if first == nil {
@@ -174,14 +175,26 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 			if first == nil {
 				first = &smtp.Reply{Code: 552, Enhanced: "5.2.2", Message: r.Recipient + ": mailbox full"}
 			}
+			filed = append(filed, filing{r.Recipient, fileFailure(err)})
+		case errors.Is(err, store.ErrNotFound): // the address went away since RCPT
+			m.log.Warn("no mailbox", "recipient", r.Recipient, "message", res.MessageID)
+			if first == nil {
+				first = &smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: r.Recipient + ": no such mailbox"}
+			}
+			filed = append(filed, filing{r.Recipient, fileFailure(err)})
 		case err != nil:
 			m.log.Error("deliver to mailbox", "recipient", r.Recipient, "err", err)
 			return nil, err
 		default:
 			delivered++
+			filed = append(filed, filing{recipient: r.Recipient})
 		}
 	}
+	reported := m.notify(ctx, res, filed)
 	if delivered == 0 {
+		if reported && len(filed) == len(res.Recipients) {
+			return nil, nil // each failure went to the sender as a failed MDN (DN-04, notify.go)
+		}
 		if first == nil {
 			first = &smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: "no recipient accepted"}
 		}
@@ -195,6 +208,10 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 
 // Bounce files a DSN for a queued message in its sender's mailbox.
 func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp.RecipientOutcome, final bool) error {
+	if isNotifyOrigin(msg.Origin) { // hisp's own MDN: recorded, never bounced
+		m.mdnUndeliverable(ctx, msg, rcpts, final)
+		return nil
+	}
 	sender := msg.User
 	if sender == "" {
 		sender = msg.MailFrom

@@ -99,7 +99,7 @@ func TestNegativeEndToEnd(t *testing.T) {
 		if q := a.queued(t); len(q) != 1 {
 			t.Errorf("hospital queue holds %d messages, want the baseline only", len(q))
 		}
-		if q := b.queued(t); len(q) != 0 {
+		if q := b.queuedNotMDN(t); len(q) != 0 {
 			t.Errorf("clinic queue holds %d messages, want none", len(q))
 		}
 	}
@@ -709,7 +709,7 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("queued message %d is %s, want %s", i, q[i].MessageID, id)
 		}
 	}
-	if q := b.queued(t); len(q) != 0 {
+	if q := b.queuedNotMDN(t); len(q) != 0 {
 		t.Fatalf("clinic queued %d messages", len(q))
 	}
 }
