@@ -1,7 +1,9 @@
 // Package mdn builds and parses the notices Direct sends about a message:
 // delivery status notifications (DSN, RFC 3464) that a HISP sends to a
-// local sender when it cannot deliver, and, in later work, message
-// disposition notifications (MDN, RFC 8098) and delivery tracking.
+// local sender when it cannot deliver (BuildDSN, ParseDSN), and message
+// disposition notifications (MDN, RFC 8098) that the recipient's HISP
+// sends back: processed, dispatched for timely and reliable delivery, or
+// failed (BuildMDN, ParseMDN, TimelyAndReliableRequested).
 package mdn
 
 import (

@@ -46,10 +46,12 @@ const FinalDestinationDelivery = "X-DIRECT-FINAL-DESTINATION-DELIVERY"
 
 // The disposition mode of every notice a HISP sends on its own.
 const (
-	AutomaticAction        = "automatic-action"
-	MDNSentAutomatically   = "MDN-sent-automatically"
-	defaultReportingUAName = "hisp"
+	AutomaticAction      = "automatic-action"
+	MDNSentAutomatically = "MDN-sent-automatically"
 )
+
+// defaultReportingUAName is the ua-product of a default Reporting-UA.
+const defaultReportingUAName = "hisp"
 
 // MDN is a message disposition notification: what BuildMDN writes and
 // ParseMDN reads. Fields may be added; callers ignore those they do not
