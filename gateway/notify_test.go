@@ -29,6 +29,7 @@ func TestMDN(t *testing.T) {
 	a := newInstance(t, "hospital.example", "alice")
 	b := newInstance(t, "clinic.example", "bob")
 	carol, _ := b.addUser(t, "carol") // over quota below
+	dave, _ := a.addUser(t, "dave")   // alice's colleague
 	a.trust(t, b)
 	b.trust(t, a)
 	c := newInstance(t, "stranger.example", "carl") // trusted by nobody
@@ -133,10 +134,36 @@ func TestMDN(t *testing.T) {
 		t.Fatal("no notices queued")
 	}
 
+	t.Run("local recipient", func(t *testing.T) {
+		// A colleague in the hospital: the message and its notice take
+		// the local delivery path, through the same agent checks.
+		const id = "local-1@hospital.example"
+		if r := submitPython(t, a.addrs["submission"], a.user, a.password, a.user, []string{dave},
+			requestMessage(a.user, dave, id, good)); r != "" {
+			t.Fatalf("submission refused: %s", r)
+		}
+		var got []*mdn.MDN
+		mdnWait(t, "2 notices from dave in alice's INBOX", func() bool {
+			got, _ = mdnsFiled(t, a, a.user, "<"+id+">")
+			return len(got) >= 2
+		})
+		if q := mdnsQueued(t, a, "<"+id+">"); len(q) != 2 || !q[0].Recipients[0].Local {
+			t.Fatalf("the hospital queued %+v", q)
+		}
+		for _, n := range got {
+			if !strings.EqualFold(n.From, dave) || (n.Disposition != mdn.DispositionProcessed && n.Disposition != mdn.DispositionDispatched) {
+				t.Errorf("notice %+v", n)
+			}
+		}
+	})
+
 	t.Run("no notice for a notice", func(t *testing.T) {
-		// The hospital received every notice above and answered none.
-		if q := mdnsQueued(t, a, ""); len(q) != 0 {
-			t.Fatalf("the hospital queued notices: %+v", q)
+		// The hospital received every notice above and answered none:
+		// the only ones it queued are dave's.
+		for _, q := range mdnsQueued(t, a, "") {
+			if !strings.EqualFold(q.MailFrom, dave) {
+				t.Fatalf("the hospital queued a notice: %+v", q)
+			}
 		}
 		// An edge's own read receipt (MDN-06) from alice to bob: relayed
 		// and filed, never answered.
