@@ -214,6 +214,42 @@ func TestMDN(t *testing.T) {
 	})
 }
 
+// TestMDNSendFailure: the clinic cannot find alice's certificate (the
+// hospital does not publish it), so its notices cannot be encrypted. The
+// message is still accepted and filed; the failure is logged and audited.
+func TestMDNSendFailure(t *testing.T) {
+	t.Parallel()
+	a := newInstance(t, "hospital.example", "alice")
+	b := newInstance(t, "clinic.example", "bob")
+	a.trust(t, b)
+	b.trust(t, a)
+	dns := publish(t, storeCerts{b.st}) // the clinic's certificates only
+	b.start(t, dns, nil, nil)
+	a.start(t, dns, map[string]string{"clinic.example": b.addrs["smtp"]}, nil)
+
+	const id = "unanswerable@hospital.example"
+	if r := submitPython(t, a.addrs["submission"], a.user, a.password, a.user, []string{b.user},
+		requestMessage(a.user, b.user, id, "X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true")); r != "" {
+		t.Fatalf("submission refused: %s", r)
+	}
+	mdnWait(t, "the hospital's queue done", func() bool { return queueFinal(t, a, "<"+id+">") })
+	if q := a.queued(t); q[0].Recipients[0].State != store.StateDelivered {
+		t.Fatalf("the clinic did not accept the message: %+v", q[0].Recipients[0])
+	}
+	if got := b.waitMailbox(t, b.user, "INBOX", 1); !bytes.Contains(got[0], []byte("<"+id+">")) {
+		t.Fatalf("bob's message: %.300s", got[0])
+	}
+	for _, disp := range []string{"processed", "dispatched"} {
+		b.audited(t, disp+" MDN failure", func(e store.Event) bool {
+			return e.Action == "mdn.send" && e.Verdict == "failed" && strings.Contains(e.Subject, "<"+id+">") &&
+				strings.HasPrefix(e.Reason, disp+" MDN to "+a.user)
+		})
+	}
+	if q := mdnsQueued(t, b, ""); len(q) != 0 {
+		t.Fatalf("the clinic queued %+v", q)
+	}
+}
+
 // requestMessage is a short message with a Disposition-Notification-Options
 // field (none when options is "") and, like the reference implementation
 // and the Edge Testing Tool, Disposition-Notification-To.
