@@ -37,6 +37,7 @@ type server struct {
 	bundle *trust.Bundles
 	queue  *store.Queue
 	agent  *agent.Agent
+	track  *tracking // delivery tracking (track.go)
 }
 
 type cachedCRL struct {
@@ -101,6 +102,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		})
 		fmt.Fprintf(out, "  admin (HTTP: local CA CRLs at /crl/DOMAIN.crl): http://%s/\n", l.Addr())
 	}
+	s.track = s.startTracking(run)
 	refresher := trust.NewRefresher(storeBundles{st}, s.bundle, trust.RefresherOptions{Logger: logger})
 	run("bundles", refresher.Run)
 
@@ -178,6 +180,7 @@ func (s *server) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/pkix-crl")
 		w.Write(der)
 	})
+	s.trackAPI(mux)
 	return mux
 }
 

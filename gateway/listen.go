@@ -54,6 +54,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		}
 		return err
 	}
+	s.track.attach(m) // delivery tracking (track.go)
 
 	routes, err := smtp.ParseRoutes(cfg.Outbound.Routes)
 	if err != nil {

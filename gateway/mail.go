@@ -25,7 +25,8 @@ type mail struct {
 	// when it runs, so that IDLE sessions hear of it at once).
 	deliver func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error
 	// wake tells the deliverer that the queue has work.
-	wake func()
+	wake  func()
+	track *tracking // delivery tracking (track.go); nil: none
 }
 
 func agentEnvelope(env smtp.Envelope) agent.Envelope {
@@ -91,6 +92,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		return localFailure, nil
 	}
 	m.wake()
+	m.trackSent(ctx, env, res)
 	sender := env.User
 	if sender == "" {
 		sender = env.MailFrom
@@ -158,6 +160,9 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 		m.log.Error("inbound", "from", env.MailFrom, "err", err)
 		return nil, err
 	}
+	if m.trackNotice(ctx, res) {
+		return nil, nil // an MDN or DSN the tracker keeps from the mailbox
+	}
 	delivered := 0
 	var first *smtp.Reply
 	var filed []filing // what the MDNs report (notify.go)
@@ -218,6 +223,9 @@ func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp
 	}
 	if sender == "" {
 		return nil
+	}
+	if rcpts = m.trackBounce(ctx, msg, rcpts, final); len(rcpts) == 0 {
+		return nil // the sender has the outcome of every one (track.go)
 	}
 	action := mdn.Failed
 	if !final {

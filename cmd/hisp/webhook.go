@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/hisp-project/hisp/store"
+)
+
+func init() {
+	register("webhook", command{
+		summary: "add, list or remove webhooks: signed JSON on every state change of a sender's messages",
+		run: func(env *cliEnv, args []string) int {
+			return adminGroup(env, "webhook", args, map[string]func(*cliEnv, []string) int{
+				"add":    webhookAdd,
+				"list":   webhookList,
+				"remove": webhookRemove,
+			})
+		},
+	})
+}
+
+// webhookAdd is "hisp webhook add DOMAIN|ADDRESS URL --secret-file FILE".
+func webhookAdd(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "webhook add", "DOMAIN|ADDRESS URL --secret-file FILE", false)
+	secretFile := c.fs.String("secret-file", "", "`FILE` holding the HMAC-SHA256 key (16 bytes or more) that signs each body")
+	pos, code, ok := c.parse(args, 2, 2)
+	if !ok {
+		return code
+	}
+	if *secretFile == "" {
+		return c.usageError("need --secret-file FILE (the key the receiver verifies X-Hisp-Signature with)")
+	}
+	secret, err := os.ReadFile(*secretFile)
+	if err != nil {
+		return c.fail(err)
+	}
+	secret = bytes.TrimSpace(secret)
+	if len(secret) < 16 {
+		return c.fail(fmt.Errorf("secret in %s is shorter than 16 bytes", *secretFile))
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	w, err := st.AddWebhook(ctx, pos[0], pos[1], secret)
+	if errors.Is(err, store.ErrExists) {
+		return c.fail(fmt.Errorf("webhook %s %s exists", pos[0], pos[1]))
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	c.audit(ctx, st, "webhook.add", fmt.Sprintf("%d %s %s", w.ID, w.Target, w.URL), "")
+	fmt.Fprintf(env.stdout, "added webhook %d: messages of %s to %s\n", w.ID, w.Target, w.URL)
+	return 0
+}
+
+type webhookJSON struct {
+	ID      int64     `json:"id"`
+	Target  string    `json:"target"`
+	URL     string    `json:"url"`
+	Created time.Time `json:"created"`
+	Pending int64     `json:"pending"`
+}
+
+// webhookList is "hisp webhook list [--json]", with the deliveries each
+// one has waiting; never the secrets.
+func webhookList(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "webhook list", "", true)
+	if _, code, ok := c.parse(args, 0, 0); !ok {
+		return code
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	ws, err := st.Webhooks(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	out := []webhookJSON{}
+	var rows [][]string
+	for _, w := range ws {
+		out = append(out, webhookJSON{ID: w.ID, Target: w.Target, URL: w.URL, Created: w.Created.UTC(), Pending: w.Pending})
+		rows = append(rows, []string{fmt.Sprint(w.ID), w.Target, w.URL, fmt.Sprint(w.Pending), day(w.Created)})
+	}
+	if c.json {
+		if err := adminJSON(env.stdout, out); err != nil {
+			return c.fail(err)
+		}
+		return 0
+	}
+	if err := adminTable(env.stdout, []string{"ID", "FOR", "URL", "PENDING", "CREATED"}, rows); err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
+// webhookRemove is "hisp webhook remove ID": its pending deliveries go
+// with it.
+func webhookRemove(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "webhook remove", "ID", false)
+	pos, code, ok := c.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	id, code, ok := parseID(c, "webhook", pos[0])
+	if !ok {
+		return code
+	}
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	if err := st.RemoveWebhook(ctx, id); err != nil {
+		return c.fail(err)
+	}
+	c.audit(ctx, st, "webhook.remove", fmt.Sprint(id), "")
+	fmt.Fprintf(env.stdout, "removed webhook %d\n", id)
+	return 0
+}

@@ -1,0 +1,312 @@
+package gateway
+
+// Delivery tracking (issue 6, sending side) wired into the gateway: the
+// track.Tracker records every message the submission queues (mail.Outbound),
+// takes every MDN and DSN the agent opened and trusted (mail.inbound) and
+// decides whether it reaches the sender's INBOX, takes the recipients out of
+// queue DSNs whose sender already has the final word (mail.Bounce), and
+// runs its timeout loop and the webhook worker beside the other
+// components. The admin listener serves the tracking as JSON to holders of
+// a bearer token (hisp token add).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hisp-project/hisp/agent"
+	"github.com/hisp-project/hisp/mdn"
+	"github.com/hisp-project/hisp/smtp"
+	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/track"
+)
+
+// tracking is the gateway's tracker and webhook worker.
+type tracking struct {
+	tr    *track.Tracker
+	hooks *track.Webhooks
+	st    *store.Store
+	log   *slog.Logger
+
+	mu      sync.RWMutex
+	deliver func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error // the mail side's, once it runs
+}
+
+// startTracking makes the tracker and the webhook worker from the
+// [notifications] configuration and starts both with run.
+func (s *server) startTracking(run func(string, func(context.Context) error)) *tracking {
+	n := s.cfg.Notifications
+	tk := &tracking{st: s.st, log: s.log}
+	tk.hooks = track.NewWebhooks(track.WebhookOptions{Store: s.st, Timeout: n.WebhookTimeout.Duration,
+		RetryFirst: n.WebhookRetryFirst.Duration, RetryMax: n.WebhookRetryMax.Duration, GiveUp: n.WebhookGiveUp.Duration,
+		Interval: n.CheckInterval.Duration, Logger: s.log})
+	tk.tr = track.New(track.Options{Store: s.st, Notify: tk.file, Hostname: s.cfg.Hostname,
+		ProcessedTimeout: n.ProcessedTimeout.Duration, DispatchedTimeout: n.DispatchedTimeout.Duration,
+		WithholdProcessed: n.WithholdProcessed, Interval: n.CheckInterval.Duration, Changed: tk.hooks.Wake, Logger: s.log})
+	run("tracker", tk.tr.Run)
+	run("webhooks", tk.hooks.Run)
+	return tk
+}
+
+// attach gives the mail side the tracker, and the tracker the mail side's
+// delivery to mailboxes (through IMAP, so that IDLE clients hear of a DSN
+// at once). Nil-safe.
+func (tk *tracking) attach(m *mail) {
+	if tk == nil || m == nil {
+		return
+	}
+	m.track = tk
+	tk.mu.Lock()
+	tk.deliver = m.deliver
+	tk.mu.Unlock()
+}
+
+// file puts a tracker's DSN in a sender's INBOX.
+func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
+	tk.mu.RLock()
+	deliver := tk.deliver
+	tk.mu.RUnlock()
+	if deliver != nil {
+		return deliver(ctx, sender, "INBOX", msg, nil)
+	}
+	_, err := tk.st.Deliver(ctx, sender, "INBOX", msg, nil, time.Now())
+	return err
+}
+
+// trackSent starts tracking a message the submission queued: its queued
+// recipients, the ones dropped at submission (told by the submission's
+// DSN) as failed, and whether it asked for timely and reliable delivery.
+// Notices (hisp's own or a user's MDN) and null-sender mail are not
+// tracked: nothing answers them. A failure is logged; the message is
+// queued either way.
+func (m *mail) trackSent(ctx context.Context, env smtp.Envelope, res *agent.OutboundResult) {
+	if m.track == nil || res == nil || env.MailFrom == "" || isReport(res.Message) {
+		return
+	}
+	sender := env.User
+	if sender == "" {
+		sender = env.MailFrom
+	}
+	tm := track.Message{MessageID: res.MessageID, Sender: sender,
+		RequestedDispatched: mdn.TimelyAndReliableRequested(headerValues(res.Message, "Disposition-Notification-Options"))}
+	for _, r := range res.Recipients {
+		if r.Accepted {
+			tm.Recipients = append(tm.Recipients, r.Recipient)
+		} else {
+			tm.Failed = append(tm.Failed, track.FailedRecipient{Address: r.Recipient,
+				Reason: fmt.Sprintf("%d %s %s", r.Status.Code, r.Status.Enhanced, r.Status.Reason)})
+		}
+	}
+	if len(tm.Recipients) == 0 {
+		return
+	}
+	if err := m.track.tr.Track(context.WithoutCancel(ctx), tm); err != nil {
+		m.log.Error("track sent message", "message", res.MessageID, "err", err)
+	}
+}
+
+// trackNotice hands an MDN or DSN that the agent opened and trusted for at
+// least one recipient to the tracker, with the verified inner From as its
+// author. It reports whether the tracker kept the notice back: then it is
+// recorded, not filed, and the message is accepted.
+func (m *mail) trackNotice(ctx context.Context, res *agent.InboundResult) bool {
+	if m.track == nil || res == nil || !res.Notification {
+		return false
+	}
+	accepted := false
+	for _, r := range res.Recipients {
+		accepted = accepted || r.Accepted
+	}
+	if !accepted {
+		return false
+	}
+	n, err := track.ParseNotice(res.Message)
+	if err != nil {
+		m.log.Warn("notice not understood, filed as it is", "message", res.MessageID, "from", res.From, "err", err)
+		return false
+	}
+	n.From = res.From
+	v, err := m.track.tr.Notification(ctx, n)
+	if err != nil {
+		m.log.Error("track notice", "message", res.MessageID, "err", err)
+	}
+	if v.File {
+		return false
+	}
+	m.log.Info("notice recorded, not filed", "message", res.MessageID, "from", res.From, "original", n.OriginalMessageID)
+	return true
+}
+
+// trackBounce returns the recipients a queue DSN may name: those whose
+// sender has no final outcome yet (or whose outcome is this queue failure).
+func (m *mail) trackBounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp.RecipientOutcome, final bool) []smtp.RecipientOutcome {
+	if m.track == nil {
+		return rcpts
+	}
+	var out []smtp.RecipientOutcome
+	for _, r := range rcpts {
+		reason := fmt.Sprintf("%d %s %s", r.Reply.Code, r.Reply.Enhanced, r.Reply.Message)
+		if r.RemoteMTA != "" {
+			reason = r.RemoteMTA + ": " + reason
+		}
+		ok, err := m.track.tr.Bounced(ctx, msg.MessageID, r.Recipient, reason, final)
+		if err != nil {
+			m.log.Error("track queue failure", "message", msg.MessageID, "recipient", r.Recipient, "err", err)
+		}
+		if ok {
+			out = append(out, r)
+		} else {
+			m.log.Info("queue DSN leaves out a recipient the sender has the outcome of", "message", msg.MessageID, "recipient", r.Recipient)
+		}
+	}
+	return out
+}
+
+// isReport reports whether a message is a multipart/report (an MDN or DSN).
+func isReport(msg []byte) bool {
+	mt, _, err := mime.ParseMediaType(headerValues(msg, "Content-Type"))
+	return err == nil && strings.EqualFold(mt, "multipart/report")
+}
+
+// headerValues returns the values of a header field, joined with "; " when
+// it occurs more than once.
+func headerValues(msg []byte, name string) string {
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
+	return strings.Join(h.Values(name), "; ")
+}
+
+// The HTTP API of the tracking, on the admin listener:
+//
+//	GET /api/v1/messages/{message-id}                 one message: per-recipient state, outcome, deadlines, events
+//	GET /api/v1/messages?sender=&state=&since=&until=&limit=&events=
+//	                                                  messages, newest first
+//
+// Both need "Authorization: Bearer <token>" (hisp token add); without a
+// valid token the answer is 401. The message-id may be given with or
+// without angle brackets, URL-escaped. since and until are RFC 3339 times,
+// Unix seconds, or a duration back from now ("24h").
+
+// trackAPI registers the API on the admin mux.
+func (s *server) trackAPI(mux *http.ServeMux) {
+	mux.Handle("GET /api/v1/messages/{id...}", s.apiAuth(http.HandlerFunc(s.apiMessage)))
+	mux.Handle("GET /api/v1/messages", s.apiAuth(http.HandlerFunc(s.apiMessages)))
+}
+
+// apiAuth lets requests with a valid bearer token through.
+func (s *server) apiAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(token) != "" {
+			_, err := s.st.CheckAPIToken(r.Context(), strings.TrimSpace(token))
+			if err == nil {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				s.log.Error("api: check token", "err", err)
+				apiError(w, http.StatusServiceUnavailable, "token check failed")
+				return
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hisp"`)
+		apiError(w, http.StatusUnauthorized, "a valid bearer token is required (hisp token add NAME)")
+	})
+}
+
+func (s *server) apiMessage(w http.ResponseWriter, r *http.Request) {
+	id := track.NormalizeMessageID(r.PathValue("id"))
+	if id == "" {
+		apiError(w, http.StatusNotFound, "no message-id")
+		return
+	}
+	m, err := s.st.TrackedMessage(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		apiError(w, http.StatusNotFound, "no tracked message "+id)
+		return
+	}
+	if err != nil {
+		s.log.Error("api: read tracking", "err", err)
+		apiError(w, http.StatusInternalServerError, "store error")
+		return
+	}
+	apiJSON(w, track.View(m))
+}
+
+func (s *server) apiMessages(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.TrackFilter{Sender: q.Get("sender"), State: store.TrackState(q.Get("state")), Events: q.Get("events") == "1" || q.Get("events") == "true"}
+	if f.State != "" && !f.State.Valid() {
+		apiError(w, http.StatusBadRequest, "state: want queued, relayed, processed, dispatched or failed")
+		return
+	}
+	var err error
+	if f.Since, err = apiTime(q.Get("since")); err != nil {
+		apiError(w, http.StatusBadRequest, "since: "+err.Error())
+		return
+	}
+	if f.Until, err = apiTime(q.Get("until")); err != nil {
+		apiError(w, http.StatusBadRequest, "until: "+err.Error())
+		return
+	}
+	if l := q.Get("limit"); l != "" {
+		if f.Limit, err = strconv.Atoi(l); err != nil || f.Limit < 1 || f.Limit > 1000 {
+			apiError(w, http.StatusBadRequest, "limit: want 1-1000")
+			return
+		}
+	}
+	ms, err := s.st.TrackedMessages(r.Context(), f)
+	if err != nil {
+		s.log.Error("api: list tracking", "err", err)
+		apiError(w, http.StatusInternalServerError, "store error")
+		return
+	}
+	out := struct {
+		Messages []track.MessageView `json:"messages"`
+	}{Messages: []track.MessageView{}}
+	for _, m := range ms {
+		out.Messages = append(out.Messages, track.View(m))
+	}
+	apiJSON(w, out)
+}
+
+// apiTime parses an RFC 3339 time, Unix seconds or a duration back from
+// now; "" is the zero time.
+func apiTime(v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return time.Unix(n, 0), nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return time.Now().Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time, Unix seconds or a duration", v)
+}
+
+func apiJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func apiError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
