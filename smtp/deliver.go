@@ -117,6 +117,8 @@ type Deliverer struct {
 	// Used by Run's goroutine only.
 	bounceRetry map[noticeKey]time.Time // failed notices wait before the next try
 	lastPurge   time.Time
+	// lastDelayedScan is when notices last looked for delayed messages.
+	lastDelayedScan time.Time
 }
 
 type noticeKey struct {
@@ -771,7 +773,11 @@ func (d *Deliverer) notices(ctx context.Context) {
 			d.log.Error("mark recipients bounced", slog.Int64("queue_id", m.ID), slog.String("error", err.Error()))
 		}
 	}
-	if d.cfg.DelayedAfter > 0 {
+	// Delayed notices are due hours after queuing: looking for them once
+	// per poll interval is enough, and spares the store a scan after every
+	// message (Wake).
+	if d.cfg.DelayedAfter > 0 && now.Sub(d.lastDelayedScan) >= d.cfg.PollInterval {
+		d.lastDelayedScan = now
 		delayed, err := d.q.QueueDelayed(ctx, now.Add(-d.cfg.DelayedAfter), 50)
 		if err != nil && ctx.Err() == nil {
 			d.log.Error("select delayed notices", slog.String("error", err.Error()))

@@ -38,6 +38,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
@@ -61,9 +62,14 @@ var ErrNoKey = errors.New("no private key stored")
 // Store is an open data directory. Its methods are safe for concurrent use,
 // and several Stores (in several processes) may use one data directory.
 type Store struct {
-	db   *sql.DB
-	dir  string
-	aead cipher.AEAD // master key, for private keys at rest
+	// writeMu queues this process's write transactions in Go: SQLite lets
+	// one writer in at a time, and waiting on a mutex is far cheaper than
+	// its busy-retry sleeping (other processes still wait on the busy
+	// timeout).
+	writeMu sync.Mutex
+	db      *sql.DB
+	dir     string
+	aead    cipher.AEAD // master key, for private keys at rest
 }
 
 // Open opens the store in dataDir, creating the directory (mode 0700), the
@@ -149,6 +155,8 @@ func (s *Store) Changed(ctx context.Context) (int64, error) {
 
 // tx runs fn in a transaction, committing when fn returns nil.
 func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
