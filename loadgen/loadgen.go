@@ -265,7 +265,7 @@ func probeStartTLS(addr string) (bool, error) {
 }
 
 func send(c *smtp.Client, o Options, msg []byte) error {
-	if err := c.Mail(o.From, nil); err != nil {
+	if err := c.Mail(o.From, &smtp.MailOptions{Size: int64(len(msg))}); err != nil {
 		c.Reset()
 		return err
 	}

@@ -32,10 +32,15 @@ type messageInfo struct {
 // memory, checking the header section against the limits as it goes, and
 // turns bare LF line ends into CRLF. Errors of r are returned as they are
 // (go-smtp's size limit, time-outs, a dropped connection).
-func readMessage(r io.Reader, maxHeaderLines, maxHeaderBytes int) ([]byte, messageInfo, error) {
+func readMessage(r io.Reader, maxHeaderLines, maxHeaderBytes int, sizeHint int64) ([]byte, messageInfo, error) {
 	var info messageInfo
 	br := bufio.NewReaderSize(r, 32<<10)
 	var out bytes.Buffer
+	// A client that declared the SIZE of its message gets one buffer of
+	// that size (plus room for line ends) instead of repeated doubling.
+	if sizeHint > 0 {
+		out.Grow(int(sizeHint + sizeHint/64 + 1024))
+	}
 	inHeader := true
 	headerBytes := 0
 	lineStart := true // at the start of a line

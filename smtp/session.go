@@ -30,6 +30,7 @@ type session struct {
 	// goroutine of its own while the connection goes on reading commands.
 	mu    sync.Mutex
 	user  string // authenticated login (submission)
+	size  int64  // SIZE the client declared in MAIL, 0 if none
 	from  string
 	rcpts []string
 	seen  map[string]bool
@@ -106,7 +107,7 @@ func (ss *session) setBusy(b bool) {
 // Reset ends the transaction (RSET, after DATA, new EHLO).
 func (ss *session) Reset() {
 	ss.mu.Lock()
-	ss.from, ss.rcpts, ss.seen = "", nil, map[string]bool{}
+	ss.from, ss.rcpts, ss.seen, ss.size = "", nil, map[string]bool{}, 0
 	ss.mu.Unlock()
 	ss.setBusy(false)
 }
@@ -120,6 +121,11 @@ func (ss *session) Logout() error {
 // Mail starts a transaction.
 func (ss *session) Mail(from string, opts *gosmtp.MailOptions) error {
 	ss.setBusy(true)
+	if opts != nil && opts.Size > 0 && opts.Size <= ss.s.cfg.MaxMessageBytes {
+		ss.mu.Lock()
+		ss.size = opts.Size
+		ss.mu.Unlock()
+	}
 	err := ss.mail(from)
 	if err != nil {
 		ss.setBusy(false)
@@ -185,7 +191,10 @@ func (ss *session) Data(r io.Reader) error {
 		r = &deadlineReader{r: r, conn: ss.conn.Conn(), timeout: ss.s.cfg.DataTimeout}
 	}
 	cfg := &ss.s.cfg
-	msg, info, err := readMessage(r, cfg.MaxHeaderLines, cfg.MaxHeaderBytes)
+	ss.mu.Lock()
+	sizeHint := ss.size
+	ss.mu.Unlock()
+	msg, info, err := readMessage(r, cfg.MaxHeaderLines, cfg.MaxHeaderBytes, sizeHint)
 	var hl *headerLimitError
 	var ne net.Error
 	switch {

@@ -98,6 +98,7 @@ func sandboxCmd(env *cliEnv, args []string) int {
 	}
 	printSandboxHelp(env.stdout, dir, sites, passwords)
 
+	softMemoryLimit(env)
 	ctx := env.ctx
 	if ctx == nil {
 		var stop context.CancelFunc

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/hisp-project/hisp/config"
@@ -46,6 +47,7 @@ func serveCmd(env *cliEnv, args []string) int {
 	case env.getenv("HISP_DATA") != "":
 		cfg.Data = env.getenv("HISP_DATA")
 	}
+	softMemoryLimit(env)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -53,4 +55,16 @@ func serveCmd(env *cliEnv, args []string) int {
 		return fail(env, "serve", err)
 	}
 	return 0
+}
+
+// defaultMemoryLimit is the Go heap's soft limit for a server when
+// GOMEMLIMIT does not set one: the collector works harder near it, which
+// keeps a burst of large messages from growing the process (it is soft:
+// never an out-of-memory failure by itself).
+const defaultMemoryLimit = 128 << 20
+
+func softMemoryLimit(env *cliEnv) {
+	if env.getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 }
