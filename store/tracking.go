@@ -216,13 +216,81 @@ func senderDomain(sender string) string {
 // Reason) and the webhook deliveries of those events, in one transaction.
 // Sent defaults to now. It returns the message with its ids.
 func (s *Store) TrackMessage(ctx context.Context, m TrackedMessage) (TrackedMessage, error) {
+	out, errs, err := s.TrackMessages(ctx, []TrackedMessage{m})
+	if err != nil {
+		return TrackedMessage{}, err
+	}
+	return out[0], errs[0]
+}
+
+// TrackMessages is TrackMessage for several messages in one transaction
+// (one commit, one fsync), each under a savepoint of its own so that a bad
+// one fails alone: errs[i] is the error of ms[i]. err is set, and nothing
+// stored, when the transaction as a whole fails.
+func (s *Store) TrackMessages(ctx context.Context, ms []TrackedMessage) (out []TrackedMessage, errs []error, err error) {
 	now := time.Now()
+	out = make([]TrackedMessage, len(ms))
+	errs = make([]error, len(ms))
+	prepared := make([]bool, len(ms))
+	some := false
+	for i, m := range ms {
+		if out[i], errs[i] = prepareTracked(m, now); errs[i] == nil {
+			prepared[i], some = true, true
+		}
+	}
+	if !some {
+		return out, errs, nil
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		for i := range out {
+			if !prepared[i] {
+				continue
+			}
+			errs[i] = savepoint(ctx, tx, func() error {
+				var err error
+				out[i], err = insertTracked(ctx, tx, out[i])
+				return err
+			})
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("track message %s: %w", out[i].MessageID, errs[i])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("track messages: %w", err)
+	}
+	return out, errs, nil
+}
+
+// savepoint runs fn under a savepoint, rolling back to it when fn fails;
+// the error of fn is returned, the transaction goes on.
+func savepoint(ctx context.Context, tx *sql.Tx, fn func() error) error {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT track`); err != nil {
+		return fmt.Errorf("savepoint: %w", err)
+	}
+	ferr := fn()
+	if ferr != nil {
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT track`); err != nil {
+			return fmt.Errorf("rollback to savepoint: %w (after %v)", err, ferr)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT track`); err != nil {
+		return fmt.Errorf("release savepoint: %w", err)
+	}
+	return ferr
+}
+
+// prepareTracked checks a message for TrackMessage and fills in the
+// derived fields.
+func prepareTracked(m TrackedMessage, now time.Time) (TrackedMessage, error) {
 	if m.MessageID == "" || strings.ContainsAny(m.MessageID+m.Sender, "\r\n\x00") {
-		return TrackedMessage{}, fmt.Errorf("track message: invalid Message-ID %q or sender %q", m.MessageID, m.Sender)
+		return m, fmt.Errorf("track message: invalid Message-ID %q or sender %q", m.MessageID, m.Sender)
 	}
 	if len(m.Recipients) == 0 {
-		return TrackedMessage{}, errors.New("track message: no recipients")
+		return m, errors.New("track message: no recipients")
 	}
+	m.ID = 0
 	m.Sender = strings.ToLower(strings.TrimSpace(m.Sender))
 	if m.Sent.IsZero() {
 		m.Sent = now
@@ -234,7 +302,7 @@ func (s *Store) TrackMessage(ctx context.Context, m TrackedMessage) (TrackedMess
 	for _, r := range m.Recipients {
 		addr, err := normalizeTrackAddress(r.Address)
 		if err != nil {
-			return TrackedMessage{}, fmt.Errorf("track message: %w", err)
+			return m, fmt.Errorf("track message: %w", err)
 		}
 		if seen[addr] {
 			continue
@@ -245,7 +313,7 @@ func (s *Store) TrackMessage(ctx context.Context, m TrackedMessage) (TrackedMess
 			r.State = TrackQueued
 		}
 		if !r.State.Valid() {
-			return TrackedMessage{}, fmt.Errorf("track message: state %q", r.State)
+			return m, fmt.Errorf("track message: state %q", r.State)
 		}
 		if r.State == TrackFailed && r.Outcome == OutcomeNone {
 			r.Outcome = OutcomeFailure
@@ -260,39 +328,40 @@ func (s *Store) TrackMessage(ctx context.Context, m TrackedMessage) (TrackedMess
 		rs = append(rs, r)
 	}
 	m.Recipients = rs
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `INSERT INTO tracked_messages
-			(message_id, sender, sender_domain, dispatched_requested, sent, updated)
-			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent)).Scan(&m.ID)
-		if err != nil {
-			return fmt.Errorf("insert tracked message: %w", err)
-		}
-		for i := range m.Recipients {
-			r := &m.Recipients[i]
-			r.TrackedID = m.ID
-			err := tx.QueryRowContext(ctx, `INSERT INTO tracked_recipients
-				(tracked_id, recipient, state, outcome, outcome_by, reason, relayed, processed_deadline,
-				 dispatched_deadline, deadline, notice, updated)
-				VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, '', ?) RETURNING id`,
-				m.ID, r.Address, string(r.State), string(r.Outcome), r.OutcomeBy, r.Reason,
-				millis(r.ProcessedDeadline), millis(r.DispatchedDeadline), millis(r.Deadline), millis(m.Sent)).Scan(&r.ID)
-			if err != nil {
-				return fmt.Errorf("insert tracked recipient %s: %w", r.Address, err)
-			}
-			ev := TrackEvent{RecipientID: r.ID, At: m.Sent, Kind: string(r.State), State: r.State, Outcome: r.Outcome, Detail: r.Reason}
-			if r.State == TrackFailed {
-				ev.Notice = "filed" // the submission's own DSN told the sender
-			}
-			if ev.ID, err = insertTrackEvent(ctx, tx, m, ev); err != nil {
-				return err
-			}
-			r.Events = []TrackEvent{ev}
-		}
-		return nil
-	})
+	return m, nil
+}
+
+// insertTracked inserts a prepared message, its recipients and their first
+// events, and returns it with its ids.
+func insertTracked(ctx context.Context, tx *sql.Tx, m TrackedMessage) (TrackedMessage, error) {
+	err := tx.QueryRowContext(ctx, `INSERT INTO tracked_messages
+		(message_id, sender, sender_domain, dispatched_requested, sent, updated)
+		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+		m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent)).Scan(&m.ID)
 	if err != nil {
-		return TrackedMessage{}, fmt.Errorf("track message %s: %w", m.MessageID, err)
+		return m, fmt.Errorf("insert tracked message: %w", err)
+	}
+	m.Recipients = append([]TrackedRecipient(nil), m.Recipients...)
+	for i := range m.Recipients {
+		r := &m.Recipients[i]
+		r.TrackedID = m.ID
+		err := tx.QueryRowContext(ctx, `INSERT INTO tracked_recipients
+			(tracked_id, recipient, state, outcome, outcome_by, reason, relayed, processed_deadline,
+			 dispatched_deadline, deadline, notice, updated)
+			VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, '', ?) RETURNING id`,
+			m.ID, r.Address, string(r.State), string(r.Outcome), r.OutcomeBy, r.Reason,
+			millis(r.ProcessedDeadline), millis(r.DispatchedDeadline), millis(r.Deadline), millis(m.Sent)).Scan(&r.ID)
+		if err != nil {
+			return m, fmt.Errorf("insert tracked recipient %s: %w", r.Address, err)
+		}
+		ev := TrackEvent{RecipientID: r.ID, At: m.Sent, Kind: string(r.State), State: r.State, Outcome: r.Outcome, Detail: r.Reason}
+		if r.State == TrackFailed {
+			ev.Notice = "filed" // the submission's own DSN told the sender
+		}
+		if ev.ID, err = insertTrackEvent(ctx, tx, m, ev); err != nil {
+			return m, err
+		}
+		r.Events = []TrackEvent{ev}
 	}
 	return m, nil
 }
@@ -416,68 +485,107 @@ func findTracked(ctx context.Context, q queryer, ref TrackRef) (int64, error) {
 // returns the message, the recipient after the change, and the change.
 func (s *Store) UpdateTracked(ctx context.Context, ref TrackRef, now time.Time,
 	decide func(TrackedMessage, TrackedRecipient) TrackChange) (TrackedMessage, TrackedRecipient, TrackChange, error) {
-	var m TrackedMessage
-	var r TrackedRecipient
-	var c TrackChange
+	res, err := s.UpdateTrackedMany(ctx, []TrackRef{ref}, now, func(_ int, m TrackedMessage, r TrackedRecipient) TrackChange {
+		return decide(m, r)
+	})
+	if err != nil {
+		return TrackedMessage{}, TrackedRecipient{}, TrackChange{}, err
+	}
+	u := res[0]
+	if u.Err != nil {
+		return TrackedMessage{}, TrackedRecipient{}, TrackChange{}, fmt.Errorf("update tracking: %w", u.Err)
+	}
+	return u.Message, u.Recipient, u.Change, nil
+}
+
+// TrackUpdate is the result of one reference of UpdateTrackedMany.
+type TrackUpdate struct {
+	Message   TrackedMessage
+	Recipient TrackedRecipient // after the change
+	Change    TrackChange
+	Err       error // ErrNotFound (wrapped) when the reference finds none
+}
+
+// UpdateTrackedMany is UpdateTracked for several references in one
+// transaction, each under a savepoint of its own: decide gets the index of
+// the reference. A reference that fails (finds no recipient, say) fails
+// alone, in its TrackUpdate; err is set when the transaction as a whole
+// fails.
+func (s *Store) UpdateTrackedMany(ctx context.Context, refs []TrackRef, now time.Time,
+	decide func(int, TrackedMessage, TrackedRecipient) TrackChange) ([]TrackUpdate, error) {
+	out := make([]TrackUpdate, len(refs))
 	now = fromMillis(millis(now))
 	err := s.tx(ctx, func(tx *sql.Tx) error {
-		id, err := findTracked(ctx, tx, ref)
-		if err != nil {
-			return err
+		for i, ref := range refs {
+			out[i].Err = savepoint(ctx, tx, func() error {
+				var err error
+				out[i].Message, out[i].Recipient, out[i].Change, err = updateTracked(ctx, tx, ref, now,
+					func(m TrackedMessage, r TrackedRecipient) TrackChange { return decide(i, m, r) })
+				return err
+			})
 		}
-		if r, err = getTrackedRecipient(ctx, tx, id); err != nil {
-			return err
-		}
-		if m, err = getTrackedMessage(ctx, tx, r.TrackedID); err != nil {
-			return err
-		}
-		c = decide(m, r)
-		if c.Skip {
-			return nil
-		}
-		if c.Kind == "" {
-			return errors.New("tracking change without a kind")
-		}
-		prev := r.State
-		if c.State != "" {
-			if !c.State.Valid() {
-				return fmt.Errorf("tracking change to state %q", c.State)
-			}
-			r.State = c.State
-		}
-		if c.Outcome != OutcomeNone {
-			r.Outcome, r.OutcomeBy, r.Reason = c.Outcome, c.OutcomeBy, oneLineText(c.Reason)
-		}
-		if c.Relayed && r.Relayed.IsZero() {
-			r.Relayed = now
-		}
-		if c.NoticePending {
-			r.Notice = NoticePending
-		}
-		r.Deadline = nextDeadline(r)
-		r.Updated = now
-		_, err = tx.ExecContext(ctx, `UPDATE tracked_recipients SET state = ?, outcome = ?, outcome_by = ?, reason = ?,
-			relayed = ?, deadline = ?, notice = ?, updated = ? WHERE id = ?`,
-			string(r.State), string(r.Outcome), r.OutcomeBy, r.Reason, millis(r.Relayed), millis(r.Deadline),
-			string(r.Notice), millis(now), r.ID)
-		if err != nil {
-			return fmt.Errorf("update tracked recipient: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tracked_messages SET updated = ? WHERE id = ?`, millis(now), m.ID); err != nil {
-			return fmt.Errorf("update tracked message: %w", err)
-		}
-		m.Updated = now
-		ev := TrackEvent{RecipientID: r.ID, At: now, Kind: c.Kind, PreviousState: prev, State: r.State,
-			Outcome: r.Outcome, Detail: c.Detail, Notice: c.Notice}
-		if ev.ID, err = insertTrackEvent(ctx, tx, m, ev); err != nil {
-			return err
-		}
-		r.Events = []TrackEvent{ev}
 		return nil
 	})
 	if err != nil {
-		return TrackedMessage{}, TrackedRecipient{}, TrackChange{}, fmt.Errorf("update tracking: %w", err)
+		return nil, fmt.Errorf("update tracking: %w", err)
 	}
+	return out, nil
+}
+
+func updateTracked(ctx context.Context, tx *sql.Tx, ref TrackRef, now time.Time,
+	decide func(TrackedMessage, TrackedRecipient) TrackChange) (m TrackedMessage, r TrackedRecipient, c TrackChange, err error) {
+	id, err := findTracked(ctx, tx, ref)
+	if err != nil {
+		return m, r, c, err
+	}
+	if r, err = getTrackedRecipient(ctx, tx, id); err != nil {
+		return m, r, c, err
+	}
+	if m, err = getTrackedMessage(ctx, tx, r.TrackedID); err != nil {
+		return m, r, c, err
+	}
+	c = decide(m, r)
+	if c.Skip {
+		return m, r, c, nil
+	}
+	if c.Kind == "" {
+		return m, r, c, errors.New("tracking change without a kind")
+	}
+	prev := r.State
+	if c.State != "" {
+		if !c.State.Valid() {
+			return m, r, c, fmt.Errorf("tracking change to state %q", c.State)
+		}
+		r.State = c.State
+	}
+	if c.Outcome != OutcomeNone {
+		r.Outcome, r.OutcomeBy, r.Reason = c.Outcome, c.OutcomeBy, oneLineText(c.Reason)
+	}
+	if c.Relayed && r.Relayed.IsZero() {
+		r.Relayed = now
+	}
+	if c.NoticePending {
+		r.Notice = NoticePending
+	}
+	r.Deadline = nextDeadline(r)
+	r.Updated = now
+	_, err = tx.ExecContext(ctx, `UPDATE tracked_recipients SET state = ?, outcome = ?, outcome_by = ?, reason = ?,
+		relayed = ?, deadline = ?, notice = ?, updated = ? WHERE id = ?`,
+		string(r.State), string(r.Outcome), r.OutcomeBy, r.Reason, millis(r.Relayed), millis(r.Deadline),
+		string(r.Notice), millis(now), r.ID)
+	if err != nil {
+		return m, r, c, fmt.Errorf("update tracked recipient: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE tracked_messages SET updated = ? WHERE id = ?`, millis(now), m.ID); err != nil {
+		return m, r, c, fmt.Errorf("update tracked message: %w", err)
+	}
+	m.Updated = now
+	ev := TrackEvent{RecipientID: r.ID, At: now, Kind: c.Kind, PreviousState: prev, State: r.State,
+		Outcome: r.Outcome, Detail: c.Detail, Notice: c.Notice}
+	if ev.ID, err = insertTrackEvent(ctx, tx, m, ev); err != nil {
+		return m, r, c, err
+	}
+	r.Events = []TrackEvent{ev}
 	return m, r, c, nil
 }
 

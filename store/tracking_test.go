@@ -317,3 +317,29 @@ func deliveryKinds(ds []WebhookDelivery, webhook int64) []string {
 	}
 	return out
 }
+
+func TestTrackMessagesBatch(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	now := time.Now()
+	good := trackTestMessage(now, false, "bob@b.example")
+	bad := trackTestMessage(now, false, "not an address")
+	bad.MessageID = "<t2@a.example>"
+	out, errs, err := s.TrackMessages(ctx, []TrackedMessage{bad, good, {MessageID: "<t3@a.example>"}})
+	tcheck(t, err, "batch")
+	if errs[0] == nil || errs[1] != nil || errs[2] == nil || out[1].ID == 0 {
+		t.Fatalf("errs %v out %+v", errs, out)
+	}
+	if _, err := s.TrackedMessage(ctx, "<t2@a.example>"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("bad message stored: %v", err)
+	}
+	us, err := s.UpdateTrackedMany(ctx, []TrackRef{{MessageID: "<t1@a.example>", Recipients: []string{"eve@b.example"}},
+		{MessageID: "<t1@a.example>", Recipients: []string{"bob@b.example"}}}, now,
+		func(i int, _ TrackedMessage, _ TrackedRecipient) TrackChange {
+			return TrackChange{Kind: "relayed", State: TrackRelayed}
+		})
+	tcheck(t, err, "update many")
+	if !errors.Is(us[0].Err, ErrNotFound) || us[1].Err != nil || us[1].Recipient.State != TrackRelayed {
+		t.Fatalf("updates %+v", us)
+	}
+}

@@ -96,6 +96,7 @@ type Tracker struct {
 	opts      Options
 	st        *store.Store
 	log       *slog.Logger
+	w         *writer
 	lastPurge time.Time
 }
 
@@ -119,8 +120,13 @@ func New(opts Options) *Tracker {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Tracker{opts: opts, st: opts.Store, log: opts.Logger}
+	return &Tracker{opts: opts, st: opts.Store, log: opts.Logger, w: newWriter(opts.Store)}
 }
+
+// Close stops the writer that commits Track calls together, after the
+// calls in progress; later calls commit one by one. It does not close the
+// store.
+func (t *Tracker) Close() { t.w.close() }
 
 func (t *Tracker) now() time.Time { return t.opts.Now() }
 
@@ -172,7 +178,7 @@ func (t *Tracker) Track(ctx context.Context, m Message) error {
 		tm.Recipients = append(tm.Recipients, store.TrackedRecipient{Address: f.Address, State: store.TrackFailed,
 			Outcome: store.OutcomeFailure, OutcomeBy: "agent", Reason: f.Reason})
 	}
-	if _, err := t.st.TrackMessage(ctx, tm); err != nil {
+	if err := t.w.track(ctx, tm); err != nil {
 		return err
 	}
 	t.changed()
@@ -278,20 +284,38 @@ func (t *Tracker) Bounced(ctx context.Context, messageID, recipient, reason stri
 
 // apply decides and records one input about one recipient.
 func (t *Tracker) apply(ctx context.Context, ref store.TrackRef, in input) (store.TrackChange, error) {
-	now := t.now()
-	in.now = now
-	m, r, c, err := t.st.UpdateTracked(ctx, ref, now, func(m store.TrackedMessage, r store.TrackedRecipient) store.TrackChange {
-		return t.decide(m, r, in)
-	})
+	us, err := t.applyMany(ctx, []store.TrackRef{ref}, []input{in})
 	if err != nil {
 		return store.TrackChange{}, err
 	}
-	if !c.Skip {
-		t.log.Info("track", "message", m.MessageID, "recipient", r.Address, "event", c.Kind,
-			"state", r.State, "outcome", r.Outcome, "notice", c.Notice, "detail", c.Detail)
+	return us[0].Change, us[0].Err
+}
+
+// applyMany decides and records inputs about several recipients in one
+// transaction.
+func (t *Tracker) applyMany(ctx context.Context, refs []store.TrackRef, ins []input) ([]store.TrackUpdate, error) {
+	now := t.now()
+	us, err := t.st.UpdateTrackedMany(ctx, refs, now, func(i int, m store.TrackedMessage, r store.TrackedRecipient) store.TrackChange {
+		in := ins[i]
+		in.now = now
+		return t.decide(m, r, in)
+	})
+	if err != nil {
+		return nil, err
+	}
+	changed := false
+	for _, u := range us {
+		if u.Err == nil && !u.Change.Skip {
+			c, r := u.Change, u.Recipient
+			t.log.Info("track", "message", u.Message.MessageID, "recipient", r.Address, "event", c.Kind,
+				"state", r.State, "outcome", r.Outcome, "notice", c.Notice, "detail", c.Detail)
+			changed = true
+		}
+	}
+	if changed {
 		t.changed()
 	}
-	return c, nil
+	return us, nil
 }
 
 // Run checks until ctx ends: at once (so that deadlines that passed while
@@ -322,27 +346,30 @@ func (t *Tracker) Check(ctx context.Context) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, r := range rel {
-		detail := r.Status
-		if r.RemoteMTA != "" {
-			detail = r.RemoteMTA + ": " + detail
+	if len(rel) > 0 {
+		refs, ins := make([]store.TrackRef, len(rel)), make([]input, len(rel))
+		for i, r := range rel {
+			detail := r.Status
+			if r.RemoteMTA != "" {
+				detail = r.RemoteMTA + ": " + detail
+			}
+			refs[i], ins[i] = store.TrackRef{RecipientID: r.RecipientID}, input{kind: kindRelayed, detail: detail}
 		}
-		if _, err := t.apply(ctx, store.TrackRef{RecipientID: r.RecipientID}, input{kind: kindRelayed, detail: detail}); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, updateErrors(t.applyMany(ctx, refs, ins))...)
 	}
 	for {
 		ids, err := t.st.DueTracked(ctx, now, 500)
-		if err != nil {
+		if err != nil || len(ids) == 0 {
 			errs = append(errs, err)
 			break
 		}
-		for _, id := range ids {
-			if _, err := t.apply(ctx, store.TrackRef{RecipientID: id}, input{kind: kindTimeout, by: "timeout"}); err != nil {
-				errs = append(errs, err)
-			}
+		refs, ins := make([]store.TrackRef, len(ids)), make([]input, len(ids))
+		for i, id := range ids {
+			refs[i], ins[i] = store.TrackRef{RecipientID: id}, input{kind: kindTimeout, by: "timeout"}
 		}
-		if len(ids) < 500 || len(errs) > 0 {
+		uerrs := updateErrors(t.applyMany(ctx, refs, ins))
+		errs = append(errs, uerrs...)
+		if len(ids) < 500 || len(uerrs) > 0 {
 			break
 		}
 	}
@@ -358,6 +385,20 @@ func (t *Tracker) Check(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// updateErrors collects the errors of applyMany.
+func updateErrors(us []store.TrackUpdate, err error) []error {
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	for _, u := range us {
+		if u.Err != nil {
+			errs = append(errs, u.Err)
+		}
+	}
+	return errs
 }
 
 // fileNotices files one failure DSN per message for its recipients whose

@@ -3,6 +3,7 @@ package track
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -84,11 +85,14 @@ func (f *fixture) open(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	f.st = st
-	f.tr = New(Options{Store: st, Notify: f.boxes.notify, Hostname: "hisp.a.example", WithholdProcessed: true, Now: f.clk.now})
+	tr := New(Options{Store: st, Notify: f.boxes.notify, Hostname: "hisp.a.example", WithholdProcessed: true, Now: f.clk.now})
+	t.Cleanup(tr.Close)
+	f.tr = tr
 }
 
 func (f *fixture) restart(t *testing.T) {
 	t.Helper()
+	f.tr.Close()
 	f.st.Close()
 	f.open(t)
 }
@@ -403,5 +407,38 @@ func TestNormalizeMessageID(t *testing.T) {
 		if got := NormalizeMessageID(in); got != want {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestTrackConcurrentSubmissions(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- f.tr.Sent(ctx, fmt.Sprintf("<c%d@a.example>", i), alice, []string{bob}, i%2 == 0)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := f.st.TrackedMessages(ctx, store.TrackFilter{Sender: alice, Limit: 100})
+	if err != nil || len(ms) != 40 {
+		t.Fatalf("%d tracked, %v", len(ms), err)
+	}
+	// After Close, calls still store, one by one.
+	f.tr.Close()
+	if err := f.tr.Sent(ctx, "<late@a.example>", alice, []string{bob}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.TrackedMessage(ctx, "<late@a.example>"); err != nil {
+		t.Fatal(err)
 	}
 }
