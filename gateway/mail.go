@@ -84,15 +84,16 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		// the sender learns of them by DSN below.
 		m.log.Warn("outbound: recipient deferred but not retried", "message", res.MessageID, "reason", temporary.Reason)
 	}
+	tracked := m.trackSent(ctx, env, res) // before the queue: a notice may come back at once (track.go)
 	if _, err := m.queue.Enqueue(ctx, store.QueuedMessage{
 		MessageID: res.MessageID, MailFrom: env.MailFrom, User: env.User,
 		Origin: "submission " + env.RemoteAddr, Data: res.Sealed, Recipients: rcpts,
 	}); err != nil {
+		m.trackUnsent(ctx, tracked)
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil
 	}
 	m.wake()
-	m.trackSent(ctx, env, res)
 	sender := env.User
 	if sender == "" {
 		sender = env.MailFrom

@@ -152,15 +152,20 @@ type FailedRecipient struct {
 
 // Sent starts tracking a message queued for recipients; see Track.
 func (t *Tracker) Sent(ctx context.Context, messageID, sender string, recipients []string, requestedDispatched bool) error {
-	return t.Track(ctx, Message{MessageID: messageID, Sender: sender, Recipients: recipients, RequestedDispatched: requestedDispatched})
+	_, err := t.Track(ctx, Message{MessageID: messageID, Sender: sender, Recipients: recipients, RequestedDispatched: requestedDispatched})
+	return err
 }
 
 // Track starts tracking a message: each queued recipient is queued with
-// its deadlines (from the send time), each failed one failed.
-func (t *Tracker) Track(ctx context.Context, m Message) error {
+// its deadlines (from the send time), each failed one failed. It returns
+// the tracking's id, for Untrack. Calls of concurrent goroutines share a
+// transaction; each returns once its message is committed. Track may be
+// called just before the message is queued (so that no notice can come
+// back before the tracking is there), and Untrack if queuing fails.
+func (t *Tracker) Track(ctx context.Context, m Message) (int64, error) {
 	id := NormalizeMessageID(m.MessageID)
 	if id == "" {
-		return errors.New("track: no Message-ID")
+		return 0, errors.New("track: no Message-ID")
 	}
 	sent := m.Sent
 	if sent.IsZero() {
@@ -178,11 +183,18 @@ func (t *Tracker) Track(ctx context.Context, m Message) error {
 		tm.Recipients = append(tm.Recipients, store.TrackedRecipient{Address: f.Address, State: store.TrackFailed,
 			Outcome: store.OutcomeFailure, OutcomeBy: "agent", Reason: f.Reason})
 	}
-	if err := t.w.track(ctx, tm); err != nil {
-		return err
+	rowID, err := t.w.track(ctx, tm)
+	if err != nil {
+		return 0, err
 	}
 	t.changed()
-	return nil
+	return rowID, nil
+}
+
+// Untrack forgets a tracking that Track returned, for a message that was
+// not queued after all.
+func (t *Tracker) Untrack(ctx context.Context, id int64) error {
+	return t.st.UntrackMessage(ctx, id)
 }
 
 func (t *Tracker) changed() {

@@ -285,7 +285,7 @@ func TestRemoteDSNIsFailure(t *testing.T) {
 func TestQueueFailureAndUntracked(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	if err := f.tr.Track(ctx, Message{MessageID: msgID, Sender: alice, Recipients: []string{bob},
+	if _, err := f.tr.Track(ctx, Message{MessageID: msgID, Sender: alice, Recipients: []string{bob},
 		Failed: []FailedRecipient{{Address: carol, Reason: "no trusted certificate"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -432,6 +432,17 @@ func TestTrackConcurrentSubmissions(t *testing.T) {
 	ms, err := f.st.TrackedMessages(ctx, store.TrackFilter{Sender: alice, Limit: 100})
 	if err != nil || len(ms) != 40 {
 		t.Fatalf("%d tracked, %v", len(ms), err)
+	}
+	// Untrack forgets a message that was not queued after all.
+	id, err := f.tr.Track(ctx, Message{MessageID: "<unsent@a.example>", Sender: alice, Recipients: []string{bob}})
+	if err != nil || id == 0 {
+		t.Fatalf("track: %d %v", id, err)
+	}
+	if err := f.tr.Untrack(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.TrackedMessage(ctx, "<unsent@a.example>"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("untracked message still there: %v", err)
 	}
 	// After Close, calls still store, one by one.
 	f.tr.Close()

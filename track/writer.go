@@ -22,7 +22,12 @@ type writer struct {
 
 type trackReq struct {
 	m   store.TrackedMessage
-	res chan error // buffered, written once
+	res chan trackRes // buffered, written once
+}
+
+type trackRes struct {
+	id  int64
+	err error
 }
 
 // maxTrackBatch is the most messages one transaction takes.
@@ -34,24 +39,25 @@ func newWriter(st *store.Store) *writer {
 	return w
 }
 
-// track stores a message, with others waiting at the same time; after
-// close, on its own.
-func (w *writer) track(ctx context.Context, m store.TrackedMessage) error {
-	r := &trackReq{m: m, res: make(chan error, 1)}
+// track stores a message, with others waiting at the same time (after
+// close, on its own), and returns its row id.
+func (w *writer) track(ctx context.Context, m store.TrackedMessage) (int64, error) {
+	r := &trackReq{m: m, res: make(chan trackRes, 1)}
 	w.mu.RLock()
 	if w.closed {
 		w.mu.RUnlock()
-		_, err := w.st.TrackMessage(ctx, m)
-		return err
+		tm, err := w.st.TrackMessage(ctx, m)
+		return tm.ID, err
 	}
 	select {
 	case w.reqs <- r:
 	case <-ctx.Done():
 		w.mu.RUnlock()
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	w.mu.RUnlock()
-	return <-r.res
+	res := <-r.res
+	return res.id, res.err
 }
 
 func (w *writer) close() {
@@ -87,13 +93,13 @@ func (w *writer) run() {
 		// The transaction follows no caller's context: once started, its
 		// outcome is what every caller is told.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_, errs, err := w.st.TrackMessages(ctx, ms)
+		out, errs, err := w.st.TrackMessages(ctx, ms)
 		cancel()
 		for i, r := range batch {
 			if err != nil {
-				r.res <- err
+				r.res <- trackRes{err: err}
 			} else {
-				r.res <- errs[i]
+				r.res <- trackRes{id: out[i].ID, err: errs[i]}
 			}
 		}
 	}
