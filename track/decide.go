@@ -138,7 +138,13 @@ func (t *Tracker) decide(m store.TrackedMessage, r store.TrackedRecipient, in in
 		}
 		return suppress("the sender has the final outcome")
 
-	default: // delay notices and other information
+	case kindInformation:
+		// displayed, deleted, a delivered DSN: not a delivery outcome,
+		// and an edge's own MDNs are relayed like any message (MDN-06).
+		c.Notice = NoticeFiled
+		return c
+
+	default: // delay notices
 		if r.Outcome != store.OutcomeNone {
 			return suppress("the sender has the final outcome")
 		}

@@ -31,7 +31,9 @@
 // Options.WithholdProcessed is set. One exception: without the request a
 // processed MDN is the success, and a failure that follows it (the mailbox
 // turned out to be full) is still filed, so the sender is not left
-// believing a message arrived that did not.
+// believing a message arrived that did not. MDNs that say nothing about
+// delivery (displayed, deleted: a user's own read receipts) are always
+// filed (MDN-06).
 //
 // A notice is only believed about a recipient of the notice author's own
 // domain (or a parent or sub-domain of it): a HISP trusted for one domain

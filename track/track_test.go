@@ -175,6 +175,7 @@ func TestProcessedThenDispatchedOneSuccess(t *testing.T) {
 	f.notice(t, mdnNotice(t, bob, mdn.DispositionDispatched, true), false)
 	f.notice(t, mdnNotice(t, bob, mdn.DispositionProcessed, false), false)
 	f.notice(t, mdnNotice(t, bob, mdn.DispositionFailed, false), false)
+	f.notice(t, mdnNotice(t, bob, mdn.DispositionDisplayed, false), true) // bob's own read receipt is relayed
 	f.check(t, 3*time.Hour)
 	if n := len(f.boxes.of(alice)); n != 0 {
 		t.Fatalf("%d notices filed by the tracker after success", n)
@@ -187,7 +188,7 @@ func TestProcessedThenDispatchedOneSuccess(t *testing.T) {
 	for _, e := range r.Events {
 		notices = append(notices, e.Kind+":"+e.Notice)
 	}
-	want := "queued: processed:withheld dispatched:filed dispatched:suppressed processed:suppressed failed:suppressed"
+	want := "queued: processed:withheld dispatched:filed dispatched:suppressed processed:suppressed failed:suppressed notice:filed"
 	if got := strings.Join(notices, " "); got != want {
 		t.Fatalf("events %s\nwant   %s", got, want)
 	}
