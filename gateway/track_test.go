@@ -250,12 +250,16 @@ func (in *instance) runStoppable(t *testing.T, resolver string, routes map[strin
 // TestTrackDispatched: a message asking for timely and reliable delivery is
 // tracked to dispatched; the sender's INBOX gets the one dispatched MDN
 // (processed is withheld, repeats suppressed). Without the request the
-// processed MDN is the news. The API shows it to a token holder only.
+// processed MDN is the news. A recipient whose mailbox is full gives
+// processed (withheld) then failed: one failure. The API shows it all to
+// a token holder only.
 func TestTrackDispatched(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	a := newInstance(t, "hospital.example", "alice")
 	b := newInstance(t, "clinic.example", "bob")
+	carol, _ := b.addUser(t, "carol")
+	must(t, func() error { return b.st.SetQuota(ctx, carol, 1) })
 	a.trust(t, b)
 	b.trust(t, a)
 	dns := publishBoth(t, a, b)
@@ -264,12 +268,13 @@ func TestTrackDispatched(t *testing.T) {
 	a.start(t, dns, map[string]string{"clinic.example": b.addrs["smtp"]}, trkTweak(time.Hour))
 	toA.set(a.addrs["smtp"])
 
-	const m1, m2 = "<trk-dispatched@hospital.example>", "<trk-processed@hospital.example>"
+	const m1, m2, m3 = "<trk-dispatched@hospital.example>", "<trk-processed@hospital.example>", "<trk-full@hospital.example>"
 	trkSubmit(t, a, a.user, b.user, trkMessage(a.user, b.user, strings.Trim(m1, "<>"), trkRequest))
 	trkSubmit(t, a, a.user, b.user, trkMessage(a.user, b.user, strings.Trim(m2, "<>"), ""))
+	trkSubmit(t, a, a.user, carol, trkMessage(a.user, carol, strings.Trim(m3, "<>"), trkRequest))
 	b.waitMailbox(t, b.user, "INBOX", 2)
-	// Whatever the clinic sends on its own, bob answers by hand as well:
-	// the hospital must see through the repeats.
+	// The clinic sends its MDNs on its own (notify.go); bob answers by
+	// hand as well: the hospital must see through the repeats.
 	trkMDN(t, b, b.user, a.user, m1, mdn.DispositionProcessed, false)
 	trkMDN(t, b, b.user, a.user, m1, mdn.DispositionDispatched, true)
 	trkMDN(t, b, b.user, a.user, m2, mdn.DispositionProcessed, false)
@@ -283,19 +288,26 @@ func TestTrackDispatched(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, "m1 dispatched with both hand-made notices recorded", func() bool {
+	// The clinic's own notices and bob's: two of each.
+	waitFor(t, "m1 dispatched with every notice recorded", func() bool {
 		m := trkTracked(t, a, m1)
 		return m != nil && m.Recipients[0].State == store.TrackDispatched &&
-			notices(m.Recipients[0], "processed") >= 1 && notices(m.Recipients[0], "dispatched") >= 1
+			notices(m.Recipients[0], "processed") == 2 && notices(m.Recipients[0], "dispatched") == 2
 	})
-	waitFor(t, "m2 processed", func() bool {
+	waitFor(t, "m2 processed with every notice recorded", func() bool {
 		m := trkTracked(t, a, m2)
-		return m != nil && m.Recipients[0].State == store.TrackProcessed
+		return m != nil && m.Recipients[0].State == store.TrackProcessed && notices(m.Recipients[0], "processed") == 2
+	})
+	// carol's mailbox is full: processed (withheld), then failed.
+	waitFor(t, "m3 failed", func() bool {
+		m := trkTracked(t, a, m3)
+		return m != nil && m.Recipients[0].State == store.TrackFailed && notices(m.Recipients[0], "processed") == 1
 	})
 	waitFor(t, "notices in alice's INBOX", func() bool {
 		n1, _ := trkNotices(t, a, a.user, m1)
 		n2, _ := trkNotices(t, a, a.user, m2)
-		return len(n1) >= 1 && len(n2) >= 1
+		n3, _ := trkNotices(t, a, a.user, m3)
+		return len(n1) >= 1 && len(n2) >= 1 && len(n3) >= 1
 	})
 	n1, d1 := trkNotices(t, a, a.user, m1)
 	if len(n1) != 1 || len(d1) != 0 || n1[0].Disposition != mdn.DispositionDispatched || !strings.EqualFold(n1[0].From, b.user) {
@@ -304,6 +316,12 @@ func TestTrackDispatched(t *testing.T) {
 	n2, _ := trkNotices(t, a, a.user, m2)
 	if len(n2) != 1 || n2[0].Disposition != mdn.DispositionProcessed {
 		t.Fatalf("alice's notices about m2: %+v; want the one processed MDN", n2)
+	}
+	if n3, d3 := trkNotices(t, a, a.user, m3); len(n3) != 1 || len(d3) != 0 || n3[0].Disposition != mdn.DispositionFailed {
+		t.Fatalf("alice's notices about m3: %+v, DSNs %+v; want the one failed MDN", n3, d3)
+	}
+	if r := trkTracked(t, a, m3).Recipients[0]; r.Outcome != store.OutcomeFailure || r.OutcomeBy != "mdn" || !strings.Contains(r.Reason, "quota") {
+		t.Fatalf("m3 %+v", r)
 	}
 	r1 := trkTracked(t, a, m1).Recipients[0]
 	if r1.Outcome != store.OutcomeSuccess || r1.Address != b.user || !strings.Contains(trkEvents(r1), "processed:withheld") ||
