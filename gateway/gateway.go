@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	s := &server{cfg: cfg, st: st, log: logger, crls: map[string]cachedCRL{}, bundle: &trust.Bundles{}}
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 32) // room for every component to fail at once
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {

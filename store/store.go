@@ -104,16 +104,24 @@ func Open(ctx context.Context, dataDir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open database %s: %w", path, err)
-	}
 	s := &Store{db: db, dir: dataDir, aead: aead}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("migrate database %s: %w", path, err)
+	// Switching a new database to WAL and migrating it take locks that
+	// SQLite's busy timeout does not always wait for; a second process
+	// opening the same new data directory at that moment waits here.
+	for attempt := 0; ; attempt++ {
+		err = db.PingContext(ctx)
+		if err == nil {
+			err = s.migrate(ctx)
+		}
+		if err == nil {
+			return s, nil
+		}
+		if attempt >= 50 || !strings.Contains(err.Error(), "database is locked") || ctx.Err() != nil {
+			db.Close()
+			return nil, fmt.Errorf("open database %s: %w", path, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return s, nil
 }
 
 // sqliteDSN returns the connection string: every connection of the pool
