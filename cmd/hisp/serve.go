@@ -16,7 +16,7 @@ import (
 
 func init() {
 	register("serve", command{
-		summary: "run the gateway: DNS publishing of local certificates, local CA CRLs, trust bundle refresh",
+		summary: "run the gateway: SMTP (backbone, submission), delivery, IMAP, DNS publishing, CRLs, bundles, tracking, API",
 		run:     serveCmd,
 	})
 }
