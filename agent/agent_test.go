@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hisp-project/hisp/internal/testnet"
 
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/internal/testpki"
@@ -97,14 +98,7 @@ func (s staticCerts) Certificates(_ context.Context, name string) ([][]byte, err
 // returns its address.
 func startDNS(t testing.TB, src certs.CertSource) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := testnet.ListenDNS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -2,10 +2,11 @@ package dnsclient
 
 import (
 	"context"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/hisp-project/hisp/internal/testnet"
 
 	"github.com/miekg/dns"
 )
@@ -13,14 +14,7 @@ import (
 // startServer serves h on UDP and TCP of one loopback port.
 func startServer(t *testing.T, h dns.HandlerFunc) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := testnet.ListenDNS(t)
 	for _, s := range []*dns.Server{{PacketConn: pc, Handler: h}, {Listener: l, Handler: h}} {
 		go s.ActivateAndServe()
 		t.Cleanup(func() { s.Shutdown() })

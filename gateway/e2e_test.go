@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/testnet"
+
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/hisp-project/hisp/certs"
@@ -193,14 +195,7 @@ func (s *syncBuffer) String() string {
 // DNS server, as the Internet's DNS would, and returns its address.
 func publishBoth(t *testing.T, ins ...*instance) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := testnet.ListenDNS(t)
 	var src multiCerts
 	for _, in := range ins {
 		src = append(src, storeCerts{in.st})

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/testnet"
+
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/internal/testpki"
 	"github.com/hisp-project/hisp/mdn"
@@ -35,14 +37,7 @@ func (in *instance) addUser(t *testing.T, local string) (string, *testpki.Identi
 // and returns its address.
 func publish(t *testing.T, src ...certs.CertSource) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := testnet.ListenDNS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

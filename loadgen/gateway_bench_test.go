@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/testnet"
+
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/gateway"
@@ -85,10 +87,7 @@ func benchGateway(b *testing.B, mode string, size int) {
 	check(st.Close())
 
 	// clinic.example's DNS, publishing bob's certificate.
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	check(err)
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	check(err)
+	pc, l := testnet.ListenDNS(b)
 	dctx, dcancel := context.WithCancel(ctx)
 	ddone := make(chan struct{})
 	go func() {

@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
+
+	"github.com/hisp-project/hisp/internal/testnet"
 
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/internal/testpki"
@@ -25,14 +26,7 @@ func (s staticCerts) Certificates(_ context.Context, name string) ([][]byte, err
 // returns its address.
 func startDNS(t *testing.T, src certs.CertSource) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, l := testnet.ListenDNS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
