@@ -100,7 +100,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 			}
 			return nil
 		})
-		fmt.Fprintf(out, "  admin (HTTP: local CA CRLs at /crl/DOMAIN.crl): http://%s/\n", l.Addr())
+		fmt.Fprintf(out, "  admin (HTTP: CRLs at /crl/DOMAIN.crl, API at /api/v1/): http://%s/\n", l.Addr())
 	}
 	s.track = s.startTracking(run)
 	refresher := trust.NewRefresher(storeBundles{st}, s.bundle, trust.RefresherOptions{Logger: logger})
