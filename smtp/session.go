@@ -81,21 +81,30 @@ func (ss *session) ctx() context.Context { return ss.s.handlerCtx }
 // refuse logs a refusal, records it in the audit log when configured and
 // returns it for go-smtp.
 func (ss *session) refuse(action, subject string, r *Reply) error {
-	user := ss.login()
 	ss.log.Info("smtp refused", slog.String("action", action), slog.String("subject", subject),
-		slog.String("user", user), slog.String("reply", r.String()))
-	if a := ss.s.cfg.Audit; a != nil {
-		actor := user
-		if actor == "" {
-			actor = ss.remote
-		}
-		ev := store.Event{Actor: actor, Action: "smtp." + ss.s.kind + "." + action, Subject: subject,
-			Verdict: "refused", Reason: r.String()}
-		if err := a.Audit(ss.ctx(), ev); err != nil {
-			ss.log.Warn("audit record failed", slog.String("error", err.Error()))
-		}
-	}
+		slog.String("user", ss.login()), slog.String("reply", r.String()))
+	ss.audit(action, subject, r.String())
 	return r.smtpError()
+}
+
+// audit writes the audit record of a refused or failed transaction step.
+func (ss *session) audit(action, subject, reason string) {
+	a := ss.s.cfg.Audit
+	if a == nil {
+		return
+	}
+	actor := ss.login()
+	if actor == "" {
+		actor = ss.remote
+	}
+	ev := store.Event{Actor: actor, Action: "smtp." + ss.s.kind + "." + action, Subject: subject,
+		Verdict: "refused", Reason: reason}
+	// The session's context may already be gone with the connection.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ss.ctx()), 10*time.Second)
+	defer cancel()
+	if err := a.Audit(ctx, ev); err != nil {
+		ss.log.Warn("audit record failed", slog.String("error", err.Error()))
+	}
 }
 
 func (ss *session) setBusy(b bool) {
@@ -207,10 +216,12 @@ func (ss *session) Data(r io.Reader) error {
 		return ss.refuse("data", subject, errorf(500, "5.5.2", "Line too long"))
 	case errors.As(err, &ne) && ne.Timeout():
 		ss.log.Info("smtp client stalled in DATA, nothing queued", slog.String("from", env.MailFrom), slog.String("user", env.User))
+		ss.audit("data", subject, "client stalled in DATA, nothing queued")
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Timeout waiting for data, closing"}
 	default:
 		ss.log.Info("smtp connection lost in DATA, nothing queued", slog.String("from", env.MailFrom),
 			slog.String("user", env.User), slog.String("error", err.Error()))
+		ss.audit("data", subject, "connection lost in DATA, nothing queued: "+err.Error())
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Message transfer aborted"}
 	}
 	if len(bytes.TrimSpace(msg)) == 0 {
