@@ -44,7 +44,10 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 			return err
 		}
 	}
-	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: cfg.Hostname, log: s.log, wake: func() {}}
+	retry := store.Backoff{First: cfg.Outbound.RetryFirst.Duration, Max: cfg.Outbound.RetryMax.Duration,
+		Attempts: cfg.Outbound.RetryAttempts, Jitter: 0.1}
+	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: cfg.Hostname, log: s.log, wake: func() {},
+		retry: retry, now: s.now}
 	m.deliver = func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error {
 		var err error
 		if imapSrv != nil {
@@ -64,8 +67,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	deliverer, err := smtp.NewDeliverer(smtp.DelivererConfig{
 		Queue: s.st, Local: m, Bouncer: m, Hostname: cfg.Hostname, Resolver: cfg.DNS.Resolver,
 		Port: cfg.Outbound.Port, Routes: routes,
-		Backoff: store.Backoff{First: cfg.Outbound.RetryFirst.Duration, Max: cfg.Outbound.RetryMax.Duration,
-			Attempts: cfg.Outbound.RetryAttempts, Jitter: 0.1},
+		Backoff:      retry,
 		DelayedAfter: delayed, Logger: s.log,
 	})
 	if err != nil {
@@ -118,5 +120,6 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		fmt.Fprintf(out, "  %s (%s): %s\n", l.name, l.what, nl.Addr())
 	}
 	run("deliverer", deliverer.Run)
+	run("deferred", m.runDeferred)
 	return nil
 }

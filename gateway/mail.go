@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/mdn"
@@ -27,6 +28,9 @@ type mail struct {
 	// wake tells the deliverer that the queue has work.
 	wake  func()
 	track *tracking // delivery tracking (track.go); nil: none
+	// retry is the schedule of deferred recipients (deferred.go).
+	retry store.Backoff
+	now   func() time.Time
 }
 
 func agentEnvelope(env smtp.Envelope) agent.Envelope {
@@ -78,12 +82,6 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		}
 		return &smtp.Reply{Code: 554, Enhanced: "5.5.0", Message: "no recipient accepted"}, nil
 	}
-	if temporary != nil {
-		// TODO(gateway): recipients whose certificate discovery failed
-		// on a look-up error are not queued for a second attempt yet;
-		// the sender learns of them by DSN below.
-		m.log.Warn("outbound: recipient deferred but not retried", "message", res.MessageID, "reason", temporary.Reason)
-	}
 	tracked := m.trackSent(ctx, env, res) // before the queue: a notice may come back at once (track.go)
 	if _, err := m.queue.Enqueue(ctx, store.QueuedMessage{
 		MessageID: res.MessageID, MailFrom: env.MailFrom, User: env.User,
@@ -98,15 +96,14 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	if sender == "" {
 		sender = env.MailFrom
 	}
-	if res.DSN != nil || temporary != nil {
-		dsn := res.DSN
-		if dsn == nil || temporary != nil {
-			dsn = m.outboundDSN(res, sender)
-		}
-		if dsn != nil {
-			if err := m.deliver(ctx, sender, "INBOX", dsn, nil); err != nil {
-				m.log.Error("file DSN", "to", sender, "err", err)
-			}
+	if temporary != nil {
+		// Recipients whose certificates could not be looked up are sealed
+		// to again later (deferred.go).
+		m.deferRecipients(ctx, smtpEnv{env}, res)
+	}
+	if res.DSN != nil {
+		if err := m.deliver(ctx, sender, "INBOX", res.DSN, nil); err != nil {
+			m.log.Error("file DSN", "to", sender, "err", err)
 		}
 	}
 	if err := m.deliver(ctx, sender, "Sent", res.Message, []string{`\Seen`}); err != nil {
@@ -115,12 +112,12 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	return nil, nil
 }
 
-// outboundDSN builds the failure notice for every recipient not accepted,
-// temporary ones included.
-func (m *mail) outboundDSN(res *agent.OutboundResult, sender string) []byte {
+// failureDSN builds a failure notice to sender for the recipients of res
+// that want reports: those not accepted whose status passes keep.
+func (m *mail) failureDSN(res *agent.OutboundResult, sender string, keep func(agent.Status) bool) []byte {
 	var rs []mdn.DSNRecipient
 	for _, r := range res.Recipients {
-		if r.Accepted {
+		if r.Accepted || !keep(r.Status) {
 			continue
 		}
 		rs = append(rs, mdn.DSNRecipient{Recipient: r.Recipient, Action: mdn.Failed, Status: r.Status.Enhanced, Diagnostic: r.Status.Reason})

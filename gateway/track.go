@@ -111,7 +111,7 @@ func (m *mail) trackSent(ctx context.Context, env smtp.Envelope, res *agent.Outb
 	for _, r := range res.Recipients {
 		if r.Accepted {
 			tm.Recipients = append(tm.Recipients, r.Recipient)
-		} else {
+		} else if !r.Status.Temporary() { // deferred recipients are not failed (deferred.go)
 			tm.Failed = append(tm.Failed, track.FailedRecipient{Address: r.Recipient,
 				Reason: fmt.Sprintf("%d %s %s", r.Status.Code, r.Status.Enhanced, r.Status.Reason)})
 		}

@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/hisp-project/hisp/agent"
+	"github.com/hisp-project/hisp/smtp"
+	"github.com/hisp-project/hisp/store"
+)
+
+// A recipient is deferred when the agent could not look its certificates
+// up (a DNS or LDAP failure: 4xx). Its submission is kept, plain, and
+// sealed again for it on the queue's retry schedule; once sealed it is
+// queued like any submission, and when the schedule runs out the sender
+// gets a failure DSN. Deferred recipients are not tracked for MDNs.
+
+// deferRecipients records the deferred recipients of a submission.
+func (m *mail) deferRecipients(ctx context.Context, env envelopeLike, res *agent.OutboundResult) {
+	var rcpts []string
+	reason := ""
+	for _, r := range res.Recipients {
+		if !r.Accepted && r.Status.Temporary() {
+			rcpts = append(rcpts, r.Recipient)
+			reason = r.Status.String()
+		}
+	}
+	if len(rcpts) == 0 {
+		return
+	}
+	_, err := m.st.AddDeferred(context.WithoutCancel(ctx), store.Deferred{MessageID: res.MessageID, MailFrom: env.from(),
+		User: env.user(), Recipients: rcpts, Data: res.Message, Attempts: 1,
+		NextAttempt: m.now().Add(m.retry.Delay(1)), LastError: reason})
+	if err != nil {
+		// Not kept: the sender must know now.
+		m.log.Error("defer recipients", "message", res.MessageID, "err", err)
+		if dsn := m.failureDSN(res, senderOf(env), agent.Status.Temporary); dsn != nil {
+			if err := m.deliver(context.WithoutCancel(ctx), senderOf(env), "INBOX", dsn, nil); err != nil {
+				m.log.Error("file DSN", "to", senderOf(env), "err", err)
+			}
+		}
+		return
+	}
+	m.log.Info("recipients deferred", "message", res.MessageID, "recipients", rcpts, "reason", reason)
+}
+
+// runDeferred retries due deferred submissions until ctx ends.
+func (m *mail) runDeferred(ctx context.Context) error {
+	every := min(m.retry.Delay(1), 30*time.Second)
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		m.retryDeferred(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// retryDeferred seals the due deferred submissions again.
+func (m *mail) retryDeferred(ctx context.Context) {
+	due, err := m.st.DueDeferred(ctx, m.now(), 20)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Error("deferred submissions", "err", err)
+		}
+		return
+	}
+	for _, d := range due {
+		if ctx.Err() != nil {
+			return
+		}
+		m.retryOne(ctx, d)
+	}
+}
+
+func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
+	env := deferredEnv{d}
+	res, err := m.agent.Outbound(ctx, agent.Envelope{MailFrom: d.MailFrom, Recipients: d.Recipients, User: d.User, RemoteAddr: "deferred"}, d.Data)
+	var ae *agent.Error
+	switch {
+	case errors.As(err, &ae):
+		// The whole submission is now refused (its signing certificate
+		// was removed, say): every deferred recipient fails.
+		res = &agent.OutboundResult{MessageID: d.MessageID, Message: d.Data}
+		for _, r := range d.Recipients {
+			res.Recipients = append(res.Recipients, agent.RecipientResult{Recipient: r, Status: ae.Status})
+		}
+		m.fileDSN(ctx, env, m.failureDSN(res, senderOf(env), func(agent.Status) bool { return true }))
+		m.removeDeferred(ctx, d)
+		return
+	case err != nil:
+		m.later(ctx, d, d.Recipients, err.Error())
+		return
+	}
+	var queued []store.QueuedRecipient
+	var still []string
+	reason := ""
+	for _, r := range res.Recipients {
+		switch {
+		case r.Accepted:
+			queued = append(queued, store.QueuedRecipient{Address: r.Recipient, Local: r.Local})
+		case r.Status.Temporary():
+			still = append(still, r.Recipient)
+			reason = r.Status.String()
+		}
+	}
+	if len(queued) > 0 {
+		if _, err := m.queue.Enqueue(ctx, store.QueuedMessage{MessageID: res.MessageID, MailFrom: d.MailFrom, User: d.User,
+			Origin: "deferred submission", Data: res.Sealed, Recipients: queued}); err != nil {
+			m.later(ctx, d, d.Recipients, "enqueue: "+err.Error())
+			return
+		}
+		m.wake()
+	}
+	m.fileDSN(ctx, env, res.DSN) // recipients refused for good
+	if len(still) == 0 {
+		m.removeDeferred(ctx, d)
+		return
+	}
+	if d.Attempts+1 >= m.retry.MaxAttempts() {
+		m.fileDSN(ctx, env, m.failureDSN(res, senderOf(env), agent.Status.Temporary))
+		m.removeDeferred(ctx, d)
+		return
+	}
+	m.later(ctx, d, still, reason)
+}
+
+func (m *mail) later(ctx context.Context, d store.Deferred, rcpts []string, reason string) {
+	next := m.now().Add(m.retry.Delay(d.Attempts + 1))
+	if err := m.st.RetryDeferred(ctx, d.ID, rcpts, next, reason); err != nil {
+		m.log.Error("reschedule deferred submission", "message", d.MessageID, "err", err)
+	}
+}
+
+func (m *mail) removeDeferred(ctx context.Context, d store.Deferred) {
+	if err := m.st.RemoveDeferred(ctx, d.ID); err != nil {
+		m.log.Error("remove deferred submission", "message", d.MessageID, "err", err)
+	}
+}
+
+func (m *mail) fileDSN(ctx context.Context, env envelopeLike, dsn []byte) {
+	if dsn == nil {
+		return
+	}
+	if err := m.deliver(ctx, senderOf(env), "INBOX", dsn, nil); err != nil {
+		m.log.Error("file DSN", "to", senderOf(env), "err", err)
+	}
+}
+
+// envelopeLike is what deferral needs of an envelope: a submission's or a
+// stored deferred one's.
+type envelopeLike interface {
+	from() string
+	user() string
+}
+
+type deferredEnv struct{ d store.Deferred }
+
+type smtpEnv struct{ e smtp.Envelope }
+
+func (e smtpEnv) from() string { return e.e.MailFrom }
+func (e smtpEnv) user() string { return e.e.User }
+
+func (e deferredEnv) from() string { return e.d.MailFrom }
+func (e deferredEnv) user() string { return e.d.User }
+
+func senderOf(e envelopeLike) string {
+	if u := e.user(); u != "" {
+		return u
+	}
+	return e.from()
+}
