@@ -203,9 +203,11 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 		}
 		return first, nil
 	}
-	// TODO(gateway): when some recipients of one message are refused
-	// (another domain's anchors), the remote sender is not told; a DSN
-	// back through the outbound path would tell them.
+	// Recipients refused on trust (another local domain's anchors) get no
+	// MDN (TV-06): the sender's HISP times out and tells the sender. A
+	// local failure above answers 451 even when some recipients were
+	// filed: the retry duplicates their copy rather than losing the
+	// others'.
 	return nil, nil
 }
 
