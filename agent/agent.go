@@ -322,17 +322,43 @@ type auditReq struct {
 	done chan struct{}
 }
 
-// auditWriter writes audit records in the order they came, one at a time,
-// off the message path: a record costs a database commit, which a message
-// should not wait for.
+// auditWriter writes audit records in the order they came, off the message
+// path: a commit costs a disk flush, which a message should not wait for.
+// The records waiting when it is free are written in one transaction.
 func (a *Agent) auditWriter() {
 	defer close(a.auditDone)
+	var batch []store.Event
+	var dones []chan struct{}
 	for req := range a.auditCh {
-		if req.done != nil {
-			close(req.done)
-			continue
+		batch, dones = batch[:0], dones[:0]
+		add := func(r auditReq) {
+			if r.done != nil {
+				dones = append(dones, r.done)
+			} else {
+				batch = append(batch, r.ev)
+			}
 		}
-		a.writeAudit(context.Background(), req.ev)
+		add(req)
+	drain:
+		for len(batch) < 256 {
+			select {
+			case r, ok := <-a.auditCh:
+				if !ok {
+					break drain
+				}
+				add(r)
+			default:
+				break drain
+			}
+		}
+		if len(batch) > 0 && a.st != nil {
+			if err := a.st.AuditBatch(context.Background(), batch); err != nil {
+				a.log.Error("agent: audit records not written", "records", len(batch), "err", err)
+			}
+		}
+		for _, d := range dones {
+			close(d)
+		}
 	}
 }
 

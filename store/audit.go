@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 )
@@ -21,15 +22,27 @@ type Event struct {
 // Audit appends an event to the audit log. It does not move the Changed
 // counter.
 func (s *Store) Audit(ctx context.Context, e Event) error {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
+	return s.AuditBatch(ctx, []Event{e})
+}
+
+// AuditBatch writes several audit events in one transaction, in order.
+func (s *Store) AuditBatch(ctx context.Context, events []Event) error {
+	if len(events) == 0 {
+		return nil
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO audit (at, actor, action, subject, verdict, reason) VALUES (?, ?, ?, ?, ?, ?)`,
-		millis(e.Time), e.Actor, e.Action, e.Subject, e.Verdict, e.Reason)
-	if err != nil {
-		return fmt.Errorf("audit %s %s: %w", e.Action, e.Subject, err)
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, e := range events {
+			if e.Time.IsZero() {
+				e.Time = time.Now()
+			}
+			_, err := tx.ExecContext(ctx, `INSERT INTO audit (at, actor, action, subject, verdict, reason) VALUES (?, ?, ?, ?, ?, ?)`,
+				millis(e.Time), e.Actor, e.Action, e.Subject, e.Verdict, e.Reason)
+			if err != nil {
+				return fmt.Errorf("audit %s %s: %w", e.Action, e.Subject, err)
+			}
+		}
+		return nil
+	})
 }
 
 // AuditEvents returns up to limit audit events (all when limit <= 0),
