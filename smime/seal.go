@@ -156,7 +156,9 @@ func Encrypt(entity, routing []byte, recipients []cms.Recipient, opts SealOption
 		subject = DefaultSubject
 	}
 	var b bytes.Buffer
-	b.Grow(len(der)*4/3 + len(der)/38 + 1024)
+	// Exactly what writeBase64Lines writes: 78 bytes per 57 input bytes,
+	// so the buffer is allocated once.
+	b.Grow(len(routing) + 1024 + (len(der)+56)/57*78)
 	b.Write(routing)
 	fmt.Fprintf(&b, "Subject: %s\r\n", subject)
 	b.WriteString("MIME-Version: 1.0\r\n")
