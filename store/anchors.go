@@ -141,44 +141,12 @@ func (s *Store) Anchors(ctx context.Context, domain string) ([]Anchor, error) {
 		q += ` WHERE domain = ?`
 		args = append(args, d)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY domain, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list anchors: %w", err)
-	}
-	defer rows.Close()
-	var out []Anchor
-	for rows.Next() {
-		a, err := scanAnchor(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list anchors: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list anchors: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list anchors", scanAnchor, q+` ORDER BY domain, id`, args...)
 }
 
 // BundleAnchors returns the anchors a bundle holds now, ordered by id.
 func (s *Store) BundleAnchors(ctx context.Context, bundleID int64) ([]Anchor, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+anchorColumns+` FROM anchors WHERE bundle_id = ? ORDER BY id`, bundleID)
-	if err != nil {
-		return nil, fmt.Errorf("list anchors of bundle %d: %w", bundleID, err)
-	}
-	defer rows.Close()
-	var out []Anchor
-	for rows.Next() {
-		a, err := scanAnchor(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list anchors of bundle %d: %w", bundleID, err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list anchors of bundle %d: %w", bundleID, err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, fmt.Sprintf("list anchors of bundle %d", bundleID), scanAnchor, `SELECT `+anchorColumns+` FROM anchors WHERE bundle_id = ? ORDER BY id`, bundleID)
 }
 
 // RemoveAnchor removes a manual anchor of a domain. Anchors that came from
@@ -306,23 +274,7 @@ func (s *Store) Bundles(ctx context.Context, domain string) ([]Bundle, error) {
 		q += ` WHERE b.domain = ?`
 		args = append(args, d)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY b.domain, b.id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list bundles: %w", err)
-	}
-	defer rows.Close()
-	var out []Bundle
-	for rows.Next() {
-		b, err := scanBundle(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list bundles: %w", err)
-		}
-		out = append(out, b)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list bundles: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list bundles", scanBundle, q+` ORDER BY b.domain, b.id`, args...)
 }
 
 // Bundle returns one bundle; an error wrapping ErrNotFound if there is no

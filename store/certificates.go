@@ -191,23 +191,7 @@ func (s *Store) Certificates(ctx context.Context, f CertFilter) ([]Certificate, 
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY domain, owner, id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list certificates: %w", err)
-	}
-	defer rows.Close()
-	var out []Certificate
-	for rows.Next() {
-		c, err := scanCertificate(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list certificates: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list certificates: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list certificates", scanCertificate, q+` ORDER BY domain, owner, id`, args...)
 }
 
 // Certificate returns one certificate (without its key); an error wrapping

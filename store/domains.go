@@ -152,23 +152,7 @@ func getDomain(ctx context.Context, q queryer, name string) (Domain, error) {
 
 // Domains returns all local domains, by name.
 func (s *Store) Domains(ctx context.Context) ([]Domain, error) {
-	rows, err := s.db.QueryContext(ctx, domainQuery+` ORDER BY d.name`)
-	if err != nil {
-		return nil, fmt.Errorf("list domains: %w", err)
-	}
-	defer rows.Close()
-	var out []Domain
-	for rows.Next() {
-		d, err := scanDomain(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list domains: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list domains: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list domains", scanDomain, domainQuery+` ORDER BY d.name`)
 }
 
 // RemoveDomain removes a domain with everything that belongs to it:

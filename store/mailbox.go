@@ -254,23 +254,7 @@ func (s *Store) MailboxByID(ctx context.Context, account, id int64) (Mailbox, er
 
 // Mailboxes returns the mailboxes of an account, by name.
 func (s *Store) Mailboxes(ctx context.Context, account int64) ([]Mailbox, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = ? ORDER BY name`, account)
-	if err != nil {
-		return nil, fmt.Errorf("list mailboxes: %w", err)
-	}
-	defer rows.Close()
-	var out []Mailbox
-	for rows.Next() {
-		m, err := scanMailbox(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list mailboxes: %w", err)
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list mailboxes: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "list mailboxes", scanMailbox, `SELECT `+mailboxColumns+` FROM mailboxes WHERE account_id = ? ORDER BY name`, account)
 }
 
 // MailboxStatus is a mailbox with counts of its messages.
