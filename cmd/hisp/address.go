@@ -46,27 +46,20 @@ func addressAdd(env *cliEnv, args []string) int {
 	if len(password) < store.MinPasswordLength {
 		return c.fail(fmt.Errorf("password in %s is shorter than %d characters", *pwFile, store.MinPasswordLength))
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
-	if _, err := st.AddAddress(ctx, addr); errors.Is(err, store.ErrExists) {
-		return c.fail(fmt.Errorf("address %s already exists (change its password with hisp address passwd)", addr))
-	} else if err != nil {
-		return c.fail(err)
-	}
-	if err := st.SetPassword(ctx, addr, password); err != nil {
-		st.RemoveAddress(ctx, addr)
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "address.add", addr, "")
-	fmt.Fprintf(env.stdout, "added address %s\n", addr)
-	return 0
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		if _, err := st.AddAddress(ctx, addr); errors.Is(err, store.ErrExists) {
+			return c.fail(fmt.Errorf("address %s already exists (change its password with hisp address passwd)", addr))
+		} else if err != nil {
+			return c.fail(err)
+		}
+		if err := st.SetPassword(ctx, addr, password); err != nil {
+			st.RemoveAddress(ctx, addr)
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "address.add", addr, "")
+		fmt.Fprintf(env.stdout, "added address %s\n", addr)
+		return 0
+	})
 }
 
 // addressPasswd is "hisp address passwd ADDRESS --password-file FILE".
@@ -84,18 +77,14 @@ func addressPasswd(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := st.SetPassword(ctx, pos[0], password); err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "address.passwd", pos[0], "")
-	fmt.Fprintf(env.stdout, "password of %s changed\n", pos[0])
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if err := st.SetPassword(ctx, pos[0], password); err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "address.passwd", pos[0], "")
+		fmt.Fprintf(env.stdout, "password of %s changed\n", pos[0])
+		return 0
+	})
 }
 
 type addressJSON struct {
@@ -113,62 +102,59 @@ func addressList(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	var list []store.Address
-	switch {
-	case len(pos) == 0:
-		list, err = st.Addresses(ctx, "")
-	default:
-		owner, _, perr := store.ParseOwner(pos[0])
-		if perr != nil {
-			return c.usageError("%v", perr)
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		var err error
+		var list []store.Address
+		switch {
+		case len(pos) == 0:
+			list, err = st.Addresses(ctx, "")
+		default:
+			owner, _, perr := store.ParseOwner(pos[0])
+			if perr != nil {
+				return c.usageError("%v", perr)
+			}
+			if _, domErr := store.NormalizeDomain(owner); domErr == nil {
+				list, err = st.Addresses(ctx, owner)
+			} else {
+				var a store.Address
+				a, err = st.Address(ctx, owner)
+				list = []store.Address{a}
+			}
 		}
-		if _, domErr := store.NormalizeDomain(owner); domErr == nil {
-			list, err = st.Addresses(ctx, owner)
-		} else {
-			var a store.Address
-			a, err = st.Address(ctx, owner)
-			list = []store.Address{a}
-		}
-	}
-	if err != nil {
-		return c.fail(err)
-	}
-	out := []addressJSON{}
-	for _, a := range list {
-		login, err := st.HasPassword(ctx, a.Address)
 		if err != nil {
 			return c.fail(err)
 		}
-		cs, err := st.Certificates(ctx, store.CertFilter{Owner: a.Address})
-		if err != nil {
-			return c.fail(err)
+		out := []addressJSON{}
+		for _, a := range list {
+			login, err := st.HasPassword(ctx, a.Address)
+			if err != nil {
+				return c.fail(err)
+			}
+			cs, err := st.Certificates(ctx, store.CertFilter{Owner: a.Address})
+			if err != nil {
+				return c.fail(err)
+			}
+			out = append(out, addressJSON{Address: a.Address, Domain: a.Domain, Login: login, Created: a.Created.UTC(), CertsNum: len(cs)})
 		}
-		out = append(out, addressJSON{Address: a.Address, Domain: a.Domain, Login: login, Created: a.Created.UTC(), CertsNum: len(cs)})
-	}
-	if c.json {
-		if err := adminJSON(env.stdout, out); err != nil {
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		var rows [][]string
+		for _, a := range out {
+			login := "no"
+			if a.Login {
+				login = "yes"
+			}
+			rows = append(rows, []string{a.Address, a.Domain, login, fmt.Sprint(a.CertsNum), day(a.Created)})
+		}
+		if err := adminTable(env.stdout, []string{"ADDRESS", "DOMAIN", "LOGIN", "CERTS", "CREATED"}, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	var rows [][]string
-	for _, a := range out {
-		login := "no"
-		if a.Login {
-			login = "yes"
-		}
-		rows = append(rows, []string{a.Address, a.Domain, login, fmt.Sprint(a.CertsNum), day(a.Created)})
-	}
-	if err := adminTable(env.stdout, []string{"ADDRESS", "DOMAIN", "LOGIN", "CERTS", "CREATED"}, rows); err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // addressRemove is "hisp address remove ADDRESS".
@@ -182,16 +168,12 @@ func addressRemove(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.usageError("%v", err)
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := st.RemoveAddress(ctx, addr); err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "address.remove", addr, "")
-	fmt.Fprintf(env.stdout, "removed address %s and its certificates\n", addr)
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if err := st.RemoveAddress(ctx, addr); err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "address.remove", addr, "")
+		fmt.Fprintf(env.stdout, "removed address %s and its certificates\n", addr)
+		return 0
+	})
 }

@@ -48,38 +48,31 @@ func anchorAdd(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
-	now := time.Now()
-	for _, cert := range certs {
-		if !cert.IsCA {
-			c.warn("%s is not a CA certificate; it will anchor only itself", cert.Subject)
-		}
-		if now.After(cert.NotAfter) {
-			c.warn("%s expired on %s", cert.Subject, day(cert.NotAfter))
-		}
-		a, err := st.AddAnchor(ctx, domain, cert, dir)
-		if errors.Is(err, store.ErrExists) {
-			fmt.Fprintf(env.stdout, "already an anchor of %s: %d (%s) %s\n", domain, a.ID, a.Direction, a.Subject)
-			if a.Direction != dir {
-				c.warn("anchor %d keeps direction %s; to change it: hisp anchor remove %s %d, then add it again", a.ID, a.Direction, domain, a.ID)
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		now := time.Now()
+		for _, cert := range certs {
+			if !cert.IsCA {
+				c.warn("%s is not a CA certificate; it will anchor only itself", cert.Subject)
 			}
-			continue
-		} else if err != nil {
-			return c.fail(err)
+			if now.After(cert.NotAfter) {
+				c.warn("%s expired on %s", cert.Subject, day(cert.NotAfter))
+			}
+			a, err := st.AddAnchor(ctx, domain, cert, dir)
+			if errors.Is(err, store.ErrExists) {
+				fmt.Fprintf(env.stdout, "already an anchor of %s: %d (%s) %s\n", domain, a.ID, a.Direction, a.Subject)
+				if a.Direction != dir {
+					c.warn("anchor %d keeps direction %s; to change it: hisp anchor remove %s %d, then add it again", a.ID, a.Direction, domain, a.ID)
+				}
+				continue
+			} else if err != nil {
+				return c.fail(err)
+			}
+			c.audit(ctx, st, "anchor.add", domain, fmt.Sprintf("anchor %d (%s) %s", a.ID, a.Direction, a.Fingerprint))
+			fmt.Fprintf(env.stdout, "added anchor %d to %s (%s): %s, not after %s, fingerprint %s\n",
+				a.ID, domain, a.Direction, a.Subject, day(a.NotAfter), a.Fingerprint)
 		}
-		c.audit(ctx, st, "anchor.add", domain, fmt.Sprintf("anchor %d (%s) %s", a.ID, a.Direction, a.Fingerprint))
-		fmt.Fprintf(env.stdout, "added anchor %d to %s (%s): %s, not after %s, fingerprint %s\n",
-			a.ID, domain, a.Direction, a.Subject, day(a.NotAfter), a.Fingerprint)
-	}
-	return 0
+		return 0
+	})
 }
 
 type anchorJSON struct {
@@ -107,45 +100,41 @@ func anchorList(env *cliEnv, args []string) int {
 			return code
 		}
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if domain != "" {
-		if err := requireDomain(ctx, st, domain); err != nil {
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if domain != "" {
+			if err := requireDomain(ctx, st, domain); err != nil {
+				return c.fail(err)
+			}
+		}
+		anchors, err := st.Anchors(ctx, domain)
+		if err != nil {
 			return c.fail(err)
 		}
-	}
-	anchors, err := st.Anchors(ctx, domain)
-	if err != nil {
-		return c.fail(err)
-	}
-	out := []anchorJSON{}
-	for _, a := range anchors {
-		j := anchorJSON{ID: a.ID, Domain: a.Domain, Direction: string(a.Direction), Source: "manual", BundleID: a.BundleID,
-			Subject: a.Subject, NotAfter: a.NotAfter, Fingerprint: a.Fingerprint, Created: optTime(a.Created)}
-		if a.BundleID != 0 {
-			j.Source = "bundle"
+		out := []anchorJSON{}
+		for _, a := range anchors {
+			j := anchorJSON{ID: a.ID, Domain: a.Domain, Direction: string(a.Direction), Source: "manual", BundleID: a.BundleID,
+				Subject: a.Subject, NotAfter: a.NotAfter, Fingerprint: a.Fingerprint, Created: optTime(a.Created)}
+			if a.BundleID != 0 {
+				j.Source = "bundle"
+			}
+			out = append(out, j)
 		}
-		out = append(out, j)
-	}
-	if c.json {
-		if err := adminJSON(env.stdout, out); err != nil {
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		var rows [][]string
+		for _, a := range anchors {
+			rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Domain, string(a.Direction), a.Source(),
+				day(a.NotAfter), a.Subject, a.Fingerprint})
+		}
+		if err := adminTable(env.stdout, []string{"ID", "DOMAIN", "DIRECTION", "SOURCE", "NOT-AFTER", "SUBJECT", "FINGERPRINT"}, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	var rows [][]string
-	for _, a := range anchors {
-		rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Domain, string(a.Direction), a.Source(),
-			day(a.NotAfter), a.Subject, a.Fingerprint})
-	}
-	if err := adminTable(env.stdout, []string{"ID", "DOMAIN", "DIRECTION", "SOURCE", "NOT-AFTER", "SUBJECT", "FINGERPRINT"}, rows); err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // anchorRemove is "hisp anchor remove DOMAIN ID|FINGERPRINT|FILE ...": each
@@ -162,47 +151,40 @@ func anchorRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
-	anchors, err := st.Anchors(ctx, domain)
-	if err != nil {
-		return c.fail(err)
-	}
-	var ids []int64
-	for _, arg := range pos[1:] {
-		found, err := resolveAnchors(anchors, arg)
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		anchors, err := st.Anchors(ctx, domain)
 		if err != nil {
-			return c.fail(fmt.Errorf("anchor %s of %s: %w", arg, domain, err))
+			return c.fail(err)
 		}
-		ids = append(ids, found...)
-	}
-	failed := false
-	done := map[int64]bool{}
-	for _, id := range ids {
-		if done[id] {
-			continue
+		var ids []int64
+		for _, arg := range pos[1:] {
+			found, err := resolveAnchors(anchors, arg)
+			if err != nil {
+				return c.fail(fmt.Errorf("anchor %s of %s: %w", arg, domain, err))
+			}
+			ids = append(ids, found...)
 		}
-		done[id] = true
-		a, err := st.RemoveAnchor(ctx, domain, id)
-		if err != nil {
-			fmt.Fprintf(env.stderr, "hisp: %v\n", err)
-			failed = true
-			continue
+		failed := false
+		done := map[int64]bool{}
+		for _, id := range ids {
+			if done[id] {
+				continue
+			}
+			done[id] = true
+			a, err := st.RemoveAnchor(ctx, domain, id)
+			if err != nil {
+				fmt.Fprintf(env.stderr, "hisp: %v\n", err)
+				failed = true
+				continue
+			}
+			c.audit(ctx, st, "anchor.remove", domain, fmt.Sprintf("anchor %d %s", a.ID, a.Fingerprint))
+			fmt.Fprintf(env.stdout, "removed anchor %d of %s: %s\n", a.ID, domain, a.Subject)
 		}
-		c.audit(ctx, st, "anchor.remove", domain, fmt.Sprintf("anchor %d %s", a.ID, a.Fingerprint))
-		fmt.Fprintf(env.stdout, "removed anchor %d of %s: %s\n", a.ID, domain, a.Subject)
-	}
-	if failed {
-		return 1
-	}
-	return 0
+		if failed {
+			return 1
+		}
+		return 0
+	})
 }
 
 // resolveAnchors finds the anchors an argument of anchor remove names.

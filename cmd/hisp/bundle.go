@@ -104,54 +104,48 @@ func bundleAdd(env *cliEnv, args []string) int {
 		signer = certs[0]
 	}
 
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		var err error
 
-	// Fetch before recording, so a wrong location or format is reported now.
-	var state trust.BundleState
-	if !*noFetch {
-		src := trust.BundleSource{Domain: domain, Location: location, Signer: signer, Refresh: refresh}
-		fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		state, _, err = trust.FetchBundle(fctx, nil, src, trust.BundleState{}, time.Now())
-		cancel()
-		if err != nil {
-			return c.fail(fmt.Errorf("%v; nothing recorded (to record it anyway and let the server fetch it: --no-fetch)", err))
+		// Fetch before recording, so a wrong location or format is reported now.
+		var state trust.BundleState
+		if !*noFetch {
+			src := trust.BundleSource{Domain: domain, Location: location, Signer: signer, Refresh: refresh}
+			fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			state, _, err = trust.FetchBundle(fctx, nil, src, trust.BundleState{}, time.Now())
+			cancel()
+			if err != nil {
+				return c.fail(fmt.Errorf("%v; nothing recorded (to record it anyway and let the server fetch it: --no-fetch)", err))
+			}
+		} else if !strings.Contains(location, "://") {
+			if _, err := os.Stat(location); err != nil {
+				c.warn("%v", err)
+			}
 		}
-	} else if !strings.Contains(location, "://") {
-		if _, err := os.Stat(location); err != nil {
-			c.warn("%v", err)
-		}
-	}
 
-	b := store.Bundle{Domain: domain, Location: location, Direction: dir, Refresh: refresh}
-	if signer != nil {
-		b.Signer = signer.Raw
-	}
-	b, err = st.AddBundle(ctx, b)
-	if errors.Is(err, store.ErrExists) {
-		return c.fail(fmt.Errorf("%s already has a bundle from %s (see hisp bundle list %s)", domain, location, domain))
-	} else if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "bundle.add", domain, fmt.Sprintf("bundle %d %s", b.ID, location))
-	if *noFetch {
-		fmt.Fprintf(env.stdout, "added bundle %d to %s (%s, refresh %s): %s; the server will fetch it\n",
-			b.ID, domain, dir, refresh, location)
+		b := store.Bundle{Domain: domain, Location: location, Direction: dir, Refresh: refresh}
+		if signer != nil {
+			b.Signer = signer.Raw
+		}
+		b, err = st.AddBundle(ctx, b)
+		if errors.Is(err, store.ErrExists) {
+			return c.fail(fmt.Errorf("%s already has a bundle from %s (see hisp bundle list %s)", domain, location, domain))
+		} else if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "bundle.add", domain, fmt.Sprintf("bundle %d %s", b.ID, location))
+		if *noFetch {
+			fmt.Fprintf(env.stdout, "added bundle %d to %s (%s, refresh %s): %s; the server will fetch it\n",
+				b.ID, domain, dir, refresh, location)
+			return 0
+		}
+		if err := st.SetBundleAnchors(ctx, b.ID, state.Anchors, state.Checksum, state.LastSuccess); err != nil {
+			return c.fail(err)
+		}
+		fmt.Fprintf(env.stdout, "added bundle %d to %s (%s, refresh %s): %s, %d anchors\n",
+			b.ID, domain, dir, refresh, location, len(state.Anchors))
 		return 0
-	}
-	if err := st.SetBundleAnchors(ctx, b.ID, state.Anchors, state.Checksum, state.LastSuccess); err != nil {
-		return c.fail(err)
-	}
-	fmt.Fprintf(env.stdout, "added bundle %d to %s (%s, refresh %s): %s, %d anchors\n",
-		b.ID, domain, dir, refresh, location, len(state.Anchors))
-	return 0
+	})
 }
 
 type bundleJSON struct {
@@ -182,44 +176,41 @@ func bundleList(env *cliEnv, args []string) int {
 			return code
 		}
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if domain != "" {
-		if err := requireDomain(ctx, st, domain); err != nil {
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		var err error
+		if domain != "" {
+			if err := requireDomain(ctx, st, domain); err != nil {
+				return c.fail(err)
+			}
+		}
+		bundles, err := st.Bundles(ctx, domain)
+		if err != nil {
 			return c.fail(err)
 		}
-	}
-	bundles, err := st.Bundles(ctx, domain)
-	if err != nil {
-		return c.fail(err)
-	}
-	out := []bundleJSON{}
-	for _, b := range bundles {
-		out = append(out, bundleJSON{ID: b.ID, Domain: b.Domain, Location: b.Location, Direction: string(b.Direction),
-			Refresh: b.Refresh.String(), Signed: b.Signer != nil, Anchors: b.Anchors, Checksum: b.Checksum,
-			LastAttempt: optTime(b.LastAttempt), LastSuccess: optTime(b.LastSuccess), LastError: b.LastError,
-			Created: optTime(b.Created)})
-	}
-	if c.json {
-		if err := adminJSON(env.stdout, out); err != nil {
+		out := []bundleJSON{}
+		for _, b := range bundles {
+			out = append(out, bundleJSON{ID: b.ID, Domain: b.Domain, Location: b.Location, Direction: string(b.Direction),
+				Refresh: b.Refresh.String(), Signed: b.Signer != nil, Anchors: b.Anchors, Checksum: b.Checksum,
+				LastAttempt: optTime(b.LastAttempt), LastSuccess: optTime(b.LastSuccess), LastError: b.LastError,
+				Created: optTime(b.Created)})
+		}
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		var rows [][]string
+		for _, b := range bundles {
+			rows = append(rows, []string{strconv.FormatInt(b.ID, 10), b.Domain, string(b.Direction), b.Refresh.String(),
+				strconv.Itoa(b.Anchors), instant(b.LastSuccess), oneLine(b.LastError), b.Location})
+		}
+		err = adminTable(env.stdout, []string{"ID", "DOMAIN", "DIRECTION", "REFRESH", "ANCHORS", "LAST-SUCCESS", "LAST-ERROR", "LOCATION"}, rows)
+		if err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	var rows [][]string
-	for _, b := range bundles {
-		rows = append(rows, []string{strconv.FormatInt(b.ID, 10), b.Domain, string(b.Direction), b.Refresh.String(),
-			strconv.Itoa(b.Anchors), instant(b.LastSuccess), oneLine(b.LastError), b.Location})
-	}
-	err = adminTable(env.stdout, []string{"ID", "DOMAIN", "DIRECTION", "REFRESH", "ANCHORS", "LAST-SUCCESS", "LAST-ERROR", "LOCATION"}, rows)
-	if err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // oneLine keeps a table cell on one line.
@@ -243,22 +234,15 @@ func bundleRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
-	b, err := st.RemoveBundle(ctx, domain, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return c.fail(fmt.Errorf("%s has no bundle %d (see hisp bundle list %s)", domain, id, domain))
-	} else if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "bundle.remove", domain, fmt.Sprintf("bundle %d %s", b.ID, b.Location))
-	fmt.Fprintf(env.stdout, "removed bundle %d of %s (%s) with its %d anchors\n", b.ID, domain, b.Location, b.Anchors)
-	return 0
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		b, err := st.RemoveBundle(ctx, domain, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return c.fail(fmt.Errorf("%s has no bundle %d (see hisp bundle list %s)", domain, id, domain))
+		} else if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "bundle.remove", domain, fmt.Sprintf("bundle %d %s", b.ID, b.Location))
+		fmt.Fprintf(env.stdout, "removed bundle %d of %s (%s) with its %d anchors\n", b.ID, domain, b.Location, b.Anchors)
+		return 0
+	})
 }

@@ -89,38 +89,31 @@ func certImport(env *cliEnv, args []string) int {
 		return c.fail(err)
 	}
 
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
-	now := time.Now()
-	if now.After(id.Cert.NotAfter) {
-		c.warn("the certificate expired on %s", day(id.Cert.NotAfter))
-	} else if now.Before(id.Cert.NotBefore) {
-		c.warn("the certificate is not valid before %s", day(id.Cert.NotBefore))
-	}
-	role := usageRole(id.Cert)
-	if role == "none" {
-		c.warn("the key usage allows neither signing (digitalSignature) nor encryption (keyEncipherment): Direct cannot use it")
-	}
-	sc, err := st.AddCertificate(ctx, owner, id.Cert, id.Chain, id.Key)
-	if errors.Is(err, store.ErrExists) {
-		return c.fail(fmt.Errorf("this certificate is already imported for %s (see hisp cert list %s)", owner, owner))
-	} else if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "cert.import", owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" "+sc.Fingerprint)
-	fmt.Fprintf(env.stdout, "imported certificate %d for %s (%s): %s, key usage %s, %s, not after %s, fingerprint %s\n",
-		sc.ID, owner, bindingKind(owner), sc.Subject, role, alg, day(sc.NotAfter), sc.Fingerprint)
-	if len(id.Chain) > 0 {
-		fmt.Fprintf(env.stdout, "kept %d chain certificate(s) to send with signatures\n", len(id.Chain))
-	}
-	return 0
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		now := time.Now()
+		if now.After(id.Cert.NotAfter) {
+			c.warn("the certificate expired on %s", day(id.Cert.NotAfter))
+		} else if now.Before(id.Cert.NotBefore) {
+			c.warn("the certificate is not valid before %s", day(id.Cert.NotBefore))
+		}
+		role := usageRole(id.Cert)
+		if role == "none" {
+			c.warn("the key usage allows neither signing (digitalSignature) nor encryption (keyEncipherment): Direct cannot use it")
+		}
+		sc, err := st.AddCertificate(ctx, owner, id.Cert, id.Chain, id.Key)
+		if errors.Is(err, store.ErrExists) {
+			return c.fail(fmt.Errorf("this certificate is already imported for %s (see hisp cert list %s)", owner, owner))
+		} else if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "cert.import", owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" "+sc.Fingerprint)
+		fmt.Fprintf(env.stdout, "imported certificate %d for %s (%s): %s, key usage %s, %s, not after %s, fingerprint %s\n",
+			sc.ID, owner, bindingKind(owner), sc.Subject, role, alg, day(sc.NotAfter), sc.Fingerprint)
+		if len(id.Chain) > 0 {
+			fmt.Fprintf(env.stdout, "kept %d chain certificate(s) to send with signatures\n", len(id.Chain))
+		}
+		return 0
+	})
 }
 
 func bindingKind(owner string) string {
@@ -257,43 +250,36 @@ func certIssue(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
-	ca, created, err := localCA(ctx, c, st, domain)
-	if err != nil {
-		return c.fail(err)
-	}
-	if created {
-		fmt.Fprintf(env.stdout, "made the local CA of %s (%s), fingerprint %s\n", domain, ca.Cert.Subject.CommonName, store.Fingerprint(ca.Cert.Raw))
-	}
-	serial, err := st.NextSerial(ctx, domain)
-	if err != nil {
-		return c.fail(err)
-	}
-	cert, key, err := ca.Issue(devca.Request{Owner: owner, Serial: big.NewInt(serial), BaseURL: *base})
-	if err != nil {
-		return c.fail(err)
-	}
-	sc, err := st.AddCertificate(ctx, owner, cert, nil, key)
-	if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "cert.issue", owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" serial "+cert.SerialNumber.String())
-	fmt.Fprintf(env.stdout, "issued certificate %d for %s (%s) by %q: serial %s, key usage %s, not after %s, CRL %s, fingerprint %s\n",
-		sc.ID, owner, bindingKind(owner), ca.Cert.Subject.CommonName, cert.SerialNumber, usageRole(cert), day(cert.NotAfter),
-		cert.CRLDistributionPoints[0], sc.Fingerprint)
-	if created {
-		fmt.Fprintf(env.stdout, "to trust it from another domain: hisp cert ca %s > %s-ca.pem; hisp anchor add OTHER-DOMAIN %s-ca.pem\n",
-			domain, domain, domain)
-	}
-	return 0
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		ca, created, err := localCA(ctx, c, st, domain)
+		if err != nil {
+			return c.fail(err)
+		}
+		if created {
+			fmt.Fprintf(env.stdout, "made the local CA of %s (%s), fingerprint %s\n", domain, ca.Cert.Subject.CommonName, store.Fingerprint(ca.Cert.Raw))
+		}
+		serial, err := st.NextSerial(ctx, domain)
+		if err != nil {
+			return c.fail(err)
+		}
+		cert, key, err := ca.Issue(devca.Request{Owner: owner, Serial: big.NewInt(serial), BaseURL: *base})
+		if err != nil {
+			return c.fail(err)
+		}
+		sc, err := st.AddCertificate(ctx, owner, cert, nil, key)
+		if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "cert.issue", owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" serial "+cert.SerialNumber.String())
+		fmt.Fprintf(env.stdout, "issued certificate %d for %s (%s) by %q: serial %s, key usage %s, not after %s, CRL %s, fingerprint %s\n",
+			sc.ID, owner, bindingKind(owner), ca.Cert.Subject.CommonName, cert.SerialNumber, usageRole(cert), day(cert.NotAfter),
+			cert.CRLDistributionPoints[0], sc.Fingerprint)
+		if created {
+			fmt.Fprintf(env.stdout, "to trust it from another domain: hisp cert ca %s > %s-ca.pem; hisp anchor add OTHER-DOMAIN %s-ca.pem\n",
+				domain, domain, domain)
+		}
+		return 0
+	})
 }
 
 // certCA is "hisp cert ca DOMAIN": the local CA certificate in PEM on
@@ -308,23 +294,16 @@ func certCA(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, domain); err != nil {
-		return c.fail(err)
-	}
-	ca, _, err := localCA(ctx, c, st, domain)
-	if err != nil {
-		return c.fail(err)
-	}
-	if err := pem.Encode(env.stdout, &pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}); err != nil {
-		return c.fail(err)
-	}
-	return 0
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		ca, _, err := localCA(ctx, c, st, domain)
+		if err != nil {
+			return c.fail(err)
+		}
+		if err := pem.Encode(env.stdout, &pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}); err != nil {
+			return c.fail(err)
+		}
+		return 0
+	})
 }
 
 type certJSON struct {
@@ -366,56 +345,53 @@ func certList(env *cliEnv, args []string) int {
 			f.Owner = owner
 		}
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if len(pos) == 1 {
-		_, domain, _ := store.ParseOwner(pos[0])
-		if err := requireDomain(ctx, st, domain); err != nil {
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		var err error
+		if len(pos) == 1 {
+			_, domain, _ := store.ParseOwner(pos[0])
+			if err := requireDomain(ctx, st, domain); err != nil {
+				return c.fail(err)
+			}
+		}
+		list, err := st.Certificates(ctx, f)
+		if err != nil {
 			return c.fail(err)
 		}
-	}
-	list, err := st.Certificates(ctx, f)
-	if err != nil {
-		return c.fail(err)
-	}
-	out := []certJSON{}
-	for _, sc := range list {
-		j := certJSON{ID: sc.ID, Owner: sc.Owner, Domain: sc.Domain, Subject: sc.Subject, SAN: sc.SAN, Issuer: sc.Issuer,
-			NotBefore: sc.NotBefore, NotAfter: sc.NotAfter, KeyUsage: storedRole(sc), HasKey: sc.HasKey,
-			Fingerprint: sc.Fingerprint, Chain: len(sc.Chain), Created: optTime(sc.Created)}
-		j.Binding = "organization"
-		if strings.Contains(sc.Owner, "@") {
-			j.Binding = "address"
+		out := []certJSON{}
+		for _, sc := range list {
+			j := certJSON{ID: sc.ID, Owner: sc.Owner, Domain: sc.Domain, Subject: sc.Subject, SAN: sc.SAN, Issuer: sc.Issuer,
+				NotBefore: sc.NotBefore, NotAfter: sc.NotAfter, KeyUsage: storedRole(sc), HasKey: sc.HasKey,
+				Fingerprint: sc.Fingerprint, Chain: len(sc.Chain), Created: optTime(sc.Created)}
+			j.Binding = "organization"
+			if strings.Contains(sc.Owner, "@") {
+				j.Binding = "address"
+			}
+			if cert, err := sc.Parse(); err == nil {
+				j.Serial = cert.SerialNumber.String()
+			}
+			out = append(out, j)
 		}
-		if cert, err := sc.Parse(); err == nil {
-			j.Serial = cert.SerialNumber.String()
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
 		}
-		out = append(out, j)
-	}
-	if c.json {
-		if err := adminJSON(env.stdout, out); err != nil {
+		var rows [][]string
+		for _, j := range out {
+			key := "no"
+			if j.HasKey {
+				key = "yes"
+			}
+			rows = append(rows, []string{strconv.FormatInt(j.ID, 10), j.Owner, j.Subject, j.SAN, j.Issuer,
+				day(j.NotAfter), j.KeyUsage, key, j.Fingerprint})
+		}
+		err = adminTable(env.stdout, []string{"ID", "OWNER", "SUBJECT", "SAN", "ISSUER", "NOT-AFTER", "USAGE", "KEY", "FINGERPRINT"}, rows)
+		if err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	var rows [][]string
-	for _, j := range out {
-		key := "no"
-		if j.HasKey {
-			key = "yes"
-		}
-		rows = append(rows, []string{strconv.FormatInt(j.ID, 10), j.Owner, j.Subject, j.SAN, j.Issuer,
-			day(j.NotAfter), j.KeyUsage, key, j.Fingerprint})
-	}
-	err = adminTable(env.stdout, []string{"ID", "OWNER", "SUBJECT", "SAN", "ISSUER", "NOT-AFTER", "USAGE", "KEY", "FINGERPRINT"}, rows)
-	if err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // certRemove is "hisp cert remove ID": the certificate and its key go; a
@@ -430,38 +406,34 @@ func certRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	sc, err := st.RemoveCertificate(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return c.fail(fmt.Errorf("no certificate %d (see hisp cert list)", id))
-	} else if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "cert.remove", sc.Owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" "+sc.Fingerprint)
-	fmt.Fprintf(env.stdout, "removed certificate %d of %s (%s)\n", sc.ID, sc.Owner, sc.Subject)
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		sc, err := st.RemoveCertificate(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return c.fail(fmt.Errorf("no certificate %d (see hisp cert list)", id))
+		} else if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "cert.remove", sc.Owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" "+sc.Fingerprint)
+		fmt.Fprintf(env.stdout, "removed certificate %d of %s (%s)\n", sc.ID, sc.Owner, sc.Subject)
 
-	// Revoke it if the domain's local CA issued it, so the CRL lists it.
-	cert, err := sc.Parse()
-	if err != nil {
+		// Revoke it if the domain's local CA issued it, so the CRL lists it.
+		cert, err := sc.Parse()
+		if err != nil {
+			return 0
+		}
+		rec, err := st.LocalCA(ctx, sc.Domain)
+		if err != nil {
+			return 0
+		}
+		caCert, err := rec.Parse()
+		if err != nil || cert.CheckSignatureFrom(caCert) != nil {
+			return 0
+		}
+		if err := st.Revoke(ctx, sc.Domain, cert.SerialNumber, 0, time.Now()); err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "cert.revoke", sc.Owner, "serial "+cert.SerialNumber.String())
+		fmt.Fprintf(env.stdout, "revoked serial %s on the CRL of the local CA of %s\n", cert.SerialNumber, sc.Domain)
 		return 0
-	}
-	rec, err := st.LocalCA(ctx, sc.Domain)
-	if err != nil {
-		return 0
-	}
-	caCert, err := rec.Parse()
-	if err != nil || cert.CheckSignatureFrom(caCert) != nil {
-		return 0
-	}
-	if err := st.Revoke(ctx, sc.Domain, cert.SerialNumber, 0, time.Now()); err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "cert.revoke", sc.Owner, "serial "+cert.SerialNumber.String())
-	fmt.Fprintf(env.stdout, "revoked serial %s on the CRL of the local CA of %s\n", cert.SerialNumber, sc.Domain)
-	return 0
+	})
 }

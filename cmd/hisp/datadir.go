@@ -249,3 +249,25 @@ func optTime(t time.Time) *time.Time {
 	u := t.UTC()
 	return &u
 }
+
+// withStore opens the command's data directory, runs f with it and closes
+// it; f returns the exit code.
+func (c *adminCmd) withStore(f func(ctx context.Context, st *store.Store) int) int {
+	ctx := context.Background()
+	st, err := c.openStore(ctx)
+	if err != nil {
+		return c.fail(err)
+	}
+	defer st.Close()
+	return f(ctx, st)
+}
+
+// withDomain is withStore for a command on a local domain that must exist.
+func (c *adminCmd) withDomain(domain string, f func(ctx context.Context, st *store.Store) int) int {
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if err := requireDomain(ctx, st, domain); err != nil {
+			return c.fail(err)
+		}
+		return f(ctx, st)
+	})
+}

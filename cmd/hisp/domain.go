@@ -34,21 +34,17 @@ func domainAdd(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	d, err := st.AddDomain(ctx, name)
-	if errors.Is(err, store.ErrExists) {
-		return c.fail(fmt.Errorf("domain %s already exists", name))
-	} else if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "domain.add", d.Name, "")
-	fmt.Fprintf(env.stdout, "added domain %s\n", d.Name)
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		d, err := st.AddDomain(ctx, name)
+		if errors.Is(err, store.ErrExists) {
+			return c.fail(fmt.Errorf("domain %s already exists", name))
+		} else if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "domain.add", d.Name, "")
+		fmt.Fprintf(env.stdout, "added domain %s\n", d.Name)
+		return 0
+	})
 }
 
 type domainJSON struct {
@@ -66,35 +62,31 @@ func domainList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	ds, err := st.Domains(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	if c.json {
-		out := []domainJSON{}
-		for _, d := range ds {
-			out = append(out, domainJSON{d.Name, d.Addresses, d.Certificates, d.Anchors, d.Bundles, d.Created})
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		ds, err := st.Domains(ctx)
+		if err != nil {
+			return c.fail(err)
 		}
-		if err := adminJSON(env.stdout, out); err != nil {
+		if c.json {
+			out := []domainJSON{}
+			for _, d := range ds {
+				out = append(out, domainJSON{d.Name, d.Addresses, d.Certificates, d.Anchors, d.Bundles, d.Created})
+			}
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		var rows [][]string
+		for _, d := range ds {
+			rows = append(rows, []string{d.Name, strconv.Itoa(d.Addresses), strconv.Itoa(d.Certificates),
+				strconv.Itoa(d.Anchors), strconv.Itoa(d.Bundles), day(d.Created)})
+		}
+		if err := adminTable(env.stdout, []string{"DOMAIN", "ADDRESSES", "CERTIFICATES", "ANCHORS", "BUNDLES", "CREATED"}, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	var rows [][]string
-	for _, d := range ds {
-		rows = append(rows, []string{d.Name, strconv.Itoa(d.Addresses), strconv.Itoa(d.Certificates),
-			strconv.Itoa(d.Anchors), strconv.Itoa(d.Bundles), day(d.Created)})
-	}
-	if err := adminTable(env.stdout, []string{"DOMAIN", "ADDRESSES", "CERTIFICATES", "ANCHORS", "BUNDLES", "CREATED"}, rows); err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // domainRemove is "hisp domain remove DOMAIN": the domain goes with its
@@ -109,21 +101,14 @@ func domainRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := requireDomain(ctx, st, name); err != nil {
-		return c.fail(err)
-	}
-	d, err := st.RemoveDomain(ctx, name)
-	if err != nil {
-		return c.fail(err)
-	}
-	what := fmt.Sprintf("%d addresses, %d certificates, %d anchors, %d bundles", d.Addresses, d.Certificates, d.Anchors, d.Bundles)
-	c.audit(ctx, st, "domain.remove", d.Name, "with "+what)
-	fmt.Fprintf(env.stdout, "removed domain %s with %s, its keys and its local CA\n", d.Name, what)
-	return 0
+	return c.withDomain(name, func(ctx context.Context, st *store.Store) int {
+		d, err := st.RemoveDomain(ctx, name)
+		if err != nil {
+			return c.fail(err)
+		}
+		what := fmt.Sprintf("%d addresses, %d certificates, %d anchors, %d bundles", d.Addresses, d.Certificates, d.Anchors, d.Bundles)
+		c.audit(ctx, st, "domain.remove", d.Name, "with "+what)
+		fmt.Fprintf(env.stdout, "removed domain %s with %s, its keys and its local CA\n", d.Name, what)
+		return 0
+	})
 }

@@ -50,51 +50,47 @@ func queueList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	msgs, err := st.QueueList(ctx, *all)
-	if err != nil {
-		return c.fail(err)
-	}
-	out := []queueJSON{}
-	for _, m := range msgs {
-		q := queueJSON{ID: m.ID, MessageID: m.MessageID, MailFrom: m.MailFrom, Size: m.Size, Created: m.Created.UTC(), Recipients: []queueRecipientJSON{}}
-		for _, r := range m.Recipients {
-			q.Recipients = append(q.Recipients, queueRecipientJSON{Address: r.Address, Local: r.Local, State: string(r.State),
-				Attempts: r.Attempts, NextAttempt: optTime(r.NextAttempt), LastAttempt: optTime(r.LastAttempt),
-				LastError: r.LastError, RemoteMTA: r.RemoteMTA, Status: r.Status})
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		msgs, err := st.QueueList(ctx, *all)
+		if err != nil {
+			return c.fail(err)
 		}
-		out = append(out, q)
-	}
-	if c.json {
-		if err := adminJSON(env.stdout, out); err != nil {
+		out := []queueJSON{}
+		for _, m := range msgs {
+			q := queueJSON{ID: m.ID, MessageID: m.MessageID, MailFrom: m.MailFrom, Size: m.Size, Created: m.Created.UTC(), Recipients: []queueRecipientJSON{}}
+			for _, r := range m.Recipients {
+				q.Recipients = append(q.Recipients, queueRecipientJSON{Address: r.Address, Local: r.Local, State: string(r.State),
+					Attempts: r.Attempts, NextAttempt: optTime(r.NextAttempt), LastAttempt: optTime(r.LastAttempt),
+					LastError: r.LastError, RemoteMTA: r.RemoteMTA, Status: r.Status})
+			}
+			out = append(out, q)
+		}
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		var rows [][]string
+		for _, m := range out {
+			for _, r := range m.Recipients {
+				next := "-"
+				if r.NextAttempt != nil && !store.RecipientState(r.State).Final() {
+					next = instant(*r.NextAttempt)
+				}
+				why := r.LastError
+				if why == "" {
+					why = r.Status
+				}
+				rows = append(rows, []string{fmt.Sprint(m.ID), m.MessageID, m.MailFrom, r.Address, r.State,
+					fmt.Sprint(r.Attempts), next, truncate(why, 60)})
+			}
+		}
+		if err := adminTable(env.stdout, []string{"ID", "MESSAGE-ID", "FROM", "RECIPIENT", "STATE", "TRIES", "NEXT", "LAST"}, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	var rows [][]string
-	for _, m := range out {
-		for _, r := range m.Recipients {
-			next := "-"
-			if r.NextAttempt != nil && !store.RecipientState(r.State).Final() {
-				next = instant(*r.NextAttempt)
-			}
-			why := r.LastError
-			if why == "" {
-				why = r.Status
-			}
-			rows = append(rows, []string{fmt.Sprint(m.ID), m.MessageID, m.MailFrom, r.Address, r.State,
-				fmt.Sprint(r.Attempts), next, truncate(why, 60)})
-		}
-	}
-	if err := adminTable(env.stdout, []string{"ID", "MESSAGE-ID", "FROM", "RECIPIENT", "STATE", "TRIES", "NEXT", "LAST"}, rows); err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // queueRetry is "hisp queue retry ID": every recipient not yet final is
@@ -109,19 +105,15 @@ func queueRetry(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	n, err := st.QueueRetry(ctx, id, time.Now())
-	if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "queue.retry", fmt.Sprint(id), fmt.Sprintf("%d recipient(s)", n))
-	fmt.Fprintf(env.stdout, "queue message %d: %d recipient(s) due now\n", id, n)
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		n, err := st.QueueRetry(ctx, id, time.Now())
+		if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "queue.retry", fmt.Sprint(id), fmt.Sprintf("%d recipient(s)", n))
+		fmt.Fprintf(env.stdout, "queue message %d: %d recipient(s) due now\n", id, n)
+		return 0
+	})
 }
 
 // queueDrop is "hisp queue drop ID": the message is removed without a DSN.
@@ -135,19 +127,15 @@ func queueDrop(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	m, err := st.QueueDrop(ctx, id)
-	if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "queue.drop", fmt.Sprintf("%d %s", id, m.MessageID), "")
-	fmt.Fprintf(env.stdout, "dropped queue message %d (%s)\n", id, m.MessageID)
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		m, err := st.QueueDrop(ctx, id)
+		if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "queue.drop", fmt.Sprintf("%d %s", id, m.MessageID), "")
+		fmt.Fprintf(env.stdout, "dropped queue message %d (%s)\n", id, m.MessageID)
+		return 0
+	})
 }
 
 func truncate(s string, n int) string {

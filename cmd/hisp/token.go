@@ -30,23 +30,19 @@ func tokenAdd(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	t, token, err := st.CreateAPIToken(ctx, pos[0])
-	if errors.Is(err, store.ErrExists) {
-		return c.fail(fmt.Errorf("an API token named %q exists (hisp token remove it first)", pos[0]))
-	}
-	if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "token.add", t.Name, "")
-	fmt.Fprintln(env.stdout, token)
-	fmt.Fprintf(env.stderr, "API token for %s: shown once, only its hash is kept. Send it as \"Authorization: Bearer <token>\".\n", t.Name)
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		t, token, err := st.CreateAPIToken(ctx, pos[0])
+		if errors.Is(err, store.ErrExists) {
+			return c.fail(fmt.Errorf("an API token named %q exists (hisp token remove it first)", pos[0]))
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "token.add", t.Name, "")
+		fmt.Fprintln(env.stdout, token)
+		fmt.Fprintf(env.stderr, "API token for %s: shown once, only its hash is kept. Send it as \"Authorization: Bearer <token>\".\n", t.Name)
+		return 0
+	})
 }
 
 type tokenJSON struct {
@@ -60,32 +56,28 @@ func tokenList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	ts, err := st.APITokens(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	out := []tokenJSON{}
-	var rows [][]string
-	for _, t := range ts {
-		out = append(out, tokenJSON{Name: t.Name, Created: t.Created.UTC()})
-		rows = append(rows, []string{t.Name, instant(t.Created)})
-	}
-	if c.json {
-		if err := adminJSON(env.stdout, out); err != nil {
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		ts, err := st.APITokens(ctx)
+		if err != nil {
+			return c.fail(err)
+		}
+		out := []tokenJSON{}
+		var rows [][]string
+		for _, t := range ts {
+			out = append(out, tokenJSON{Name: t.Name, Created: t.Created.UTC()})
+			rows = append(rows, []string{t.Name, instant(t.Created)})
+		}
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		if err := adminTable(env.stdout, []string{"NAME", "CREATED"}, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	if err := adminTable(env.stdout, []string{"NAME", "CREATED"}, rows); err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // tokenRemove is "hisp token remove NAME": the token stops working at once.
@@ -95,16 +87,12 @@ func tokenRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := st.RemoveAPIToken(ctx, pos[0]); err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "token.remove", pos[0], "")
-	fmt.Fprintf(env.stdout, "removed API token %s\n", pos[0])
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if err := st.RemoveAPIToken(ctx, pos[0]); err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "token.remove", pos[0], "")
+		fmt.Fprintf(env.stdout, "removed API token %s\n", pos[0])
+		return 0
+	})
 }

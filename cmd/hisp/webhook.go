@@ -43,22 +43,18 @@ func webhookAdd(env *cliEnv, args []string) int {
 	if len(secret) < 16 {
 		return c.fail(fmt.Errorf("secret in %s is shorter than 16 bytes", *secretFile))
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	w, err := st.AddWebhook(ctx, pos[0], pos[1], secret)
-	if errors.Is(err, store.ErrExists) {
-		return c.fail(fmt.Errorf("webhook %s %s exists", pos[0], pos[1]))
-	}
-	if err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "webhook.add", fmt.Sprintf("%d %s %s", w.ID, w.Target, w.URL), "")
-	fmt.Fprintf(env.stdout, "added webhook %d: messages of %s to %s\n", w.ID, w.Target, w.URL)
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		w, err := st.AddWebhook(ctx, pos[0], pos[1], secret)
+		if errors.Is(err, store.ErrExists) {
+			return c.fail(fmt.Errorf("webhook %s %s exists", pos[0], pos[1]))
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "webhook.add", fmt.Sprintf("%d %s %s", w.ID, w.Target, w.URL), "")
+		fmt.Fprintf(env.stdout, "added webhook %d: messages of %s to %s\n", w.ID, w.Target, w.URL)
+		return 0
+	})
 }
 
 type webhookJSON struct {
@@ -76,32 +72,28 @@ func webhookList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	ws, err := st.Webhooks(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	out := []webhookJSON{}
-	var rows [][]string
-	for _, w := range ws {
-		out = append(out, webhookJSON{ID: w.ID, Target: w.Target, URL: w.URL, Created: w.Created.UTC(), Pending: w.Pending})
-		rows = append(rows, []string{fmt.Sprint(w.ID), w.Target, w.URL, fmt.Sprint(w.Pending), day(w.Created)})
-	}
-	if c.json {
-		if err := adminJSON(env.stdout, out); err != nil {
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		ws, err := st.Webhooks(ctx)
+		if err != nil {
+			return c.fail(err)
+		}
+		out := []webhookJSON{}
+		var rows [][]string
+		for _, w := range ws {
+			out = append(out, webhookJSON{ID: w.ID, Target: w.Target, URL: w.URL, Created: w.Created.UTC(), Pending: w.Pending})
+			rows = append(rows, []string{fmt.Sprint(w.ID), w.Target, w.URL, fmt.Sprint(w.Pending), day(w.Created)})
+		}
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		if err := adminTable(env.stdout, []string{"ID", "FOR", "URL", "PENDING", "CREATED"}, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0
-	}
-	if err := adminTable(env.stdout, []string{"ID", "FOR", "URL", "PENDING", "CREATED"}, rows); err != nil {
-		return c.fail(err)
-	}
-	return 0
+	})
 }
 
 // webhookRemove is "hisp webhook remove ID": its pending deliveries go
@@ -116,16 +108,12 @@ func webhookRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	ctx := context.Background()
-	st, err := c.openStore(ctx)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer st.Close()
-	if err := st.RemoveWebhook(ctx, id); err != nil {
-		return c.fail(err)
-	}
-	c.audit(ctx, st, "webhook.remove", fmt.Sprint(id), "")
-	fmt.Fprintf(env.stdout, "removed webhook %d\n", id)
-	return 0
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if err := st.RemoveWebhook(ctx, id); err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "webhook.remove", fmt.Sprint(id), "")
+		fmt.Fprintf(env.stdout, "removed webhook %d\n", id)
+		return 0
+	})
 }
