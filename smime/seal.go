@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/hisp-project/hisp/smime/cms"
@@ -229,6 +228,3 @@ func writeBase64Lines(b *bytes.Buffer, data []byte) {
 		data = data[n:]
 	}
 }
-
-// stripCRLF is used by tests and callers that need a header value on one line.
-func stripCRLF(s string) string { return strings.NewReplacer("\r", "", "\n", "").Replace(s) }

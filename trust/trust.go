@@ -52,49 +52,6 @@ func (p Purpose) String() string {
 	return fmt.Sprintf("Purpose(%d)", int(p))
 }
 
-// Direction says which way an anchor is trusted (TV-05): inbound anchors are
-// for signers of messages we receive, outbound anchors for recipients we send
-// to.
-type Direction int
-
-const (
-	Inbound  Direction = 1 << iota // signers we accept
-	Outbound                       // recipients we send to
-	Both     = Inbound | Outbound
-)
-
-// ParseDirection parses "in", "out" or "both" (case-insensitive; "inbound"
-// and "outbound" are accepted too).
-func ParseDirection(s string) (Direction, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "in", "inbound":
-		return Inbound, nil
-	case "out", "outbound":
-		return Outbound, nil
-	case "both":
-		return Both, nil
-	}
-	return 0, fmt.Errorf("unknown direction %q, want in, out or both", s)
-}
-
-// String returns "in", "out" or "both".
-func (d Direction) String() string {
-	switch d {
-	case Inbound:
-		return "in"
-	case Outbound:
-		return "out"
-	case Both:
-		return "both"
-	}
-	return fmt.Sprintf("Direction(%d)", int(d))
-}
-
-// Has reports whether d includes all of o, e.g. Both.Has(Inbound).
-func (d Direction) Has(o Direction) bool {
-	return o != 0 && d&o == o
-}
-
 // RevocationPolicy says what to do when a CRL or OCSP responder cannot be
 // reached, or answers with something unusable (TV-04).
 type RevocationPolicy int

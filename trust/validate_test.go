@@ -277,26 +277,3 @@ func TestAIA(t *testing.T) {
 	req.Intermediates = nil
 	check(t, v, req, false, "parse certificates from")
 }
-
-func TestDirectionParse(t *testing.T) {
-	for s, want := range map[string]Direction{"in": Inbound, "out": Outbound, "both": Both, "BOTH": Both, " inbound ": Inbound} {
-		d, err := ParseDirection(s)
-		if err != nil || d != want {
-			t.Errorf("ParseDirection(%q) = %v, %v; want %v", s, d, err, want)
-		}
-	}
-	if _, err := ParseDirection("sideways"); err == nil {
-		t.Error("ParseDirection(sideways): no error")
-	}
-	for d, want := range map[Direction]string{Inbound: "in", Outbound: "out", Both: "both"} {
-		if d.String() != want {
-			t.Errorf("%d.String() = %q, want %q", int(d), d.String(), want)
-		}
-		if back, _ := ParseDirection(d.String()); back != d {
-			t.Errorf("round trip of %v gave %v", d, back)
-		}
-	}
-	if !Both.Has(Inbound) || !Both.Has(Outbound) || Inbound.Has(Outbound) || Inbound.Has(Both) {
-		t.Error("Has is wrong")
-	}
-}
