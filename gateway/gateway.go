@@ -29,15 +29,14 @@ import (
 
 // server is one running hisp: its store and listeners.
 type server struct {
-	cfg    config.Config
-	st     *store.Store
-	log    *slog.Logger
-	crlMu  sync.Mutex // one CRL signing at a time, so CRL numbers increase
-	crls   map[string]cachedCRL
-	bundle *trust.Bundles
-	queue  *store.Queue
-	agent  *agent.Agent
-	track  *tracking // delivery tracking (track.go)
+	cfg   config.Config
+	st    *store.Store
+	log   *slog.Logger
+	crlMu sync.Mutex // one CRL signing at a time, so CRL numbers increase
+	crls  map[string]cachedCRL
+	queue *store.Queue
+	agent *agent.Agent
+	track *tracking // delivery tracking (track.go)
 }
 
 type cachedCRL struct {
@@ -58,7 +57,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	// A failing component stops the others through ctx.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &server{cfg: cfg, st: st, log: logger, crls: map[string]cachedCRL{}, bundle: &trust.Bundles{}}
+	s := &server{cfg: cfg, st: st, log: logger, crls: map[string]cachedCRL{}}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 32) // room for every component to fail at once
@@ -103,7 +102,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		fmt.Fprintf(out, "  admin (HTTP: CRLs at /crl/DOMAIN.crl, API at /api/v1/): http://%s/\n", l.Addr())
 	}
 	s.track = s.startTracking(run)
-	refresher := trust.NewRefresher(storeBundles{st}, s.bundle, trust.RefresherOptions{Logger: logger})
+	// The refreshed anchors reach validation through the store
+	// (storeBundles.SaveState); the Refresher's own set is its bookkeeping.
+	refresher := trust.NewRefresher(storeBundles{st}, &trust.Bundles{}, trust.RefresherOptions{Logger: logger})
 	run("bundles", refresher.Run)
 
 	if err := s.startMail(ctx, run, out); err != nil {
