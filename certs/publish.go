@@ -292,3 +292,33 @@ func (p *Publisher) zoneOf(ctx context.Context, name string) (string, error) {
 	}
 	return zone, nil
 }
+
+// OwnerOfName returns whose certificates are published at a DNS name, as
+// CertSource.Certificates receives it: the domain itself at a zone's apex
+// (organization-bound), "local@domain" at a one-label name under it
+// (address-bound, the inverse of CD-02's mapping, escapes undone), "" for
+// any other name.
+func OwnerOfName(name string, zones []string) string {
+	fqdn := dns.Fqdn(strings.ToLower(name))
+	zone := ""
+	for _, z := range zones { // the longest zone holding the name
+		z = dns.Fqdn(strings.ToLower(z))
+		if dns.IsSubDomain(z, fqdn) && dns.CountLabel(z) > dns.CountLabel(zone) {
+			zone = z
+		}
+	}
+	switch {
+	case zone == "":
+		return ""
+	case fqdn == zone:
+		return strings.TrimSuffix(zone, ".")
+	case dns.CountLabel(fqdn) != dns.CountLabel(zone)+1:
+		return ""
+	}
+	var wire [256]byte
+	if _, err := dns.PackDomainName(fqdn, wire[:], 0, nil, false); err != nil {
+		return ""
+	}
+	local := string(wire[1 : 1+int(wire[0])]) // the first label, unescaped
+	return local + "@" + strings.TrimSuffix(zone, ".")
+}

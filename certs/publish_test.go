@@ -319,3 +319,22 @@ func TestPublisherListenAndServe(t *testing.T) {
 		t.Errorf("ListenAndServe: %v", err)
 	}
 }
+
+func TestOwnerOfName(t *testing.T) {
+	zones := []string{"b.example", "sub.b.example"}
+	for name, want := range map[string]string{
+		"b.example":           "b.example",
+		"bob.b.example":       "bob@b.example",
+		"BOB.B.Example.":      "bob@b.example",
+		`john\.doe.b.example`: "john.doe@b.example",
+		`a\032b.b.example`:    "a b@b.example",
+		"bob.sub.b.example":   "bob@sub.b.example",
+		"x.y.b.example":       "",
+		"bob.other.example":   "",
+		"sub.b.example":       "sub.b.example",
+	} {
+		if got := OwnerOfName(name, zones); got != want {
+			t.Errorf("OwnerOfName(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

@@ -257,17 +257,7 @@ func (s storeCerts) Certificates(ctx context.Context, name string) ([][]byte, er
 	if err != nil {
 		return nil, err
 	}
-	owner := ""
-	for _, d := range ds {
-		if name == d {
-			owner = d
-			break
-		}
-		if label, ok := strings.CutSuffix(name, "."+d); ok && isOneLabel(label) {
-			owner = unescapeLabel(label) + "@" + d
-			break
-		}
-	}
+	owner := certs.OwnerOfName(name, ds)
 	if owner == "" {
 		return nil, nil
 	}
@@ -285,41 +275,6 @@ func (s storeCerts) Certificates(ctx context.Context, name string) ([][]byte, er
 	}
 	return out, nil
 }
-
-// isOneLabel reports whether a presentation-format name is one label: no
-// unescaped dot.
-func isOneLabel(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '\\':
-			i++
-		case '.':
-			return false
-		}
-	}
-	return s != ""
-}
-
-// unescapeLabel undoes DNS presentation escapes: \. and \DDD.
-func unescapeLabel(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '\\' || i+1 >= len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')*100 + (s[i+2]-'0')*10 + (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i+1])
-		i++
-	}
-	return b.String()
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // storeBundles lets the trust bundle refresher read bundle sources from
 // the store and record each fetch there.

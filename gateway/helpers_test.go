@@ -87,22 +87,19 @@ func (e everyCert) Certificates(ctx context.Context, name string) ([][]byte, err
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range ds {
-		label, ok := strings.CutSuffix(name, "."+d)
-		if !ok || !isOneLabel(label) {
-			continue
-		}
-		list, err := e.st.Certificates(ctx, store.CertFilter{Owner: unescapeLabel(label) + "@" + d})
-		if err != nil {
-			return nil, err
-		}
-		var out [][]byte
-		for _, c := range list {
-			out = append(out, c.DER)
-		}
-		return out, nil
+	owner := certs.OwnerOfName(name, ds)
+	if !strings.Contains(owner, "@") {
+		return nil, nil // address-bound certificates only
 	}
-	return nil, nil
+	list, err := e.st.Certificates(ctx, store.CertFilter{Owner: owner})
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	for _, c := range list {
+		out = append(out, c.DER)
+	}
+	return out, nil
 }
 
 // waitFor polls cond until it holds, failing the test after a minute.
