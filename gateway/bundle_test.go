@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/internal/testpki"
 	"github.com/hisp-project/hisp/store"
 )
@@ -47,5 +51,21 @@ func TestServeRefreshesBundles(t *testing.T) {
 	}
 	if c, _ := anchors[0].Parse(); c == nil || !c.Equal(partner.Cert) {
 		t.Fatal("the bundle's anchor is not the partner CA")
+	}
+}
+
+// TestIMAPSListener: [listen] imaps serves IMAP with implicit TLS.
+func TestIMAPSListener(t *testing.T) {
+	a := newInstance(t, "hospital.example", "alice")
+	a.start(t, "127.0.0.1:1", nil, func(c *config.Config) { c.Listen.IMAPS = "127.0.0.1:0" })
+	conn, err := tls.Dial("tcp", a.addrs["imaps"], &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatalf("imaps %q: %v", a.addrs["imaps"], err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "* OK") {
+		t.Fatalf("greeting %q: %v", line, err)
 	}
 }

@@ -192,6 +192,10 @@ func describeOpened(o *smime.Opened, anchors *x509.CertPool) (string, error) {
 	var parts []string
 	var chainErr error
 	chained := false
+	inter := x509.NewCertPool()
+	for _, c := range o.Certificates {
+		inter.AddCert(c)
+	}
 	for _, s := range o.Signers {
 		if s.Err != nil {
 			parts = append(parts, fmt.Sprintf("invalid signer %s (%v)", certName(s.Cert), s.Err))
@@ -199,10 +203,6 @@ func describeOpened(o *smime.Opened, anchors *x509.CertPool) (string, error) {
 		}
 		p := fmt.Sprintf("signed by %s with %s", certName(s.Cert), s.Algorithm)
 		if anchors != nil {
-			inter := x509.NewCertPool()
-			for _, c := range o.Certificates {
-				inter.AddCert(c)
-			}
 			chains, err := s.Cert.Verify(x509.VerifyOptions{Roots: anchors, Intermediates: inter,
 				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 			if err != nil {
