@@ -490,7 +490,8 @@ func findTracked(ctx context.Context, q queryer, ref TrackRef) (int64, error) {
 
 // UpdateTracked applies a tracker's decision to one recipient at now, in one
 // transaction: it reads the recipient (ErrNotFound if ref finds none),
-// calls decide with the message and the recipient as they are, applies the
+// calls decide with the message and the recipient as they are (with its
+// history in Events, oldest first), applies the
 // change, records its event and queues the webhook deliveries of a
 // transition. decide must not block: it runs inside the transaction. It
 // returns the message, the recipient after the change, and the change.
@@ -554,6 +555,9 @@ func updateTracked(ctx context.Context, tx *sql.Tx, ref TrackRef, now time.Time,
 	}
 	if m, err = getTrackedMessage(ctx, tx, r.TrackedID); err != nil {
 		return m, r, c, err
+	}
+	if r.Events, err = trackEvents(ctx, tx, `e.recipient_id = ?`, r.ID); err != nil {
+		return m, r, c, fmt.Errorf("tracking history: %w", err)
 	}
 	c = decide(m, r)
 	if c.Skip {

@@ -63,8 +63,24 @@ func (t *Tracker) decide(m store.TrackedMessage, r store.TrackedRecipient, in in
 		switch {
 		case r.Outcome == store.OutcomeFailure:
 			return suppress("late: the sender was told of a failure")
-		case r.State == store.TrackProcessed || r.State == store.TrackDispatched:
+		case seen(r, kindProcessed):
 			return suppress("duplicate")
+		case r.State == store.TrackDispatched:
+			// Notices overtake each other (two queue entries, two
+			// connections): the dispatched MDN came first and decided the
+			// outcome. The processed one changes nothing; the sender sees
+			// it as it would have in order, unless the dispatched MDN was
+			// the only news due.
+			switch {
+			case !m.DispatchedRequested:
+				return suppress("after the dispatched MDN, which was the news")
+			case t.opts.WithholdProcessed:
+				c.Notice = NoticeWithheld
+			default:
+				c.Notice = NoticeFiled
+			}
+			c.Detail = join(in.detail, "after the dispatched MDN")
+			return c
 		}
 		c.State = store.TrackProcessed
 		switch {
@@ -161,4 +177,14 @@ func join(a, b string) string {
 		return a
 	}
 	return a + "; " + b
+}
+
+// seen reports whether the recipient's history has an event of the kind.
+func seen(r store.TrackedRecipient, kind string) bool {
+	for _, e := range r.Events {
+		if e.Kind == kind {
+			return true
+		}
+	}
+	return false
 }

@@ -194,6 +194,47 @@ func TestProcessedThenDispatchedOneSuccess(t *testing.T) {
 	}
 }
 
+// TestDispatchedOvertakesProcessed: the two notices travel as two queue
+// entries and may arrive in either order. A processed MDN after the
+// dispatched one is recorded (and withheld as it would have been in order),
+// not taken for a duplicate; only a second processed MDN is one.
+func TestDispatchedOvertakesProcessed(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if err := f.tr.Sent(ctx, msgID, alice, []string{bob}, true); err != nil {
+		t.Fatal(err)
+	}
+	f.notice(t, mdnNotice(t, bob, mdn.DispositionDispatched, true), true)
+	f.notice(t, mdnNotice(t, bob, mdn.DispositionProcessed, false), false)
+	f.notice(t, mdnNotice(t, bob, mdn.DispositionProcessed, false), false)
+	r := f.recipient(t, bob)
+	if r.State != store.TrackDispatched || r.Outcome != store.OutcomeSuccess {
+		t.Fatalf("final %+v", r)
+	}
+	var notices []string
+	for _, e := range r.Events {
+		notices = append(notices, e.Kind+":"+e.Notice)
+	}
+	want := "queued: dispatched:filed processed:withheld processed:suppressed"
+	if got := strings.Join(notices, " "); got != want {
+		t.Fatalf("events %s\nwant   %s", got, want)
+	}
+
+	// Not requested: the dispatched MDN was the one success.
+	const other = "<m2@a.example>"
+	if err := f.tr.Sent(ctx, other, alice, []string{bob}, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		d    mdn.Disposition
+		file bool
+	}{{mdn.DispositionDispatched, true}, {mdn.DispositionProcessed, false}} {
+		n := mdnNotice(t, bob, tc.d, false)
+		n.OriginalMessageID = other
+		f.notice(t, n, tc.file)
+	}
+}
+
 func TestWithoutRequestProcessedIsTheSuccess(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
