@@ -47,7 +47,10 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	retry := store.Backoff{First: cfg.Outbound.RetryFirst.Duration, Max: cfg.Outbound.RetryMax.Duration,
 		Attempts: cfg.Outbound.RetryAttempts, Jitter: 0.1}
 	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: cfg.Hostname, log: s.log, wake: func() {},
-		retry: retry, now: s.now}
+		filed: func() {}, retry: retry, now: s.now}
+	if imapSrv != nil {
+		m.filed = imapSrv.Notify
+	}
 	m.deliver = func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error {
 		var err error
 		if imapSrv != nil {

@@ -25,6 +25,9 @@ type mail struct {
 	// deliver files a message in a local mailbox (through the IMAP server
 	// when it runs, so that IDLE sessions hear of it at once).
 	deliver func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error
+	// filed tells the IMAP server of a message filed through the store
+	// directly (the Sent copy, queued with its message).
+	filed func()
 	// wake tells the deliverer that the queue has work.
 	wake  func()
 	track *tracking // delivery tracking (track.go); nil: none
@@ -83,18 +86,26 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		return &smtp.Reply{Code: 554, Enhanced: "5.5.0", Message: "no recipient accepted"}, nil
 	}
 	tracked := m.trackSent(ctx, env, res) // before the queue: a notice may come back at once (track.go)
-	if _, err := m.queue.Enqueue(ctx, store.QueuedMessage{
+	sender := env.User
+	if sender == "" {
+		sender = env.MailFrom
+	}
+	// The sender's Sent copy is filed in the transaction that queues the
+	// message: no commit of its own, and there exactly when it was sent.
+	q, err := m.queue.EnqueueFiling(ctx, store.QueuedMessage{
 		MessageID: res.MessageID, MailFrom: env.MailFrom, User: env.User,
 		Origin: "submission " + env.RemoteAddr, Data: res.Sealed, Recipients: rcpts,
-	}); err != nil {
+	}, store.Filing{Address: sender, Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()})
+	if err != nil {
 		m.trackUnsent(ctx, tracked)
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil
 	}
 	m.wake()
-	sender := env.User
-	if sender == "" {
-		sender = env.MailFrom
+	if q.FilingErr != nil {
+		m.log.Warn("file Sent copy", "user", sender, "err", q.FilingErr)
+	} else {
+		m.filed()
 	}
 	if temporary != nil {
 		// Recipients whose certificates could not be looked up are sealed
@@ -105,9 +116,6 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		if err := m.deliver(ctx, sender, "INBOX", res.DSN, nil); err != nil {
 			m.log.Error("file DSN", "to", sender, "err", err)
 		}
-	}
-	if err := m.deliver(ctx, sender, "Sent", res.Message, []string{`\Seen`}); err != nil {
-		m.log.Warn("file Sent copy", "user", sender, "err", err)
 	}
 	return nil, nil
 }

@@ -224,34 +224,66 @@ type AppendResult struct {
 // exist, ErrOverQuota if the message would take the account over its
 // quota. The message is durable when Deliver returns.
 func (s *Store) Deliver(ctx context.Context, address, mailbox string, msg []byte, flags []string, date time.Time) (uint32, error) {
-	addr, _, err := NormalizeAddress(address)
+	f, err := prepareFiling(Filing{Address: address, Mailbox: mailbox, Message: msg, Flags: flags, Date: date})
 	if err != nil {
-		return 0, fmt.Errorf("deliver: %w", err)
-	}
-	if mailbox == "" {
-		mailbox = Inbox
-	}
-	name, err := NormalizeMailboxName(mailbox)
-	if err != nil {
-		return 0, fmt.Errorf("deliver to %s: %w", addr, err)
-	}
-	fs, err := parseFlags(flags)
-	if err != nil {
-		return 0, fmt.Errorf("deliver to %s: %w", addr, err)
+		return 0, err
 	}
 	var res AppendResult
 	err = s.tx(ctx, func(tx *sql.Tx) error {
-		a, err := ensureMailAccount(ctx, tx, addr)
-		if err != nil {
-			return err
-		}
-		res, err = appendMessage(ctx, tx, a.ID, name, true, msg, fs, date)
+		res, err = f.file(ctx, tx)
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("deliver to %s %s: %w", addr, name, err)
+		return 0, fmt.Errorf("deliver to %s %s: %w", f.addr, f.mailbox, err)
 	}
 	return res.UID, nil
+}
+
+// Filing is a message to file in a mailbox of a local address, as Deliver
+// does: see Queue.EnqueueFiling, which files it in the transaction that
+// queues another message.
+type Filing struct {
+	Address string
+	Mailbox string // "": INBOX; made when missing
+	Message []byte
+	Flags   []string
+	Date    time.Time // zero: now
+}
+
+// preparedFiling is a Filing checked and normalized.
+type preparedFiling struct {
+	addr, mailbox string
+	msg           []byte
+	flags         flagSet
+	date          time.Time
+}
+
+func prepareFiling(f Filing) (*preparedFiling, error) {
+	addr, _, err := NormalizeAddress(f.Address)
+	if err != nil {
+		return nil, fmt.Errorf("deliver: %w", err)
+	}
+	if f.Mailbox == "" {
+		f.Mailbox = Inbox
+	}
+	name, err := NormalizeMailboxName(f.Mailbox)
+	if err != nil {
+		return nil, fmt.Errorf("deliver to %s: %w", addr, err)
+	}
+	fs, err := parseFlags(f.Flags)
+	if err != nil {
+		return nil, fmt.Errorf("deliver to %s: %w", addr, err)
+	}
+	return &preparedFiling{addr: addr, mailbox: name, msg: f.Message, flags: fs, date: f.Date}, nil
+}
+
+// file files the message in tx, making the mail account on first use.
+func (f *preparedFiling) file(ctx context.Context, tx *sql.Tx) (AppendResult, error) {
+	a, err := ensureMailAccount(ctx, tx, f.addr)
+	if err != nil {
+		return AppendResult{}, err
+	}
+	return appendMessage(ctx, tx, a.ID, f.mailbox, true, f.msg, f.flags, f.date)
 }
 
 // Append files a message in an existing mailbox of an account, like

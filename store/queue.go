@@ -157,7 +157,17 @@ func (b Backoff) Delay(attempt int) time.Duration {
 
 // preparedMessage is a validated message ready for insertion.
 type preparedMessage struct {
-	m QueuedMessage
+	m      QueuedMessage
+	filing *preparedFiling // nil: none
+}
+
+// size is the bytes a message puts in its transaction.
+func (p preparedMessage) size() int64 {
+	n := int64(len(p.m.Data))
+	if p.filing != nil {
+		n += int64(len(p.filing.msg))
+	}
+	return n
 }
 
 // prepareEnqueue checks a message for Enqueue and fills in the derived
@@ -354,8 +364,10 @@ type enqueueReq struct {
 }
 
 type enqueueResult struct {
-	id  int64
-	err error
+	id        int64
+	filed     AppendResult
+	filingErr error
+	err       error
 }
 
 // NewQueue starts the writer goroutine of a group-committing queue over s.
@@ -378,30 +390,58 @@ func NewQueue(s *Store, opts QueueOptions) *Queue {
 // Enqueue returns ctx's error and the message is not queued; once taken, it
 // waits for the commit, so that its answer is always the truth.
 func (q *Queue) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
+	res, err := q.enqueue(ctx, m, nil)
+	return res.ID, err
+}
+
+// EnqueueResult is what EnqueueFiling did.
+type EnqueueResult struct {
+	ID    int64        // the queued message
+	Filed AppendResult // where the filing went
+	// FilingErr says why the filing was not made (the account is over its
+	// quota, say); the message is queued all the same.
+	FilingErr error
+}
+
+// EnqueueFiling is Enqueue that also files f (the sender's Sent copy) in
+// the same transaction, so that the copy costs no commit of its own and
+// exists exactly when the message is queued. A filing that fails does not
+// fail the enqueue: see EnqueueResult.FilingErr.
+func (q *Queue) EnqueueFiling(ctx context.Context, m QueuedMessage, f Filing) (EnqueueResult, error) {
+	pf, err := prepareFiling(f)
+	if err != nil {
+		return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
+	}
+	return q.enqueue(ctx, m, pf)
+}
+
+func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling) (EnqueueResult, error) {
 	p, err := prepareEnqueue(m, time.Now())
 	if err != nil {
 		q.failed.Add(1)
-		return 0, err
+		return EnqueueResult{}, err
 	}
+	p.filing = f
 	r := &enqueueReq{ctx: ctx, p: p, result: make(chan enqueueResult, 1)}
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
-		return 0, ErrQueueClosed
+		return EnqueueResult{}, ErrQueueClosed
 	}
 	select {
 	case q.reqs <- r:
 	case <-ctx.Done():
 		q.mu.RUnlock()
 		q.failed.Add(1)
-		return 0, fmt.Errorf("enqueue: %w", ctx.Err())
+		return EnqueueResult{}, fmt.Errorf("enqueue: %w", ctx.Err())
 	}
 	q.mu.RUnlock()
 	res := <-r.result
 	if res.err != nil {
 		q.failed.Add(1)
+		return EnqueueResult{}, res.err
 	}
-	return res.id, res.err
+	return EnqueueResult{ID: res.id, Filed: res.filed, FilingErr: res.filingErr}, nil
 }
 
 // Close stops taking messages, commits those already handed over and stops
@@ -427,7 +467,7 @@ func (q *Queue) writer() {
 	defer close(q.done)
 	for first := range q.reqs {
 		batch := []*enqueueReq{first}
-		size := int64(len(first.p.m.Data))
+		size := first.p.size()
 	gather:
 		for len(batch) < q.maxBatch && size < q.maxBytes {
 			select {
@@ -436,7 +476,7 @@ func (q *Queue) writer() {
 					break gather
 				}
 				batch = append(batch, r)
-				size += int64(len(r.p.m.Data))
+				size += r.p.size()
 			default:
 				break gather
 			}
@@ -481,6 +521,12 @@ func (q *Queue) commit(batch []*enqueueReq) {
 				}
 			} else {
 				results[i].id = m.ID
+				if r.p.filing != nil {
+					results[i].filed, results[i].filingErr, err = fileUnder(ctx, tx, r.p.filing)
+					if err != nil {
+						return err
+					}
+				}
 			}
 			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT enqueue`); err != nil {
 				return fmt.Errorf("release savepoint: %w", err)
@@ -500,6 +546,24 @@ func (q *Queue) commit(batch []*enqueueReq) {
 		}
 		r.result <- res
 	}
+}
+
+// fileUnder files f under a savepoint of its own: a filing that fails
+// (fileErr) is undone alone; err is a failure of the transaction itself.
+func fileUnder(ctx context.Context, tx *sql.Tx, f *preparedFiling) (res AppendResult, fileErr, err error) {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT filing`); err != nil {
+		return res, nil, fmt.Errorf("savepoint: %w", err)
+	}
+	if res, fileErr = f.file(ctx, tx); fileErr != nil {
+		fileErr = fmt.Errorf("file in %s %s: %w", f.addr, f.mailbox, fileErr)
+		if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT filing`); err != nil {
+			return res, fileErr, fmt.Errorf("rollback to savepoint: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT filing`); err != nil {
+		return res, fileErr, fmt.Errorf("release savepoint: %w", err)
+	}
+	return res, fileErr, nil
 }
 
 // recipientColumns are the queue_recipients columns scanRecipient reads.

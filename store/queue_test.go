@@ -486,3 +486,52 @@ func BenchmarkQueueEnqueue(b *testing.B) {
 	st := q.Stats()
 	b.ReportMetric(float64(st.Messages)/float64(max(st.Commits, 1)), "msgs/commit")
 }
+
+// TestQueueEnqueueFiling: the Sent copy is filed with the queued message, in
+// its transaction; a copy that cannot be filed (over quota) leaves the
+// message queued and says why.
+func TestQueueEnqueueFiling(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	tcheck(t, err, "open")
+	defer s.Close()
+	_, err = s.AddDomain(ctx, "a.example")
+	tcheck(t, err, "add domain")
+	for _, a := range []string{"alice@a.example", "dave@a.example"} {
+		_, err = s.AddAddress(ctx, a)
+		tcheck(t, err, "add address")
+	}
+	tcheck(t, s.SetQuota(ctx, "dave@a.example", 10), "quota")
+	q := NewQueue(s, QueueOptions{})
+	defer q.Close()
+
+	plain := []byte("Subject: hello\r\n\r\nplain body\r\n")
+	res, err := q.EnqueueFiling(ctx, testMessage(1, "bob@b.example"),
+		Filing{Address: "Alice@A.example", Mailbox: "Sent", Message: plain, Flags: []string{`\Seen`}})
+	tcheck(t, err, "enqueue")
+	if res.ID <= 0 || res.FilingErr != nil || res.Filed.UID != 1 {
+		t.Fatalf("enqueue with a filing: %+v", res)
+	}
+	if m := queuedByID(t, s, res.ID); len(m.Recipients) != 1 {
+		t.Fatalf("queued %+v", m)
+	}
+	acct, err := s.MailAccount(ctx, "alice@a.example")
+	tcheck(t, err, "account")
+	st, err := s.MailboxStatus(ctx, acct.ID, "Sent")
+	tcheck(t, err, "Sent")
+	if st.Messages != 1 || st.Unseen != 0 {
+		t.Fatalf("Sent holds %d messages, %d unseen", st.Messages, st.Unseen)
+	}
+
+	res, err = q.EnqueueFiling(ctx, testMessage(2, "bob@b.example"),
+		Filing{Address: "dave@a.example", Mailbox: "Sent", Message: plain})
+	tcheck(t, err, "enqueue over quota")
+	if res.ID <= 0 || !errors.Is(res.FilingErr, ErrOverQuota) {
+		t.Fatalf("enqueue with a filing over quota: %+v", res)
+	}
+	queuedByID(t, s, res.ID)
+
+	if _, err := q.EnqueueFiling(ctx, testMessage(3, "bob@b.example"), Filing{Address: "not an address", Message: plain}); err == nil {
+		t.Fatal("a filing to no address was taken")
+	}
+}
