@@ -147,6 +147,15 @@ func (s *Store) RemoveWebhook(ctx context.Context, id int64) error {
 	return nil
 }
 
+// HasWebhooks reports whether any webhook is configured.
+func (s *Store) HasWebhooks(ctx context.Context) (bool, error) {
+	var any bool
+	if err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM webhooks)`).Scan(&any); err != nil {
+		return false, fmt.Errorf("webhooks: %w", err)
+	}
+	return any, nil
+}
+
 // DueWebhookDeliveries returns up to limit pending deliveries due at now,
 // each the oldest pending one of its webhook and message, so that a
 // message's events reach an endpoint in order: a later one waits until the

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hisp-project/hisp/store"
@@ -103,6 +104,10 @@ type Webhooks struct {
 	st   *store.Store
 	log  *slog.Logger
 	wake chan struct{}
+	// idle is set while no webhook is configured: Wake then does nothing
+	// (the tracker calls it on every change), and Run looks once per
+	// interval, which also finds a webhook added meanwhile.
+	idle atomic.Bool
 }
 
 // NewWebhooks returns a worker; Run starts it.
@@ -139,6 +144,9 @@ func NewWebhooks(opts WebhookOptions) *Webhooks {
 
 // Wake makes Run look for due deliveries now. It never blocks.
 func (w *Webhooks) Wake() {
+	if w.idle.Load() {
+		return
+	}
 	select {
 	case w.wake <- struct{}{}:
 	default:
@@ -154,6 +162,9 @@ func (w *Webhooks) Run(ctx context.Context) error {
 	for {
 		if _, err := w.Deliver(ctx); err != nil && ctx.Err() == nil {
 			w.log.Error("webhooks", "err", err)
+		}
+		if any, err := w.st.HasWebhooks(ctx); err == nil {
+			w.idle.Store(!any)
 		}
 		select {
 		case <-ctx.Done():
