@@ -169,9 +169,8 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 	if m.trackNotice(ctx, res) {
 		return nil, nil // an MDN or DSN the tracker keeps from the mailbox
 	}
-	delivered := 0
 	var first *smtp.Reply
-	var filed []filing // what the MDNs report (notify.go)
+	var copies []store.Filing
 	for _, r := range res.Recipients {
 		if !r.Accepted {
 			if first == nil {
@@ -179,26 +178,37 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 			}
 			continue
 		}
-		err := m.deliver(ctx, r.Recipient, "INBOX", res.Message, nil)
+		copies = append(copies, store.Filing{Address: r.Recipient, Mailbox: store.Inbox, Message: res.Message, Date: m.now()})
+	}
+	// Every accepted recipient's copy in one transaction: a failure of the
+	// store files none, so that the sender's retry after 451 duplicates
+	// nobody's copy.
+	_, errs, err := m.st.DeliverEach(ctx, copies)
+	if err != nil {
+		m.log.Error("deliver to mailboxes", "message", res.MessageID, "err", err)
+		return nil, err
+	}
+	m.filed()
+	delivered := 0
+	var filed []filing // what the MDNs report (notify.go)
+	for i, c := range copies {
+		err := errs[i]
 		switch {
 		case errors.Is(err, store.ErrOverQuota):
-			m.log.Warn("mailbox over quota", "recipient", r.Recipient, "message", res.MessageID)
+			m.log.Warn("mailbox over quota", "recipient", c.Address, "message", res.MessageID)
 			if first == nil {
-				first = &smtp.Reply{Code: 552, Enhanced: "5.2.2", Message: r.Recipient + ": mailbox full"}
+				first = &smtp.Reply{Code: 552, Enhanced: "5.2.2", Message: c.Address + ": mailbox full"}
 			}
-			filed = append(filed, filing{r.Recipient, fileFailure(err)})
+			filed = append(filed, filing{c.Address, fileFailure(err)})
 		case errors.Is(err, store.ErrNotFound): // the address went away since RCPT
-			m.log.Warn("no mailbox", "recipient", r.Recipient, "message", res.MessageID)
+			m.log.Warn("no mailbox", "recipient", c.Address, "message", res.MessageID)
 			if first == nil {
-				first = &smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: r.Recipient + ": no such mailbox"}
+				first = &smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: c.Address + ": no such mailbox"}
 			}
-			filed = append(filed, filing{r.Recipient, fileFailure(err)})
-		case err != nil:
-			m.log.Error("deliver to mailbox", "recipient", r.Recipient, "err", err)
-			return nil, err
+			filed = append(filed, filing{c.Address, fileFailure(err)})
 		default:
 			delivered++
-			filed = append(filed, filing{recipient: r.Recipient})
+			filed = append(filed, filing{recipient: c.Address})
 		}
 	}
 	reported := m.notify(ctx, res, filed)
@@ -212,10 +222,7 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 		return first, nil
 	}
 	// Recipients refused on trust (another local domain's anchors) get no
-	// MDN (TV-06): the sender's HISP times out and tells the sender. A
-	// local failure above answers 451 even when some recipients were
-	// filed: the retry duplicates their copy rather than losing the
-	// others'.
+	// MDN (TV-06): the sender's HISP times out and tells the sender.
 	return nil, nil
 }
 

@@ -239,6 +239,42 @@ func (s *Store) Deliver(ctx context.Context, address, mailbox string, msg []byte
 	return res.UID, nil
 }
 
+// DeliverEach files every filing in one transaction, each as Deliver
+// would: one commit for all the local recipients of a message, and all or
+// nothing when the store fails. A filing refused for its account (errs[i]
+// wrapping ErrNotFound or ErrOverQuota) is left out alone; any other error
+// fails the whole call (err) and nothing is filed.
+func (s *Store) DeliverEach(ctx context.Context, fs []Filing) (res []AppendResult, errs []error, err error) {
+	prepared := make([]*preparedFiling, len(fs))
+	res, errs = make([]AppendResult, len(fs)), make([]error, len(fs))
+	for i, f := range fs {
+		if prepared[i], errs[i] = prepareFiling(f); errs[i] != nil {
+			return nil, nil, errs[i]
+		}
+	}
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		for i, f := range prepared {
+			res[i], errs[i] = AppendResult{}, nil
+			err := savepoint(ctx, tx, func() error {
+				var err error
+				res[i], err = f.file(ctx, tx)
+				return err
+			})
+			switch {
+			case errors.Is(err, ErrNotFound) || errors.Is(err, ErrOverQuota):
+				errs[i] = fmt.Errorf("deliver to %s %s: %w", f.addr, f.mailbox, err)
+			case err != nil:
+				return fmt.Errorf("deliver to %s %s: %w", f.addr, f.mailbox, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return res, errs, nil
+}
+
 // Filing is a message to file in a mailbox of a local address, as Deliver
 // does: see Queue.EnqueueFiling, which files it in the transaction that
 // queues another message.

@@ -517,3 +517,40 @@ func TestConcurrentDeliver(t *testing.T) {
 		t.Fatalf("uids %v, uidnext %d", uids, inbox.UIDNext)
 	}
 }
+
+// TestDeliverEach: the copies of one inbound message for several local
+// recipients go in one transaction; a recipient over quota or gone is left
+// out alone.
+func TestDeliverEach(t *testing.T) {
+	ctx := context.Background()
+	s, _ := mailTest(t)
+	tcheck(t, s.SetQuota(ctx, "bob@clinic.example", 10), "quota")
+	msg := testMail("referral", 100)
+	res, errs, err := s.DeliverEach(ctx, []Filing{
+		{Address: "alice@clinic.example", Message: msg},
+		{Address: "bob@clinic.example", Message: msg},
+		{Address: "nobody@clinic.example", Message: msg},
+	})
+	tcheck(t, err, "deliver")
+	if errs[0] != nil || res[0].UID != 1 {
+		t.Errorf("alice: %+v, %v", res[0], errs[0])
+	}
+	if !errors.Is(errs[1], ErrOverQuota) {
+		t.Errorf("bob over quota: %v", errs[1])
+	}
+	if !errors.Is(errs[2], ErrNotFound) {
+		t.Errorf("no such address: %v", errs[2])
+	}
+	for addr, want := range map[string]uint32{"alice@clinic.example": 1, "bob@clinic.example": 0} {
+		a, err := s.MailAccount(ctx, addr)
+		tcheck(t, err, "account")
+		st, err := s.MailboxStatus(ctx, a.ID, Inbox)
+		tcheck(t, err, "INBOX")
+		if st.Messages != want {
+			t.Errorf("%s INBOX holds %d, want %d", addr, st.Messages, want)
+		}
+	}
+	if _, _, err := s.DeliverEach(ctx, []Filing{{Address: "alice@clinic.example", Mailbox: "../x", Message: msg}}); err == nil {
+		t.Error("a bad mailbox name was taken")
+	}
+}
