@@ -177,7 +177,7 @@ func newServer(kind string, cfg Config) *Server {
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLSConfig
 	srv.MaxMessageBytes = cfg.MaxMessageBytes
-	srv.MaxRecipients = cfg.MaxRecipients
+	srv.MaxRecipients = 0 // the session enforces cfg.MaxRecipients, so that a refusal is audited
 	srv.ReadTimeout = cfg.ReadTimeout
 	srv.WriteTimeout = cfg.WriteTimeout
 	srv.ErrorLog = errorLog{s.log}

@@ -175,8 +175,8 @@ func TestBackboneBadInput(t *testing.T) {
 	addr := serve(t, s)
 	rc := dialRaw(t, addr)
 	ehlo := rc.expect("EHLO mx.remote.example", "250")
-	if !strings.Contains(ehlo, "SIZE 10000") || !strings.Contains(ehlo, "LIMITS RCPTMAX=100") {
-		t.Errorf("EHLO %q: want SIZE 10000 and RCPTMAX", ehlo)
+	if !strings.Contains(ehlo, "SIZE 10000") {
+		t.Errorf("EHLO %q: want SIZE 10000", ehlo)
 	}
 
 	// Malformed commands.
@@ -242,7 +242,8 @@ func TestBackboneBadInput(t *testing.T) {
 }
 
 func TestBackboneRecipientLimit(t *testing.T) {
-	s, rec, _ := newBackbone(t, BackboneConfig{})
+	st := testStore(t)
+	s, rec, _ := newBackbone(t, BackboneConfig{Config: Config{Audit: st}})
 	addr := serve(t, s)
 	rc := dialRaw(t, addr)
 	rc.expect("EHLO mx.remote.example", "250")
@@ -275,6 +276,21 @@ func TestBackboneRecipientLimit(t *testing.T) {
 	got := rec.all()
 	if len(got) != 1 || len(got[0].env.Recipients) != DefaultMaxRecipients {
 		t.Fatalf("handler got %d messages", len(got))
+	}
+	// One audit record for the flood, naming the first recipient refused.
+	evs, err := st.AuditEvents(context.Background(), 100)
+	tcheck(t, err, "audit")
+	audited := 0
+	for _, e := range evs {
+		if e.Action == "smtp.backbone.rcpt" && strings.HasPrefix(e.Reason, "452 4.5.3") {
+			audited++
+			if e.Subject != fmt.Sprintf("user%d@a.example", DefaultMaxRecipients) {
+				t.Errorf("audited %+v", e)
+			}
+		}
+	}
+	if audited != 1 {
+		t.Errorf("%d audit records of refused recipients, want 1", audited)
 	}
 }
 

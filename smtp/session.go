@@ -34,6 +34,9 @@ type session struct {
 	from  string
 	rcpts []string
 	seen  map[string]bool
+	// overflow is set once the transaction refused a recipient over
+	// MaxRecipients.
+	overflow bool
 }
 
 // envelope returns the current transaction's envelope.
@@ -116,7 +119,7 @@ func (ss *session) setBusy(b bool) {
 // Reset ends the transaction (RSET, after DATA, new EHLO).
 func (ss *session) Reset() {
 	ss.mu.Lock()
-	ss.from, ss.rcpts, ss.seen, ss.size = "", nil, map[string]bool{}, 0
+	ss.from, ss.rcpts, ss.seen, ss.size, ss.overflow = "", nil, map[string]bool{}, 0, false
 	ss.mu.Unlock()
 	ss.setBusy(false)
 }
@@ -184,11 +187,27 @@ func (ss *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	}
 	key := strings.ToLower(to)
 	ss.mu.Lock()
-	if !ss.seen[key] {
+	full, first := false, false
+	switch {
+	case ss.seen[key]:
+	case len(ss.rcpts) >= ss.s.cfg.MaxRecipients:
+		// RFC 5321 4.5.3.1.10: 452, the client sends the rest later. The
+		// first refusal of a transaction is audited; a flood of RCPTs
+		// makes one record, not thousands.
+		full, first = true, !ss.overflow
+		ss.overflow = true
+	default:
 		ss.seen[key] = true
 		ss.rcpts = append(ss.rcpts, to)
 	}
 	ss.mu.Unlock()
+	if full {
+		r := errorf(452, "4.5.3", "Too many recipients: at most %d per message", ss.s.cfg.MaxRecipients)
+		if first {
+			return ss.refuse("rcpt", to, r)
+		}
+		return r.smtpError()
+	}
 	return nil
 }
 
