@@ -34,9 +34,10 @@ type session struct {
 	from  string
 	rcpts []string
 	seen  map[string]bool
-	// overflow is set once the transaction refused a recipient over
-	// MaxRecipients.
-	overflow bool
+	// rcptCount counts the accepted RCPT commands, duplicates included;
+	// overflow is set once the transaction refused one over MaxRecipients.
+	rcptCount int
+	overflow  bool
 }
 
 // envelope returns the current transaction's envelope.
@@ -119,7 +120,8 @@ func (ss *session) setBusy(b bool) {
 // Reset ends the transaction (RSET, after DATA, new EHLO).
 func (ss *session) Reset() {
 	ss.mu.Lock()
-	ss.from, ss.rcpts, ss.seen, ss.size, ss.overflow = "", nil, map[string]bool{}, 0, false
+	ss.from, ss.rcpts, ss.seen, ss.size = "", nil, map[string]bool{}, 0
+	ss.rcptCount, ss.overflow = 0, false
 	ss.mu.Unlock()
 	ss.setBusy(false)
 }
@@ -189,14 +191,16 @@ func (ss *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 	ss.mu.Lock()
 	full, first := false, false
 	switch {
-	case ss.seen[key]:
-	case len(ss.rcpts) >= ss.s.cfg.MaxRecipients:
+	case ss.rcptCount >= ss.s.cfg.MaxRecipients:
 		// RFC 5321 4.5.3.1.10: 452, the client sends the rest later. The
 		// first refusal of a transaction is audited; a flood of RCPTs
 		// makes one record, not thousands.
 		full, first = true, !ss.overflow
 		ss.overflow = true
+	case ss.seen[key]:
+		ss.rcptCount++ // go-smtp keeps every accepted RCPT: duplicates count
 	default:
+		ss.rcptCount++
 		ss.seen[key] = true
 		ss.rcpts = append(ss.rcpts, to)
 	}
