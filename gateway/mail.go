@@ -85,23 +85,27 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		}
 		return &smtp.Reply{Code: 554, Enhanced: "5.5.0", Message: "no recipient accepted"}, nil
 	}
-	tracked := m.trackSent(ctx, env, res) // before the queue: a notice may come back at once (track.go)
 	sender := env.User
 	if sender == "" {
 		sender = env.MailFrom
 	}
-	// The sender's Sent copy is filed in the transaction that queues the
-	// message: no commit of its own, and there exactly when it was sent.
-	q, err := m.queue.EnqueueFiling(ctx, store.QueuedMessage{
+	// The delivery tracking and the sender's Sent copy are committed in
+	// the transaction that queues the message: no commit of their own, and
+	// there exactly when it was sent (so no notice can come back before
+	// the tracking).
+	q, err := m.queue.EnqueueWith(ctx, store.QueuedMessage{
 		MessageID: res.MessageID, MailFrom: env.MailFrom, User: env.User,
 		Origin: "submission " + env.RemoteAddr, Data: res.Sealed, Recipients: rcpts,
-	}, store.Filing{Address: sender, Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()})
+	}, store.EnqueueExtras{
+		Filing:   &store.Filing{Address: sender, Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()},
+		Tracking: m.trackSent(env, res),
+	})
 	if err != nil {
-		m.trackUnsent(ctx, tracked)
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil
 	}
 	m.wake()
+	m.trackQueued(q)
 	if q.FilingErr != nil {
 		m.log.Warn("file Sent copy", "user", sender, "err", q.FilingErr)
 	} else {

@@ -91,16 +91,16 @@ func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
 	return err
 }
 
-// trackSent starts tracking a message the submission is about to queue
-// (before, so that no notice can come back first): its recipients to be
-// queued, the ones dropped at submission (told by the submission's DSN) as
-// failed, and whether it asked for timely and reliable delivery. Notices
-// (hisp's own or a user's MDN) and null-sender mail are not tracked:
-// nothing answers them. It returns the tracking's id for trackUnsent, 0
-// if none. A failure is logged; the message is queued either way.
-func (m *mail) trackSent(ctx context.Context, env smtp.Envelope, res *agent.OutboundResult) int64 {
+// trackSent is the tracking of a message the submission is about to
+// queue, committed with it (so that no notice can come back first): its
+// recipients to be queued, the ones dropped at submission (told by the
+// submission's DSN) as failed, and whether it asked for timely and
+// reliable delivery. Notices (hisp's own or a user's MDN) and null-sender
+// mail are not tracked: nothing answers them; nil then. A failure is
+// logged; the message is queued either way.
+func (m *mail) trackSent(env smtp.Envelope, res *agent.OutboundResult) *store.TrackedMessage {
 	if m.track == nil || res == nil || env.MailFrom == "" || isReport(res.Message) {
-		return 0
+		return nil
 	}
 	sender := env.User
 	if sender == "" {
@@ -117,22 +117,27 @@ func (m *mail) trackSent(ctx context.Context, env smtp.Envelope, res *agent.Outb
 		}
 	}
 	if len(tm.Recipients) == 0 {
-		return 0
+		return nil
 	}
-	id, err := m.track.tr.Track(context.WithoutCancel(ctx), tm)
+	rec, err := m.track.tr.Record(tm)
 	if err != nil {
 		m.log.Error("track sent message", "message", res.MessageID, "err", err)
+		return nil
 	}
-	return id
+	return &rec
 }
 
-// trackUnsent forgets the tracking of a message that could not be queued.
-func (m *mail) trackUnsent(ctx context.Context, id int64) {
-	if m.track == nil || id == 0 {
+// trackQueued reports the outcome of a tracking queued with its message.
+func (m *mail) trackQueued(res store.EnqueueResult) {
+	if m.track == nil {
 		return
 	}
-	if err := m.track.tr.Untrack(context.WithoutCancel(ctx), id); err != nil {
-		m.log.Error("untrack message not queued", "err", err)
+	if res.TrackingErr != nil {
+		m.log.Error("track sent message", "err", res.TrackingErr)
+		return
+	}
+	if res.Tracked.ID != 0 {
+		m.track.tr.Recorded()
 	}
 }
 

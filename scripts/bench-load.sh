@@ -141,7 +141,7 @@ apid=$pid
 to=bob@clinic.example
 [ "$mode" = local ] && to=carol@hospital.example
 echo "mode $mode: $messages messages of $size bytes, $conc clients, alice@hospital.example -> $to"
-"$hisp" bench --addr "127.0.0.1:$(aport 1)" --user alice@hospital.example --password-file "$tmp/pw" \
+${HISP_BENCH_WRAP:-} "$hisp" bench --addr "127.0.0.1:$(aport 1)" --user alice@hospital.example --password-file "$tmp/pw" \
 	--to "$to" --concurrency "$conc" --messages "$messages" --size "$size" --server-pid "$apid" ${HISP_BENCH_ARGS:-}
 # The server's CPU time (user + system) for the whole run, setup included.
 ticks=$(getconf CLK_TCK)

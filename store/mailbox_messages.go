@@ -276,7 +276,7 @@ func (s *Store) DeliverEach(ctx context.Context, fs []Filing) (res []AppendResul
 }
 
 // Filing is a message to file in a mailbox of a local address, as Deliver
-// does: see Queue.EnqueueFiling, which files it in the transaction that
+// does: see Queue.EnqueueWith, which files it in the transaction that
 // queues another message.
 type Filing struct {
 	Address string

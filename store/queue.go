@@ -157,8 +157,9 @@ func (b Backoff) Delay(attempt int) time.Duration {
 
 // preparedMessage is a validated message ready for insertion.
 type preparedMessage struct {
-	m      QueuedMessage
-	filing *preparedFiling // nil: none
+	m        QueuedMessage
+	filing   *preparedFiling // nil: none
+	tracking *TrackedMessage // nil: none
 }
 
 // size is the bytes a message puts in its transaction.
@@ -364,10 +365,12 @@ type enqueueReq struct {
 }
 
 type enqueueResult struct {
-	id        int64
-	filed     AppendResult
-	filingErr error
-	err       error
+	id          int64
+	filed       AppendResult
+	filingErr   error
+	tracked     TrackedMessage
+	trackingErr error
+	err         error
 }
 
 // NewQueue starts the writer goroutine of a group-committing queue over s.
@@ -390,38 +393,59 @@ func NewQueue(s *Store, opts QueueOptions) *Queue {
 // Enqueue returns ctx's error and the message is not queued; once taken, it
 // waits for the commit, so that its answer is always the truth.
 func (q *Queue) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
-	res, err := q.enqueue(ctx, m, nil)
+	res, err := q.enqueue(ctx, m, nil, nil)
 	return res.ID, err
 }
 
-// EnqueueResult is what EnqueueFiling did.
+// EnqueueExtras are records committed with a queued message, in its
+// transaction: no commit of their own, and they exist exactly when the
+// message is queued. A record that fails does not fail the enqueue; the
+// result says why it was left out.
+type EnqueueExtras struct {
+	Filing   *Filing         // the sender's Sent copy
+	Tracking *TrackedMessage // the message's delivery tracking (package track builds it)
+}
+
+// EnqueueResult is what EnqueueWith did.
 type EnqueueResult struct {
 	ID    int64        // the queued message
 	Filed AppendResult // where the filing went
 	// FilingErr says why the filing was not made (the account is over its
-	// quota, say); the message is queued all the same.
-	FilingErr error
+	// quota, say).
+	FilingErr   error
+	Tracked     TrackedMessage // the tracking as stored
+	TrackingErr error
 }
 
-// EnqueueFiling is Enqueue that also files f (the sender's Sent copy) in
-// the same transaction, so that the copy costs no commit of its own and
-// exists exactly when the message is queued. A filing that fails does not
-// fail the enqueue: see EnqueueResult.FilingErr.
-func (q *Queue) EnqueueFiling(ctx context.Context, m QueuedMessage, f Filing) (EnqueueResult, error) {
-	pf, err := prepareFiling(f)
-	if err != nil {
-		return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
+// EnqueueWith is Enqueue that also commits the extras.
+func (q *Queue) EnqueueWith(ctx context.Context, m QueuedMessage, x EnqueueExtras) (EnqueueResult, error) {
+	var pf *preparedFiling
+	if x.Filing != nil {
+		var err error
+		if pf, err = prepareFiling(*x.Filing); err != nil {
+			return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
+		}
 	}
-	return q.enqueue(ctx, m, pf)
+	return q.enqueue(ctx, m, pf, x.Tracking)
 }
 
-func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling) (EnqueueResult, error) {
-	p, err := prepareEnqueue(m, time.Now())
+func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage) (EnqueueResult, error) {
+	now := time.Now()
+	p, err := prepareEnqueue(m, now)
 	if err != nil {
 		q.failed.Add(1)
 		return EnqueueResult{}, err
 	}
 	p.filing = f
+	var trackingErr error
+	if tm != nil {
+		prepared, err := prepareTracked(*tm, now)
+		if err != nil {
+			trackingErr = err
+		} else {
+			p.tracking = &prepared
+		}
+	}
 	r := &enqueueReq{ctx: ctx, p: p, result: make(chan enqueueResult, 1)}
 	q.mu.RLock()
 	if q.closed {
@@ -441,7 +465,11 @@ func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling)
 		q.failed.Add(1)
 		return EnqueueResult{}, res.err
 	}
-	return EnqueueResult{ID: res.id, Filed: res.filed, FilingErr: res.filingErr}, nil
+	if res.trackingErr == nil {
+		res.trackingErr = trackingErr
+	}
+	return EnqueueResult{ID: res.id, Filed: res.filed, FilingErr: res.filingErr,
+		Tracked: res.tracked, TrackingErr: res.trackingErr}, nil
 }
 
 // Close stops taking messages, commits those already handed over and stops
@@ -525,6 +553,16 @@ func (q *Queue) commit(batch []*enqueueReq) {
 					results[i].filed, results[i].filingErr, err = fileUnder(ctx, tx, r.p.filing)
 					if err != nil {
 						return err
+					}
+				}
+				if tm := r.p.tracking; tm != nil {
+					results[i].trackingErr = savepoint(ctx, tx, func() error {
+						var err error
+						results[i].tracked, err = insertTracked(ctx, tx, *tm)
+						return err
+					})
+					if results[i].trackingErr != nil {
+						results[i].trackingErr = fmt.Errorf("track message %s: %w", tm.MessageID, results[i].trackingErr)
 					}
 				}
 			}

@@ -487,10 +487,10 @@ func BenchmarkQueueEnqueue(b *testing.B) {
 	b.ReportMetric(float64(st.Messages)/float64(max(st.Commits, 1)), "msgs/commit")
 }
 
-// TestQueueEnqueueFiling: the Sent copy is filed with the queued message, in
-// its transaction; a copy that cannot be filed (over quota) leaves the
-// message queued and says why.
-func TestQueueEnqueueFiling(t *testing.T) {
+// TestQueueEnqueueWith: the Sent copy is filed and the tracking stored with
+// the queued message, in its transaction; a copy that cannot be filed (over
+// quota) leaves the message queued and says why.
+func TestQueueEnqueueWith(t *testing.T) {
 	ctx := context.Background()
 	s, err := Open(ctx, t.TempDir())
 	tcheck(t, err, "open")
@@ -506,11 +506,18 @@ func TestQueueEnqueueFiling(t *testing.T) {
 	defer q.Close()
 
 	plain := []byte("Subject: hello\r\n\r\nplain body\r\n")
-	res, err := q.EnqueueFiling(ctx, testMessage(1, "bob@b.example"),
-		Filing{Address: "Alice@A.example", Mailbox: "Sent", Message: plain, Flags: []string{`\Seen`}})
+	sent := time.Now()
+	res, err := q.EnqueueWith(ctx, testMessage(1, "bob@b.example"), EnqueueExtras{
+		Filing: &Filing{Address: "Alice@A.example", Mailbox: "Sent", Message: plain, Flags: []string{`\Seen`}},
+		Tracking: &TrackedMessage{MessageID: "<m1@a.example>", Sender: "alice@a.example", Sent: sent,
+			Recipients: []TrackedRecipient{{Address: "bob@b.example", ProcessedDeadline: sent.Add(time.Hour)}}},
+	})
 	tcheck(t, err, "enqueue")
-	if res.ID <= 0 || res.FilingErr != nil || res.Filed.UID != 1 {
-		t.Fatalf("enqueue with a filing: %+v", res)
+	if res.ID <= 0 || res.FilingErr != nil || res.Filed.UID != 1 || res.TrackingErr != nil || res.Tracked.ID == 0 {
+		t.Fatalf("enqueue with a filing and a tracking: %+v", res)
+	}
+	if tm, err := s.TrackedMessage(ctx, "<m1@a.example>"); err != nil || len(tm.Recipients) != 1 || tm.Recipients[0].State != TrackQueued {
+		t.Fatalf("tracking: %+v, %v", tm, err)
 	}
 	if m := queuedByID(t, s, res.ID); len(m.Recipients) != 1 {
 		t.Fatalf("queued %+v", m)
@@ -523,15 +530,17 @@ func TestQueueEnqueueFiling(t *testing.T) {
 		t.Fatalf("Sent holds %d messages, %d unseen", st.Messages, st.Unseen)
 	}
 
-	res, err = q.EnqueueFiling(ctx, testMessage(2, "bob@b.example"),
-		Filing{Address: "dave@a.example", Mailbox: "Sent", Message: plain})
+	res, err = q.EnqueueWith(ctx, testMessage(2, "bob@b.example"), EnqueueExtras{
+		Filing:   &Filing{Address: "dave@a.example", Mailbox: "Sent", Message: plain},
+		Tracking: &TrackedMessage{MessageID: "", Sender: "dave@a.example"}, // invalid: left out
+	})
 	tcheck(t, err, "enqueue over quota")
-	if res.ID <= 0 || !errors.Is(res.FilingErr, ErrOverQuota) {
-		t.Fatalf("enqueue with a filing over quota: %+v", res)
+	if res.ID <= 0 || !errors.Is(res.FilingErr, ErrOverQuota) || res.TrackingErr == nil {
+		t.Fatalf("enqueue with a filing over quota and a bad tracking: %+v", res)
 	}
 	queuedByID(t, s, res.ID)
 
-	if _, err := q.EnqueueFiling(ctx, testMessage(3, "bob@b.example"), Filing{Address: "not an address", Message: plain}); err == nil {
+	if _, err := q.EnqueueWith(ctx, testMessage(3, "bob@b.example"), EnqueueExtras{Filing: &Filing{Address: "not an address", Message: plain}}); err == nil {
 		t.Fatal("a filing to no address was taken")
 	}
 }

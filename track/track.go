@@ -163,11 +163,28 @@ func (t *Tracker) Sent(ctx context.Context, messageID, sender string, recipients
 // the tracking's id, for Untrack. Calls of concurrent goroutines share a
 // transaction; each returns once its message is committed. Track may be
 // called just before the message is queued (so that no notice can come
-// back before the tracking is there), and Untrack if queuing fails.
+// back before the tracking is there), and Untrack if queuing fails; better,
+// the queue commits the Record of the message with it
+// (store.EnqueueExtras), and then Recorded is called.
 func (t *Tracker) Track(ctx context.Context, m Message) (int64, error) {
+	tm, err := t.Record(m)
+	if err != nil {
+		return 0, err
+	}
+	rowID, err := t.w.track(ctx, tm)
+	if err != nil {
+		return 0, err
+	}
+	t.changed()
+	return rowID, nil
+}
+
+// Record is the tracking of a message as Track stores it, for a caller
+// that stores it in a transaction of its own (with the queued message).
+func (t *Tracker) Record(m Message) (store.TrackedMessage, error) {
 	id := NormalizeMessageID(m.MessageID)
 	if id == "" {
-		return 0, errors.New("track: no Message-ID")
+		return store.TrackedMessage{}, errors.New("track: no Message-ID")
 	}
 	sent := m.Sent
 	if sent.IsZero() {
@@ -185,13 +202,12 @@ func (t *Tracker) Track(ctx context.Context, m Message) (int64, error) {
 		tm.Recipients = append(tm.Recipients, store.TrackedRecipient{Address: f.Address, State: store.TrackFailed,
 			Outcome: store.OutcomeFailure, OutcomeBy: "agent", Reason: f.Reason})
 	}
-	rowID, err := t.w.track(ctx, tm)
-	if err != nil {
-		return 0, err
-	}
-	t.changed()
-	return rowID, nil
+	return tm, nil
 }
+
+// Recorded tells the tracker that a Record was stored: the webhooks hear
+// of the new state.
+func (t *Tracker) Recorded() { t.changed() }
 
 // Untrack forgets a tracking that Track returned, for a message that was
 // not queued after all.
