@@ -128,7 +128,6 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	if s.agent != nil {
 		s.agent.Close()
 	}
-	s.track.close()
 	return err
 }
 

@@ -72,13 +72,6 @@ func (tk *tracking) attach(m *mail) {
 	tk.mu.Unlock()
 }
 
-// close ends the tracker's writer once nothing submits any more. Nil-safe.
-func (tk *tracking) close() {
-	if tk != nil {
-		tk.tr.Close()
-	}
-}
-
 // file puts a tracker's DSN in a sender's INBOX.
 func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
 	tk.mu.RLock()

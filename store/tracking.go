@@ -366,17 +366,6 @@ func insertTracked(ctx context.Context, tx *sql.Tx, m TrackedMessage) (TrackedMe
 	return m, nil
 }
 
-// UntrackMessage deletes a tracked message (by its row id) with its
-// recipients, events and webhook deliveries: for a message tracked before
-// it was queued whose queuing failed. A message that is not there is no
-// error.
-func (s *Store) UntrackMessage(ctx context.Context, id int64) error {
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM tracked_messages WHERE id = ?`, id); err != nil {
-		return fmt.Errorf("untrack message %d: %w", id, err)
-	}
-	return nil
-}
-
 // insertTrackEvent appends an event and, for a transition, queues a
 // webhook delivery for every webhook of the sender's address or domain.
 func insertTrackEvent(ctx context.Context, tx *sql.Tx, m TrackedMessage, ev TrackEvent) (int64, error) {

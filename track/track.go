@@ -98,7 +98,6 @@ type Tracker struct {
 	opts      Options
 	st        *store.Store
 	log       *slog.Logger
-	w         *writer
 	lastPurge time.Time
 }
 
@@ -122,13 +121,8 @@ func New(opts Options) *Tracker {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Tracker{opts: opts, st: opts.Store, log: opts.Logger, w: newWriter(opts.Store)}
+	return &Tracker{opts: opts, st: opts.Store, log: opts.Logger}
 }
-
-// Close stops the writer that commits Track calls together, after the
-// calls in progress; later calls commit one by one. It does not close the
-// store.
-func (t *Tracker) Close() { t.w.close() }
 
 func (t *Tracker) now() time.Time { return t.opts.Now() }
 
@@ -158,25 +152,23 @@ func (t *Tracker) Sent(ctx context.Context, messageID, sender string, recipients
 	return err
 }
 
-// Track starts tracking a message: each queued recipient is queued with
-// its deadlines (from the send time), each failed one failed. It returns
-// the tracking's id, for Untrack. Calls of concurrent goroutines share a
-// transaction; each returns once its message is committed. Track may be
-// called just before the message is queued (so that no notice can come
-// back before the tracking is there), and Untrack if queuing fails; better,
-// the queue commits the Record of the message with it
-// (store.EnqueueExtras), and then Recorded is called.
+// Track starts tracking a message in a transaction of its own: each
+// queued recipient is queued with its deadlines (from the send time), each
+// failed one failed. It returns the tracking's id. A submission path should
+// rather commit the Record of a message with the queued message
+// (store.EnqueueExtras), so that no notice can come back before the
+// tracking is there, and then call Recorded.
 func (t *Tracker) Track(ctx context.Context, m Message) (int64, error) {
 	tm, err := t.Record(m)
 	if err != nil {
 		return 0, err
 	}
-	rowID, err := t.w.track(ctx, tm)
+	stored, err := t.st.TrackMessage(ctx, tm)
 	if err != nil {
 		return 0, err
 	}
 	t.changed()
-	return rowID, nil
+	return stored.ID, nil
 }
 
 // Record is the tracking of a message as Track stores it, for a caller
@@ -208,12 +200,6 @@ func (t *Tracker) Record(m Message) (store.TrackedMessage, error) {
 // Recorded tells the tracker that a Record was stored: the webhooks hear
 // of the new state.
 func (t *Tracker) Recorded() { t.changed() }
-
-// Untrack forgets a tracking that Track returned, for a message that was
-// not queued after all.
-func (t *Tracker) Untrack(ctx context.Context, id int64) error {
-	return t.st.UntrackMessage(ctx, id)
-}
 
 func (t *Tracker) changed() {
 	if t.opts.Changed != nil {

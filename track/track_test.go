@@ -85,14 +85,11 @@ func (f *fixture) open(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 	f.st = st
-	tr := New(Options{Store: st, Notify: f.boxes.notify, Hostname: "hisp.a.example", WithholdProcessed: true, Now: f.clk.now})
-	t.Cleanup(tr.Close)
-	f.tr = tr
+	f.tr = New(Options{Store: st, Notify: f.boxes.notify, Hostname: "hisp.a.example", WithholdProcessed: true, Now: f.clk.now})
 }
 
 func (f *fixture) restart(t *testing.T) {
 	t.Helper()
-	f.tr.Close()
 	f.st.Close()
 	f.open(t)
 }
@@ -474,24 +471,5 @@ func TestTrackConcurrentSubmissions(t *testing.T) {
 	ms, err := f.st.TrackedMessages(ctx, store.TrackFilter{Sender: alice, Limit: 100})
 	if err != nil || len(ms) != 40 {
 		t.Fatalf("%d tracked, %v", len(ms), err)
-	}
-	// Untrack forgets a message that was not queued after all.
-	id, err := f.tr.Track(ctx, Message{MessageID: "<unsent@a.example>", Sender: alice, Recipients: []string{bob}})
-	if err != nil || id == 0 {
-		t.Fatalf("track: %d %v", id, err)
-	}
-	if err := f.tr.Untrack(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.st.TrackedMessage(ctx, "<unsent@a.example>"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("untracked message still there: %v", err)
-	}
-	// After Close, calls still store, one by one.
-	f.tr.Close()
-	if err := f.tr.Sent(ctx, "<late@a.example>", alice, []string{bob}, false); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.st.TrackedMessage(ctx, "<late@a.example>"); err != nil {
-		t.Fatal(err)
 	}
 }
