@@ -112,12 +112,16 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 		}
 	}
 	if len(queued) > 0 {
-		if _, err := m.queue.Enqueue(ctx, store.QueuedMessage{MessageID: res.MessageID, MailFrom: d.MailFrom, User: d.User,
-			Origin: "deferred submission", Data: res.Sealed, Recipients: queued}); err != nil {
+		// Tracked like any submission: these recipients' MDNs are due now.
+		q, err := m.queue.EnqueueWith(ctx, store.QueuedMessage{MessageID: res.MessageID, MailFrom: d.MailFrom, User: d.User,
+			Origin: "deferred submission", Data: res.Sealed, Recipients: queued},
+			store.EnqueueExtras{Tracking: m.trackSent(env, res, true)})
+		if err != nil {
 			m.later(ctx, d, d.Recipients, "enqueue: "+err.Error())
 			return
 		}
 		m.wake()
+		m.trackQueued(q)
 	}
 	m.fileDSN(ctx, env, res.DSN) // recipients refused for good
 	if len(still) == 0 {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/internal/testnet"
+	"github.com/hisp-project/hisp/store"
 )
 
 // flakyDNS forwards queries to upstream, or answers SERVFAIL while broken
@@ -53,12 +55,14 @@ func TestDeferredRecipient(t *testing.T) {
 	var broken atomic.Bool
 	broken.Store(true)
 	flaky := flakyDNS(t, dnsAddr, &broken)
-	b.start(t, dnsAddr, nil, nil)
+	toA := newTCPProxy(t) // the clinic's MDNs to the hospital
+	b.start(t, dnsAddr, map[string]string{"hospital.example": toA.addr()}, nil)
 	a.start(t, flaky, map[string]string{"clinic.example": b.addrs["smtp"]}, func(c *config.Config) {
 		c.Outbound.RetryFirst = config.Duration{Duration: time.Second}
 		c.Outbound.RetryMax = config.Duration{Duration: 2 * time.Second}
 		c.Outbound.RetryAttempts = 100
 	})
+	toA.setTarget(a.addrs["smtp"])
 
 	msg := dischargeSummary(t, a.user, b.user+", "+a.user, "deferred-1@hospital.example")
 	if refused := submitPython(t, a.addrs["submission"], a.user, a.password, a.user, []string{b.user, a.user}, msg); refused != "" {
@@ -74,6 +78,20 @@ func TestDeferredRecipient(t *testing.T) {
 	if !bytes.Contains(got[0], []byte("deferred-1@hospital.example")) {
 		t.Fatalf("bob got another message:\n%.300s", got[0])
 	}
+	// bob joined the message's tracking when he was sent to, and his
+	// HISP's processed MDN found him there.
+	mdnWait(t, "bob processed in the tracking of deferred-1", func() bool {
+		tm, err := a.st.TrackedMessage(context.Background(), "<deferred-1@hospital.example>")
+		if err != nil {
+			return false
+		}
+		for _, r := range tm.Recipients {
+			if r.Address == b.user && r.State == store.TrackProcessed {
+				return len(tm.Recipients) == 2
+			}
+		}
+		return false
+	})
 	for _, m := range a.mailbox(t, a.user, "INBOX") {
 		if bytes.Contains(m, []byte("delivery-status")) {
 			t.Fatalf("alice got a DSN for a recipient that was only deferred:\n%s", m)

@@ -98,7 +98,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		Origin: "submission " + env.RemoteAddr, Data: res.Sealed, Recipients: rcpts,
 	}, store.EnqueueExtras{
 		Filing:   &store.Filing{Address: sender, Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()},
-		Tracking: m.trackSent(env, res),
+		Tracking: m.trackSent(smtpEnv{env}, res, false),
 	})
 	if err != nil {
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)

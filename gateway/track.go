@@ -91,15 +91,12 @@ func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
 // reliable delivery. Notices (hisp's own or a user's MDN) and null-sender
 // mail are not tracked: nothing answers them; nil then. A failure is
 // logged; the message is queued either way.
-func (m *mail) trackSent(env smtp.Envelope, res *agent.OutboundResult) *store.TrackedMessage {
-	if m.track == nil || res == nil || env.MailFrom == "" || isReport(res.Message) {
+func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool) *store.TrackedMessage {
+	if m.track == nil || res == nil || env.from() == "" || isReport(res.Message) {
 		return nil
 	}
-	sender := env.User
-	if sender == "" {
-		sender = env.MailFrom
-	}
-	tm := track.Message{MessageID: res.MessageID, Sender: sender,
+	sender := senderOf(env)
+	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join,
 		RequestedDispatched: mdn.TimelyAndReliableRequested(headerValues(res.Message, "Disposition-Notification-Options"))}
 	for _, r := range res.Recipients {
 		if r.Accepted {

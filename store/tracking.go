@@ -81,6 +81,11 @@ type TrackedMessage struct {
 	Sent                time.Time // when it was queued; deadlines count from here
 	Updated             time.Time
 	Recipients          []TrackedRecipient
+	// Join adds the recipients to the newest tracking of the same
+	// Message-ID and sender when there is one, rather than starting
+	// another: the recipients of a submission that were sealed to later
+	// (deferred) join those sent at once.
+	Join bool
 }
 
 // TrackedRecipient is one recipient of a tracked message.
@@ -334,10 +339,20 @@ func prepareTracked(m TrackedMessage, now time.Time) (TrackedMessage, error) {
 // insertTracked inserts a prepared message, its recipients and their first
 // events, and returns it with its ids.
 func insertTracked(ctx context.Context, tx *sql.Tx, m TrackedMessage) (TrackedMessage, error) {
-	err := tx.QueryRowContext(ctx, `INSERT INTO tracked_messages
-		(message_id, sender, sender_domain, dispatched_requested, sent, updated)
-		VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-		m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent)).Scan(&m.ID)
+	err := sql.ErrNoRows
+	if m.Join {
+		err = tx.QueryRowContext(ctx, `SELECT id FROM tracked_messages WHERE message_id = ? AND sender = ?
+			ORDER BY id DESC LIMIT 1`, m.MessageID, m.Sender).Scan(&m.ID)
+		if err == nil {
+			_, err = tx.ExecContext(ctx, `UPDATE tracked_messages SET updated = ? WHERE id = ?`, millis(m.Sent), m.ID)
+		}
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, `INSERT INTO tracked_messages
+			(message_id, sender, sender_domain, dispatched_requested, sent, updated)
+			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
+			m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent)).Scan(&m.ID)
+	}
 	if err != nil {
 		return m, fmt.Errorf("insert tracked message: %w", err)
 	}

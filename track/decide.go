@@ -129,9 +129,13 @@ func (t *Tracker) decide(m store.TrackedMessage, r store.TrackedRecipient, in in
 		if r.Outcome != store.OutcomeNone || r.Deadline.IsZero() || r.Deadline.After(in.now) {
 			return store.TrackChange{Skip: true}
 		}
-		what, limit := "processed", r.ProcessedDeadline.Sub(m.Sent)
+		sent := m.Sent // the recipient's own, when it joined the tracking later
+		if len(r.Events) > 0 {
+			sent = r.Events[0].At
+		}
+		what, limit := "processed", r.ProcessedDeadline.Sub(sent)
 		if r.State == store.TrackProcessed {
-			what, limit = "dispatched", r.DispatchedDeadline.Sub(m.Sent)
+			what, limit = "dispatched", r.DispatchedDeadline.Sub(sent)
 		}
 		reason := fmt.Sprintf("no %s MDN from the recipient's HISP within %s of sending", what, limit)
 		if r.Relayed.IsZero() {

@@ -138,6 +138,7 @@ type Message struct {
 	Failed              []FailedRecipient
 	RequestedDispatched bool      // timely and reliable delivery was asked for (DN-01)
 	Sent                time.Time // zero: now
+	Join                bool      // see store.TrackedMessage.Join
 }
 
 // FailedRecipient is a recipient that failed at submission.
@@ -182,7 +183,7 @@ func (t *Tracker) Record(m Message) (store.TrackedMessage, error) {
 	if sent.IsZero() {
 		sent = t.now()
 	}
-	tm := store.TrackedMessage{MessageID: id, Sender: m.Sender, DispatchedRequested: m.RequestedDispatched, Sent: sent}
+	tm := store.TrackedMessage{MessageID: id, Sender: m.Sender, DispatchedRequested: m.RequestedDispatched, Sent: sent, Join: m.Join}
 	for _, r := range m.Recipients {
 		tr := store.TrackedRecipient{Address: r, ProcessedDeadline: sent.Add(t.opts.ProcessedTimeout)}
 		if m.RequestedDispatched {
