@@ -197,6 +197,9 @@ type Envelope struct {
 	// User is the authenticated submitter's address; "" on the backbone
 	// (server to server).
 	User string
+	// RelayDomains are set when User is a relay account (an EHR's login,
+	// not an address): the domains it may send for.
+	RelayDomains []string
 	// RemoteAddr is the client's address, for the audit log.
 	RemoteAddr string
 }

@@ -94,7 +94,14 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	if !nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != sender)) {
 		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
 	}
-	if env.User != "" {
+	if env.User != "" && env.RelayDomains != nil {
+		relay := store.Relay{Name: env.User, Domains: env.RelayDomains}
+		for _, as := range []string{from, mailFrom} {
+			if !relay.SendsFor(as) {
+				return fail(refuse(550, "5.7.1", nil, "relay %s sends only for %s, not as <%s>", env.User, strings.Join(env.RelayDomains, ", "), as))
+			}
+		}
+	} else if env.User != "" {
 		user := envAddr(env.User)
 		as := from
 		if from == user {

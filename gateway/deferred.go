@@ -170,7 +170,15 @@ type deferredEnv struct{ d store.Deferred }
 type smtpEnv struct{ e smtp.Envelope }
 
 func (e smtpEnv) from() string { return e.e.MailFrom }
-func (e smtpEnv) user() string { return e.e.User }
+
+// user is the login's address; "" for a relay account, whose login is no
+// address (the envelope sender stands for it).
+func (e smtpEnv) user() string {
+	if e.e.RelayDomains != nil {
+		return ""
+	}
+	return e.e.User
+}
 
 func (e deferredEnv) from() string { return e.d.MailFrom }
 func (e deferredEnv) user() string { return e.d.User }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -92,7 +93,9 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		ls = append(ls, listener{"smtp", cfg.Listen.SMTP, "backbone, other HISPs deliver here", bb.Serve})
 	}
 	if cfg.Listen.Submission != "" {
-		sub, err := smtp.NewSubmission(smtp.SubmissionConfig{Config: common, Auth: s.st, Handler: m})
+		subCfg := common
+		subCfg.TLSConfig = relayClientCertificates(tlsConfig, s.st)
+		sub, err := smtp.NewSubmission(smtp.SubmissionConfig{Config: subCfg, Auth: smtp.StoreAuthenticator{Store: s.st}, Handler: m})
 		if err != nil {
 			return err
 		}
@@ -125,4 +128,26 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	run("deliverer", deliverer.Run)
 	run("deferred", m.runDeferred)
 	return nil
+}
+
+// relayClientCertificates is the submission listener's TLS configuration:
+// base, asking the client for a certificate (without requiring one) only
+// while some relay account logs in with one, so that ordinary mail clients
+// are not prompted for a certificate. The relay's login checks it
+// (smtp.StoreAuthenticator).
+func relayClientCertificates(base *tls.Config, st *store.Store) *tls.Config {
+	if base == nil {
+		return nil
+	}
+	asking := base.Clone()
+	asking.ClientAuth = tls.RequestClientCert
+	c := base.Clone()
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		want, err := st.RelaysWantClientCertificates(hello.Context())
+		if err != nil || !want {
+			return nil, nil
+		}
+		return asking, nil
+	}
+	return c
 }

@@ -37,7 +37,8 @@ type mail struct {
 }
 
 func agentEnvelope(env smtp.Envelope) agent.Envelope {
-	return agent.Envelope{MailFrom: env.MailFrom, Recipients: env.Recipients, User: env.User, RemoteAddr: env.RemoteAddr}
+	return agent.Envelope{MailFrom: env.MailFrom, Recipients: env.Recipients, User: env.User, RelayDomains: env.RelayDomains,
+		RemoteAddr: env.RemoteAddr}
 }
 
 func reply(s agent.Status) *smtp.Reply {
@@ -85,21 +86,25 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		}
 		return &smtp.Reply{Code: 554, Enhanced: "5.5.0", Message: "no recipient accepted"}, nil
 	}
-	sender := env.User
-	if sender == "" {
-		sender = env.MailFrom
+	// The sender is the login's address; for a relay account (an EHR
+	// sending for its domains) the envelope sender, whose mailbox, when it
+	// has one, gets the notices. A relay gets no Sent copy.
+	sender := senderOf(smtpEnv{env})
+	origin := "submission " + env.RemoteAddr
+	var sent *store.Filing
+	if env.RelayDomains != nil {
+		origin += " relay " + env.User
+	} else {
+		sent = &store.Filing{Address: sender, Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()}
 	}
 	// The delivery tracking and the sender's Sent copy are committed in
 	// the transaction that queues the message: no commit of their own, and
 	// there exactly when it was sent (so no notice can come back before
 	// the tracking).
 	q, err := m.queue.EnqueueWith(ctx, store.QueuedMessage{
-		MessageID: res.MessageID, MailFrom: env.MailFrom, User: env.User,
-		Origin: "submission " + env.RemoteAddr, Data: res.Sealed, Recipients: rcpts,
-	}, store.EnqueueExtras{
-		Filing:   &store.Filing{Address: sender, Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()},
-		Tracking: m.trackSent(smtpEnv{env}, res, false),
-	})
+		MessageID: res.MessageID, MailFrom: env.MailFrom, User: smtpEnv{env}.user(),
+		Origin: origin, Data: res.Sealed, Recipients: rcpts,
+	}, store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(smtpEnv{env}, res, false)})
 	if err != nil {
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil
@@ -108,7 +113,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	m.trackQueued(q)
 	if q.FilingErr != nil {
 		m.log.Warn("file Sent copy", "user", sender, "err", q.FilingErr)
-	} else {
+	} else if sent != nil {
 		m.filed()
 	}
 	if temporary != nil {

@@ -62,9 +62,6 @@ type SubmissionConfig struct {
 	// connection to the given local address. nil: only when it is a
 	// loopback address, whose traffic never leaves the machine.
 	InsecureAuth func(local net.Addr) bool
-	// SenderAllowed reports whether a login may use a MAIL FROM address.
-	// nil: only its own address (case-insensitive).
-	SenderAllowed func(user, from string) bool
 	// MaxAuthFailures per connection, after which AUTH is refused;
 	// DefaultMaxAuthFailures.
 	MaxAuthFailures int
@@ -149,9 +146,6 @@ func NewSubmission(cfg SubmissionConfig) (*Server, error) {
 	cfg.setDefaults()
 	if cfg.InsecureAuth == nil {
 		cfg.InsecureAuth = isLoopback
-	}
-	if cfg.SenderAllowed == nil {
-		cfg.SenderAllowed = sameAddress
 	}
 	if cfg.MaxAuthFailures <= 0 {
 		cfg.MaxAuthFailures = DefaultMaxAuthFailures

@@ -358,7 +358,7 @@ func newSubmission(t testing.TB, cfg SubmissionConfig, st *store.Store) (*Server
 	rec := &recorder{}
 	log, _ := testLogger(t)
 	cfg.Logger = log
-	cfg.Auth = st
+	cfg.Auth = StoreAuthenticator{Store: st}
 	cfg.Audit = st
 	cfg.Handler = rec
 	s, err := NewSubmission(cfg)

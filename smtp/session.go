@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +30,8 @@ type session struct {
 	// mu guards the fields below: with BDAT, go-smtp runs Data in a
 	// goroutine of its own while the connection goes on reading commands.
 	mu    sync.Mutex
-	user  string // authenticated login (submission)
-	size  int64  // SIZE the client declared in MAIL, 0 if none
+	user  Login // authenticated login (submission); zero: none
+	size  int64 // SIZE the client declared in MAIL, 0 if none
 	from  string
 	rcpts []string
 	seen  map[string]bool
@@ -44,13 +45,14 @@ type session struct {
 func (ss *session) envelope() Envelope {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return Envelope{MailFrom: ss.from, Recipients: append([]string(nil), ss.rcpts...), User: ss.user, RemoteAddr: ss.remote, TLS: ss.tls}
+	return Envelope{MailFrom: ss.from, Recipients: append([]string(nil), ss.rcpts...), User: ss.user.Name,
+		RelayDomains: ss.user.RelayDomains, RemoteAddr: ss.remote, TLS: ss.tls}
 }
 
 func (ss *session) login() string {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.user
+	return ss.user.Name
 }
 
 // submissionSession adds AUTH.
@@ -164,7 +166,13 @@ func (ss *session) mail(from string) error {
 		}
 	}
 	if ss.s.kind == "submission" {
-		if from == "" || !ss.s.submission.SenderAllowed(user, from) {
+		ss.mu.Lock()
+		l := ss.user
+		ss.mu.Unlock()
+		if from == "" || !l.MaySendAs(from) {
+			if l.RelayDomains != nil {
+				return ss.refuse("mail", from, errorf(550, "5.7.1", "Sender <%s> is not in a domain of relay %s (%s)", from, user, strings.Join(l.RelayDomains, ", ")))
+			}
 			return ss.refuse("mail", from, errorf(550, "5.7.1", "Sender <%s> is not an address of login %s", from, user))
 		}
 	}
@@ -318,24 +326,41 @@ func (ss submissionSession) Auth(mech string) (sasl.Server, error) {
 	return nil, ss.refuse("auth", mech, errorf(504, "5.5.4", "Unsupported authentication mechanism %q", mech))
 }
 
-// login checks a password.
+// login checks a password (and, for a relay account, the client's address
+// and certificate).
 func (ss submissionSession) login(username, password string) error {
-	addr, err := ss.s.submission.Auth.CheckPassword(ss.ctx(), username, password)
+	c := Credentials{Username: username, Password: password}
+	if ap, err := netip.ParseAddrPort(ss.remote); err == nil {
+		c.Remote = ap.Addr().Unmap()
+	}
+	if st, ok := ss.conn.TLSConnectionState(); ok {
+		c.PeerCertificates = st.PeerCertificates
+	}
+	l, err := ss.s.submission.Auth.Authenticate(ss.ctx(), c)
 	if errors.Is(err, store.ErrBadCredentials) {
 		if ss.tc != nil {
 			ss.s.mu.Lock()
 			ss.tc.authFailures++
 			ss.s.mu.Unlock()
 		}
-		return ss.refuse("auth", username, errorf(535, "5.7.8", "Authentication credentials invalid"))
+		// The client learns nothing; the log and the audit record say why.
+		r := errorf(535, "5.7.8", "Authentication credentials invalid")
+		ss.log.Info("smtp refused", slog.String("action", "auth"), slog.String("subject", username),
+			slog.String("reply", r.String()), slog.String("why", err.Error()))
+		ss.audit("auth", username, r.String()+" ("+err.Error()+")")
+		return r.smtpError()
 	} else if err != nil {
 		ss.log.Error("smtp authentication failed", slog.String("login", username), slog.String("error", err.Error()))
 		return errorf(454, "4.7.0", "Temporary authentication failure").smtpError()
 	}
 	ss.mu.Lock()
-	ss.user = addr
+	ss.user = l
 	ss.mu.Unlock()
-	ss.log.Info("smtp authenticated", slog.String("user", addr))
+	if l.RelayDomains != nil {
+		ss.log.Info("smtp authenticated", slog.String("relay", l.Name), slog.String("domains", strings.Join(l.RelayDomains, " ")))
+	} else {
+		ss.log.Info("smtp authenticated", slog.String("user", l.Name))
+	}
 	return nil
 }
 
@@ -412,9 +437,4 @@ func checkAddress(a string) error {
 		return err
 	}
 	return nil
-}
-
-// sameAddress compares addresses case-insensitively.
-func sameAddress(user, from string) bool {
-	return strings.EqualFold(strings.TrimSpace(user), strings.TrimSpace(from))
 }

@@ -40,7 +40,9 @@ package smtp
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -55,8 +57,11 @@ type Envelope struct {
 	MailFrom   string   // reverse path; "" is the null sender <>
 	Recipients []string // forward paths, as the client gave them (duplicates removed)
 	User       string   // authenticated login (submission); "" on the backbone
-	RemoteAddr string   // client's address, host:port
-	TLS        bool     // the transaction ran over TLS
+	// RelayDomains are the domains of a relay account's login (User is
+	// then its name, not an address); nil otherwise.
+	RelayDomains []string
+	RemoteAddr   string // client's address, host:port
+	TLS          bool   // the transaction ran over TLS
 }
 
 // Reply is an SMTP reply: a code, an enhanced status code (RFC 3463) and
@@ -144,10 +149,34 @@ type RecipientOutcome struct {
 	RetryUntil time.Time
 }
 
-// Authenticator checks submission logins; *store.Store implements it. A
-// wrong address or password is store.ErrBadCredentials.
+// Authenticator checks submission logins (StoreAuthenticator over the
+// store). A login refused for its name, password, network or client
+// certificate is an error wrapping store.ErrBadCredentials.
 type Authenticator interface {
-	CheckPassword(ctx context.Context, address, password string) (string, error)
+	Authenticate(ctx context.Context, c Credentials) (Login, error)
+}
+
+// Credentials are what a submission client logs in with.
+type Credentials struct {
+	Username, Password string
+	Remote             netip.Addr          // the client's IP address
+	PeerCertificates   []*x509.Certificate // its TLS client certificate chain, if it sent one
+}
+
+// Login is an authenticated submission login.
+type Login struct {
+	Name string // the address, or the relay account's name
+	// RelayDomains are the domains a relay account sends for; nil for an
+	// address, which sends only as itself.
+	RelayDomains []string
+}
+
+// MaySendAs reports whether the login may use an address as MAIL FROM.
+func (l Login) MaySendAs(from string) bool {
+	if l.RelayDomains == nil {
+		return strings.EqualFold(strings.TrimSpace(l.Name), strings.TrimSpace(from))
+	}
+	return store.Relay{Domains: l.RelayDomains}.SendsFor(from)
 }
 
 // Auditor records audit events; *store.Store implements it.

@@ -1,0 +1,71 @@
+package smtp
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"strings"
+
+	"github.com/hisp-project/hisp/store"
+)
+
+// StoreAuthenticator checks submission logins against the store: an
+// address logs in as itself (store.CheckPassword); a name without "@" is
+// a relay account (store.CheckRelayPassword), which must also come from one
+// of its networks and present a TLS client certificate issued by one of its
+// client CAs, when it has any.
+type StoreAuthenticator struct {
+	Store *store.Store
+}
+
+// Authenticate implements Authenticator.
+func (a StoreAuthenticator) Authenticate(ctx context.Context, c Credentials) (Login, error) {
+	if strings.Contains(c.Username, "@") {
+		addr, err := a.Store.CheckPassword(ctx, c.Username, c.Password)
+		if err != nil {
+			return Login{}, err
+		}
+		return Login{Name: addr}, nil
+	}
+	r, err := a.Store.CheckRelayPassword(ctx, c.Username, c.Password)
+	if err != nil {
+		return Login{}, err
+	}
+	if err := checkRelayClient(r, c); err != nil {
+		return Login{}, fmt.Errorf("%w: relay %s: %v", store.ErrBadCredentials, r.Name, err)
+	}
+	return Login{Name: r.Name, RelayDomains: append([]string{}, r.Domains...)}, nil
+}
+
+// checkRelayClient checks a relay's network and client certificate
+// conditions.
+func checkRelayClient(r store.Relay, c Credentials) error {
+	if len(r.Networks) > 0 {
+		in := false
+		for _, p := range r.Networks {
+			in = in || p.Contains(c.Remote)
+		}
+		if !in {
+			return fmt.Errorf("client address %s is not in its networks", c.Remote)
+		}
+	}
+	if len(r.ClientCAs) == 0 {
+		return nil
+	}
+	if len(c.PeerCertificates) == 0 {
+		return fmt.Errorf("no TLS client certificate (it needs one from its client CAs)")
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, ca := range r.ClientCAs {
+		roots.AddCert(ca)
+	}
+	for _, ic := range c.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	leaf := c.PeerCertificates[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return fmt.Errorf("TLS client certificate %q: %v", leaf.Subject, err)
+	}
+	return nil
+}
