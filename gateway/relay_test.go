@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/hisp-project/hisp/agent"
+	"github.com/hisp-project/hisp/internal/testpki"
+	"github.com/hisp-project/hisp/store"
+)
+
+// TestRelayAccount: an EHR logs in with its relay account and sends for an
+// address of its domain that has no account of its own; the organization's
+// certificate signs, the clinic files the message, the hospital tracks it
+// under the envelope sender and files no Sent copy. An address of another
+// domain is refused.
+func TestRelayAccount(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newInstance(t, "hospital.example", "alice")
+	b := newInstance(t, "clinic.example", "bob")
+	a.trust(t, b)
+	b.trust(t, a)
+	org := testpki.Issue(t, a.ca, testpki.Options{DNS: []string{"hospital.example"}})
+	must(t, func() error { _, err := a.st.AddCertificate(ctx, "hospital.example", org.Cert, nil, org.Key); return err })
+	const relayPassword = "ehr relay password"
+	must(t, func() error {
+		_, err := a.st.AddRelay(ctx, store.Relay{Name: "ehr", Domains: []string{"hospital.example"}}, relayPassword)
+		return err
+	})
+	dns := publishBoth(t, a, b)
+	b.start(t, dns, nil, nil)
+	a.start(t, dns, map[string]string{"clinic.example": b.addrs["smtp"]}, nil)
+
+	const from = "dr.who@hospital.example"
+	msg := dischargeSummary(t, from, b.user, "relayed-1@hospital.example")
+	if r := submitPython(t, a.addrs["submission"], "ehr", relayPassword, from, []string{b.user}, msg); r != "" {
+		t.Fatalf("relay submission refused: %s", r)
+	}
+	got := b.waitMailbox(t, b.user, "INBOX", 1)
+	if !bytes.Contains(got[0], []byte("relayed-1@hospital.example")) || !bytes.HasPrefix(got[0], []byte(agent.VerificationHeader+":")) {
+		t.Fatalf("bob's message:\n%.500s", got[0])
+	}
+	tm, err := a.st.TrackedMessage(ctx, "<relayed-1@hospital.example>")
+	if err != nil || tm.Sender != from || len(tm.Recipients) != 1 {
+		t.Fatalf("tracking %+v, %v", tm, err)
+	}
+	for _, q := range a.queued(t) {
+		if q.MessageID == "<relayed-1@hospital.example>" && (q.User != "" || !strings.HasSuffix(q.Origin, " relay ehr")) {
+			t.Fatalf("queued as user %q, origin %q", q.User, q.Origin)
+		}
+	}
+	if n := len(a.mailbox(t, a.user, "Sent")); n != 0 {
+		t.Fatalf("alice's Sent folder holds %d messages", n)
+	}
+
+	other := dischargeSummary(t, "someone@clinic.example", b.user, "relayed-2@hospital.example")
+	if r := submitPython(t, a.addrs["submission"], "ehr", relayPassword, "someone@clinic.example", []string{b.user}, other); !strings.Contains(r, "550") {
+		t.Fatalf("relay sending for another domain: %q", r)
+	}
+	// A From of another domain behind an envelope sender of its own.
+	spoof := dischargeSummary(t, "someone@clinic.example", b.user, "relayed-3@hospital.example")
+	if r := submitPython(t, a.addrs["submission"], "ehr", relayPassword, from, []string{b.user}, spoof); !strings.Contains(r, "550") {
+		t.Fatalf("relay with a From of another domain: %q", r)
+	}
+}
