@@ -24,7 +24,10 @@ func TestRelayAccount(t *testing.T) {
 	a.trust(t, b)
 	b.trust(t, a)
 	org := testpki.Issue(t, a.ca, testpki.Options{DNS: []string{"hospital.example"}})
-	must(t, func() error { _, err := a.st.AddCertificate(ctx, "hospital.example", org.Cert, nil, org.Key); return err })
+	must(t, func() error {
+		_, err := a.st.AddCertificate(ctx, "hospital.example", org.Cert, nil, org.Key)
+		return err
+	})
 	const relayPassword = "ehr relay password"
 	must(t, func() error {
 		_, err := a.st.AddRelay(ctx, store.Relay{Name: "ehr", Domains: []string{"hospital.example"}}, relayPassword)
