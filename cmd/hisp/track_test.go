@@ -18,7 +18,6 @@ func TestTrackCommand(t *testing.T) {
 	data := "--data=" + dir
 	st := openTestStore(t, dir)
 	tr := track.New(track.Options{Store: st, WithholdProcessed: true})
-	defer tr.Close()
 	if _, err := tr.Track(ctx, track.Message{MessageID: "<t1@hospital.example>", Sender: "alice@hospital.example",
 		Recipients: []string{"bob@clinic.example"}, RequestedDispatched: true,
 		Failed: []track.FailedRecipient{{Address: "eve@untrusted.example", Reason: "550 5.7.1 no trusted certificate"}}}); err != nil {
