@@ -150,9 +150,9 @@ func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
 	return nil, nil, fmt.Errorf("listen dns %s: no port free for both UDP and TCP", addr)
 }
 
-// adminHandler serves what the admin listener has so far: local CA CRLs
-// (the CRL distribution point of certificates from hisp cert issue) and a
-// health check.
+// adminHandler serves the admin listener: local CA CRLs (the CRL
+// distribution point of certificates from hisp cert issue), a health
+// check, the tracking API and the admin web page.
 func (s *server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -182,6 +182,7 @@ func (s *server) adminHandler() http.Handler {
 		w.Write(der)
 	})
 	s.trackAPI(mux)
+	s.adminUI(mux) // the admin web page (adminui.go)
 	return mux
 }
 

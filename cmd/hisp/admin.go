@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hisp-project/hisp/certs/certfile"
+	"github.com/hisp-project/hisp/store"
+)
+
+func init() {
+	register("admin", command{
+		summary: "add, list or remove accounts of the admin web page",
+		run: func(env *cliEnv, args []string) int {
+			return adminGroup(env, "admin", args, map[string]func(*cliEnv, []string) int{
+				"add":    adminAdd,
+				"list":   adminList,
+				"remove": adminRemove,
+			})
+		},
+	})
+}
+
+// adminAdd is "hisp admin add NAME --password-file FILE".
+func adminAdd(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "admin add", "NAME --password-file FILE", false)
+	pwFile := c.fs.String("password-file", "", "`FILE` whose first line is the admin's password")
+	pos, code, ok := c.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	if *pwFile == "" {
+		return c.usageError("need --password-file FILE (the admin's password)")
+	}
+	password, err := certfile.ReadPasswordFile(*pwFile)
+	if err != nil {
+		return c.fail(err)
+	}
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		a, err := st.AddAdmin(ctx, pos[0], password)
+		if errors.Is(err, store.ErrExists) {
+			return c.fail(fmt.Errorf("an admin named %q exists (hisp admin remove it first)", pos[0]))
+		} else if err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "admin.add", a.Name, "")
+		fmt.Fprintf(env.stdout, "added admin %s (the admin page is on the [listen] admin address)\n", a.Name)
+		return 0
+	})
+}
+
+type adminAccountJSON struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+}
+
+// adminList is "hisp admin list [--json]".
+func adminList(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "admin list", "", true)
+	if _, code, ok := c.parse(args, 0, 0); !ok {
+		return code
+	}
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		as, err := st.Admins(ctx)
+		if err != nil {
+			return c.fail(err)
+		}
+		out := []adminAccountJSON{}
+		var rows [][]string
+		for _, a := range as {
+			out = append(out, adminAccountJSON{Name: a.Name, Created: a.Created.UTC()})
+			rows = append(rows, []string{a.Name, instant(a.Created)})
+		}
+		if c.json {
+			if err := adminJSON(env.stdout, out); err != nil {
+				return c.fail(err)
+			}
+			return 0
+		}
+		if err := adminTable(env.stdout, []string{"NAME", "CREATED"}, rows); err != nil {
+			return c.fail(err)
+		}
+		return 0
+	})
+}
+
+// adminRemove is "hisp admin remove NAME".
+func adminRemove(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "admin remove", "NAME", false)
+	pos, code, ok := c.parse(args, 1, 1)
+	if !ok {
+		return code
+	}
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if err := st.RemoveAdmin(ctx, pos[0]); err != nil {
+			return c.fail(err)
+		}
+		c.audit(ctx, st, "admin.remove", pos[0], "")
+		fmt.Fprintf(env.stdout, "removed admin %s\n", pos[0])
+		return 0
+	})
+}

@@ -1,0 +1,186 @@
+package gateway
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hisp-project/hisp/store"
+)
+
+// The admin web page: a read-mostly view of the gateway for the accounts
+// of hisp admin add (HTTP Basic authentication; keep the admin listener on
+// loopback or behind TLS), with the queue's retry and drop. Every
+// operation is the store's, as the CLI uses it; private keys are never
+// shown (a certificate says only whether hisp holds its key).
+
+//go:embed adminui.html
+var adminUIFiles embed.FS
+
+var adminUITemplate = template.Must(template.New("adminui.html").Funcs(template.FuncMap{
+	"when": func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"join": strings.Join,
+}).ParseFS(adminUIFiles, "adminui.html"))
+
+// adminUI registers the page and its actions on the admin mux.
+func (s *server) adminUI(mux *http.ServeMux) {
+	csrf := http.NewCrossOriginProtection()
+	mux.Handle("GET /{$}", s.adminAuth(http.HandlerFunc(s.adminPage)))
+	mux.Handle("POST /admin/queue/{id}/{action}", csrf.Handler(s.adminAuth(http.HandlerFunc(s.adminQueueAction))))
+}
+
+// adminAuth lets admin accounts through; every refused login is audited.
+func (s *server) adminAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		name, password, ok := r.BasicAuth()
+		if ok {
+			a, err := s.st.CheckAdminPassword(r.Context(), name, password)
+			if err == nil {
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), adminKey{}, a.Name)))
+				return
+			}
+			if !errors.Is(err, store.ErrBadCredentials) {
+				s.log.Error("admin page: check password", "err", err)
+				http.Error(w, "login check failed", http.StatusServiceUnavailable)
+				return
+			}
+			s.auditAdmin(r, name, "admin.login", "", "refused", "invalid name or password")
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="hisp admin", charset="UTF-8"`)
+		http.Error(w, "an admin login is required (hisp admin add NAME --password-file FILE)", http.StatusUnauthorized)
+	})
+}
+
+type adminKey struct{}
+
+func adminOf(r *http.Request) string {
+	name, _ := r.Context().Value(adminKey{}).(string)
+	return name
+}
+
+func (s *server) auditAdmin(r *http.Request, actor, action, subject, verdict, reason string) {
+	ev := store.Event{Actor: actor + " (" + r.RemoteAddr + ")", Action: action, Subject: subject, Verdict: verdict, Reason: reason}
+	if err := s.st.Audit(context.WithoutCancel(r.Context()), ev); err != nil {
+		s.log.Warn("audit record failed", "err", err)
+	}
+}
+
+// adminView is what the page shows.
+type adminView struct {
+	Admin     string
+	Hostname  string
+	Now       time.Time
+	Notice    string
+	Domains   []store.Domain
+	Addresses []store.Address
+	Certs     []store.Certificate
+	Anchors   []store.Anchor
+	Bundles   []store.Bundle
+	Relays    []store.Relay
+	Queue     []store.QueuedMessage
+	Tracked   []store.TrackedMessage
+	Audit     []store.Event
+}
+
+func (s *server) adminPage(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	v := adminView{Admin: adminOf(r), Hostname: s.cfg.Hostname, Now: s.now(), Notice: r.URL.Query().Get("done")}
+	err := func() error {
+		var err error
+		if v.Domains, err = s.st.Domains(ctx); err != nil {
+			return err
+		}
+		for _, d := range v.Domains {
+			as, err := s.st.Addresses(ctx, d.Name)
+			if err != nil {
+				return err
+			}
+			v.Addresses = append(v.Addresses, as...)
+			an, err := s.st.Anchors(ctx, d.Name)
+			if err != nil {
+				return err
+			}
+			v.Anchors = append(v.Anchors, an...)
+			bs, err := s.st.Bundles(ctx, d.Name)
+			if err != nil {
+				return err
+			}
+			v.Bundles = append(v.Bundles, bs...)
+		}
+		if v.Certs, err = s.st.Certificates(ctx, store.CertFilter{}); err != nil {
+			return err
+		}
+		if v.Relays, err = s.st.Relays(ctx); err != nil {
+			return err
+		}
+		if v.Queue, err = s.st.QueueList(ctx, false); err != nil {
+			return err
+		}
+		if v.Tracked, err = s.st.TrackedMessages(ctx, store.TrackFilter{Limit: 50}); err != nil {
+			return err
+		}
+		v.Audit, err = s.st.AuditEvents(ctx, 50)
+		return err
+	}()
+	if err != nil {
+		s.log.Error("admin page", "err", err)
+		http.Error(w, "the store could not be read: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+	w.Header().Set("X-Frame-Options", "DENY")
+	if err := adminUITemplate.Execute(w, v); err != nil {
+		s.log.Error("admin page", "err", err)
+	}
+}
+
+// adminQueueAction is the queue's retry (now) and drop, as hisp queue
+// retry|drop do.
+func (s *server) adminQueueAction(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		http.Error(w, "bad queue id", http.StatusBadRequest)
+		return
+	}
+	admin := adminOf(r)
+	var done string
+	switch r.PathValue("action") {
+	case "retry":
+		var n int64
+		if n, err = s.st.QueueRetry(r.Context(), id, s.now()); err == nil {
+			done = fmt.Sprintf("queue entry %d: %d recipient(s) due now", id, n)
+		}
+	case "drop":
+		if _, err = s.st.QueueDrop(r.Context(), id); err == nil {
+			done = fmt.Sprintf("queue entry %d dropped (no DSN)", id)
+		}
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		http.Error(w, fmt.Sprintf("no queue entry %d", id), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.log.Error("admin queue action", "id", id, "err", err)
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.auditAdmin(r, admin, "queue."+r.PathValue("action"), strconv.FormatInt(id, 10), "ok", "admin page")
+	s.log.Info("admin action", "admin", admin, "action", r.PathValue("action"), "queue_id", id)
+	http.Redirect(w, r, "/?done="+template.URLQueryEscaper(done), http.StatusSeeOther)
+}
