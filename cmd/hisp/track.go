@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hisp-project/hisp/store"
@@ -53,9 +54,14 @@ func trackCmd(env *cliEnv, args []string) int {
 		}
 		return trackShow(c, m)
 	}
-	f := store.TrackFilter{Sender: *sender, State: store.TrackState(*state), Limit: *limit}
+	f := store.TrackFilter{Sender: *sender, State: store.TrackState(strings.ToLower(*state)), Limit: *limit}
+	if f.State == "delivered" {
+		// design.md's name for the state issue 6 calls relayed: the next
+		// hop (the recipient's HISP) took the message.
+		f.State = store.TrackRelayed
+	}
 	if f.State != "" && !f.State.Valid() {
-		return c.usageError("--state %q: want queued, relayed, processed, dispatched or failed", *state)
+		return c.usageError("--state %q: want queued, relayed (or delivered), processed, dispatched or failed", *state)
 	}
 	if *limit < 1 {
 		return c.usageError("--limit %d: want at least 1", *limit)

@@ -52,6 +52,10 @@ func TestTrackCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "<t1@") || strings.Contains(out, "<t2@") {
 		t.Fatalf("track --state failed: %d\n%s", code, out)
 	}
+	// design.md's "delivered" is the relayed state.
+	if code, _, stderr = runCLI(t, nil, "track", "--state", "Delivered", data); code != 0 {
+		t.Fatalf("track --state delivered: %d %s", code, stderr)
+	}
 
 	// One message, with its history; the id with or without brackets.
 	code, out, stderr = runCLI(t, nil, "track", "t1@hospital.example", data)
