@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 	"github.com/miekg/dns"
+	"github.com/smallstep/pkcs7"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -375,7 +376,30 @@ func parseCertBlob(b []byte) ([]*x509.Certificate, error) {
 	if perr == nil {
 		return certs, nil
 	}
+	if certs, berr := parseBERPKCS7Certs(b); berr == nil {
+		return certs, nil
+	}
 	return nil, fmt.Errorf("neither a certificate (%v) nor PKCS#7 certificates (%v)", err, perr)
+}
+
+// parseBERPKCS7Certs reads the certificates of a PKCS#7 SignedData in BER
+// (indefinite lengths, as some Windows and Java tools write .p7b files),
+// which the DER reader above refuses. The PKCS#7 parser converts BER to DER
+// first; a panic of it on hostile input is an error.
+func parseBERPKCS7Certs(b []byte) (certs []*x509.Certificate, err error) {
+	defer func() {
+		if x := recover(); x != nil {
+			certs, err = nil, fmt.Errorf("malformed PKCS#7: %v", x)
+		}
+	}()
+	p7, err := pkcs7.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(p7.Certificates) == 0 {
+		return nil, errors.New("no certificates in PKCS#7")
+	}
+	return p7.Certificates[:min(len(p7.Certificates), maxCertsPerStep)], nil
 }
 
 func parsePEMCerts(b []byte) ([]*x509.Certificate, error) {

@@ -39,6 +39,18 @@ func certsOnlyPKCS7(certs ...*x509.Certificate) []byte {
 	return b.BytesOrPanic()
 }
 
+// indefiniteLength re-encodes the outer SEQUENCE of a DER value with BER's
+// indefinite length, as some tools write PKCS#7 files.
+func indefiniteLength(t *testing.T, der []byte) []byte {
+	t.Helper()
+	in := cryptobyte.String(der)
+	var content cryptobyte.String
+	if !in.ReadASN1(&content, cbasn1.SEQUENCE) {
+		t.Fatal("not a SEQUENCE")
+	}
+	return append(append([]byte{0x30, 0x80}, content...), 0, 0)
+}
+
 func TestParseCertBlob(t *testing.T) {
 	pki := newTestPKI(t)
 	a := pki.leaf(t, leafOpts{email: "a@blob.test"})
@@ -54,6 +66,7 @@ func TestParseCertBlob(t *testing.T) {
 		{"PKCS#7", certsOnlyPKCS7(a, b), []*x509.Certificate{a, b}},
 		{"PEM", append(pemOf("CERTIFICATE", a.Raw), pemOf("CERTIFICATE", b.Raw)...), []*x509.Certificate{a, b}},
 		{"PEM PKCS7", pemOf("PKCS7", certsOnlyPKCS7(b)), []*x509.Certificate{b}},
+		{"BER PKCS#7 (indefinite length)", indefiniteLength(t, certsOnlyPKCS7(a, b)), []*x509.Certificate{a, b}},
 		{"empty", nil, nil},
 		{"garbage", []byte("hello"), nil},
 		{"PKCS#7 without certificates", certsOnlyPKCS7(), nil},
