@@ -179,7 +179,9 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 		return nil, nil // an MDN or DSN the tracker keeps from the mailbox
 	}
 	var first *smtp.Reply
-	var copies []store.Filing
+	plan := m.planMDNs(res)
+	var ds []store.Delivery
+	var notices []recipientMDNs
 	for _, r := range res.Recipients {
 		if !r.Accepted {
 			if first == nil {
@@ -187,42 +189,47 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 			}
 			continue
 		}
-		copies = append(copies, store.Filing{Address: r.Recipient, Mailbox: store.Inbox, Message: res.Message, Date: m.now()})
+		// The notices that report a filed copy are sealed now and queued
+		// in the transaction that files it (notify.go).
+		n := plan.seal(ctx, r.Recipient)
+		ds = append(ds, store.Delivery{Filing: store.Filing{Address: r.Recipient, Mailbox: store.Inbox, Message: res.Message, Date: m.now()},
+			Then: n.onFiled()})
+		notices = append(notices, n)
 	}
-	// Every accepted recipient's copy in one transaction: a failure of the
-	// store files none, so that the sender's retry after 451 duplicates
-	// nobody's copy.
-	_, errs, err := m.st.DeliverEach(ctx, copies)
+	// Every accepted recipient's copy, and its notices, in one
+	// transaction: a failure of the store files and queues nothing, so that
+	// the sender's retry after 451 duplicates nobody's copy.
+	_, errs, err := m.st.DeliverEach(ctx, ds)
 	if err != nil {
 		m.log.Error("deliver to mailboxes", "message", res.MessageID, "err", err)
 		return nil, err
 	}
 	m.filed()
 	delivered := 0
-	var filed []filing // what the MDNs report (notify.go)
-	for i, c := range copies {
+	var failed []filing // what the failed MDNs report (notify.go)
+	for i, d := range ds {
 		err := errs[i]
 		switch {
 		case errors.Is(err, store.ErrOverQuota):
-			m.log.Warn("mailbox over quota", "recipient", c.Address, "message", res.MessageID)
+			m.log.Warn("mailbox over quota", "recipient", d.Address, "message", res.MessageID)
 			if first == nil {
-				first = &smtp.Reply{Code: 552, Enhanced: "5.2.2", Message: c.Address + ": mailbox full"}
+				first = &smtp.Reply{Code: 552, Enhanced: "5.2.2", Message: d.Address + ": mailbox full"}
 			}
-			filed = append(filed, filing{c.Address, fileFailure(err)})
+			failed = append(failed, filing{d.Address, fileFailure(err), notices[i]})
 		case errors.Is(err, store.ErrNotFound): // the address went away since RCPT
-			m.log.Warn("no mailbox", "recipient", c.Address, "message", res.MessageID)
+			m.log.Warn("no mailbox", "recipient", d.Address, "message", res.MessageID)
 			if first == nil {
-				first = &smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: c.Address + ": no such mailbox"}
+				first = &smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: d.Address + ": no such mailbox"}
 			}
-			filed = append(filed, filing{c.Address, fileFailure(err)})
+			failed = append(failed, filing{d.Address, fileFailure(err), notices[i]})
 		default:
 			delivered++
-			filed = append(filed, filing{recipient: c.Address})
+			notices[i].queued(m)
 		}
 	}
-	reported := m.notify(ctx, res, filed)
+	reported := plan.notifyFailures(ctx, failed)
 	if delivered == 0 {
-		if reported && len(filed) == len(res.Recipients) {
+		if reported && len(failed) == len(res.Recipients) {
 			return nil, nil // each failure went to the sender as a failed MDN (DN-04, notify.go)
 		}
 		if first == nil {

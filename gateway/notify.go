@@ -47,12 +47,12 @@ import (
 // notifyOrigin starts the queue Origin of the MDNs hisp sends.
 const notifyOrigin = "mdn"
 
-// filing is what became of one accepted recipient's copy of an inbound
-// message.
+// filing is an accepted recipient's copy of an inbound message that could
+// not be filed, with the notices sealed for it.
 type filing struct {
 	recipient string
-	// failure says why the copy could not be filed; "" when it was.
-	failure string
+	failure   string // why, for the failed MDN
+	notices   recipientMDNs
 }
 
 // fileFailure returns the Failure text of a filing error that is final for
@@ -68,71 +68,153 @@ func fileFailure(err error) string {
 	return ""
 }
 
-// notify sends the MDNs that a message the agent accepted earns, one
-// recipient after another, each as its own queued Direct message: processed
-// first, then dispatched or failed. It reports whether every copy that
-// could not be filed has its failed MDN queued (true when all were filed),
-// so that the SMTP reply may leave the failure to the MDN (DN-04).
-func (m *mail) notify(ctx context.Context, res *agent.InboundResult, filed []filing) bool {
-	if res == nil || res.Notification || len(filed) == 0 || res.From == "" {
-		return false
+// mdnPlan is what notices an inbound message the agent accepted earns
+// (DN-01..DN-04): a processed MDN from each recipient, then a dispatched
+// one once its copy is filed if the sender asked for timely and reliable
+// delivery, or a failed one if the copy cannot be filed. A nil plan sends
+// none (the message is itself a notice, or has no From to answer).
+type mdnPlan struct {
+	m       *mail
+	res     *agent.InboundResult
+	timely  bool
+	subject string
+}
+
+func (m *mail) planMDNs(res *agent.InboundResult) *mdnPlan {
+	if res == nil || res.Notification || res.From == "" {
+		return nil
 	}
 	timely := mdn.TimelyAndReliableRequested(res.DispositionOptions)
 	if res.DispositionOptions != "" && !timely {
 		m.log.Info("mdn: malformed or unsupported Disposition-Notification-Options, no dispatched MDN",
 			"message", res.MessageID, "options", limitString(res.DispositionOptions, 200))
 	}
-	subject := subjectOf(res.Message)
+	return &mdnPlan{m: m, res: res, timely: timely, subject: subjectOf(res.Message)}
+}
+
+// base is the MDN of a recipient, without its disposition.
+func (p *mdnPlan) base(recipient string) mdn.MDN {
+	return mdn.MDN{From: recipient, To: p.res.From, OriginalSubject: p.subject,
+		ReportingUA: p.m.reportingUA(recipient), FinalRecipient: recipient, OriginalMessageID: p.res.MessageID}
+}
+
+// recipientMDNs are the notices sealed for one recipient before its copy
+// is filed: processed, and dispatched when asked for. A notice that could
+// not be sealed is absent (its failure is logged and audited).
+type recipientMDNs struct {
+	processed, dispatched *sealedMDN
+}
+
+// seal seals a recipient's notices for a filed copy; nothing on a nil plan.
+func (p *mdnPlan) seal(ctx context.Context, recipient string) recipientMDNs {
+	if p == nil {
+		return recipientMDNs{}
+	}
+	var out recipientMDNs
+	n := p.base(recipient)
+	n.Disposition = mdn.DispositionProcessed
+	out.processed = p.m.sealOrReport(ctx, n)
+	if p.timely {
+		n = p.base(recipient)
+		n.Disposition, n.FinalDestination = mdn.DispositionDispatched, true
+		out.dispatched = p.m.sealOrReport(ctx, n)
+	}
+	return out
+}
+
+// onFiled are the messages to queue with the filed copy: processed first.
+func (r recipientMDNs) onFiled() []store.QueuedMessage {
+	var out []store.QueuedMessage
+	for _, s := range []*sealedMDN{r.processed, r.dispatched} {
+		if s != nil {
+			out = append(out, s.q)
+		}
+	}
+	return out
+}
+
+// queued logs the notices queued with a filed copy and wakes the
+// deliverer.
+func (r recipientMDNs) queued(m *mail) {
+	for _, s := range []*sealedMDN{r.processed, r.dispatched} {
+		if s != nil {
+			m.logQueuedMDN(s)
+			m.wake()
+		}
+	}
+}
+
+// notifyFailures sends the notices of copies that could not be filed: the
+// processed MDN when timely and reliable delivery was asked for (the
+// message was processed), then a failed MDN with the reason. It reports
+// whether every such copy has its failed MDN queued (so that the SMTP reply
+// may leave the failure to the MDN, DN-04); false on a nil plan.
+func (p *mdnPlan) notifyFailures(ctx context.Context, failed []filing) bool {
+	if p == nil {
+		return false
+	}
 	reported := true
-	for _, f := range filed {
-		base := mdn.MDN{
-			From: f.recipient, To: res.From, OriginalSubject: subject,
-			ReportingUA: m.reportingUA(f.recipient), FinalRecipient: f.recipient,
-			OriginalMessageID: res.MessageID,
+	for _, f := range failed {
+		if p.timely && f.notices.processed != nil {
+			p.m.enqueueMDN(ctx, f.notices.processed)
 		}
-		n := base
-		if f.failure == "" || timely {
-			n.Disposition = mdn.DispositionProcessed
-			m.sendMDN(ctx, n)
-			n = base
-		}
-		switch {
-		case f.failure != "":
-			n.Disposition, n.Failure = mdn.DispositionFailed, f.failure
-			reported = m.sendMDN(ctx, n) && reported
-		case timely:
-			n.Disposition, n.FinalDestination = mdn.DispositionDispatched, true
-			m.sendMDN(ctx, n)
-		}
+		n := p.base(f.recipient)
+		n.Disposition, n.Failure = mdn.DispositionFailed, f.failure
+		s := p.m.sealOrReport(ctx, n)
+		reported = s != nil && p.m.enqueueMDN(ctx, s) && reported
 	}
 	return reported
 }
 
-// sendMDN builds one notice, seals it through the agent and queues it. It
-// reports failure in the log and the audit log, and returns whether the
-// notice was queued.
-func (m *mail) sendMDN(ctx context.Context, n mdn.MDN) bool {
-	id, err := m.queueMDN(ctx, n)
+// sealedMDN is a notice sealed through the agent, ready to queue.
+type sealedMDN struct {
+	n mdn.MDN
+	q store.QueuedMessage
+}
+
+// sealOrReport seals a notice; a failure is logged and audited, and nil.
+func (m *mail) sealOrReport(ctx context.Context, n mdn.MDN) *sealedMDN {
+	s, err := m.sealMDN(ctx, n)
 	if err != nil {
-		m.log.Error("mdn not sent", "disposition", n.Disposition, "from", n.From, "to", n.To,
-			"original", n.OriginalMessageID, "err", err)
-		m.auditMDN(ctx, "mdn.send", n.OriginalMessageID+" "+n.From, "failed",
-			fmt.Sprintf("%s MDN to %s: %v", n.Disposition, n.To, err))
+		m.reportMDNFailure(ctx, n, err)
+		return nil
+	}
+	return s
+}
+
+// enqueueMDN queues a sealed notice on its own and reports whether it was.
+func (m *mail) enqueueMDN(ctx context.Context, s *sealedMDN) bool {
+	if _, err := m.queue.Enqueue(ctx, s.q); err != nil {
+		m.reportMDNFailure(ctx, s.n, fmt.Errorf("enqueue: %w", err))
 		return false
 	}
-	m.log.Info("mdn queued", "disposition", n.Disposition, "from", n.From, "to", n.To,
-		"original", n.OriginalMessageID, "message", id)
+	m.wake()
+	m.logQueuedMDN(s)
 	return true
 }
 
-func (m *mail) queueMDN(ctx context.Context, n mdn.MDN) (string, error) {
+func (m *mail) logQueuedMDN(s *sealedMDN) {
+	m.log.Info("mdn queued", "disposition", s.n.Disposition, "from", s.n.From, "to", s.n.To,
+		"original", s.n.OriginalMessageID, "message", s.q.MessageID)
+}
+
+func (m *mail) reportMDNFailure(ctx context.Context, n mdn.MDN, err error) {
+	m.log.Error("mdn not sent", "disposition", n.Disposition, "from", n.From, "to", n.To,
+		"original", n.OriginalMessageID, "err", err)
+	m.auditMDN(ctx, "mdn.send", n.OriginalMessageID+" "+n.From, "failed",
+		fmt.Sprintf("%s MDN to %s: %v", n.Disposition, n.To, err))
+}
+
+// sealMDN builds one notice and seals it through the agent's outbound
+// path, from the recipient's address.
+func (m *mail) sealMDN(ctx context.Context, n mdn.MDN) (*sealedMDN, error) {
 	msg, err := mdn.BuildMDN(n)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	res, err := m.agent.Outbound(ctx, agent.Envelope{MailFrom: n.From, Recipients: []string{n.To}}, msg)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	var rcpts []store.QueuedRecipient
 	for _, r := range res.Recipients {
@@ -146,17 +228,13 @@ func (m *mail) queueMDN(ctx context.Context, n mdn.MDN) (string, error) {
 		if err == nil {
 			err = errors.New("no recipient accepted")
 		}
-		return "", err
+		return nil, err
 	}
-	if _, err := m.queue.Enqueue(ctx, store.QueuedMessage{
+	return &sealedMDN{n: n, q: store.QueuedMessage{
 		MessageID: res.MessageID, MailFrom: n.From,
 		Origin: fmt.Sprintf("%s %s for %s", notifyOrigin, n.Disposition, oneLine(n.OriginalMessageID)),
 		Data:   res.Sealed, Recipients: rcpts,
-	}); err != nil {
-		return "", fmt.Errorf("enqueue: %w", err)
-	}
-	m.wake()
-	return res.MessageID, nil
+	}}, nil
 }
 
 // isNotifyOrigin reports whether a queued message is an MDN hisp sent.

@@ -239,20 +239,44 @@ func (s *Store) Deliver(ctx context.Context, address, mailbox string, msg []byte
 	return res.UID, nil
 }
 
-// DeliverEach files every filing in one transaction, each as Deliver
-// would: one commit for all the local recipients of a message, and all or
-// nothing when the store fails. A filing refused for its account (errs[i]
-// wrapping ErrNotFound or ErrOverQuota) is left out alone; any other error
-// fails the whole call (err) and nothing is filed.
-func (s *Store) DeliverEach(ctx context.Context, fs []Filing) (res []AppendResult, errs []error, err error) {
-	prepared := make([]*preparedFiling, len(fs))
-	res, errs = make([]AppendResult, len(fs)), make([]error, len(fs))
-	for i, f := range fs {
-		if prepared[i], errs[i] = prepareFiling(f); errs[i] != nil {
-			return nil, nil, errs[i]
+// Delivery is a filing for DeliverEach, with the messages to queue when it
+// is made (the MDNs that report it).
+type Delivery struct {
+	Filing
+	Then []QueuedMessage
+}
+
+// DeliverEach makes every delivery in one transaction: each filing as
+// Deliver would, and the messages it queues when the filing is made. One
+// commit for all the local recipients of a message and their notices, and
+// all or nothing when the store fails. A filing refused for its account
+// (errs[i] wrapping ErrNotFound or ErrOverQuota) is left out alone, with
+// its Then; any other error fails the whole call (err) and nothing is
+// filed or queued.
+func (s *Store) DeliverEach(ctx context.Context, ds []Delivery) (res []AppendResult, errs []error, err error) {
+	prepared := make([]*preparedFiling, len(ds))
+	then := make([][]preparedMessage, len(ds))
+	now := time.Now()
+	for i, d := range ds {
+		if prepared[i], err = prepareFiling(d.Filing); err != nil {
+			return nil, nil, err
+		}
+		for _, m := range d.Then {
+			p, err := prepareEnqueue(m, now)
+			if err != nil {
+				return nil, nil, err
+			}
+			then[i] = append(then[i], p)
 		}
 	}
+	res, errs = make([]AppendResult, len(ds)), make([]error, len(ds))
 	err = s.tx(ctx, func(tx *sql.Tx) error {
+		var stmts *enqueueStmts
+		defer func() {
+			if stmts != nil {
+				stmts.close()
+			}
+		}()
 		for i, f := range prepared {
 			res[i], errs[i] = AppendResult{}, nil
 			err := savepoint(ctx, tx, func() error {
@@ -263,8 +287,19 @@ func (s *Store) DeliverEach(ctx context.Context, fs []Filing) (res []AppendResul
 			switch {
 			case errors.Is(err, ErrNotFound) || errors.Is(err, ErrOverQuota):
 				errs[i] = fmt.Errorf("deliver to %s %s: %w", f.addr, f.mailbox, err)
+				continue
 			case err != nil:
 				return fmt.Errorf("deliver to %s %s: %w", f.addr, f.mailbox, err)
+			}
+			for _, p := range then[i] {
+				if stmts == nil {
+					if stmts, err = prepareEnqueueStmts(ctx, tx); err != nil {
+						return err
+					}
+				}
+				if _, err := stmts.insert(ctx, p); err != nil {
+					return fmt.Errorf("enqueue after delivery to %s: %w", f.addr, err)
+				}
 			}
 		}
 		return nil

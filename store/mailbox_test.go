@@ -526,10 +526,14 @@ func TestDeliverEach(t *testing.T) {
 	s, _ := mailTest(t)
 	tcheck(t, s.SetQuota(ctx, "bob@clinic.example", 10), "quota")
 	msg := testMail("referral", 100)
-	res, errs, err := s.DeliverEach(ctx, []Filing{
-		{Address: "alice@clinic.example", Message: msg},
-		{Address: "bob@clinic.example", Message: msg},
-		{Address: "nobody@clinic.example", Message: msg},
+	notice := func(id string) []QueuedMessage {
+		return []QueuedMessage{{MessageID: id, MailFrom: "x@clinic.example", Origin: "mdn", Data: []byte("sealed"),
+			Recipients: []QueuedRecipient{{Address: "sender@remote.example"}}}}
+	}
+	res, errs, err := s.DeliverEach(ctx, []Delivery{
+		{Filing{Address: "alice@clinic.example", Message: msg}, notice("<for-alice>")},
+		{Filing{Address: "bob@clinic.example", Message: msg}, notice("<for-bob>")},
+		{Filing: Filing{Address: "nobody@clinic.example", Message: msg}},
 	})
 	tcheck(t, err, "deliver")
 	if errs[0] != nil || res[0].UID != 1 {
@@ -550,7 +554,13 @@ func TestDeliverEach(t *testing.T) {
 			t.Errorf("%s INBOX holds %d, want %d", addr, st.Messages, want)
 		}
 	}
-	if _, _, err := s.DeliverEach(ctx, []Filing{{Address: "alice@clinic.example", Mailbox: "../x", Message: msg}}); err == nil {
+	// The notice of the copy filed is queued, the other's not.
+	q, err := s.QueueList(ctx, true)
+	tcheck(t, err, "queue")
+	if len(q) != 1 || q[0].MessageID != "<for-alice>" {
+		t.Errorf("queued %+v", q)
+	}
+	if _, _, err := s.DeliverEach(ctx, []Delivery{{Filing: Filing{Address: "alice@clinic.example", Mailbox: "../x", Message: msg}}}); err == nil {
 		t.Error("a bad mailbox name was taken")
 	}
 }
