@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hisp-project/hisp/metrics"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -95,6 +96,12 @@ type DelivererConfig struct {
 
 	Now    func() time.Time // the clock of queue times; time.Now
 	Logger *slog.Logger     // slog.Default() if nil
+
+	// Attempts, when set, counts the outcomes of delivery attempts, one
+	// per recipient, by the label outcome: "delivered", "deferred" (4xx or
+	// a network error: tried again later) or "bounced" (5xx, or the
+	// attempts used up: failed for good, a DSN follows).
+	Attempts *metrics.Counter
 }
 
 // Deliverer takes due recipients from the queue to their next hop: the
@@ -465,6 +472,7 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 			}
 		}
 		failed = failed || u.State == store.StateFailed
+		d.cfg.Attempts.Inc(attemptOutcome(u.State))
 		d.log.Info("delivery attempt", slog.Int64("queue_id", j.msg.ID), slog.String("message_id", j.msg.MessageID),
 			slog.String("rcpt", rcpt), slog.String("state", string(u.State)), slog.String("remote", u.RemoteMTA),
 			slog.String("reply", statusText(u)))
@@ -477,6 +485,18 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 	if failed {
 		d.Wake() // the failure DSN
 	}
+}
+
+// attemptOutcome is the label of DelivererConfig.Attempts for the state an
+// attempt left a recipient in.
+func attemptOutcome(st store.RecipientState) string {
+	switch st {
+	case store.StateDelivered:
+		return "delivered"
+	case store.StateFailed, store.StateBounced:
+		return "bounced"
+	}
+	return "deferred"
 }
 
 func statusText(u store.RecipientUpdate) string {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/hisp-project/hisp/metrics"
 )
 
 // Defaults of Config.
@@ -44,6 +46,17 @@ type Config struct {
 
 	Logger *slog.Logger // slog.Default() if nil
 	Audit  Auditor      // optional: an audit record for each refusal
+
+	// Transactions, when set, counts transactions by listener
+	// ("backbone", "submission") and outcome, in that label order:
+	// "accepted" (DATA answered 2xx), "refused" (MAIL or DATA refused: a
+	// limit, a rule or the handler's reply) or "failed" (nothing queued
+	// for want of hisp or the client: the handler's error, a client gone
+	// or stalled in DATA).
+	Transactions *metrics.Counter
+	// Refusals, when set, counts refused commands by listener and command
+	// ("auth", "mail", "rcpt", "data"), in that label order.
+	Refusals *metrics.Counter
 }
 
 // BackboneConfig configures the server where other HISPs deliver.

@@ -84,13 +84,35 @@ func (s *Server) newSession(c *gosmtp.Conn) (gosmtp.Session, error) {
 // up waiting.
 func (ss *session) ctx() context.Context { return ss.s.handlerCtx }
 
-// refuse logs a refusal, records it in the audit log when configured and
-// returns it for go-smtp.
+// refuse logs a refusal, records it in the audit log when configured,
+// counts it and returns it for go-smtp.
 func (ss *session) refuse(action, subject string, r *Reply) error {
 	ss.log.Info("smtp refused", slog.String("action", action), slog.String("subject", subject),
 		slog.String("user", ss.login()), slog.String("reply", r.String()))
 	ss.audit(action, subject, r.String())
+	ss.countRefusal(action)
 	return r.smtpError()
+}
+
+// The outcomes of a transaction, as Config.Transactions counts them.
+const (
+	outcomeAccepted = "accepted"
+	outcomeRefused  = "refused"
+	outcomeFailed   = "failed"
+)
+
+// countRefusal counts a refused command ("auth", "mail", "rcpt", "data");
+// a refused MAIL or DATA is also a refused transaction.
+func (ss *session) countRefusal(command string) {
+	ss.s.cfg.Refusals.Inc(ss.s.kind, command)
+	if command == "mail" || command == "data" {
+		ss.countTransaction(outcomeRefused)
+	}
+}
+
+// countTransaction counts the outcome of a transaction.
+func (ss *session) countTransaction(outcome string) {
+	ss.s.cfg.Transactions.Inc(ss.s.kind, outcome)
 }
 
 // audit writes the audit record of a refused or failed transaction step.
@@ -218,6 +240,7 @@ func (ss *session) Rcpt(to string, opts *gosmtp.RcptOptions) error {
 		if first {
 			return ss.refuse("rcpt", to, r)
 		}
+		ss.countRefusal("rcpt")
 		return r.smtpError()
 	}
 	return nil
@@ -248,11 +271,13 @@ func (ss *session) Data(r io.Reader) error {
 	case errors.As(err, &ne) && ne.Timeout():
 		ss.log.Info("smtp client stalled in DATA, nothing queued", slog.String("from", env.MailFrom), slog.String("user", env.User))
 		ss.audit("data", subject, "client stalled in DATA, nothing queued")
+		ss.countTransaction(outcomeFailed)
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Timeout waiting for data, closing"}
 	default:
 		ss.log.Info("smtp connection lost in DATA, nothing queued", slog.String("from", env.MailFrom),
 			slog.String("user", env.User), slog.String("error", err.Error()))
 		ss.audit("data", subject, "connection lost in DATA, nothing queued: "+err.Error())
+		ss.countTransaction(outcomeFailed)
 		return &gosmtp.SMTPError{Code: 421, EnhancedCode: gosmtp.EnhancedCode{4, 4, 2}, Message: "Message transfer aborted"}
 	}
 	if len(bytes.TrimSpace(msg)) == 0 {
@@ -272,17 +297,21 @@ func (ss *session) Data(r io.Reader) error {
 		slog.String("user", env.User), slog.Duration("took", time.Since(start))}
 	if err != nil {
 		ss.log.Error("smtp message handler failed", append(attrs, slog.String("error", err.Error()))...)
+		ss.countTransaction(outcomeFailed)
 		return &gosmtp.SMTPError{Code: 451, EnhancedCode: gosmtp.EnhancedCode{4, 3, 0}, Message: "Temporary local problem, try again later"}
 	}
 	if reply == nil {
 		ss.log.Info("smtp message accepted", attrs...)
+		ss.countTransaction(outcomeAccepted)
 		return nil
 	}
 	if reply.Success() {
 		ss.log.Info("smtp message accepted", append(attrs, slog.String("reply", reply.String()))...)
+		ss.countTransaction(outcomeAccepted)
 		return reply.smtpError() // go-smtp sends a 2xx "error" as the reply
 	}
 	ss.log.Info("smtp message refused by handler", append(attrs, slog.String("reply", reply.String()))...)
+	ss.countRefusal("data")
 	return reply.smtpError()
 }
 
@@ -348,6 +377,7 @@ func (ss submissionSession) login(username, password string) error {
 		ss.log.Info("smtp refused", slog.String("action", "auth"), slog.String("subject", username),
 			slog.String("reply", r.String()), slog.String("why", err.Error()))
 		ss.audit("auth", username, r.String()+" ("+err.Error()+")")
+		ss.countRefusal("auth")
 		return r.smtpError()
 	} else if err != nil {
 		ss.log.Error("smtp authentication failed", slog.String("login", username), slog.String("error", err.Error()))
