@@ -34,6 +34,7 @@ type server struct {
 	log   *slog.Logger
 	crlMu sync.Mutex // one CRL signing at a time, so CRL numbers increase
 	crls  map[string]cachedCRL
+	meter gatewayMetrics // the counters of GET /metrics (metrics.go)
 	queue *store.Queue
 	agent *agent.Agent
 	track *tracking // delivery tracking (track.go)
@@ -181,6 +182,7 @@ func (s *server) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/pkix-crl")
 		w.Write(der)
 	})
+	mux.Handle("GET /metrics", s.metricsHandler()) // Prometheus, no login, like /healthz (metrics.go)
 	s.trackAPI(mux)
 	s.adminUI(mux) // the admin web page (adminui.go)
 	return mux

@@ -73,13 +73,15 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		Port: cfg.Outbound.Port, Routes: routes,
 		Backoff:      retry,
 		DelayedAfter: delayed, Logger: s.log,
+		Attempts: s.meter.get().attempts, // GET /metrics (metrics.go)
 	})
 	if err != nil {
 		return err
 	}
 	m.wake = deliverer.Wake
 
-	common := smtp.Config{Hostname: cfg.Hostname, TLSConfig: tlsConfig, Logger: s.log, Audit: s.st}
+	common := smtp.Config{Hostname: cfg.Hostname, TLSConfig: tlsConfig, Logger: s.log, Audit: s.st,
+		Transactions: s.meter.get().transactions, Refusals: s.meter.get().refusals} // GET /metrics (metrics.go)
 	type listener struct {
 		name, addr, what string
 		serve            func(context.Context, net.Listener) error
