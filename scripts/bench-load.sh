@@ -21,7 +21,8 @@
 # HISP_BENCH_LOGS=DIR the servers' logs are kept there. The environment
 # reaches the servers (GOMEMLIMIT, GODEBUG=gctrace=1, GOGC...);
 # HISP_BENCH_ARGS adds options to hisp bench (--reuse=false: a connection,
-# STARTTLS and AUTH per message).
+# STARTTLS and AUTH per message); HISP_BENCH_WRAP is a command put before it
+# (HISP_BENCH_WRAP="/usr/bin/time -v": the client's own CPU and memory).
 set -eu
 
 mode=${1:-queue}
