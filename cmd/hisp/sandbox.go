@@ -70,7 +70,7 @@ func sandboxCmd(env *cliEnv, args []string) int {
 	dir := dataDir(env, *data)
 	sites := sandboxSites(*base)
 	var cfgs [2]config.Config
-	passwords := [2]string{}
+	passwords, adminPasswords := [2]string{}, [2]string{}
 	for i, s := range sites {
 		siteDir := filepath.Join(dir, strings.TrimSuffix(s.domain, ".localhost"))
 		pw, err := setupSandboxSite(env, siteDir, s, sites[1-i])
@@ -78,6 +78,9 @@ func sandboxCmd(env *cliEnv, args []string) int {
 			return fail(env, "sandbox", err)
 		}
 		passwords[i] = pw
+		if adminPasswords[i], err = sandboxAdmin(env, siteDir); err != nil {
+			return fail(env, "sandbox", err)
+		}
 		cfg := config.Default()
 		cfg.Data = siteDir
 		cfg.Hostname = "hisp." + s.domain
@@ -96,7 +99,7 @@ func sandboxCmd(env *cliEnv, args []string) int {
 			return fail(env, "sandbox", err)
 		}
 	}
-	printSandboxHelp(env.stdout, dir, sites, passwords)
+	printSandboxHelp(env.stdout, dir, sites, passwords, adminPasswords)
 
 	softMemoryLimit(env)
 	ctx := env.ctx
@@ -168,6 +171,25 @@ func setupSandboxSite(env *cliEnv, dir string, s, other sandboxSite) (string, er
 	return pw, nil
 }
 
+// sandboxAdmin makes the site's admin page account "admin" with a generated
+// password (kept in DIR/admin-password.txt), once, and returns the
+// password.
+func sandboxAdmin(env *cliEnv, dir string) (string, error) {
+	pwFile := filepath.Join(dir, "admin-password.txt")
+	if b, err := os.ReadFile(pwFile); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	pw := randomPassword()
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	if err := runQuiet(env, nil, "admin", "add", "admin", "--password-file", pwFile, "--data="+dir); err != nil {
+		os.Remove(pwFile)
+		return "", err
+	}
+	return pw, nil
+}
+
 // sandboxTrust makes a site trust the other site's CA, once.
 func sandboxTrust(env *cliEnv, dir, domain, otherDir, otherDomain string) error {
 	mark := filepath.Join(dir, "trusts-"+otherDomain)
@@ -204,7 +226,7 @@ func randomPassword() string {
 	return string(b)
 }
 
-func printSandboxHelp(w io.Writer, dir string, sites [2]sandboxSite, pw [2]string) {
+func printSandboxHelp(w io.Writer, dir string, sites [2]sandboxSite, pw, adminPw [2]string) {
 	a, b := sites[0], sites[1]
 	au, bu := a.user+"@"+a.domain, b.user+"@"+b.domain
 	fmt.Fprintf(w, `hisp sandbox in %s: two HISPs, %s and %s, on loopback.
@@ -224,13 +246,15 @@ Read it (any IMAP client; self-signed certificate):
 
 Look around: hisp discover %s --data %s --resolver %s
              hisp queue list --data %s
+Admin pages: http://%s/ and http://%s/ (user admin, passwords %s and %s); metrics at /metrics
 
 `, dir, a.domain, b.domain,
 		au, pw[0], a.addr(1), a.addr(2), bu, pw[1], b.addr(1), b.addr(2),
 		au, bu, a.addr(1), au, pw[0], au, bu,
 		a.ports[1], au, pw[0], au, bu, au, bu,
 		b.ports[2], bu, pw[1],
-		bu, filepath.Join(dir, "hospital"), b.addr(3), filepath.Join(dir, "hospital"))
+		bu, filepath.Join(dir, "hospital"), b.addr(3), filepath.Join(dir, "hospital"),
+		a.addr(4), b.addr(4), adminPw[0], adminPw[1])
 }
 
 // prefixWriter prefixes each line written with a site name.

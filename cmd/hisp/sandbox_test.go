@@ -96,6 +96,15 @@ s.quit()
 		if !strings.Contains(string(got), "Subject: "+subject) || !strings.Contains(string(got), "X-Hisp-Verification: pass") {
 			t.Fatalf("bob got:\n%s", got)
 		}
+		// The hospital's admin page, with the login the instructions give.
+		adminPW := readLine(t, filepath.Join(dir, "hospital", "admin-password.txt"))
+		if !strings.Contains(out.String(), adminPW) {
+			t.Fatalf("instructions lack the admin password:\n%s", out.String())
+		}
+		page, err := exec.Command("curl", "-sS", "-u", "admin:"+adminPW, fmt.Sprintf("http://127.0.0.1:%d/", base+4)).Output()
+		if err != nil || !strings.Contains(string(page), "alice@hospital.localhost") {
+			t.Fatalf("admin page: %v\n%.500s", err, page)
+		}
 		cancel()
 		if code := <-done; code != 0 {
 			t.Fatalf("sandbox exit %d: %s", code, errb.String())
