@@ -38,6 +38,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -76,7 +77,7 @@ type Server struct {
 	loopback       bool
 	maxMessageSize int64
 	pollInterval   time.Duration
-	logins         *loginLimiter
+	logins         *loginlimit.Limiter
 
 	// Replaced in tests.
 	sleep         func(ctx context.Context, d time.Duration)
@@ -103,7 +104,7 @@ func New(opts Options) (*Server, error) {
 		loopback:       opts.Loopback,
 		maxMessageSize: opts.MaxMessageSize,
 		pollInterval:   opts.PollInterval,
-		logins:         newLoginLimiter(time.Now),
+		logins:         loginlimit.New(time.Now),
 		sleep:          sleepContext,
 		checkPassword:  opts.Store.CheckPassword,
 		isLoopback:     isLoopbackAddr,

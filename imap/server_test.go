@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -109,7 +110,7 @@ func TestBadLogins(t *testing.T) {
 	}
 	// Each failure waited longer: the address and the IP count up.
 	sleeps := e.recordedSleeps()
-	if len(sleeps) != 6 || sleeps[0] != loginDelayBase || sleeps[1] != 2*loginDelayBase || sleeps[2] != 4*loginDelayBase || sleeps[5] != 32*loginDelayBase {
+	if len(sleeps) != 6 || sleeps[0] != loginlimit.DelayBase || sleeps[1] != 2*loginlimit.DelayBase || sleeps[2] != 4*loginlimit.DelayBase || sleeps[5] != 32*loginlimit.DelayBase {
 		t.Fatalf("delays %v", sleeps)
 	}
 	// A good login does not wait, and forgets the failures of the address,
@@ -118,47 +119,11 @@ func TestBadLogins(t *testing.T) {
 	if n := len(e.recordedSleeps()); n != 6 {
 		t.Fatalf("good login waited: %d delays", n)
 	}
-	if d := e.srv.logins.fail(alice, "192.0.2.1"); d != loginDelayBase {
+	if d := e.srv.logins.Fail(alice, "192.0.2.1"); d != loginlimit.DelayBase {
 		t.Fatalf("failures of the address not forgotten: %v", d)
 	}
-	if d := e.srv.logins.fail("other@clinic.example", "127.0.0.1"); d <= 32*loginDelayBase {
+	if d := e.srv.logins.Fail("other@clinic.example", "127.0.0.1"); d <= 32*loginlimit.DelayBase {
 		t.Fatalf("failures of the IP forgotten: %v", d)
-	}
-}
-
-func TestLoginLimiter(t *testing.T) {
-	now := time.Unix(1e9, 0)
-	l := newLoginLimiter(func() time.Time { return now })
-	var got []time.Duration
-	for range 10 {
-		got = append(got, l.fail("x@y.example", "192.0.2.1"))
-	}
-	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60, 60, 60}
-	for i := range want {
-		if want[i] == 60 {
-			want[i] = loginDelayMax
-		} else {
-			want[i] *= loginDelayBase
-		}
-	}
-	if !slices.Equal(got, want) {
-		t.Fatalf("delays %v, want %v", got, want)
-	}
-	// Another address from another IP is not slowed.
-	if d := l.fail("z@y.example", "192.0.2.2"); d != loginDelayBase {
-		t.Fatalf("unrelated login: %v", d)
-	}
-	// Failures are forgotten after a while.
-	now = now.Add(loginForget + time.Second)
-	if d := l.fail("x@y.example", "192.0.2.1"); d != loginDelayBase {
-		t.Fatalf("after the forget time: %v", d)
-	}
-	// The table is bounded.
-	for i := range loginMaxEntries + 10 {
-		l.fail(fmt.Sprintf("u%d", i), "192.0.2.9")
-	}
-	if n := len(l.entries); n > loginMaxEntries {
-		t.Fatalf("%d entries", n)
 	}
 }
 
@@ -214,7 +179,7 @@ func TestParallelFailedLogins(t *testing.T) {
 		}
 	}
 	sleeps := e.recordedSleeps()
-	if len(sleeps) != n || slices.Max(sleeps) != loginDelayMax {
+	if len(sleeps) != n || slices.Max(sleeps) != loginlimit.DelayMax {
 		t.Fatalf("%d delays, longest %v", len(sleeps), slices.Max(sleeps))
 	}
 }

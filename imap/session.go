@@ -110,7 +110,7 @@ func (s *session) Login(username, password string) error {
 			s.log.Error("imap: check password", "err", err)
 			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Try again later"}
 		}
-		d := s.srv.logins.fail(username, s.ip)
+		d := s.srv.logins.Fail(username, s.ip)
 		s.log.Warn("imap: login failed", "user", truncate(username, 100), "delay", d)
 		s.srv.sleep(s.ctx, d)
 		return imapserver.ErrAuthFailed
@@ -120,7 +120,7 @@ func (s *session) Login(username, password string) error {
 		s.log.Error("imap: open mail account", "user", addr, "err", err)
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Mailbox not available"}
 	}
-	s.srv.logins.succeed(username)
+	s.srv.logins.Succeed(username)
 	s.account = acct
 	s.log = s.log.With("user", addr)
 	s.log.Info("imap: login")
