@@ -12,6 +12,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/metrics"
 )
 
@@ -78,6 +79,13 @@ type SubmissionConfig struct {
 	// MaxAuthFailures per connection, after which AUTH is refused;
 	// DefaultMaxAuthFailures.
 	MaxAuthFailures int
+	// Logins slows down password guessing across connections: a failed
+	// AUTH is answered after its delay (per login name and client IP).
+	// nil: a limiter of the server's own.
+	Logins *loginlimit.Limiter
+	// LoginSleep waits out a failed login's delay; nil: a timer that ends
+	// early when the connection's context does (tests shorten it).
+	LoginSleep func(ctx context.Context, d time.Duration)
 }
 
 // Server is a backbone or submission SMTP server. Serve may be called for
@@ -162,6 +170,12 @@ func NewSubmission(cfg SubmissionConfig) (*Server, error) {
 	}
 	if cfg.MaxAuthFailures <= 0 {
 		cfg.MaxAuthFailures = DefaultMaxAuthFailures
+	}
+	if cfg.Logins == nil {
+		cfg.Logins = loginlimit.New(nil)
+	}
+	if cfg.LoginSleep == nil {
+		cfg.LoginSleep = sleepCtx
 	}
 	s := newServer("submission", cfg.Config)
 	s.submission = cfg
@@ -394,4 +408,17 @@ func (e errorLog) Printf(format string, v ...any) {
 
 func (e errorLog) Println(v ...any) {
 	e.log.Warn("smtp connection", slog.String("error", fmt.Sprint(v...)))
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -360,6 +362,9 @@ func newSubmission(t testing.TB, cfg SubmissionConfig, st *store.Store) (*Server
 	cfg.Logger = log
 	cfg.Auth = StoreAuthenticator{Store: st}
 	cfg.Audit = st
+	if cfg.LoginSleep == nil {
+		cfg.LoginSleep = func(context.Context, time.Duration) {} // tests do not wait out failed logins
+	}
 	cfg.Handler = rec
 	s, err := NewSubmission(cfg)
 	tcheck(t, err, "new submission")
@@ -439,6 +444,36 @@ func TestSubmissionAuthFailureLimit(t *testing.T) {
 		wantSMTPError(t, c.Auth(sasl.NewPlainClient("", "alice@a.example", "guess")), 535, "5.7.8", "")
 	}
 	wantSMTPError(t, c.Auth(sasl.NewPlainClient("", "alice@a.example", "alice-password")), 421, "4.7.0", "Too many")
+}
+
+// TestSubmissionLoginDelays: failed logins are answered later and later
+// across connections (per login and client IP); a good login is not
+// slowed and forgets its name's failures.
+func TestSubmissionLoginDelays(t *testing.T) {
+	st := testStore(t)
+	var mu sync.Mutex
+	var sleeps []time.Duration
+	s, _ := newSubmission(t, SubmissionConfig{LoginSleep: func(_ context.Context, d time.Duration) {
+		mu.Lock()
+		sleeps = append(sleeps, d)
+		mu.Unlock()
+	}}, st)
+	addr := serve(t, s)
+	for range 3 {
+		c, err := gosmtp.Dial(addr)
+		tcheck(t, err, "dial")
+		wantSMTPError(t, c.Auth(sasl.NewPlainClient("", "alice@a.example", "guess")), 535, "5.7.8", "")
+		c.Close()
+	}
+	c, err := gosmtp.Dial(addr)
+	tcheck(t, err, "dial")
+	defer c.Close()
+	tcheck(t, c.Auth(sasl.NewPlainClient("", "alice@a.example", "alice-password")), "good login")
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sleeps) != 3 || sleeps[0] != loginlimit.DelayBase || sleeps[2] != 4*loginlimit.DelayBase {
+		t.Fatalf("delays %v", sleeps)
+	}
 }
 
 const pythonSubmission = `

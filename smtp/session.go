@@ -372,17 +372,21 @@ func (ss submissionSession) login(username, password string) error {
 			ss.tc.authFailures++
 			ss.s.mu.Unlock()
 		}
-		// The client learns nothing; the log and the audit record say why.
+		// The client learns nothing, and late; the log and the audit
+		// record say why.
+		delay := ss.s.submission.Logins.Fail(username, c.Remote.String())
 		r := errorf(535, "5.7.8", "Authentication credentials invalid")
 		ss.log.Info("smtp refused", slog.String("action", "auth"), slog.String("subject", username),
-			slog.String("reply", r.String()), slog.String("why", err.Error()))
+			slog.String("reply", r.String()), slog.String("why", err.Error()), slog.Duration("delay", delay))
 		ss.audit("auth", username, r.String()+" ("+err.Error()+")")
 		ss.countRefusal("auth")
+		ss.s.submission.LoginSleep(ss.ctx(), delay)
 		return r.smtpError()
 	} else if err != nil {
 		ss.log.Error("smtp authentication failed", slog.String("login", username), slog.String("error", err.Error()))
 		return errorf(454, "4.7.0", "Temporary authentication failure").smtpError()
 	}
+	ss.s.submission.Logins.Succeed(username)
 	ss.mu.Lock()
 	ss.user = l
 	ss.mu.Unlock()
