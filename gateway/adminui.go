@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -36,18 +38,21 @@ var adminUITemplate = template.Must(template.New("adminui.html").Funcs(template.
 // adminUI registers the page and its actions on the admin mux.
 func (s *server) adminUI(mux *http.ServeMux) {
 	csrf := http.NewCrossOriginProtection()
-	mux.Handle("GET /{$}", s.adminAuth(http.HandlerFunc(s.adminPage)))
-	mux.Handle("POST /admin/queue/{id}/{action}", csrf.Handler(s.adminAuth(http.HandlerFunc(s.adminQueueAction))))
+	logins := loginlimit.New(nil)
+	mux.Handle("GET /{$}", s.adminAuth(logins, http.HandlerFunc(s.adminPage)))
+	mux.Handle("POST /admin/queue/{id}/{action}", csrf.Handler(s.adminAuth(logins, http.HandlerFunc(s.adminQueueAction))))
 }
 
-// adminAuth lets admin accounts through; every refused login is audited.
-func (s *server) adminAuth(next http.Handler) http.Handler {
+// adminAuth lets admin accounts through. Every refused login is audited
+// and answered after the login limiter's delay.
+func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		name, password, ok := r.BasicAuth()
 		if ok {
 			a, err := s.st.CheckAdminPassword(r.Context(), name, password)
 			if err == nil {
+				logins.Succeed(name)
 				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), adminKey{}, a.Name)))
 				return
 			}
@@ -56,7 +61,15 @@ func (s *server) adminAuth(next http.Handler) http.Handler {
 				http.Error(w, "login check failed", http.StatusServiceUnavailable)
 				return
 			}
+			ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+			delay := logins.Fail(name, ip)
 			s.auditAdmin(r, name, "admin.login", "", "refused", "invalid name or password")
+			s.log.Warn("admin page: login refused", "login", limitString(name, 100), "remote", r.RemoteAddr, "delay", delay)
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
 		}
 		w.Header().Set("WWW-Authenticate", `Basic realm="hisp admin", charset="UTF-8"`)
 		http.Error(w, "an admin login is required (hisp admin add NAME --password-file FILE)", http.StatusUnauthorized)
