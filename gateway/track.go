@@ -223,9 +223,9 @@ func (s *server) apiAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 		if strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(token) != "" {
-			_, err := s.st.CheckAPIToken(r.Context(), strings.TrimSpace(token))
+			t, err := s.st.CheckAPIToken(r.Context(), strings.TrimSpace(token))
 			if err == nil {
-				next.ServeHTTP(w, r)
+				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), apiTokenKey{}, t)))
 				return
 			}
 			if !errors.Is(err, store.ErrNotFound) {
@@ -239,6 +239,14 @@ func (s *server) apiAuth(next http.Handler) http.Handler {
 	})
 }
 
+type apiTokenKey struct{}
+
+// apiToken is the token of an authenticated API request.
+func apiToken(r *http.Request) store.APIToken {
+	t, _ := r.Context().Value(apiTokenKey{}).(store.APIToken)
+	return t
+}
+
 func (s *server) apiMessage(w http.ResponseWriter, r *http.Request) {
 	id := track.NormalizeMessageID(r.PathValue("id"))
 	if id == "" {
@@ -246,7 +254,8 @@ func (s *server) apiMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	m, err := s.st.TrackedMessage(r.Context(), id)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) || err == nil && !apiToken(r).Sees(m.Sender) {
+		// A scoped token cannot tell others' messages from missing ones.
 		apiError(w, http.StatusNotFound, "no tracked message "+id)
 		return
 	}
@@ -260,7 +269,8 @@ func (s *server) apiMessage(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) apiMessages(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.TrackFilter{Sender: q.Get("sender"), State: store.TrackState(q.Get("state")), Events: q.Get("events") == "1" || q.Get("events") == "true"}
+	f := store.TrackFilter{Sender: q.Get("sender"), State: store.TrackState(q.Get("state")), Events: q.Get("events") == "1" || q.Get("events") == "true",
+		SenderDomains: apiToken(r).Domains}
 	if f.State != "" && !f.State.Valid() {
 		apiError(w, http.StatusBadRequest, "state: want queued, relayed, processed, dispatched or failed")
 		return

@@ -393,6 +393,30 @@ func TestTrackDispatched(t *testing.T) {
 			t.Fatalf("%s: %d", q, code)
 		}
 	}
+
+	// A token limited to another domain's senders sees none of alice's
+	// messages, and cannot tell them from missing ones.
+	must(t, func() error { _, err := a.st.AddDomain(ctx, "lab.example"); return err })
+	_, labToken, err := a.st.CreateAPIToken(ctx, "lab ehr", "lab.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(one, labToken); code != http.StatusNotFound {
+		t.Fatalf("another domain's token on alice's message: %d %s", code, body)
+	}
+	if code, body := get("?since=1h", labToken); code != http.StatusOK || !strings.Contains(string(body), `"messages": []`) {
+		t.Fatalf("another domain's token lists: %d %s", code, body)
+	}
+	_, ownToken, err := a.st.CreateAPIToken(ctx, "hospital ehr", "hospital.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(one, ownToken); code != http.StatusOK {
+		t.Fatalf("the hospital's own token: %d", code)
+	}
+	if code, body = get("?since=1h", ownToken); code != http.StatusOK || !strings.Contains(string(body), strings.Trim(m1, "<>")) {
+		t.Fatalf("the hospital's own token lists: %d %s", code, body)
+	}
 }
 
 // TestTrackTimeout: a remote that accepts the message and never answers.

@@ -12,15 +12,28 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
 
 // APIToken is an API client's token, without the secret.
 type APIToken struct {
-	ID      int64
-	Name    string
+	ID   int64
+	Name string
+	// Domains limits the token to messages whose sender is in one of these
+	// local domains (an EHR's token); nil: every message (an admin's).
+	Domains []string
 	Created time.Time
+}
+
+// Sees reports whether the token may read a message of sender.
+func (t APIToken) Sees(sender string) bool {
+	if t.Domains == nil {
+		return true
+	}
+	_, domain, err := NormalizeAddress(sender)
+	return err == nil && slices.Contains(t.Domains, domain)
 }
 
 // tokenPrefix marks hisp's tokens, so that a leaked one is recognizable.
@@ -34,27 +47,46 @@ func hashToken(token string) string {
 }
 
 // CreateAPIToken makes a new token for an API client named name and returns
-// it; only its hash is kept, so this is the one time it can be read. A name
-// in use gives an error wrapping ErrExists.
-func (s *Store) CreateAPIToken(ctx context.Context, name string) (APIToken, string, error) {
+// it; only its hash is kept, so this is the one time it can be read. With
+// domains (local domains), the token sees only the messages of their
+// senders. A name in use gives an error wrapping ErrExists.
+func (s *Store) CreateAPIToken(ctx context.Context, name string, domains ...string) (APIToken, string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" || len(name) > 100 || strings.ContainsAny(name, "\r\n\t\x00") {
 		return APIToken{}, "", fmt.Errorf("add API token: invalid name %q", name)
 	}
+	var scope []string
+	for _, d := range domains {
+		nd, err := NormalizeDomain(d)
+		if err != nil {
+			return APIToken{}, "", fmt.Errorf("add API token %s: %w", name, err)
+		}
+		if !slices.Contains(scope, nd) {
+			scope = append(scope, nd)
+		}
+	}
+	slices.Sort(scope)
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return APIToken{}, "", fmt.Errorf("add API token: %w", err)
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
-	t := APIToken{Name: name, Created: fromMillis(millis(time.Now()))}
+	t := APIToken{Name: name, Domains: scope, Created: fromMillis(millis(time.Now()))}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM api_tokens WHERE name = ?`, name); err != nil {
 			return err
 		} else if ok {
 			return fmt.Errorf("API token %s: %w", name, ErrExists)
 		}
-		return tx.QueryRowContext(ctx, `INSERT INTO api_tokens (name, hash, created) VALUES (?, ?, ?) RETURNING id`,
-			name, hashToken(token), millis(t.Created)).Scan(&t.ID)
+		for _, d := range scope {
+			if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM domains WHERE name = ?`, d); err != nil {
+				return err
+			} else if !ok {
+				return fmt.Errorf("domain %s: %w", d, ErrNotFound)
+			}
+		}
+		return tx.QueryRowContext(ctx, `INSERT INTO api_tokens (name, hash, created, domains) VALUES (?, ?, ?, ?) RETURNING id`,
+			name, hashToken(token), millis(t.Created), strings.Join(scope, " ")).Scan(&t.ID)
 	})
 	if err != nil {
 		return APIToken{}, "", fmt.Errorf("add API token: %w", err)
@@ -70,20 +102,21 @@ func (s *Store) CheckAPIToken(ctx context.Context, token string) (APIToken, erro
 	}
 	var t APIToken
 	var created int64
-	err := s.db.QueryRowContext(ctx, `SELECT id, name, created FROM api_tokens WHERE hash = ?`, hashToken(token)).
-		Scan(&t.ID, &t.Name, &created)
+	var domains string
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, created, domains FROM api_tokens WHERE hash = ?`, hashToken(token)).
+		Scan(&t.ID, &t.Name, &created, &domains)
 	if errors.Is(err, sql.ErrNoRows) {
 		return APIToken{}, fmt.Errorf("API token: %w", ErrNotFound)
 	} else if err != nil {
 		return APIToken{}, fmt.Errorf("check API token: %w", err)
 	}
-	t.Created = fromMillis(created)
+	t.Created, t.Domains = fromMillis(created), tokenDomains(domains)
 	return t, nil
 }
 
 // APITokens lists the API clients by name.
 func (s *Store) APITokens(ctx context.Context) ([]APIToken, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created FROM api_tokens ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created, domains FROM api_tokens ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list API tokens: %w", err)
 	}
@@ -92,10 +125,11 @@ func (s *Store) APITokens(ctx context.Context) ([]APIToken, error) {
 	for rows.Next() {
 		var t APIToken
 		var created int64
-		if err := rows.Scan(&t.ID, &t.Name, &created); err != nil {
+		var domains string
+		if err := rows.Scan(&t.ID, &t.Name, &created, &domains); err != nil {
 			return nil, fmt.Errorf("list API tokens: %w", err)
 		}
-		t.Created = fromMillis(created)
+		t.Created, t.Domains = fromMillis(created), tokenDomains(domains)
 		out = append(out, t)
 	}
 	return out, rows.Err()
@@ -112,6 +146,14 @@ func (s *Store) RemoveAPIToken(ctx context.Context, name string) error {
 		return fmt.Errorf("remove API token: %w", err)
 	} else if n == 0 {
 		return fmt.Errorf("API token %s: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// tokenDomains reads the stored scope of a token: nil for every domain.
+func tokenDomains(stored string) []string {
+	if f := strings.Fields(stored); len(f) > 0 {
+		return f
 	}
 	return nil
 }

@@ -166,7 +166,10 @@ type TrackRef struct {
 
 // TrackFilter selects tracked messages for TrackedMessages.
 type TrackFilter struct {
-	Sender string     // "" any
+	Sender string // "" any
+	// SenderDomains, when set, admits only messages of senders in these
+	// domains (a scoped API token's view).
+	SenderDomains []string
 	State  TrackState // messages with a recipient in this state; "" any
 	Since  time.Time  // sent at or after; zero: no bound
 	Until  time.Time  // sent before; zero: no bound
@@ -725,6 +728,14 @@ func (s *Store) TrackedMessages(ctx context.Context, f TrackFilter) ([]TrackedMe
 	if f.Sender != "" {
 		query += ` AND m.sender = ?`
 		args = append(args, strings.ToLower(strings.TrimSpace(f.Sender)))
+	}
+	if f.SenderDomains != nil {
+		query += ` AND m.sender_domain IN (''` // '': none when the list is empty
+		for _, d := range f.SenderDomains {
+			query += `, ?`
+			args = append(args, d)
+		}
+		query += `)`
 	}
 	if !f.Since.IsZero() {
 		query += ` AND m.sent >= ?`

@@ -171,6 +171,9 @@ func TestTrackedRelayedFromQueue(t *testing.T) {
 func TestAPITokens(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, t.TempDir())
+	if _, _, err := s.CreateAPIToken(ctx, "scoped to nowhere", "nowhere.example"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("token for an unknown domain: %v", err)
+	}
 	tok, secret, err := s.CreateAPIToken(ctx, "ehr one")
 	tcheck(t, err, "create")
 	if _, _, err := s.CreateAPIToken(ctx, "ehr one"); !errors.Is(err, ErrExists) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hisp-project/hisp/store"
@@ -22,18 +23,24 @@ func init() {
 	})
 }
 
-// tokenAdd is "hisp token add NAME": it prints the new token once; the
-// store keeps only its hash.
+// tokenAdd is "hisp token add NAME [--domain D ...]": it prints the new
+// token once; the store keeps only its hash. With --domain, the token sees
+// only the messages of those domains' senders (an EHR's token).
 func tokenAdd(env *cliEnv, args []string) int {
-	c := newAdminCmd(env, "token add", "NAME", false)
+	c := newAdminCmd(env, "token add", "NAME [--domain D ...]", false)
+	var domains multiFlag
+	c.fs.Var(&domains, "domain", "limit the token to messages of senders in local `DOMAIN` (repeatable); none: every message")
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
 		return code
 	}
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		t, token, err := st.CreateAPIToken(ctx, pos[0])
+		t, token, err := st.CreateAPIToken(ctx, pos[0], domains...)
 		if errors.Is(err, store.ErrExists) {
 			return c.fail(fmt.Errorf("an API token named %q exists (hisp token remove it first)", pos[0]))
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return c.fail(fmt.Errorf("%w (hisp domain add it first)", err))
 		}
 		if err != nil {
 			return c.fail(err)
@@ -47,6 +54,7 @@ func tokenAdd(env *cliEnv, args []string) int {
 
 type tokenJSON struct {
 	Name    string    `json:"name"`
+	Domains []string  `json:"domains"` // [] : every domain
 	Created time.Time `json:"created"`
 }
 
@@ -64,8 +72,12 @@ func tokenList(env *cliEnv, args []string) int {
 		out := []tokenJSON{}
 		var rows [][]string
 		for _, t := range ts {
-			out = append(out, tokenJSON{Name: t.Name, Created: t.Created.UTC()})
-			rows = append(rows, []string{t.Name, instant(t.Created)})
+			scope := "all"
+			if t.Domains != nil {
+				scope = strings.Join(t.Domains, ", ")
+			}
+			out = append(out, tokenJSON{Name: t.Name, Domains: append([]string{}, t.Domains...), Created: t.Created.UTC()})
+			rows = append(rows, []string{t.Name, scope, instant(t.Created)})
 		}
 		if c.json {
 			if err := adminJSON(env.stdout, out); err != nil {
@@ -73,7 +85,7 @@ func tokenList(env *cliEnv, args []string) int {
 			}
 			return 0
 		}
-		if err := adminTable(env.stdout, []string{"NAME", "CREATED"}, rows); err != nil {
+		if err := adminTable(env.stdout, []string{"NAME", "DOMAINS", "CREATED"}, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0

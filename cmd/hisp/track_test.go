@@ -138,6 +138,20 @@ func TestTokenCommands(t *testing.T) {
 	if code, _, _ := runCLI(t, nil, "token", "add", data); code != 2 {
 		t.Fatal("token add without a name is not a usage error")
 	}
+	// A token for one domain's senders.
+	if code, _, stderr := runCLI(t, nil, "token", "add", "lab-ehr", "--domain", "lab.example", data); code != 1 || !strings.Contains(stderr, "domain add") {
+		t.Fatalf("token for an unknown domain: %d %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, nil, "domain", "add", "lab.example", data); code != 0 {
+		t.Fatal(stderr)
+	}
+	code, out, _ = runCLI(t, nil, "token", "add", "lab-ehr", "--domain", "Lab.Example", data)
+	if tk, err := st.CheckAPIToken(ctx, strings.TrimSpace(out)); code != 0 || err != nil || len(tk.Domains) != 1 || tk.Domains[0] != "lab.example" {
+		t.Fatalf("scoped token: %d %+v %v", code, tk, err)
+	}
+	if code, out, _ := runCLI(t, nil, "token", "list", data); code != 0 || !strings.Contains(out, "lab.example") {
+		t.Fatalf("token list shows no scope:\n%s", out)
+	}
 }
 
 func TestWebhookCommands(t *testing.T) {
