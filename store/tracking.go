@@ -170,11 +170,11 @@ type TrackFilter struct {
 	// SenderDomains, when set, admits only messages of senders in these
 	// domains (a scoped API token's view).
 	SenderDomains []string
-	State  TrackState // messages with a recipient in this state; "" any
-	Since  time.Time  // sent at or after; zero: no bound
-	Until  time.Time  // sent before; zero: no bound
-	Limit  int        // newest first; 0: 100
-	Events bool       // include each recipient's events
+	State         TrackState // messages with a recipient in this state; "" any
+	Since         time.Time  // sent at or after; zero: no bound
+	Until         time.Time  // sent before; zero: no bound
+	Limit         int        // newest first; 0: 100
+	Events        bool       // include each recipient's events
 }
 
 // RelayedRecipient is a tracked recipient the queue delivered to the next
