@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -232,7 +233,12 @@ func (s *snapshot) isAddress(ctx context.Context, a *Agent, address string) (boo
 	case err == nil:
 		ok = true
 	case errors.Is(err, store.ErrNotFound):
-		ok = false
+		// The addresses a relay account sends for exist for the notices
+		// that answer its messages (smtp.LocalRecipients has the same rule).
+		_, domain, _ := strings.Cut(address, "@")
+		if ok, err = a.st.DomainHasRelay(ctx, domain); err != nil {
+			return false, err
+		}
 	default:
 		return false, err
 	}

@@ -14,8 +14,9 @@ import (
 // TestRelayAccount: an EHR logs in with its relay account and sends for an
 // address of its domain that has no account of its own; the organization's
 // certificate signs, the clinic files the message, the hospital tracks it
-// under the envelope sender and files no Sent copy. An address of another
-// domain is refused.
+// under the envelope sender, files no Sent copy, and takes the clinic's MDN
+// for that address into the tracking. An address of another domain is
+// refused.
 func TestRelayAccount(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -34,8 +35,10 @@ func TestRelayAccount(t *testing.T) {
 		return err
 	})
 	dns := publishBoth(t, a, b)
-	b.start(t, dns, nil, nil)
+	toA := newTCPProxy(t) // the clinic's MDNs to the hospital
+	b.start(t, dns, map[string]string{"hospital.example": toA.addr()}, nil)
 	a.start(t, dns, map[string]string{"clinic.example": b.addrs["smtp"]}, nil)
+	toA.setTarget(a.addrs["smtp"])
 
 	const from = "dr.who@hospital.example"
 	msg := dischargeSummary(t, from, b.user, "relayed-1@hospital.example")
@@ -46,10 +49,22 @@ func TestRelayAccount(t *testing.T) {
 	if !bytes.Contains(got[0], []byte("relayed-1@hospital.example")) || !bytes.HasPrefix(got[0], []byte(agent.VerificationHeader+":")) {
 		t.Fatalf("bob's message:\n%.500s", got[0])
 	}
-	tm, err := a.st.TrackedMessage(ctx, "<relayed-1@hospital.example>")
-	if err != nil || tm.Sender != from || len(tm.Recipients) != 1 {
-		t.Fatalf("tracking %+v, %v", tm, err)
+	// The clinic's processed MDN to dr.who, who has no mailbox here, is
+	// taken and recorded: the EHR follows it through the API.
+	mdnWait(t, "bob's processed MDN recorded for the relayed message", func() bool {
+		tm, err := a.st.TrackedMessage(ctx, "<relayed-1@hospital.example>")
+		return err == nil && tm.Sender == from && len(tm.Recipients) == 1 && tm.Recipients[0].State == store.TrackProcessed
+	})
+	// A message (not a notice) for that address has no mailbox to go to:
+	// bob hears so by a failed MDN (DN-04).
+	if r := submitPython(t, b.addrs["submission"], b.user, b.password, b.user, []string{from},
+		requestMessage(b.user, from, "to-the-ehr@clinic.example", "")); r != "" {
+		t.Fatalf("the clinic refused bob's message: %s", r)
 	}
+	mdnWait(t, "bob's message to the EHR's address failed by MDN", func() bool {
+		tm, err := b.st.TrackedMessage(ctx, "<to-the-ehr@clinic.example>")
+		return err == nil && tm.Recipients[0].State == store.TrackFailed && strings.Contains(tm.Recipients[0].Reason, "no such mailbox")
+	})
 	for _, q := range a.queued(t) {
 		if q.MessageID == "<relayed-1@hospital.example>" && (q.User != "" || !strings.HasSuffix(q.Origin, " relay ehr")) {
 			t.Fatalf("queued as user %q, origin %q", q.User, q.Origin)

@@ -156,10 +156,25 @@ func (m *mail) trackNotice(ctx context.Context, res *agent.InboundResult) bool {
 	if err != nil {
 		m.log.Error("track notice", "message", res.MessageID, "err", err)
 	}
-	if v.File {
+	if v.File && !(v.Tracked && m.noMailbox(ctx, res)) {
 		return false
 	}
 	m.log.Info("notice recorded, not filed", "message", res.MessageID, "from", res.From, "original", n.OriginalMessageID)
+	return true
+}
+
+// noMailbox reports whether none of the accepted recipients of a message
+// has a mailbox: the addresses a relay account (an EHR) sends for, whose
+// notices the EHR follows through the tracking API and webhooks.
+func (m *mail) noMailbox(ctx context.Context, res *agent.InboundResult) bool {
+	for _, r := range res.Recipients {
+		if !r.Accepted {
+			continue
+		}
+		if _, err := m.st.Address(ctx, r.Recipient); !errors.Is(err, store.ErrNotFound) {
+			return false
+		}
+	}
 	return true
 }
 

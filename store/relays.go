@@ -233,3 +233,15 @@ func (s *Store) RelaysWantClientCertificates(ctx context.Context) (bool, error) 
 	}
 	return any, nil
 }
+
+// DomainHasRelay reports whether a relay account sends for a domain: its
+// addresses then exist for the notices that answer the relay's messages,
+// whether or not they have a mailbox.
+func (s *Store) DomainHasRelay(ctx context.Context, domain string) (bool, error) {
+	var any bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM relay_domains WHERE domain = ?)`, domain).Scan(&any)
+	if err != nil {
+		return false, fmt.Errorf("relays of %s: %w", domain, err)
+	}
+	return any, nil
+}
