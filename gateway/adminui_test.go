@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -26,14 +25,8 @@ func TestAdminPage(t *testing.T) {
 	const adminPassword = "admin password 1"
 	must(t, func() error { _, err := a.st.AddAdmin(ctx, "ops", adminPassword); return err })
 	dns := publishBoth(t, a, b)
-	// The clinic's route is a closed port: the message stays queued.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
-	a.start(t, dns, map[string]string{"clinic.example": closed}, nil)
+	// The clinic's route answers 421: the message stays queued.
+	a.start(t, dns, map[string]string{"clinic.example": unavailableSMTP(t)}, nil)
 	if r := submitPython(t, a.addrs["submission"], a.user, a.password, a.user, []string{b.user},
 		requestMessage(a.user, b.user, "queued-1@hospital.example", "")); r != "" {
 		t.Fatalf("submission refused: %s", r)

@@ -254,3 +254,27 @@ func (c *rawClient) data(msg []byte) (int, string) {
 func replyIs(code int, msg string, wantCode int, enhanced string) bool {
 	return code == wantCode && strings.HasPrefix(msg, enhanced)
 }
+
+// unavailableSMTP is an SMTP server that greets every client with 421 (a
+// temporary failure) and hangs up, for the length of the test: mail routed
+// there stays queued. A port merely closed could be taken by another test's
+// server meanwhile.
+func unavailableSMTP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("421 4.3.2 not now\r\n"))
+			c.Close()
+		}
+	}()
+	return l.Addr().String()
+}
