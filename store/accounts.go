@@ -35,7 +35,7 @@ func (s *Store) SetPassword(ctx context.Context, address, password string) error
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	return s.change(ctx, func(tx *sql.Tx) error {
+	return s.change(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE addresses SET password_hash = ? WHERE address = ?`, string(hash), addr)
 		if err != nil {
 			return fmt.Errorf("set password of %s: %w", addr, err)

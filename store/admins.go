@@ -46,7 +46,7 @@ func (s *Store) AddAdmin(ctx context.Context, name, password string) (Admin, err
 		return Admin{}, fmt.Errorf("hash password: %w", err)
 	}
 	a := Admin{Name: n, Created: fromMillis(millis(time.Now()))}
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		err := tx.QueryRowContext(ctx, `INSERT INTO admin_accounts (name, password_hash, created) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO NOTHING RETURNING id`, n, string(hash), millis(a.Created)).Scan(&a.ID)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -79,7 +79,7 @@ func (s *Store) RemoveAdmin(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	return s.change(ctx, func(tx *sql.Tx) error {
+	return s.change(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM admin_accounts WHERE name = ?`, n)
 		if err != nil {
 			return fmt.Errorf("remove admin %s: %w", n, err)

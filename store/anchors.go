@@ -87,7 +87,7 @@ func (s *Store) AddAnchor(ctx context.Context, domain string, cert *x509.Certifi
 		Created:     now,
 	}
 	var existing Anchor
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		if err := domainExists(ctx, tx, d); err != nil {
 			return err
 		}
@@ -157,7 +157,7 @@ func (s *Store) RemoveAnchor(ctx context.Context, domain string, id int64) (Anch
 		return Anchor{}, err
 	}
 	var a Anchor
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		var err error
 		a, err = scanAnchor(tx.QueryRowContext(ctx, `SELECT `+anchorColumns+` FROM anchors WHERE id = ? AND domain = ?`, id, d))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -217,7 +217,7 @@ func (s *Store) AddBundle(ctx context.Context, b Bundle) (Bundle, error) {
 	now := fromMillis(millis(time.Now()))
 	nb := Bundle{Domain: d, Location: b.Location, Signer: b.Signer, Direction: b.Direction,
 		Refresh: b.Refresh.Truncate(time.Second), Created: now}
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		if err := domainExists(ctx, tx, d); err != nil {
 			return err
 		}
@@ -296,7 +296,7 @@ func (s *Store) RemoveBundle(ctx context.Context, domain string, id int64) (Bund
 		return Bundle{}, err
 	}
 	var b Bundle
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		var err error
 		b, err = scanBundle(tx.QueryRowContext(ctx, bundleQuery+` WHERE b.id = ? AND b.domain = ?`, id, d))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -319,7 +319,7 @@ func (s *Store) RemoveBundle(ctx context.Context, domain string, id int64) (Bund
 // mix); when it is the same, only the times are updated. Duplicate
 // certificates are stored once.
 func (s *Store) SetBundleAnchors(ctx context.Context, id int64, certs []*x509.Certificate, checksum string, at time.Time) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var domain, dir, old string
 		err := tx.QueryRowContext(ctx, `SELECT domain, direction, checksum FROM bundles WHERE id = ?`, id).Scan(&domain, &dir, &old)
 		if errors.Is(err, sql.ErrNoRows) {

@@ -108,7 +108,7 @@ func (s *Store) AddCertificate(ctx context.Context, owner string, cert *x509.Cer
 		HasKey:      key != nil,
 		Created:     now,
 	}
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		if err := domainExists(ctx, tx, domain); err != nil {
 			return err
 		}
@@ -232,7 +232,7 @@ func (s *Store) PrivateKey(ctx context.Context, certID int64) (crypto.Signer, er
 // removed.
 func (s *Store) RemoveCertificate(ctx context.Context, id int64) (Certificate, error) {
 	var c Certificate
-	err := s.change(ctx, func(tx *sql.Tx) error {
+	err := s.change(ctx, func(tx *txn) error {
 		var err error
 		c, err = scanCertificate(tx.QueryRowContext(ctx, `SELECT `+certColumns+` FROM certificates WHERE id = ?`, id))
 		if errors.Is(err, sql.ErrNoRows) {

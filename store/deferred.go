@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -33,7 +32,7 @@ func (s *Store) AddDeferred(ctx context.Context, d Deferred) (int64, error) {
 		d.Created = time.Now()
 	}
 	var id int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		return tx.QueryRowContext(ctx, `INSERT INTO deferred_submissions
 			(message_id, mail_from, auth_user, recipients, data, created, attempts, next_attempt, last_error)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
@@ -73,7 +72,7 @@ func (s *Store) DueDeferred(ctx context.Context, now time.Time, limit int) ([]De
 // RetryDeferred records a failed attempt: the recipients still deferred,
 // the next attempt and why.
 func (s *Store) RetryDeferred(ctx context.Context, id int64, recipients []string, next time.Time, reason string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, `UPDATE deferred_submissions SET recipients = ?, attempts = attempts + 1,
 			next_attempt = ?, last_error = ? WHERE id = ?`, strings.Join(recipients, "\n"), millis(next), reason, id)
 		if err != nil {
@@ -86,7 +85,7 @@ func (s *Store) RetryDeferred(ctx context.Context, id int64, recipients []string
 // RemoveDeferred deletes a deferred submission whose recipients are all
 // settled (queued or failed with a DSN).
 func (s *Store) RemoveDeferred(ctx context.Context, id int64) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM deferred_submissions WHERE id = ?`, id); err != nil {
 			return fmt.Errorf("remove deferred submission %d: %w", id, err)
 		}

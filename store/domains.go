@@ -93,7 +93,7 @@ func (s *Store) AddDomain(ctx context.Context, name string) (Domain, error) {
 		return Domain{}, err
 	}
 	now := time.Now()
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM domains WHERE name = ?`, d); err != nil {
 			return err
 		} else if ok {
@@ -164,7 +164,7 @@ func (s *Store) RemoveDomain(ctx context.Context, name string) (Domain, error) {
 		return Domain{}, err
 	}
 	var d Domain
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		d, err = getDomain(ctx, tx, n)
 		if err != nil {
 			return err
@@ -195,7 +195,7 @@ func (s *Store) AddAddress(ctx context.Context, address string) (Address, error)
 		return Address{}, err
 	}
 	now := time.Now()
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		if err := domainExists(ctx, tx, domain); err != nil {
 			return err
 		}
@@ -275,7 +275,7 @@ func (s *Store) RemoveAddress(ctx context.Context, address string) error {
 	if err != nil {
 		return err
 	}
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM addresses WHERE address = ?`, addr)
 		if err != nil {
 			return err

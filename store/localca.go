@@ -44,7 +44,7 @@ func (s *Store) CreateLocalCA(ctx context.Context, domain string, cert *x509.Cer
 		return LocalCA{}, fmt.Errorf("create local CA: %w", err)
 	}
 	now := fromMillis(millis(time.Now()))
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		if err := domainExists(ctx, tx, d); err != nil {
 			return err
 		}
@@ -147,7 +147,7 @@ func (s *Store) Revoke(ctx context.Context, domain string, serial *big.Int, reas
 	if serial == nil || serial.Sign() < 0 {
 		return errors.New("revoke: invalid serial number")
 	}
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM local_cas WHERE domain = ?`, d); err != nil {
 			return err
 		} else if !ok {

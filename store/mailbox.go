@@ -110,7 +110,7 @@ func (s *Store) MailAccount(ctx context.Context, address string) (MailAccount, e
 	}
 	a, err := getMailAccount(ctx, s.db, addr)
 	if errors.Is(err, ErrNotFound) {
-		err = s.tx(ctx, func(tx *sql.Tx) error {
+		err = s.tx(ctx, func(tx *txn) error {
 			a, err = ensureMailAccount(ctx, tx, addr)
 			return err
 		})
@@ -137,7 +137,7 @@ func getMailAccount(ctx context.Context, q queryer, addr string) (MailAccount, e
 }
 
 // ensureMailAccount returns the account of addr, making it if needed.
-func ensureMailAccount(ctx context.Context, tx *sql.Tx, addr string) (MailAccount, error) {
+func ensureMailAccount(ctx context.Context, tx *txn, addr string) (MailAccount, error) {
 	a, err := getMailAccount(ctx, tx, addr)
 	if !errors.Is(err, ErrNotFound) {
 		return a, err
@@ -172,7 +172,7 @@ func (s *Store) SetQuota(ctx context.Context, address string, bytes int64) error
 	if bytes < 0 {
 		return fmt.Errorf("quota of %s: negative", addr)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		a, err := ensureMailAccount(ctx, tx, addr)
 		if err != nil {
 			return err
@@ -299,7 +299,7 @@ func (s *Store) mailboxStatus(ctx context.Context, m Mailbox) (MailboxStatus, er
 }
 
 // nextModSeq takes the next modification sequence.
-func nextModSeq(ctx context.Context, tx *sql.Tx) (int64, error) {
+func nextModSeq(ctx context.Context, tx *txn) (int64, error) {
 	var v int64
 	if err := tx.QueryRowContext(ctx, `UPDATE mail_state SET modseq = modseq + 1 WHERE id = 1 RETURNING modseq`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("next modification sequence: %w", err)
@@ -310,7 +310,7 @@ func nextModSeq(ctx context.Context, tx *sql.Tx) (int64, error) {
 // nextUIDValidity takes the next UIDVALIDITY: the current time in seconds,
 // or one more than the last one given out if that is later, so values only
 // grow, also across a removed and re-created account.
-func nextUIDValidity(ctx context.Context, tx *sql.Tx) (uint32, error) {
+func nextUIDValidity(ctx context.Context, tx *txn) (uint32, error) {
 	var last int64
 	if err := tx.QueryRowContext(ctx, `SELECT uidvalidity FROM mail_state WHERE id = 1`).Scan(&last); err != nil {
 		return 0, fmt.Errorf("read UIDVALIDITY: %w", err)
@@ -327,7 +327,7 @@ func nextUIDValidity(ctx context.Context, tx *sql.Tx) (uint32, error) {
 
 // createMailbox makes a mailbox with a normalized name, and its missing
 // parents. It returns an error wrapping ErrExists if it is already there.
-func createMailbox(ctx context.Context, tx *sql.Tx, account int64, name, specialUse string) (Mailbox, error) {
+func createMailbox(ctx context.Context, tx *txn, account int64, name, specialUse string) (Mailbox, error) {
 	if specialUse != "" {
 		ok := false
 		for _, u := range specialUses {
@@ -351,7 +351,7 @@ func createMailbox(ctx context.Context, tx *sql.Tx, account int64, name, special
 }
 
 // createParents makes the missing parents of a normalized mailbox name.
-func createParents(ctx context.Context, tx *sql.Tx, account int64, name string) error {
+func createParents(ctx context.Context, tx *txn, account int64, name string) error {
 	levels := strings.Split(name, string(MailboxDelim))
 	for i := 1; i < len(levels); i++ {
 		parent := strings.Join(levels[:i], string(MailboxDelim))
@@ -366,7 +366,7 @@ func createParents(ctx context.Context, tx *sql.Tx, account int64, name string) 
 	return nil
 }
 
-func insertMailbox(ctx context.Context, tx *sql.Tx, account int64, name, specialUse string) (Mailbox, error) {
+func insertMailbox(ctx context.Context, tx *txn, account int64, name, specialUse string) (Mailbox, error) {
 	uidValidity, err := nextUIDValidity(ctx, tx)
 	if err != nil {
 		return Mailbox{}, err
@@ -395,7 +395,7 @@ func (s *Store) CreateMailbox(ctx context.Context, account int64, name, specialU
 		return Mailbox{}, err
 	}
 	var m Mailbox
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		m, err = createMailbox(ctx, tx, account, n, specialUse)
 		return err
 	})
@@ -416,7 +416,7 @@ func (s *Store) DeleteMailbox(ctx context.Context, account int64, name string) (
 		return 0, fmt.Errorf("delete mailbox INBOX: %w", ErrMailboxRule)
 	}
 	var id int64
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		m, err := getMailbox(ctx, tx, account, n)
 		if err != nil {
 			return err
@@ -474,7 +474,7 @@ func (s *Store) RenameMailbox(ctx context.Context, account int64, oldName, newNa
 	if to == Inbox || strings.HasPrefix(to, from+string(MailboxDelim)) {
 		return fmt.Errorf("rename mailbox %s to %s: %w", from, to, ErrMailboxRule)
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		m, err := getMailbox(ctx, tx, account, from)
 		if err != nil {
 			return err
@@ -511,7 +511,7 @@ func (s *Store) RenameMailbox(ctx context.Context, account int64, oldName, newNa
 	return nil
 }
 
-func renameInbox(ctx context.Context, tx *sql.Tx, inbox Mailbox, to string) error {
+func renameInbox(ctx context.Context, tx *txn, inbox Mailbox, to string) error {
 	m, err := createMailbox(ctx, tx, inbox.Account, to, "")
 	if err != nil {
 		return err

@@ -229,7 +229,7 @@ func (s *Store) Deliver(ctx context.Context, address, mailbox string, msg []byte
 		return 0, err
 	}
 	var res AppendResult
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		res, err = f.file(ctx, tx)
 		return err
 	})
@@ -270,7 +270,7 @@ func (s *Store) DeliverEach(ctx context.Context, ds []Delivery) (res []AppendRes
 		}
 	}
 	res, errs = make([]AppendResult, len(ds)), make([]error, len(ds))
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		var stmts *enqueueStmts
 		defer func() {
 			if stmts != nil {
@@ -349,7 +349,7 @@ func prepareFiling(f Filing) (*preparedFiling, error) {
 }
 
 // file files the message in tx, making the mail account on first use.
-func (f *preparedFiling) file(ctx context.Context, tx *sql.Tx) (AppendResult, error) {
+func (f *preparedFiling) file(ctx context.Context, tx *txn) (AppendResult, error) {
 	a, err := ensureMailAccount(ctx, tx, f.addr)
 	if err != nil {
 		return AppendResult{}, err
@@ -369,7 +369,7 @@ func (s *Store) Append(ctx context.Context, account int64, mailbox string, msg [
 		return AppendResult{}, fmt.Errorf("append to %s: %w", name, err)
 	}
 	var res AppendResult
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		res, err = appendMessage(ctx, tx, account, name, false, msg, fs, date)
 		return err
 	})
@@ -379,7 +379,7 @@ func (s *Store) Append(ctx context.Context, account int64, mailbox string, msg [
 	return res, nil
 }
 
-func appendMessage(ctx context.Context, tx *sql.Tx, account int64, name string, create bool, msg []byte, fs flagSet, date time.Time) (AppendResult, error) {
+func appendMessage(ctx context.Context, tx *txn, account int64, name string, create bool, msg []byte, fs flagSet, date time.Time) (AppendResult, error) {
 	if len(msg) == 0 {
 		return AppendResult{}, errors.New("empty message")
 	}
@@ -418,7 +418,7 @@ func appendMessage(ctx context.Context, tx *sql.Tx, account int64, name string, 
 	return AppendResult{MailboxID: m.ID, UIDValidity: m.UIDValidity, UID: m.UIDNext}, nil
 }
 
-func insertMessage(ctx context.Context, tx *sql.Tx, mailboxID int64, uid uint32, bodyID, size int64, date time.Time, modSeq int64, fs flagSet) error {
+func insertMessage(ctx context.Context, tx *txn, mailboxID int64, uid uint32, bodyID, size int64, date time.Time, modSeq int64, fs flagSet) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO messages (mailbox_id, uid, body_id, size, internal_date, modseq,
 		seen, answered, flagged, deleted, draft, keywords) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		mailboxID, int64(uid), bodyID, size, millis(date), modSeq,
@@ -431,7 +431,7 @@ func insertMessage(ctx context.Context, tx *sql.Tx, mailboxID int64, uid uint32,
 
 // checkQuota returns an error wrapping ErrOverQuota if adding bytes would
 // take the account over its quota.
-func checkQuota(ctx context.Context, tx *sql.Tx, account, add int64) error {
+func checkQuota(ctx context.Context, tx *txn, account, add int64) error {
 	var quota, used int64
 	err := tx.QueryRowContext(ctx, `SELECT a.quota, (SELECT COALESCE(SUM(b.size), 0) FROM mailboxes b WHERE b.account_id = a.id)
 		FROM mail_accounts a WHERE a.id = ?`, account).Scan(&quota, &used)
@@ -583,7 +583,7 @@ func (s *Store) StoreFlags(ctx context.Context, account, mailboxID int64, uids [
 		return nil, fmt.Errorf("store flags: %w", err)
 	}
 	var out []MailMessage
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		if _, err := checkMailbox(ctx, tx, account, mailboxID); err != nil {
 			return err
 		}
@@ -642,7 +642,7 @@ func (s *Store) StoreFlags(ctx context.Context, account, mailboxID int64, uids [
 // among uids unless uids is nil, and returns their UIDs in order.
 func (s *Store) Expunge(ctx context.Context, account, mailboxID int64, uids []uint32) ([]uint32, error) {
 	var out []uint32
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		if _, err := checkMailbox(ctx, tx, account, mailboxID); err != nil {
 			return err
 		}
@@ -686,7 +686,7 @@ func (s *Store) Expunge(ctx context.Context, account, mailboxID int64, uids []ui
 
 // removeMessages deletes messages (their bodies go with the last of them)
 // and updates the mailbox's size and modification sequence.
-func removeMessages(ctx context.Context, tx *sql.Tx, mailboxID int64, uids []uint32, size int64) error {
+func removeMessages(ctx context.Context, tx *txn, mailboxID int64, uids []uint32, size int64) error {
 	del, err := tx.PrepareContext(ctx, `DELETE FROM messages WHERE mailbox_id = ? AND uid = ?`)
 	if err != nil {
 		return err
@@ -726,7 +726,7 @@ func (s *Store) CopyMessages(ctx context.Context, account, mailboxID int64, uids
 		return CopyResult{}, err
 	}
 	var res CopyResult
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		if _, err := checkMailbox(ctx, tx, account, mailboxID); err != nil {
 			return err
 		}

@@ -244,7 +244,7 @@ type enqueueStmts struct {
 	msg, rcpt *sql.Stmt
 }
 
-func prepareEnqueueStmts(ctx context.Context, tx *sql.Tx) (*enqueueStmts, error) {
+func prepareEnqueueStmts(ctx context.Context, tx *txn) (*enqueueStmts, error) {
 	msg, err := tx.PrepareContext(ctx, `INSERT INTO queue_messages
 		(message_id, mail_from, auth_user, origin, data, size, created, delay_notified)
 		VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id`)
@@ -295,7 +295,7 @@ func (s *Store) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
 		return 0, err
 	}
 	var id int64
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		st, err := prepareEnqueueStmts(ctx, tx)
 		if err != nil {
 			return err
@@ -531,7 +531,7 @@ func (q *Queue) commit(batch []*enqueueReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	results := make([]enqueueResult, len(live))
-	err := q.s.tx(ctx, func(tx *sql.Tx) error {
+	err := q.s.tx(ctx, func(tx *txn) error {
 		st, err := prepareEnqueueStmts(ctx, tx)
 		if err != nil {
 			return err
@@ -588,7 +588,7 @@ func (q *Queue) commit(batch []*enqueueReq) {
 
 // fileUnder files f under a savepoint of its own: a filing that fails
 // (fileErr) is undone alone; err is a failure of the transaction itself.
-func fileUnder(ctx context.Context, tx *sql.Tx, f *preparedFiling) (res AppendResult, fileErr, err error) {
+func fileUnder(ctx context.Context, tx *txn, f *preparedFiling) (res AppendResult, fileErr, err error) {
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT filing`); err != nil {
 		return res, nil, fmt.Errorf("savepoint: %w", err)
 	}
@@ -732,7 +732,7 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backof
 	}
 	nowMs := millis(now)
 	var out []QueuedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		ids, err := queryIDs(ctx, tx, `SELECT queue_id, MIN(next_attempt) AS due FROM queue_recipients
 			WHERE state = 'queued' AND next_attempt <= ?
 			GROUP BY queue_id ORDER BY due, queue_id LIMIT ?`, nowMs, limit)
@@ -805,7 +805,7 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 		return nil
 	}
 	nowMs := millis(now)
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		touched := map[int64]bool{}
 		for _, u := range updates {
 			text := strings.Join(strings.Fields(u.Text), " ")
@@ -898,7 +898,7 @@ func (s *Store) QueueList(ctx context.Context, all bool) ([]QueuedMessage, error
 			WHERE r.queue_id = m.id AND r.state NOT IN ('delivered', 'bounced')) ORDER BY id`
 	}
 	var out []QueuedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		ids, err := queryIDs(ctx, tx, query)
 		if err != nil {
 			return err
@@ -929,7 +929,7 @@ func (s *Store) QueueMessage(ctx context.Context, id int64) (QueuedMessage, erro
 // wrapping ErrNotFound.
 func (s *Store) QueueRetry(ctx context.Context, id int64, now time.Time) (int64, error) {
 	var n int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM queue_messages WHERE id = ?`, id); err != nil {
 			return err
 		} else if !ok {
@@ -954,7 +954,7 @@ func (s *Store) QueueRetry(ctx context.Context, id int64, now time.Time) (int64,
 // does not exist gives an error wrapping ErrNotFound.
 func (s *Store) QueueDrop(ctx context.Context, id int64) (QueuedMessage, error) {
 	var m QueuedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var err error
 		m, err = getQueued(ctx, tx, id, false, "")
 		if err != nil {
@@ -997,7 +997,7 @@ func (s *Store) QueueDelayed(ctx context.Context, createdBefore time.Time, limit
 
 func (s *Store) noticeQuery(ctx context.Context, idQuery string, args []any, recipientWhere string) ([]QueuedMessage, error) {
 	var out []QueuedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		ids, err := queryIDs(ctx, tx, idQuery, args...)
 		if err != nil {
 			return err

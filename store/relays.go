@@ -81,7 +81,7 @@ func (s *Store) AddRelay(ctx context.Context, r Relay, password string) (Relay, 
 		out.Networks = append(out.Networks, p.Masked())
 	}
 	out.ClientCAs = r.ClientCAs
-	err = s.change(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *txn) error {
 		err := tx.QueryRowContext(ctx, `INSERT INTO relay_accounts (name, password_hash, created) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO NOTHING RETURNING id`, name, string(hash), millis(out.Created)).Scan(&out.ID)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -179,7 +179,7 @@ func (s *Store) RemoveRelay(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	return s.change(ctx, func(tx *sql.Tx) error {
+	return s.change(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM relay_accounts WHERE name = ?`, n)
 		if err != nil {
 			return fmt.Errorf("remove relay %s: %w", n, err)

@@ -68,6 +68,7 @@ type Store struct {
 	// timeout).
 	writeMu sync.Mutex
 	db      *sql.DB
+	stmts   *stmtCache // of write transactions
 	dir     string
 	aead    cipher.AEAD // master key, for private keys at rest
 }
@@ -104,7 +105,10 @@ func Open(ctx context.Context, dataDir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	s := &Store{db: db, dir: dataDir, aead: aead}
+	// Keep connections open: opening one (file, pragmas) costs far more
+	// than a query, and a busy server has a few readers besides the writer.
+	db.SetMaxIdleConns(8)
+	s := &Store{db: db, stmts: newStmtCache(db), dir: dataDir, aead: aead}
 	// Switching a new database to WAL and migrating it take locks that
 	// SQLite's busy timeout does not always wait for; a second process
 	// opening the same new data directory at that moment waits here.
@@ -143,7 +147,10 @@ func sqliteDSN(path string) string {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmts.close()
+	return s.db.Close()
+}
 
 // Dir returns the data directory.
 func (s *Store) Dir() string { return s.dir }
@@ -162,13 +169,14 @@ func (s *Store) Changed(ctx context.Context) (int64, error) {
 }
 
 // tx runs fn in a transaction, committing when fn returns nil.
-func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
+	tx := &txn{Tx: sqlTx, cache: s.stmts}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err
@@ -180,8 +188,8 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // change runs fn in a transaction that also moves the change counter.
-func (s *Store) change(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+func (s *Store) change(ctx context.Context, fn func(tx *txn) error) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -189,7 +197,7 @@ func (s *Store) change(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	})
 }
 
-func bump(ctx context.Context, tx *sql.Tx) error {
+func bump(ctx context.Context, tx *txn) error {
 	if _, err := tx.ExecContext(ctx, `UPDATE config_version SET version = version + 1 WHERE id = 1`); err != nil {
 		return fmt.Errorf("move change counter: %w", err)
 	}
@@ -257,7 +265,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("database schema version %d is newer than this hisp knows (%d): use a newer hisp", newest.Int64, len(ms))
 	}
 	for _, m := range ms {
-		err := s.tx(ctx, func(tx *sql.Tx) error {
+		err := s.tx(ctx, func(tx *txn) error {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
 				return err
@@ -265,7 +273,9 @@ func (s *Store) migrate(ctx context.Context) error {
 			if n > 0 {
 				return nil
 			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+			// Several statements: run unprepared (a prepared statement is
+			// one statement).
+			if _, err := tx.Tx.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)`,

@@ -72,7 +72,7 @@ func (s *Store) CreateAPIToken(ctx context.Context, name string, domains ...stri
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
 	t := APIToken{Name: name, Domains: scope, Created: fromMillis(millis(time.Now()))}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM api_tokens WHERE name = ?`, name); err != nil {
 			return err
 		} else if ok {

@@ -249,7 +249,7 @@ func (s *Store) TrackMessages(ctx context.Context, ms []TrackedMessage) (out []T
 	if !some {
 		return out, errs, nil
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		for i := range out {
 			if !prepared[i] {
 				continue
@@ -273,7 +273,7 @@ func (s *Store) TrackMessages(ctx context.Context, ms []TrackedMessage) (out []T
 
 // savepoint runs fn under a savepoint, rolling back to it when fn fails;
 // the error of fn is returned, the transaction goes on.
-func savepoint(ctx context.Context, tx *sql.Tx, fn func() error) error {
+func savepoint(ctx context.Context, tx *txn, fn func() error) error {
 	if _, err := tx.ExecContext(ctx, `SAVEPOINT track`); err != nil {
 		return fmt.Errorf("savepoint: %w", err)
 	}
@@ -341,7 +341,7 @@ func prepareTracked(m TrackedMessage, now time.Time) (TrackedMessage, error) {
 
 // insertTracked inserts a prepared message, its recipients and their first
 // events, and returns it with its ids.
-func insertTracked(ctx context.Context, tx *sql.Tx, m TrackedMessage) (TrackedMessage, error) {
+func insertTracked(ctx context.Context, tx *txn, m TrackedMessage) (TrackedMessage, error) {
 	err := sql.ErrNoRows
 	if m.Join {
 		err = tx.QueryRowContext(ctx, `SELECT id FROM tracked_messages WHERE message_id = ? AND sender = ?
@@ -386,7 +386,7 @@ func insertTracked(ctx context.Context, tx *sql.Tx, m TrackedMessage) (TrackedMe
 
 // insertTrackEvent appends an event and, for a transition, queues a
 // webhook delivery for every webhook of the sender's address or domain.
-func insertTrackEvent(ctx context.Context, tx *sql.Tx, m TrackedMessage, ev TrackEvent) (int64, error) {
+func insertTrackEvent(ctx context.Context, tx *txn, m TrackedMessage, ev TrackEvent) (int64, error) {
 	var id int64
 	err := tx.QueryRowContext(ctx, `INSERT INTO tracking_events
 		(recipient_id, at, kind, previous_state, state, outcome, detail, notice)
@@ -534,7 +534,7 @@ func (s *Store) UpdateTrackedMany(ctx context.Context, refs []TrackRef, now time
 	decide func(int, TrackedMessage, TrackedRecipient) TrackChange) ([]TrackUpdate, error) {
 	out := make([]TrackUpdate, len(refs))
 	now = fromMillis(millis(now))
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		for i, ref := range refs {
 			out[i].Err = savepoint(ctx, tx, func() error {
 				var err error
@@ -551,7 +551,7 @@ func (s *Store) UpdateTrackedMany(ctx context.Context, refs []TrackRef, now time
 	return out, nil
 }
 
-func updateTracked(ctx context.Context, tx *sql.Tx, ref TrackRef, now time.Time,
+func updateTracked(ctx context.Context, tx *txn, ref TrackRef, now time.Time,
 	decide func(TrackedMessage, TrackedRecipient) TrackChange) (m TrackedMessage, r TrackedRecipient, c TrackChange, err error) {
 	id, err := findTracked(ctx, tx, ref)
 	if err != nil {
@@ -616,7 +616,7 @@ func updateTracked(ctx context.Context, tx *sql.Tx, ref TrackRef, now time.Time,
 // is none.
 func (s *Store) TrackedMessage(ctx context.Context, messageID string) (TrackedMessage, error) {
 	var m TrackedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var id int64
 		err := tx.QueryRowContext(ctx, `SELECT id FROM tracked_messages WHERE message_id = ? ORDER BY id DESC LIMIT 1`, messageID).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -637,7 +637,7 @@ func (s *Store) TrackedMessage(ctx context.Context, messageID string) (TrackedMe
 // recipients and their events.
 func (s *Store) TrackedMessageByID(ctx context.Context, id int64) (TrackedMessage, error) {
 	var m TrackedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		var err error
 		m, err = readTracked(ctx, tx, id, true, "")
 		return err
@@ -755,7 +755,7 @@ func (s *Store) TrackedMessages(ctx context.Context, f TrackFilter) ([]TrackedMe
 	query += ` ORDER BY m.sent DESC, m.id DESC LIMIT ?`
 	args = append(args, f.Limit)
 	var out []TrackedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		ids, err := queryIDs(ctx, tx, query, args...)
 		if err != nil {
 			return err
@@ -796,7 +796,7 @@ func (s *Store) PendingNotices(ctx context.Context, limit int) ([]TrackedMessage
 		limit = 100
 	}
 	var out []TrackedMessage
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		ids, err := queryIDs(ctx, tx, `SELECT DISTINCT tracked_id FROM tracked_recipients WHERE notice = 'pending'
 			ORDER BY tracked_id LIMIT ?`, limit)
 		if err != nil {
@@ -819,7 +819,7 @@ func (s *Store) PendingNotices(ctx context.Context, limit int) ([]TrackedMessage
 
 // NoticesDone records that the failure DSNs of these recipients were filed.
 func (s *Store) NoticesDone(ctx context.Context, recipientIDs []int64, now time.Time) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		for _, id := range recipientIDs {
 			if _, err := tx.ExecContext(ctx, `UPDATE tracked_recipients SET notice = 'done', updated = ?
 				WHERE id = ? AND notice = 'pending'`, millis(now), id); err != nil {

@@ -9,7 +9,6 @@ package store
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -95,7 +94,7 @@ func (s *Store) AddWebhook(ctx context.Context, target, rawURL string, secret []
 		return Webhook{}, fmt.Errorf("add webhook: %w", err)
 	}
 	w := Webhook{Target: t, URL: rawURL, Created: fromMillis(millis(time.Now()))}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM webhooks WHERE target = ? AND url = ?`, t, rawURL); err != nil {
 			return err
 		} else if ok {
