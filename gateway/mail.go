@@ -274,7 +274,15 @@ func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp
 	if err != nil {
 		return err
 	}
-	return m.deliver(ctx, sender, "INBOX", dsn, nil)
+	err = m.deliver(ctx, sender, "INBOX", dsn, nil)
+	if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrOverQuota) {
+		// The sender has no mailbox to take it (an address a relay account
+		// sent for) or no room: the tracking holds the outcome, and trying
+		// again would not help.
+		m.log.Warn("DSN not filed", "to", sender, "message", msg.MessageID, "err", err)
+		return nil
+	}
+	return err
 }
 
 // postmaster is the postmaster address of an address's domain.

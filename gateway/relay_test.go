@@ -3,11 +3,14 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/internal/testpki"
+	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -82,5 +85,31 @@ func TestRelayAccount(t *testing.T) {
 	spoof := dischargeSummary(t, "someone@clinic.example", b.user, "relayed-3@hospital.example")
 	if r := submitPython(t, a.addrs["submission"], "ehr", relayPassword, from, []string{b.user}, spoof); !strings.Contains(r, "550") {
 		t.Fatalf("relay with a From of another domain: %q", r)
+	}
+}
+
+// TestBounceWithoutMailbox: the DSN of a message whose sender has no
+// mailbox here (an address a relay account sent for) is not filed, and the
+// bounce is done with: the queue does not try it again and again.
+func TestBounceWithoutMailbox(t *testing.T) {
+	ctx := context.Background()
+	a := newInstance(t, "hospital.example", "alice")
+	m := &mail{st: a.st, log: slog.New(slog.DiscardHandler), hostname: "hisp.hospital.example", now: time.Now,
+		deliver: func(ctx context.Context, address, mailbox string, msg []byte, flags []string) error {
+			_, err := a.st.Deliver(ctx, address, mailbox, msg, flags, time.Now())
+			return err
+		}}
+	msg := store.QueuedMessage{MessageID: "<relayed-9@hospital.example>", MailFrom: "dr.who@hospital.example", Origin: "submission relay ehr"}
+	out := []smtp.RecipientOutcome{{Recipient: "bob@clinic.example", Reply: smtp.Reply{Code: 550, Enhanced: "5.1.1", Message: "no such user"}}}
+	if err := m.Bounce(ctx, msg, out, true); err != nil {
+		t.Fatalf("bounce to a sender without a mailbox: %v", err)
+	}
+	// A sender with a mailbox gets it.
+	msg.MailFrom = a.user
+	if err := m.Bounce(ctx, msg, out, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.mailbox(t, a.user, "INBOX"); len(got) != 1 {
+		t.Fatalf("alice's INBOX holds %d messages", len(got))
 	}
 }
