@@ -92,7 +92,9 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 		for _, r := range d.Recipients {
 			res.Recipients = append(res.Recipients, agent.RecipientResult{Recipient: r, Status: ae.Status})
 		}
-		m.fileDSN(ctx, env, m.failureDSN(res, senderOf(env), func(agent.Status) bool { return true }))
+		all := func(agent.Status) bool { return true }
+		m.trackFailures(ctx, env, res, all)
+		m.fileDSN(ctx, env, m.failureDSN(res, senderOf(env), all))
 		m.removeDeferred(ctx, d)
 		return
 	case err != nil:
@@ -121,7 +123,9 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 			return
 		}
 		m.wake()
-		m.trackQueued(q)
+		m.trackQueued(q) // with the recipients refused for good
+	} else {
+		m.trackFailures(ctx, env, res, func(s agent.Status) bool { return !s.Temporary() })
 	}
 	m.fileDSN(ctx, env, res.DSN) // recipients refused for good
 	if len(still) == 0 {
@@ -129,6 +133,7 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 		return
 	}
 	if d.Attempts+1 >= m.retry.MaxAttempts() {
+		m.trackFailures(ctx, env, res, agent.Status.Temporary)
 		m.fileDSN(ctx, env, m.failureDSN(res, senderOf(env), agent.Status.Temporary))
 		m.removeDeferred(ctx, d)
 		return

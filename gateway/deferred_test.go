@@ -98,3 +98,47 @@ func TestDeferredRecipient(t *testing.T) {
 		}
 	}
 }
+
+// TestDeferredRecipientGivesUp: a recipient whose certificate cannot be
+// looked up for the whole retry schedule fails for good: the sender gets a
+// DSN and the message's tracking shows the recipient failed next to the one
+// sent at once.
+func TestDeferredRecipientGivesUp(t *testing.T) {
+	t.Parallel()
+	a := newInstance(t, "hospital.example", "alice")
+	b := newInstance(t, "clinic.example", "bob")
+	dave, _ := a.addUser(t, "dave")
+	a.trust(t, b)
+	dnsAddr := publishBoth(t, a, b)
+	var broken atomic.Bool
+	broken.Store(true)
+	a.start(t, flakyDNS(t, dnsAddr, &broken), map[string]string{"clinic.example": unavailableSMTP(t)}, func(c *config.Config) {
+		c.Outbound.RetryFirst = config.Duration{Duration: 200 * time.Millisecond}
+		c.Outbound.RetryMax = config.Duration{Duration: 200 * time.Millisecond}
+		c.Outbound.RetryAttempts = 2
+	})
+	msg := dischargeSummary(t, a.user, b.user+", "+dave, "gives-up-1@hospital.example")
+	if refused := submitPython(t, a.addrs["submission"], a.user, a.password, a.user, []string{b.user, dave}, msg); refused != "" {
+		t.Fatalf("submission refused: %s", refused)
+	}
+	mdnWait(t, "bob failed in the tracking of gives-up-1", func() bool {
+		tm, err := a.st.TrackedMessage(context.Background(), "<gives-up-1@hospital.example>")
+		if err != nil || len(tm.Recipients) != 2 {
+			return false
+		}
+		for _, r := range tm.Recipients {
+			if r.Address == b.user {
+				return r.State == store.TrackFailed
+			}
+		}
+		return false
+	})
+	mdnWait(t, "the failure DSN in alice's INBOX", func() bool {
+		for _, m := range a.mailbox(t, a.user, "INBOX") {
+			if bytes.Contains(m, []byte("delivery-status")) && bytes.Contains(m, []byte(b.user)) {
+				return true
+			}
+		}
+		return false
+	})
+}

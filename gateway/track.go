@@ -117,6 +117,29 @@ func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool)
 	return &rec
 }
 
+// trackFailures records, in the tracking of their message, the recipients
+// of a deferred submission that failed for good without being queued
+// (those whose status keep selects): the sender hears of them by DSN, and an
+// EHR through the API, as of any other recipient.
+func (m *mail) trackFailures(ctx context.Context, env envelopeLike, res *agent.OutboundResult, keep func(agent.Status) bool) {
+	if m.track == nil || res == nil || env.from() == "" || isReport(res.Message) {
+		return
+	}
+	tm := track.Message{MessageID: res.MessageID, Sender: senderOf(env), Join: true}
+	for _, r := range res.Recipients {
+		if !r.Accepted && keep(r.Status) {
+			tm.Failed = append(tm.Failed, track.FailedRecipient{Address: r.Recipient,
+				Reason: fmt.Sprintf("%d %s %s", r.Status.Code, r.Status.Enhanced, r.Status.Reason)})
+		}
+	}
+	if len(tm.Failed) == 0 {
+		return
+	}
+	if _, err := m.track.tr.Track(context.WithoutCancel(ctx), tm); err != nil {
+		m.log.Error("track failed recipients", "message", res.MessageID, "err", err)
+	}
+}
+
 // trackQueued reports the outcome of a tracking queued with its message.
 func (m *mail) trackQueued(res store.EnqueueResult) {
 	if m.track == nil {
