@@ -50,6 +50,13 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 		w.Header().Set("Cache-Control", "no-store")
 		name, password, ok := r.BasicAuth()
 		if ok {
+			if d := logins.Pending(name); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-r.Context().Done():
+					return
+				}
+			}
 			a, err := s.st.CheckAdminPassword(r.Context(), name, password)
 			if err == nil {
 				logins.Succeed(name)
@@ -63,7 +70,7 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 			}
 			ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 			delay := logins.Fail(name, ip)
-			s.auditAdmin(r, name, "admin.login", "", "refused", "invalid name or password")
+			s.auditAdmin(r, limitString(name, 100), "admin.login", "", "refused", "invalid name or password")
 			s.log.Warn("admin page: login refused", "login", limitString(name, 100), "remote", r.RemoteAddr, "delay", delay)
 			select {
 			case <-time.After(delay):

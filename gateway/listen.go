@@ -10,6 +10,7 @@ import (
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/imap"
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
 	"github.com/hisp-project/hisp/trust"
@@ -38,9 +39,12 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		return err
 	}
 
+	// One login limiter for IMAP and submission: guesses at an address's
+	// password count together, whichever way they come.
+	logins := loginlimit.New(nil)
 	var imapSrv *imap.Server
 	if cfg.Listen.IMAP != "" || cfg.Listen.IMAPS != "" {
-		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true})
+		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true, Logins: logins})
 		if err != nil {
 			return err
 		}
@@ -97,7 +101,8 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	if cfg.Listen.Submission != "" {
 		subCfg := common
 		subCfg.TLSConfig = relayClientCertificates(tlsConfig, s.st)
-		sub, err := smtp.NewSubmission(smtp.SubmissionConfig{Config: subCfg, Auth: smtp.StoreAuthenticator{Store: s.st}, Handler: m})
+		sub, err := smtp.NewSubmission(smtp.SubmissionConfig{Config: subCfg, Auth: smtp.StoreAuthenticator{Store: s.st}, Handler: m,
+			Logins: logins})
 		if err != nil {
 			return err
 		}

@@ -66,6 +66,9 @@ type Options struct {
 	// PollInterval is how often the server looks for mail changes made
 	// outside it; 0: DefaultPollInterval.
 	PollInterval time.Duration
+	// Logins slows down password guessing; share one with SMTP submission
+	// so that guesses at an address count together. nil: one of its own.
+	Logins *loginlimit.Limiter
 }
 
 // Server is an IMAP server over the store. One Server may serve several
@@ -97,6 +100,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Store == nil {
 		return nil, errors.New("imap: no store")
 	}
+	if opts.Logins == nil {
+		opts.Logins = loginlimit.New(nil)
+	}
 	s := &Server{
 		store:          opts.Store,
 		tlsConfig:      opts.TLSConfig,
@@ -104,7 +110,7 @@ func New(opts Options) (*Server, error) {
 		loopback:       opts.Loopback,
 		maxMessageSize: opts.MaxMessageSize,
 		pollInterval:   opts.PollInterval,
-		logins:         loginlimit.New(time.Now),
+		logins:         opts.Logins,
 		sleep:          sleepContext,
 		checkPassword:  opts.Store.CheckPassword,
 		isLoopback:     isLoopbackAddr,

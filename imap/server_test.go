@@ -108,16 +108,26 @@ func TestBadLogins(t *testing.T) {
 			t.Fatalf("login %d: %s", i, st)
 		}
 	}
-	// Each failure waited longer: the address and the IP count up.
-	sleeps := e.recordedSleeps()
-	if len(sleeps) != 6 || sleeps[0] != loginlimit.DelayBase || sleeps[1] != 2*loginlimit.DelayBase || sleeps[2] != 4*loginlimit.DelayBase || sleeps[5] != 32*loginlimit.DelayBase {
-		t.Fatalf("delays %v", sleeps)
+	// Each failure waited longer: the address and the IP count up. A
+	// further guess at an address waits its earned delay before the check.
+	b := loginlimit.DelayBase
+	want := []time.Duration{
+		b,        // alice, failure 1
+		b, 2 * b, // alice again: the wait before the check, failure 2
+		2 * b, 4 * b, // ALICE: before, failure 3
+		8 * b,  // admin: a new name; the IP's fourth failure
+		16 * b, // nobody
+		32 * b, // alice without a domain: another name
 	}
-	// A good login does not wait, and forgets the failures of the address,
-	// not those of the IP.
+	if sleeps := e.recordedSleeps(); !slices.Equal(sleeps, want) {
+		t.Fatalf("delays %v, want %v", sleeps, want)
+	}
+	// The right password waits out alice's delay too (a guesser learns
+	// nothing sooner), then forgets the failures of the address, not
+	// those of the IP.
 	rc.login(alice, alicePW)
-	if n := len(e.recordedSleeps()); n != 6 {
-		t.Fatalf("good login waited: %d delays", n)
+	if sleeps := e.recordedSleeps(); len(sleeps) != len(want)+1 || sleeps[len(want)] != 4*b {
+		t.Fatalf("good login: delays %v", sleeps)
 	}
 	if d := e.srv.logins.Fail(alice, "192.0.2.1"); d != loginlimit.DelayBase {
 		t.Fatalf("failures of the address not forgotten: %v", d)
@@ -157,12 +167,11 @@ func TestParallelFailedLogins(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A hundred names from one address: each failure is held
+			// in its delay. (Guesses at one name wait before their check
+			// too: TestBadLogins.)
 			rc := dialRaw(t, e.addr)
-			user := bob
-			if i%2 == 0 {
-				user = fmt.Sprintf("guess%d@clinic.example", i)
-			}
-			_, st := rc.cmd("LOGIN %s %s", quote(user), quote("not the password"))
+			_, st := rc.cmd("LOGIN %s %s", quote(fmt.Sprintf("guess%d@clinic.example", i)), quote("not the password"))
 			errs <- st
 		}()
 	}

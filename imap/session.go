@@ -101,9 +101,13 @@ func (s *session) Close() error {
 	return nil
 }
 
-// Login checks the address and password against the store. A failure is
-// answered after the delay of the login limiter.
+// Login checks the address and password against the store, after the
+// delay the address's recent failures earned; a failure is answered after
+// the delay of the login limiter.
 func (s *session) Login(username, password string) error {
+	if d := s.srv.logins.Pending(username); d > 0 {
+		s.srv.sleep(s.ctx, d)
+	}
 	addr, err := s.srv.checkPassword(s.ctx, username, password)
 	if err != nil {
 		if !errors.Is(err, store.ErrBadCredentials) {

@@ -79,12 +79,14 @@ type SubmissionConfig struct {
 	// MaxAuthFailures per connection, after which AUTH is refused;
 	// DefaultMaxAuthFailures.
 	MaxAuthFailures int
-	// Logins slows down password guessing across connections: a failed
-	// AUTH is answered after its delay (per login name and client IP).
-	// nil: a limiter of the server's own.
+	// Logins slows down password guessing across connections: an AUTH
+	// waits the delay its name's recent failures earned before the
+	// password is checked, and a failed one is answered after its own delay
+	// (per login name and client IP). Share one with IMAP. nil: a limiter
+	// of the server's own.
 	Logins *loginlimit.Limiter
-	// LoginSleep waits out a failed login's delay; nil: a timer that ends
-	// early when the connection's context does (tests shorten it).
+	// LoginSleep waits out those delays; nil: a timer that ends early when
+	// the server shuts down (tests shorten it).
 	LoginSleep func(ctx context.Context, d time.Duration)
 }
 

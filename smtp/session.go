@@ -365,6 +365,12 @@ func (ss submissionSession) login(username, password string) error {
 	if st, ok := ss.conn.TLSConnectionState(); ok {
 		c.PeerCertificates = st.PeerCertificates
 	}
+	// The delay the name's recent failures earned comes first: guesses at
+	// one login are slow over any number of connections, and a right one
+	// is not told sooner than a wrong one.
+	if d := ss.s.submission.Logins.Pending(username); d > 0 {
+		ss.s.submission.LoginSleep(ss.ctx(), d)
+	}
 	l, err := ss.s.submission.Auth.Authenticate(ss.ctx(), c)
 	if errors.Is(err, store.ErrBadCredentials) {
 		if ss.tc != nil {

@@ -80,6 +80,23 @@ func (l *Limiter) Fail(username, ip string) time.Duration {
 	return Delay(n)
 }
 
+// Pending is how long a login attempt for username waits before its
+// password is even checked: the delay its name's recent failures earned.
+// Guesses at one name then come no faster than the delays, over any number
+// of connections, and a right guess is answered no sooner than a wrong one.
+// (The client IP's failures slow only its failures, so that other users
+// behind the same address are not held up.)
+func (l *Limiter) Pending(username string) time.Duration {
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e := l.entries[limiterKeys(username, "")[0]]
+	if e == nil || now.Sub(e.last) > Forget {
+		return 0
+	}
+	return Delay(e.n)
+}
+
 // Succeed forgets the failures of a name (not of the client IP: one good
 // login must not reset the count of guesses at other names).
 func (l *Limiter) Succeed(username string) {

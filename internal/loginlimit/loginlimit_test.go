@@ -42,3 +42,28 @@ func TestLoginLimiter(t *testing.T) {
 		t.Fatalf("%d entries", n)
 	}
 }
+
+func TestPending(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := New(func() time.Time { return now })
+	if d := l.Pending("x@y.example"); d != 0 {
+		t.Fatalf("no failures: %v", d)
+	}
+	l.Fail("X@y.example", "192.0.2.1")
+	l.Fail("x@y.example", "192.0.2.2")
+	if d := l.Pending("x@Y.example"); d != 2*DelayBase {
+		t.Fatalf("after two failures: %v", d)
+	}
+	if d := l.Pending("z@y.example"); d != 0 {
+		t.Fatalf("another name: %v", d)
+	}
+	l.Succeed("x@y.example")
+	if d := l.Pending("x@y.example"); d != 0 {
+		t.Fatalf("after a good login: %v", d)
+	}
+	l.Fail("x@y.example", "192.0.2.1")
+	now = now.Add(Forget + time.Second)
+	if d := l.Pending("x@y.example"); d != 0 {
+		t.Fatalf("after the forget time: %v", d)
+	}
+}
