@@ -291,7 +291,7 @@ func (s *server) apiMessage(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusNotFound, "no message-id")
 		return
 	}
-	m, err := s.st.TrackedMessage(r.Context(), id)
+	m, err := s.st.TrackedMessageIn(r.Context(), id, apiToken(r).Domains)
 	if errors.Is(err, store.ErrNotFound) || err == nil && !apiToken(r).Sees(m.Sender) {
 		// A scoped token cannot tell others' messages from missing ones.
 		apiError(w, http.StatusNotFound, "no tracked message "+id)

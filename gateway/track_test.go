@@ -417,6 +417,17 @@ func TestTrackDispatched(t *testing.T) {
 	if code, body = get("?since=1h", ownToken); code != http.StatusOK || !strings.Contains(string(body), strings.Trim(m1, "<>")) {
 		t.Fatalf("the hospital's own token lists: %d %s", code, body)
 	}
+	// Another domain's message with the same Message-ID (the sender chose
+	// it) does not hide the hospital's from its token.
+	must(t, func() error {
+		_, err := a.st.TrackMessage(ctx, store.TrackedMessage{MessageID: m1, Sender: "eve@lab.example", Sent: time.Now(),
+			Recipients: []store.TrackedRecipient{{Address: b.user, ProcessedDeadline: time.Now().Add(time.Hour)}}})
+		return err
+	})
+	code, body = get(one, ownToken)
+	if err := json.Unmarshal(body, &v); code != http.StatusOK || err != nil || v.Sender != a.user {
+		t.Fatalf("the hospital's token after a colliding Message-ID: %d %s", code, body)
+	}
 }
 
 // TestTrackTimeout: a remote that accepts the message and never answers.

@@ -615,10 +615,24 @@ func updateTracked(ctx context.Context, tx *txn, ref TrackRef, now time.Time,
 // its recipients and their events; an error wrapping ErrNotFound if there
 // is none.
 func (s *Store) TrackedMessage(ctx context.Context, messageID string) (TrackedMessage, error) {
+	return s.TrackedMessageIn(ctx, messageID, nil)
+}
+
+// TrackedMessageIn is TrackedMessage among the messages of senders in
+// domains (nil: any): a scoped API token's view, which another domain's
+// message of the same Message-ID must not hide.
+func (s *Store) TrackedMessageIn(ctx context.Context, messageID string, domains []string) (TrackedMessage, error) {
+	query := `SELECT id FROM tracked_messages WHERE message_id = ?`
+	args := []any{messageID}
+	if domains != nil {
+		cond, dargs := inList("sender_domain", domains)
+		query += ` AND ` + cond
+		args = append(args, dargs...)
+	}
 	var m TrackedMessage
 	err := s.tx(ctx, func(tx *txn) error {
 		var id int64
-		err := tx.QueryRowContext(ctx, `SELECT id FROM tracked_messages WHERE message_id = ? ORDER BY id DESC LIMIT 1`, messageID).Scan(&id)
+		err := tx.QueryRowContext(ctx, query+` ORDER BY id DESC LIMIT 1`, args...).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("tracked message %s: %w", messageID, ErrNotFound)
 		} else if err != nil {
@@ -730,12 +744,9 @@ func (s *Store) TrackedMessages(ctx context.Context, f TrackFilter) ([]TrackedMe
 		args = append(args, strings.ToLower(strings.TrimSpace(f.Sender)))
 	}
 	if f.SenderDomains != nil {
-		query += ` AND m.sender_domain IN (''` // '': none when the list is empty
-		for _, d := range f.SenderDomains {
-			query += `, ?`
-			args = append(args, d)
-		}
-		query += `)`
+		cond, dargs := inList("m.sender_domain", f.SenderDomains)
+		query += ` AND ` + cond
+		args = append(args, dargs...)
 	}
 	if !f.Since.IsZero() {
 		query += ` AND m.sent >= ?`
@@ -887,3 +898,15 @@ func (s *Store) PurgeTracked(ctx context.Context, sentBefore time.Time) (int64, 
 
 // oneLineText folds whitespace and line breaks to single spaces.
 func oneLineText(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// inList is the condition "column IN (values)" with its arguments; an
+// empty list matches nothing (no domain has the name '').
+func inList(column string, values []string) (string, []any) {
+	cond := column + ` IN (''`
+	args := make([]any, 0, len(values))
+	for _, v := range values {
+		cond += `, ?`
+		args = append(args, v)
+	}
+	return cond + `)`, args
+}
