@@ -900,7 +900,8 @@ func (s *Store) PurgeTracked(ctx context.Context, sentBefore time.Time) (int64, 
 func oneLineText(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // inList is the condition "column IN (values)" with its arguments; an
-// empty list matches nothing (no domain has the name ”).
+// empty list matches nothing (the list holds the empty string, which no
+// domain is).
 func inList(column string, values []string) (string, []any) {
 	cond := column + ` IN (''`
 	args := make([]any, 0, len(values))
