@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,12 +232,10 @@ func (s *snapshot) isAddress(ctx context.Context, a *Agent, address string) (boo
 	case err == nil:
 		ok = true
 	case errors.Is(err, store.ErrNotFound):
-		// The addresses a relay account sends for exist for the notices
+		// The addresses a relay account sent as exist for the notices
 		// that answer its messages (smtp.LocalRecipients has the same rule).
-		_, domain, _ := strings.Cut(address, "@")
-		if ok, err = a.st.DomainHasRelay(ctx, domain); err != nil {
-			return false, err
-		}
+		// Not cached: a relay may send as the address at any time.
+		return a.st.IsRelaySender(ctx, address)
 	default:
 		return false, err
 	}

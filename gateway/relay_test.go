@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	netsmtp "net/smtp"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,24 @@ func TestRelayAccount(t *testing.T) {
 		tm, err := a.st.TrackedMessage(ctx, "<relayed-1@hospital.example>")
 		return err == nil && tm.Sender == from && len(tm.Recipients) == 1 && tm.Recipients[0].State == store.TrackProcessed
 	})
+	// Only an address a relay sent as takes mail without an account; any
+	// other of the domain is refused at once.
+	c, err := netsmtp.Dial(a.addrs["smtp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail(b.user); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("never-sent@hospital.example"); err == nil || !strings.Contains(err.Error(), "550") {
+		t.Fatalf("RCPT of an address nobody sent as: %v", err)
+	}
+	if err := c.Rcpt(from); err != nil {
+		t.Fatalf("RCPT of the address the relay sent as: %v", err)
+	}
+	c.Reset()
+
 	// A message (not a notice) for that address has no mailbox to go to:
 	// bob hears so by a failed MDN (DN-04).
 	if r := submitPython(t, b.addrs["submission"], b.user, b.password, b.user, []string{from},

@@ -11,13 +11,13 @@ import (
 type LocalStore interface {
 	Domain(ctx context.Context, name string) (store.Domain, error)
 	Address(ctx context.Context, address string) (store.Address, error)
-	DomainHasRelay(ctx context.Context, domain string) (bool, error)
+	IsRelaySender(ctx context.Context, address string) (bool, error)
 }
 
 // LocalRecipients is the backbone's RecipientChecker over the store: the
 // recipient's domain must be a local domain (else 554 5.7.1, relaying
-// denied) and the address a known local address, or one of a domain a relay
-// account sends for (else 550 5.1.1). It asks
+// denied) and the address a known local address, or one a relay account
+// sent as (else 550 5.1.1). It asks
 // the store each time, so admin changes apply at once.
 type LocalRecipients struct {
 	Store LocalStore
@@ -35,10 +35,10 @@ func (l LocalRecipients) CheckRecipient(ctx context.Context, rcpt string) *Reply
 		return errorf(451, "4.3.0", "Temporary local problem, try again later")
 	}
 	if _, err := l.Store.Address(ctx, addr); errors.Is(err, store.ErrNotFound) {
-		// An address a relay account sends for (an EHR's, with no mailbox
+		// An address a relay account sent as (an EHR's, with no mailbox
 		// here) takes the notices that answer its messages; anything else
 		// for it is refused once opened (no mailbox).
-		if relayed, err := l.Store.DomainHasRelay(ctx, domain); err != nil {
+		if relayed, err := l.Store.IsRelaySender(ctx, addr); err != nil {
 			return errorf(451, "4.3.0", "Temporary local problem, try again later")
 		} else if relayed {
 			return nil

@@ -234,14 +234,21 @@ func (s *Store) RelaysWantClientCertificates(ctx context.Context) (bool, error) 
 	return any, nil
 }
 
-// DomainHasRelay reports whether a relay account sends for a domain: its
-// addresses then exist for the notices that answer the relay's messages,
-// whether or not they have a mailbox.
-func (s *Store) DomainHasRelay(ctx context.Context, domain string) (bool, error) {
-	var any bool
-	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM relay_domains WHERE domain = ?)`, domain).Scan(&any)
+// IsRelaySender reports whether a relay account sent as an address that
+// hisp still tracks messages of: such an address, with no account of its
+// own, exists for the notices that answer those messages. Other unknown
+// addresses of a relay's domain are still refused, so that a typo is
+// refused at once and nobody can make hisp answer invented addresses.
+func (s *Store) IsRelaySender(ctx context.Context, address string) (bool, error) {
+	addr, _, err := NormalizeAddress(address)
 	if err != nil {
-		return false, fmt.Errorf("relays of %s: %w", domain, err)
+		return false, nil
+	}
+	var any bool
+	err = s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM tracked_messages m
+		JOIN relay_domains d ON d.domain = m.sender_domain WHERE m.sender = ?)`, addr).Scan(&any)
+	if err != nil {
+		return false, fmt.Errorf("relay sender %s: %w", addr, err)
 	}
 	return any, nil
 }
