@@ -38,11 +38,13 @@ import (
 // recipient's certificate and encrypted to the sender by the same agent
 // Outbound path, with MAIL FROM the recipient's address (the remote agent
 // requires MAIL FROM to be the From), and queued durably before the SMTP
-// reply to the message they answer. They carry no Disposition-Notification-To
-// of their own. A notice that cannot be built, sealed or queued is logged
-// and audited; it never turns the accepted message into a refusal. A queued
-// notice that cannot be delivered is not bounced to the recipient (see
-// mdnUndeliverable).
+// reply to the message they answer: those of a filed copy in the very
+// transaction that files it, so a store failure there refuses the message
+// with 451 and files nothing. They carry no Disposition-Notification-To of
+// their own. A notice that cannot be built or sealed is logged and audited
+// and the copy is filed without it; it never turns the message into a
+// refusal. A queued notice that cannot be delivered is not bounced to the
+// recipient (see mdnUndeliverable).
 
 // notifyOrigin starts the queue Origin of the MDNs hisp sends.
 const notifyOrigin = "mdn"
