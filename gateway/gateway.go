@@ -182,7 +182,7 @@ func (s *server) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/pkix-crl")
 		w.Write(der)
 	})
-	mux.Handle("GET /metrics", s.metricsHandler()) // Prometheus, no login, like /healthz (metrics.go)
+	mux.Handle("GET /metrics", s.metricsAuth(s.metricsHandler())) // Prometheus (metrics.go)
 	s.trackAPI(mux)
 	s.adminUI(mux) // the admin web page (adminui.go)
 	return mux

@@ -32,7 +32,10 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime"
 	runtimemetrics "runtime/metrics"
@@ -232,4 +235,34 @@ func processFamilies(started time.Time) []metrics.Family {
 		gauge("process_start_time_seconds", "Start time of this hisp (when it started serving), in seconds since the Unix epoch.",
 			float64(started.UnixMilli())/1000),
 	}
+}
+
+// metricsAuth admits scrapes from loopback, or with an API token that is
+// not limited to some domains (hisp token add NAME): the admin listener
+// also serves the tracking API to EHRs, which need not see the gateway's
+// domains and bundles.
+func (s *server) metricsAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap().IsLoopback() {
+				next.ServeHTTP(w, r)
+				return
+			}
+		}
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if strings.EqualFold(scheme, "Bearer") {
+			t, err := s.st.CheckAPIToken(r.Context(), strings.TrimSpace(token))
+			if err == nil && t.Domains == nil {
+				next.ServeHTTP(w, r)
+				return
+			}
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				s.log.Error("metrics: check token", "err", err)
+				http.Error(w, "token check failed", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hisp"`)
+		http.Error(w, "metrics: from loopback, or with an API token not limited to domains", http.StatusUnauthorized)
+	})
 }

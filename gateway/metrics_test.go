@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -204,4 +206,44 @@ func TestMetrics(t *testing.T) {
 	c.want(t, `hisp_smtp_transactions_total{listener="submission",outcome="accepted"}`, 1)
 	c.want(t, `hisp_queue_recipients{state="queued"}`, 1)
 	c.want(t, `hisp_queue_delivery_attempts_total{outcome="deferred"}`, 1)
+}
+
+// TestMetricsAuth: /metrics answers loopback clients, and others only with
+// an API token not limited to some domains (an EHR's scoped token is not
+// enough).
+func TestMetricsAuth(t *testing.T) {
+	ctx := context.Background()
+	a := newInstance(t, "hospital.example", "alice")
+	_, full, err := a.st.CreateAPIToken(ctx, "prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, scoped, err := a.st.CreateAPIToken(ctx, "ehr", "hospital.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{st: a.st, log: slog.New(slog.DiscardHandler)}
+	h := s.metricsAuth(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok")) }))
+	for _, tc := range []struct {
+		remote, token string
+		want          int
+	}{
+		{"127.0.0.1:5000", "", http.StatusOK},
+		{"[::1]:5000", "", http.StatusOK},
+		{"192.0.2.7:5000", "", http.StatusUnauthorized},
+		{"192.0.2.7:5000", scoped, http.StatusUnauthorized},
+		{"192.0.2.7:5000", full + "x", http.StatusUnauthorized},
+		{"192.0.2.7:5000", full, http.StatusOK},
+	} {
+		r := httptest.NewRequest("GET", "/metrics", nil)
+		r.RemoteAddr = tc.remote
+		if tc.token != "" {
+			r.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("%s with token %.12q: %d, want %d", tc.remote, tc.token, w.Code, tc.want)
+		}
+	}
 }
