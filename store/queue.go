@@ -898,13 +898,13 @@ func (s *Store) QueueList(ctx context.Context, all bool) ([]QueuedMessage, error
 			WHERE r.queue_id = m.id AND r.state NOT IN ('delivered', 'bounced')) ORDER BY id`
 	}
 	var out []QueuedMessage
-	err := s.tx(ctx, func(tx *txn) error {
-		ids, err := queryIDs(ctx, tx, query)
+	err := s.read(ctx, func(q queryer) error {
+		ids, err := queryIDs(ctx, q, query)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
-			m, err := getQueued(ctx, tx, id, false, "")
+			m, err := getQueued(ctx, q, id, false, "")
 			if err != nil {
 				return err
 			}

@@ -69,6 +69,10 @@ type Store struct {
 	writeMu sync.Mutex
 	db      *sql.DB
 	stmts   *stmtCache // of write transactions
+	// rdb is a pool for snapshot reads (read), whose transactions begin
+	// DEFERRED: in WAL mode they see one consistent state without taking
+	// the write lock, so an admin listing the queue does not stall it.
+	rdb *sql.DB
 	dir     string
 	aead    cipher.AEAD // master key, for private keys at rest
 }
@@ -108,7 +112,13 @@ func Open(ctx context.Context, dataDir string) (*Store, error) {
 	// Keep connections open: opening one (file, pragmas) costs far more
 	// than a query, and a busy server has a few readers besides the writer.
 	db.SetMaxIdleConns(8)
-	s := &Store{db: db, stmts: newStmtCache(db), dir: dataDir, aead: aead}
+	rdb, err := sql.Open("sqlite3", sqliteReadDSN(path))
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	rdb.SetMaxIdleConns(4)
+	s := &Store{db: db, rdb: rdb, stmts: newStmtCache(db), dir: dataDir, aead: aead}
 	// Switching a new database to WAL and migrating it take locks that
 	// SQLite's busy timeout does not always wait for; a second process
 	// opening the same new data directory at that moment waits here.
@@ -122,6 +132,7 @@ func Open(ctx context.Context, dataDir string) (*Store, error) {
 		}
 		if attempt >= 50 || !strings.Contains(err.Error(), "database is locked") || ctx.Err() != nil {
 			db.Close()
+			rdb.Close()
 			return nil, fmt.Errorf("open database %s: %w", path, err)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -146,9 +157,34 @@ func sqliteDSN(path string) string {
 	return u.String()
 }
 
+// sqliteReadDSN is the connection string of the snapshot-read pool:
+// read-only connections whose transactions begin DEFERRED.
+func sqliteReadDSN(path string) string {
+	u := url.URL{Scheme: "file", Path: path}
+	q := url.Values{}
+	q.Set("_foreign_keys", "on")
+	q.Set("_busy_timeout", "10000")
+	q.Set("_query_only", "true")
+	q.Set("_txlock", "deferred")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// read runs fn in a read-only transaction: a consistent snapshot that
+// does not block writers (nor wait for them).
+func (s *Store) read(ctx context.Context, fn func(q queryer) error) error {
+	tx, err := s.rdb.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
 // Close closes the database.
 func (s *Store) Close() error {
 	s.stmts.close()
+	s.rdb.Close()
 	return s.db.Close()
 }
 

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -653,4 +654,48 @@ func TestNormalize(t *testing.T) {
 	if err != nil || o != "x@a.example" || d != "a.example" {
 		t.Errorf("ParseOwner(address) = %q %q %v", o, d, err)
 	}
+}
+
+// TestReadsDoNotWaitForWriters: listing the queue or the tracking reads a
+// snapshot while a write transaction is open, and sees only what was
+// committed.
+func TestReadsDoNotWaitForWriters(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	tcheck(t, err, "open")
+	defer s.Close()
+	_, err = s.Enqueue(ctx, testMessage(1, "bob@b.example"))
+	tcheck(t, err, "enqueue")
+
+	inTx, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- s.tx(ctx, func(tx *txn) error {
+			if _, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET last_error = 'uncommitted'`); err != nil {
+				return err
+			}
+			close(inTx)
+			<-release
+			return nil
+		})
+	}()
+	<-inTx
+	read := make(chan error, 1)
+	go func() {
+		q, err := s.QueueList(ctx, true)
+		if err == nil && (len(q) != 1 || q[0].Recipients[0].LastError != "") {
+			err = fmt.Errorf("read %+v", q)
+		}
+		if err == nil {
+			_, err = s.TrackedMessages(ctx, TrackFilter{})
+		}
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		tcheck(t, err, "read during a write")
+	case <-time.After(5 * time.Second):
+		t.Fatal("reads waited for the open write transaction")
+	}
+	close(release)
+	tcheck(t, <-done, "write")
 }

@@ -630,15 +630,15 @@ func (s *Store) TrackedMessageIn(ctx context.Context, messageID string, domains 
 		args = append(args, dargs...)
 	}
 	var m TrackedMessage
-	err := s.tx(ctx, func(tx *txn) error {
+	err := s.read(ctx, func(q queryer) error {
 		var id int64
-		err := tx.QueryRowContext(ctx, query+` ORDER BY id DESC LIMIT 1`, args...).Scan(&id)
+		err := q.QueryRowContext(ctx, query+` ORDER BY id DESC LIMIT 1`, args...).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("tracked message %s: %w", messageID, ErrNotFound)
 		} else if err != nil {
 			return err
 		}
-		m, err = readTracked(ctx, tx, id, true, "")
+		m, err = readTracked(ctx, q, id, true, "")
 		return err
 	})
 	if err != nil {
@@ -651,9 +651,9 @@ func (s *Store) TrackedMessageIn(ctx context.Context, messageID string, domains 
 // recipients and their events.
 func (s *Store) TrackedMessageByID(ctx context.Context, id int64) (TrackedMessage, error) {
 	var m TrackedMessage
-	err := s.tx(ctx, func(tx *txn) error {
+	err := s.read(ctx, func(q queryer) error {
 		var err error
-		m, err = readTracked(ctx, tx, id, true, "")
+		m, err = readTracked(ctx, q, id, true, "")
 		return err
 	})
 	if err != nil {
@@ -766,13 +766,13 @@ func (s *Store) TrackedMessages(ctx context.Context, f TrackFilter) ([]TrackedMe
 	query += ` ORDER BY m.sent DESC, m.id DESC LIMIT ?`
 	args = append(args, f.Limit)
 	var out []TrackedMessage
-	err := s.tx(ctx, func(tx *txn) error {
-		ids, err := queryIDs(ctx, tx, query, args...)
+	err := s.read(ctx, func(q queryer) error {
+		ids, err := queryIDs(ctx, q, query, args...)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
-			m, err := readTracked(ctx, tx, id, f.Events, "")
+			m, err := readTracked(ctx, q, id, f.Events, "")
 			if err != nil {
 				return err
 			}
@@ -807,14 +807,14 @@ func (s *Store) PendingNotices(ctx context.Context, limit int) ([]TrackedMessage
 		limit = 100
 	}
 	var out []TrackedMessage
-	err := s.tx(ctx, func(tx *txn) error {
-		ids, err := queryIDs(ctx, tx, `SELECT DISTINCT tracked_id FROM tracked_recipients WHERE notice = 'pending'
+	err := s.read(ctx, func(q queryer) error {
+		ids, err := queryIDs(ctx, q, `SELECT DISTINCT tracked_id FROM tracked_recipients WHERE notice = 'pending'
 			ORDER BY tracked_id LIMIT ?`, limit)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
-			m, err := readTracked(ctx, tx, id, false, `r.notice = 'pending'`)
+			m, err := readTracked(ctx, q, id, false, `r.notice = 'pending'`)
 			if err != nil {
 				return err
 			}
