@@ -72,9 +72,9 @@ type Store struct {
 	// rdb is a pool for snapshot reads (read), whose transactions begin
 	// DEFERRED: in WAL mode they see one consistent state without taking
 	// the write lock, so an admin listing the queue does not stall it.
-	rdb *sql.DB
-	dir     string
-	aead    cipher.AEAD // master key, for private keys at rest
+	rdb  *sql.DB
+	dir  string
+	aead cipher.AEAD // master key, for private keys at rest
 }
 
 // Open opens the store in dataDir, creating the directory (mode 0700), the
