@@ -39,6 +39,9 @@ type Listen struct {
 	IMAPS      string `toml:"imaps"` // IMAP with implicit TLS (993 in production); "" = off
 	DNS        string `toml:"dns"`   // authoritative CERT publishing for local domains
 	Admin      string `toml:"admin"` // admin web page, API, CRLs of the local CAs
+	// AdminHTTPS serves the same over TLS (the [tls] certificate), for API
+	// clients and admins across a network; "" = off.
+	AdminHTTPS string `toml:"admin_https"`
 }
 
 // DNS configures look-ups.
@@ -185,6 +188,7 @@ func (c *Config) Validate() error {
 	check("listen.submission", c.Listen.Submission)
 	check("listen.imap", c.Listen.IMAP)
 	check("listen.imaps", c.Listen.IMAPS)
+	check("listen.admin_https", c.Listen.AdminHTTPS)
 	check("listen.dns", c.Listen.DNS)
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -101,4 +103,30 @@ func TestAdminPage(t *testing.T) {
 	}
 	a.audited(t, "refused admin login", func(e store.Event) bool { return e.Action == "admin.login" && e.Verdict == "refused" })
 	a.audited(t, "queue drop by the admin", func(e store.Event) bool { return e.Action == "queue.drop" && strings.HasPrefix(e.Actor, "ops ") })
+}
+
+// TestAdminHTTPS: [listen] admin_https serves the admin listener's pages
+// over TLS, for API clients and admins across a network.
+func TestAdminHTTPS(t *testing.T) {
+	t.Parallel()
+	a := newInstance(t, "hospital.example", "alice")
+	a.start(t, "", nil, func(c *config.Config) { c.Listen.AdminHTTPS = "127.0.0.1:0" })
+	addr := a.addrs["admin_https"]
+	if addr == "" {
+		t.Fatalf("no admin_https listener in %v", a.addrs)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := c.Get("https://" + addr + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" || resp.TLS == nil {
+		t.Fatalf("GET /healthz over TLS: %d %q", resp.StatusCode, body)
+	}
+	// Plain HTTP on the TLS port gets nowhere.
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatal("plain HTTP answered on the TLS listener")
+	}
 }

@@ -105,7 +105,7 @@ func (in *instance) start(t *testing.T, resolver string, routes map[string]strin
 			t.Errorf("%s did not stop", in.domain)
 		}
 	})
-	re := regexp.MustCompile(`(?m)^  (\w+) \(.*\): (?:http://)?([0-9.:]+)/?$`)
+	re := regexp.MustCompile(`(?m)^  (\w+) \(.*\): (?:https?://)?([0-9.:]+)/?$`)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if o := out.String(); strings.Contains(o, "hisp ready") {
 			ms := re.FindAllStringSubmatch(o, -1)

@@ -7,6 +7,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -82,25 +83,47 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
 		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
 	}
-	if cfg.Listen.Admin != "" {
-		l, err := net.Listen("tcp", cfg.Listen.Admin)
-		if err != nil {
-			return abort(fmt.Errorf("listen admin %s: %w", cfg.Listen.Admin, err))
+	if cfg.Listen.Admin != "" || cfg.Listen.AdminHTTPS != "" {
+		handler := s.adminHandler()
+		serveHTTP := func(name string, l net.Listener) {
+			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+			run(name, func(ctx context.Context) error {
+				go func() {
+					<-ctx.Done()
+					sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					srv.Shutdown(sctx)
+				}()
+				if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			})
 		}
-		srv := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-		run("admin", func(ctx context.Context) error {
-			go func() {
-				<-ctx.Done()
-				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				srv.Shutdown(sctx)
-			}()
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-				return err
+		if cfg.Listen.Admin != "" {
+			l, err := net.Listen("tcp", cfg.Listen.Admin)
+			if err != nil {
+				return abort(fmt.Errorf("listen admin %s: %w", cfg.Listen.Admin, err))
 			}
-			return nil
-		})
-		fmt.Fprintf(out, "  admin (HTTP: CRLs at /crl/DOMAIN.crl, API at /api/v1/): http://%s/\n", l.Addr())
+			if !isLoopbackListener(l) {
+				logger.Warn("the admin listener is not on loopback and has no TLS: admin logins and API tokens cross the network in clear; use [listen] admin_https",
+					"addr", l.Addr().String())
+			}
+			serveHTTP("admin", l)
+			fmt.Fprintf(out, "  admin (HTTP: CRLs at /crl/DOMAIN.crl, API at /api/v1/): http://%s/\n", l.Addr())
+		}
+		if cfg.Listen.AdminHTTPS != "" {
+			tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
+			if err != nil {
+				return abort(err)
+			}
+			l, err := tls.Listen("tcp", cfg.Listen.AdminHTTPS, tlsConfig)
+			if err != nil {
+				return abort(fmt.Errorf("listen admin_https %s: %w", cfg.Listen.AdminHTTPS, err))
+			}
+			serveHTTP("admin_https", l)
+			fmt.Fprintf(out, "  admin_https (HTTPS: the admin page, API, metrics and CRLs): https://%s/\n", l.Addr())
+		}
 	}
 	s.track = s.startTracking(run)
 	// The refreshed anchors reach validation through the store
@@ -331,3 +354,10 @@ func (s storeBundles) LoadState(ctx context.Context, id int64) (trust.BundleStat
 }
 
 func (s *server) now() time.Time { return time.Now() }
+
+// isLoopbackListener reports whether a listener is bound to a loopback
+// address.
+func isLoopbackListener(l net.Listener) bool {
+	a, ok := l.Addr().(*net.TCPAddr)
+	return ok && a.IP.IsLoopback()
+}
