@@ -1,11 +1,10 @@
 package gateway
 
 // Prometheus metrics on the admin listener: GET /metrics in the text
-// exposition format (version 0.0.4, package metrics). Like /healthz it
-// needs no login (the admin listener is on loopback unless configured
-// otherwise); it shows counts, ages and times only, never an address, a
-// message, a key or a credential (bundle locations lose their user
-// information and query).
+// exposition format (version 0.0.4, package metrics), for loopback
+// clients and holders of an API token not limited to domains (metricsAuth);
+// it shows counts, ages and times only, never an address, a message, a key
+// or a credential (bundle locations lose their user information and query).
 //
 // Counted in process, since this hisp started (the counters live in the
 // server and are handed to the SMTP servers and the deliverer):
