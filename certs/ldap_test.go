@@ -41,7 +41,7 @@ func certsOnlyPKCS7(certs ...*x509.Certificate) []byte {
 
 // indefiniteLength re-encodes the outer SEQUENCE of a DER value with BER's
 // indefinite length, as some tools write PKCS#7 files.
-func indefiniteLength(t *testing.T, der []byte) []byte {
+func indefiniteLength(t testing.TB, der []byte) []byte {
 	t.Helper()
 	in := cryptobyte.String(der)
 	var content cryptobyte.String
@@ -132,6 +132,7 @@ func FuzzLDAPCertValue(f *testing.F) {
 	f.Add(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Raw}))
 	f.Add(pem.EncodeToMemory(&pem.Block{Type: "PKCS7", Bytes: certsOnlyPKCS7(a)}))
 	f.Add([]byte{0x30, 0x03, 0x06, 0x01, 0x00})
+	f.Add(indefiniteLength(f, certsOnlyPKCS7(a, pki.ca)))
 	f.Fuzz(func(t *testing.T, value []byte) {
 		certs, err := parseCertBlob(value)
 		if err != nil {
