@@ -560,6 +560,26 @@ func TestDeliverEach(t *testing.T) {
 	if len(q) != 1 || q[0].MessageID != "<for-alice>" {
 		t.Errorf("queued %+v", q)
 	}
+	// A store failure in the middle (here a trigger refusing one notice)
+	// files and queues nothing at all: the sender's retry duplicates nobody.
+	if _, err := s.db.ExecContext(ctx, `CREATE TRIGGER boom BEFORE INSERT ON queue_messages
+		WHEN NEW.message_id = '<boom>' BEGIN SELECT RAISE(ABORT, 'boom'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.DeliverEach(ctx, []Delivery{
+		{Filing{Address: "alice@clinic.example", Message: msg}, notice("<for-alice-2>")},
+		{Filing{Address: "alice@clinic.example", Mailbox: "Other", Message: msg}, notice("<boom>")},
+	}); err == nil {
+		t.Fatal("a failing store gave no error")
+	}
+	if a, _ := s.MailAccount(ctx, "alice@clinic.example"); a.ID != 0 {
+		if st, _ := s.MailboxStatus(ctx, a.ID, Inbox); st.Messages != 1 {
+			t.Errorf("alice's INBOX holds %d messages after the failed delivery, want 1", st.Messages)
+		}
+	}
+	if q, _ := s.QueueList(ctx, true); len(q) != 1 {
+		t.Errorf("queued after the failed delivery: %+v", q)
+	}
 	if _, _, err := s.DeliverEach(ctx, []Delivery{{Filing: Filing{Address: "alice@clinic.example", Mailbox: "../x", Message: msg}}}); err == nil {
 		t.Error("a bad mailbox name was taken")
 	}
