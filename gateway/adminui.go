@@ -85,6 +85,10 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 
 type adminKey struct{}
 
+// adminQueueRows is how many queue entries the page shows, oldest first;
+// hisp queue list has them all.
+const adminQueueRows = 200
+
 func adminOf(r *http.Request) string {
 	name, _ := r.Context().Value(adminKey{}).(string)
 	return name
@@ -110,6 +114,7 @@ type adminView struct {
 	Bundles   []store.Bundle
 	Relays    []store.Relay
 	Queue     []store.QueuedMessage
+	QueueMore int // entries not shown
 	Tracked   []store.TrackedMessage
 	Audit     []store.Event
 }
@@ -147,6 +152,9 @@ func (s *server) adminPage(w http.ResponseWriter, r *http.Request) {
 		}
 		if v.Queue, err = s.st.QueueList(ctx, false); err != nil {
 			return err
+		}
+		if len(v.Queue) > adminQueueRows {
+			v.Queue, v.QueueMore = v.Queue[:adminQueueRows], len(v.Queue)-adminQueueRows
 		}
 		if v.Tracked, err = s.st.TrackedMessages(ctx, store.TrackFilter{Limit: 50}); err != nil {
 			return err
