@@ -6,6 +6,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sort"
@@ -29,6 +31,7 @@ type Config struct {
 	Trust    Trust    `toml:"trust"`
 	// Notifications configures delivery tracking of sent messages.
 	Notifications Notifications `toml:"notifications"`
+	Log           Log           `toml:"log"`
 }
 
 // Listen holds the listener addresses; "" turns a listener off.
@@ -109,6 +112,26 @@ type Notifications struct {
 	WebhookGiveUp     Duration `toml:"webhook_give_up"`
 }
 
+// Log configures hisp serve's log on standard error.
+type Log struct {
+	// Format is "text" (logfmt-like key=value lines, the default) or
+	// "json" (one JSON object per line, for log collectors).
+	Format string `toml:"format"`
+	// Level is "debug", "info" (the default), "warn" or "error".
+	Level string `toml:"level"`
+}
+
+// Handler returns the slog handler the settings ask for, writing to w.
+func (l Log) Handler(w io.Writer) slog.Handler {
+	var level slog.Level
+	level.UnmarshalText([]byte(l.Level)) // checked by Validate; "" is info
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "json" {
+		return slog.NewJSONHandler(w, opts)
+	}
+	return slog.NewTextHandler(w, opts)
+}
+
 // Duration is a time.Duration written as a string ("3s", "1h").
 type Duration struct{ time.Duration }
 
@@ -141,6 +164,7 @@ func Default() Config {
 		Outbound: Outbound{Port: 25, Routes: map[string]string{}, RetryFirst: Duration{7*time.Minute + 30*time.Second},
 			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour}},
 		Trust: Trust{Revocation: "refuse"},
+		Log:   Log{Format: "text", Level: "info"},
 		Notifications: Notifications{ProcessedTimeout: Duration{time.Hour}, DispatchedTimeout: Duration{time.Hour},
 			WithholdProcessed: true, CheckInterval: Duration{5 * time.Second}, WebhookTimeout: Duration{10 * time.Second},
 			WebhookRetryFirst: Duration{10 * time.Second}, WebhookRetryMax: Duration{time.Hour}, WebhookGiveUp: Duration{72 * time.Hour}},
@@ -194,6 +218,15 @@ func (c *Config) Validate() error {
 	check("dns.resolver", c.DNS.Resolver)
 	for d, r := range c.Outbound.Routes {
 		check("outbound.routes."+d, r)
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format = %q: want \"text\" or \"json\"", c.Log.Format))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Log.Level)); c.Log.Level != "" && err != nil {
+		errs = append(errs, fmt.Errorf("log.level = %q: want debug, info, warn or error", c.Log.Level))
 	}
 	if c.Outbound.Port <= 0 || c.Outbound.Port > 65535 {
 		errs = append(errs, fmt.Errorf("outbound.port = %d: want 1-65535", c.Outbound.Port))

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,6 +58,8 @@ func TestLoadErrors(t *testing.T) {
 		{"[outbound]\nport = 0\n", "outbound.port"},
 		{"[tls]\ncert = \"a\"\n", "go together"},
 		{"[trust]\nrevocation = \"maybe\"\n", "trust.revocation"},
+		{"[log]\nformat = \"xml\"\n", "log.format"},
+		{"[log]\nlevel = \"loud\"\n", "log.level"},
 		{"data = [", "hisp.toml"},
 	} {
 		if _, err := Load(write(t, tc.toml)); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -75,5 +80,26 @@ func TestDefaultsAreLoopback(t *testing.T) {
 		if !strings.HasPrefix(a, "127.0.0.1:") {
 			t.Errorf("default listener %s is not on loopback", a)
 		}
+	}
+}
+
+// TestLogHandler: [log] picks JSON or text lines and the level.
+func TestLogHandler(t *testing.T) {
+	c, err := Load(write(t, "[log]\nformat = \"json\"\nlevel = \"warn\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	log := slog.New(c.Log.Handler(&b))
+	log.Info("hidden")
+	log.Warn("shown", "k", "v")
+	var line map[string]any
+	if err := json.Unmarshal(b.Bytes(), &line); err != nil || line["msg"] != "shown" || line["k"] != "v" {
+		t.Fatalf("log %q: %v", b.String(), err)
+	}
+	b.Reset()
+	slog.New(Default().Log.Handler(&b)).Info("text line", "k", "v")
+	if got := b.String(); !strings.Contains(got, `msg="text line" k=v`) {
+		t.Fatalf("default log line %q", got)
 	}
 }

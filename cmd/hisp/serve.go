@@ -50,7 +50,7 @@ func serveCmd(env *cliEnv, args []string) int {
 	softMemoryLimit(env)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := slog.New(cfg.Log.Handler(env.stderr))
 	if err := gateway.Run(ctx, cfg, logger, env.stdout); err != nil {
 		return fail(env, "serve", err)
 	}
