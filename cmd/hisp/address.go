@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hisp-project/hisp/certs/certfile"
@@ -19,6 +21,7 @@ func init() {
 				"list":   addressList,
 				"remove": addressRemove,
 				"passwd": addressPasswd,
+				"quota":  addressQuota,
 			})
 		},
 	})
@@ -85,6 +88,83 @@ func addressPasswd(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stdout, "password of %s changed\n", pos[0])
 		return 0
 	})
+}
+
+// addressQuota is "hisp address quota ADDRESS [SIZE]": with SIZE ("500MB",
+// "2GB", bytes; 0 for none) it sets the mailbox quota; either way it prints
+// the quota and the bytes in use. Mail over quota is refused with a failed
+// MDN (the sender hears of it); mail already stored stays.
+func addressQuota(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "address quota", "ADDRESS [SIZE]", false)
+	pos, code, ok := c.parse(args, 1, 2)
+	if !ok {
+		return code
+	}
+	addr, _, err := store.NormalizeAddress(pos[0])
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	size := int64(-1)
+	if len(pos) == 2 {
+		if size, err = parseSize(pos[1]); err != nil {
+			return c.usageError("%v", err)
+		}
+	}
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if _, err := st.Address(ctx, addr); err != nil {
+			return c.fail(err)
+		}
+		if size >= 0 {
+			if err := st.SetQuota(ctx, addr, size); err != nil {
+				return c.fail(err)
+			}
+			c.audit(ctx, st, "address.quota", addr, pos[1])
+		}
+		a, err := st.MailAccount(ctx, addr)
+		if err != nil {
+			return c.fail(err)
+		}
+		quota := "none"
+		if a.Quota > 0 {
+			quota = formatSize(a.Quota)
+		}
+		fmt.Fprintf(env.stdout, "%s: quota %s, %s in use\n", addr, quota, formatSize(a.Used))
+		return 0
+	})
+}
+
+// parseSize reads a size in bytes, or with a unit KB, MB, GB (powers of
+// 1024).
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q: want bytes, or a number with KB, MB or GB (0: no quota)", s)
+	}
+	return n * mult, nil
+}
+
+// formatSize writes a byte count for people.
+func formatSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 type addressJSON struct {

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/hisp-project/hisp/store"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hisp-project/hisp/store"
 )
 
 func TestAddressCommands(t *testing.T) {
@@ -84,4 +85,32 @@ func TestQueueCommands(t *testing.T) {
 	if code, _, _ := runCLI(t, nil, "queue", "retry", "x", data); code != 2 {
 		t.Fatal("bad id is not a usage error")
 	}
+}
+
+func TestAddressQuota(t *testing.T) {
+	tmp := t.TempDir()
+	data := filepath.Join(tmp, "data")
+	pw := adminWriteFile(t, tmp, "pw", []byte("a password of alice\n"))
+	adminOK(t, data, "domain", "add", "hospital.example")
+	adminOK(t, data, "address", "add", "alice@hospital.example", "--password-file", pw)
+	if out := adminOK(t, data, "address", "quota", "alice@hospital.example"); !strings.Contains(out, "quota none, 0 bytes in use") {
+		t.Errorf("quota before: %q", out)
+	}
+	if out := adminOK(t, data, "address", "quota", "Alice@hospital.example", "2GB"); !strings.Contains(out, "quota 2.0 GB") {
+		t.Errorf("quota 2GB: %q", out)
+	}
+	adminFails(t, data, 2, "size", "address", "quota", "alice@hospital.example", "lots")
+	if out := adminOK(t, data, "address", "quota", "alice@hospital.example", "500MB"); !strings.Contains(out, "quota 500.0 MB") {
+		t.Errorf("quota set: %q", out)
+	}
+	st := openTestStore(t, data)
+	a, err := st.MailAccount(context.Background(), "alice@hospital.example")
+	st.Close()
+	if err != nil || a.Quota != 500<<20 {
+		t.Fatalf("stored quota %+v %v", a, err)
+	}
+	if out := adminOK(t, data, "address", "quota", "alice@hospital.example", "0"); !strings.Contains(out, "quota none") {
+		t.Errorf("quota removed: %q", out)
+	}
+	adminFails(t, data, 1, "not found", "address", "quota", "bob@hospital.example", "1MB")
 }
