@@ -392,3 +392,23 @@ func nullBytes(b []byte) any {
 	}
 	return b
 }
+
+// Backup writes a consistent copy of the database to path (which must not
+// exist), while the store stays in use: SQLite's VACUUM INTO reads one
+// snapshot and writes a compact database file. Put it in a directory only
+// the owner can enter (the file is made 0600 once written). The copy is
+// useless without the master key (MasterKeyFile), which encrypts the
+// private keys in it.
+func (s *Store) Backup(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("backup to %s: %w", path, ErrExists)
+	}
+	if _, err := s.db.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
+		os.Remove(path)
+		return fmt.Errorf("backup to %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	return nil
+}
