@@ -38,6 +38,8 @@ type queueJSON struct {
 	ID         int64                `json:"id"`
 	MessageID  string               `json:"message_id"`
 	MailFrom   string               `json:"mail_from"`
+	User       string               `json:"user,omitempty"` // the submitting login; "" for hisp's own mail
+	Origin     string               `json:"origin"`         // "submission ADDR", "submission ADDR relay NAME", "mdn ...", "deferred submission"
 	Size       int64                `json:"size"`
 	Created    time.Time            `json:"created"`
 	Recipients []queueRecipientJSON `json:"recipients"`
@@ -57,7 +59,8 @@ func queueList(env *cliEnv, args []string) int {
 		}
 		out := []queueJSON{}
 		for _, m := range msgs {
-			q := queueJSON{ID: m.ID, MessageID: m.MessageID, MailFrom: m.MailFrom, Size: m.Size, Created: m.Created.UTC(), Recipients: []queueRecipientJSON{}}
+			q := queueJSON{ID: m.ID, MessageID: m.MessageID, MailFrom: m.MailFrom, User: m.User, Origin: m.Origin, Size: m.Size,
+				Created: m.Created.UTC(), Recipients: []queueRecipientJSON{}}
 			for _, r := range m.Recipients {
 				q.Recipients = append(q.Recipients, queueRecipientJSON{Address: r.Address, Local: r.Local, State: string(r.State),
 					Attempts: r.Attempts, NextAttempt: optTime(r.NextAttempt), LastAttempt: optTime(r.LastAttempt),
