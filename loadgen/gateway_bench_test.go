@@ -135,6 +135,8 @@ func benchGateway(b *testing.B, mode string, size int) {
 	}
 	rate, err := RSASignRate(ctx, time.Second)
 	check(err)
+	seals, err := SealRate(ctx, time.Second, size)
+	check(err)
 	b.ResetTimer()
 	r, err := Run(ctx, Options{Addr: addr, User: "alice@hospital.example", Password: password, To: []string{to},
 		Concurrency: 16, Messages: b.N, Size: size, Reuse: true, NoCeiling: true})
@@ -145,6 +147,7 @@ func benchGateway(b *testing.B, mode string, size int) {
 	}
 	b.ReportMetric(r.PerSecond, "msgs/s")
 	b.ReportMetric(r.PerSecond/rate, "ratio")
+	b.ReportMetric(r.PerSecond/seals, "seal-ratio")
 	b.ReportMetric(float64(r.P50.Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(r.P99.Microseconds())/1000, "p99-ms")
 }

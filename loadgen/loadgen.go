@@ -11,8 +11,11 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"runtime"
@@ -24,6 +27,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/hisp-project/hisp/smime"
+	"github.com/hisp-project/hisp/smime/cms"
 )
 
 // Options configure a run.
@@ -69,8 +74,14 @@ type Report struct {
 	ConnectP50, ConnectMax time.Duration
 	RSASignPerSecond       float64 // RSA-2048 PKCS#1 v1.5 SHA-256 signatures/s on all cores
 	Ratio                  float64 // PerSecond / RSASignPerSecond
-	ServerPeakRSSKiB       int64   // VmHWM of ServerPID, 0 if unknown
-	Concurrency, Size      int
+	// SealPerSecond is how many messages of Size smime.Seal makes per
+	// second on all cores (RSA-2048 signer, one RSA-2048 recipient,
+	// OAEP-SHA256, AES-128-CBC): what a server doing nothing but sealing
+	// would reach. SealRatio is PerSecond / SealPerSecond.
+	SealPerSecond     float64
+	SealRatio         float64
+	ServerPeakRSSKiB  int64 // VmHWM of ServerPID, 0 if unknown
+	Concurrency, Size int
 }
 
 // String formats the report for people.
@@ -88,6 +99,10 @@ func (r *Report) String() string {
 	}
 	fmt.Fprintf(&b, "RSA-2048 signs:  %.1f/s on %d cores (the ceiling)\n", r.RSASignPerSecond, runtime.GOMAXPROCS(0))
 	fmt.Fprintf(&b, "ratio:           %.2f of the RSA ceiling\n", r.Ratio)
+	if r.SealPerSecond > 0 {
+		fmt.Fprintf(&b, "seal ceiling:    %.1f messages/s sealed on %d cores (%.2f signatures each); ratio %.2f\n",
+			r.SealPerSecond, runtime.GOMAXPROCS(0), r.RSASignPerSecond/r.SealPerSecond, r.SealRatio)
+	}
 	if r.ServerPeakRSSKiB > 0 {
 		fmt.Fprintf(&b, "server peak RSS: %.1f MiB\n", float64(r.ServerPeakRSSKiB)/1024)
 	}
@@ -128,6 +143,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		r.RSASignPerSecond = rate
+		if r.SealPerSecond, err = SealRate(ctx, o.CeilingTime, o.Size); err != nil {
+			return nil, err
+		}
 	}
 
 	var next atomic.Int64
@@ -212,6 +230,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if r.RSASignPerSecond > 0 {
 		r.Ratio = r.PerSecond / r.RSASignPerSecond
+	}
+	if r.SealPerSecond > 0 {
+		r.SealRatio = r.PerSecond / r.SealPerSecond
 	}
 	if o.ServerPID > 0 {
 		r.ServerPeakRSSKiB = peakRSS(o.ServerPID)
@@ -331,6 +352,66 @@ func RSASignRate(ctx context.Context, d time.Duration) (float64, error) {
 	}
 	wg.Wait()
 	return float64(n.Load()) / time.Since(start).Seconds(), ctx.Err()
+}
+
+// SealRate measures how many messages of about size bytes smime.Seal makes
+// per second, one sealer per core, for about d (default 2 s): an RSA-2048
+// signer with SHA-256 and one RSA-2048 recipient (OAEP-SHA256, AES-128-CBC),
+// as hisp seals a submission. The keys and certificates are made here.
+func SealRate(ctx context.Context, d time.Duration, size int) (float64, error) {
+	if d <= 0 {
+		d = 2 * time.Second
+	}
+	signer, err := sealIdentity("sender@ceiling.invalid")
+	if err != nil {
+		return 0, err
+	}
+	recipient, err := sealIdentity("recipient@ceiling.invalid")
+	if err != nil {
+		return 0, err
+	}
+	_, msg := message(Options{From: signer.Cert.EmailAddresses[0], To: recipient.Cert.EmailAddresses, Size: size}, 0)
+	if _, err := smime.Seal(msg, signer, []cms.Recipient{{Cert: recipient.Cert}}, smime.SealOptions{}); err != nil {
+		return 0, fmt.Errorf("seal ceiling: %w", err)
+	}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				if _, err := smime.Seal(msg, signer, []cms.Recipient{{Cert: recipient.Cert}}, smime.SealOptions{}); err == nil {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds(), ctx.Err()
+}
+
+// sealIdentity is a self-signed RSA-2048 certificate for an address, fit
+// to sign and to encrypt to.
+func sealIdentity(addr string) (smime.Signer, error) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return smime.Signer{}, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: addr},
+		EmailAddresses: []string{addr}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return smime.Signer{}, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return smime.Signer{}, err
+	}
+	return smime.Signer{Cert: cert, Key: key}, nil
 }
 
 // peakRSS reads VmHWM (KiB) of a process; 0 if unavailable.
