@@ -150,12 +150,11 @@ func (s *server) adminPage(w http.ResponseWriter, r *http.Request) {
 		if v.Relays, err = s.st.Relays(ctx); err != nil {
 			return err
 		}
-		if v.Queue, err = s.st.QueueList(ctx, false); err != nil {
+		var total int
+		if v.Queue, total, err = s.st.QueueHead(ctx, adminQueueRows); err != nil {
 			return err
 		}
-		if len(v.Queue) > adminQueueRows {
-			v.Queue, v.QueueMore = v.Queue[:adminQueueRows], len(v.Queue)-adminQueueRows
-		}
+		v.QueueMore = total - len(v.Queue)
 		if v.Tracked, err = s.st.TrackedMessages(ctx, store.TrackFilter{Limit: 50}); err != nil {
 			return err
 		}

@@ -86,7 +86,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	if cfg.Listen.Admin != "" || cfg.Listen.AdminHTTPS != "" {
 		handler := s.adminHandler()
 		serveHTTP := func(name string, l net.Listener) {
-			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+				ErrorLog: slog.NewLogLogger(logger.With("listener", name).Handler(), slog.LevelWarn)}
 			run(name, func(ctx context.Context) error {
 				go func() {
 					<-ctx.Done()

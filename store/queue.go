@@ -918,6 +918,37 @@ func (s *Store) QueueList(ctx context.Context, all bool) ([]QueuedMessage, error
 	return out, nil
 }
 
+// QueueHead returns the oldest limit messages with work left (as
+// QueueList does) and how many such messages there are in all, from one
+// snapshot: for a page that shows the head of a long queue.
+func (s *Store) QueueHead(ctx context.Context, limit int) ([]QueuedMessage, int, error) {
+	const pending = `FROM queue_messages m WHERE EXISTS (SELECT 1 FROM queue_recipients r
+		WHERE r.queue_id = m.id AND r.state NOT IN ('delivered', 'bounced'))`
+	var out []QueuedMessage
+	var total int
+	err := s.read(ctx, func(q queryer) error {
+		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) `+pending).Scan(&total); err != nil {
+			return err
+		}
+		ids, err := queryIDs(ctx, q, `SELECT m.id `+pending+` ORDER BY m.id LIMIT ?`, limit)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			m, err := getQueued(ctx, q, id, false, "")
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("queue head: %w", err)
+	}
+	return out, total, nil
+}
+
 // QueueMessage returns one queued message with its data and all its
 // recipients; an error wrapping ErrNotFound if it is not there.
 func (s *Store) QueueMessage(ctx context.Context, id int64) (QueuedMessage, error) {

@@ -544,3 +544,19 @@ func TestQueueEnqueueWith(t *testing.T) {
 		t.Fatal("a filing to no address was taken")
 	}
 }
+
+func TestQueueHead(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	tcheck(t, err, "open")
+	defer s.Close()
+	for i := range 5 {
+		_, err := s.Enqueue(ctx, testMessage(i, "bob@b.example"))
+		tcheck(t, err, "enqueue")
+	}
+	head, total, err := s.QueueHead(ctx, 2)
+	tcheck(t, err, "head")
+	if total != 5 || len(head) != 2 || head[0].MessageID != "<m0@a.example>" || head[1].MessageID != "<m1@a.example>" {
+		t.Fatalf("head %+v of %d", head, total)
+	}
+}

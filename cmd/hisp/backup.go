@@ -33,7 +33,7 @@ func backupCmd(env *cliEnv, args []string) int {
 	if err := os.Mkdir(dst, 0o700); err != nil {
 		return c.fail(fmt.Errorf("backup directory: %w (it must not exist yet)", err))
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
+	code = c.withStore(func(ctx context.Context, st *store.Store) int {
 		if err := st.Backup(ctx, filepath.Join(dst, store.DBFile)); err != nil {
 			return c.fail(err)
 		}
@@ -44,8 +44,13 @@ func backupCmd(env *cliEnv, args []string) int {
 		copied := []string{store.DBFile}
 		for _, e := range entries {
 			name := e.Name()
-			// The database and its WAL files are in the copy already.
-			if !e.Type().IsRegular() || name == store.DBFile || strings.HasPrefix(name, store.DBFile+"-") {
+			// The database and its WAL files are in the copy already;
+			// symbolic links (a TLS certificate kept elsewhere) are
+			// followed.
+			if name == store.DBFile || strings.HasPrefix(name, store.DBFile+"-") {
+				continue
+			}
+			if fi, err := os.Stat(filepath.Join(st.Dir(), name)); err != nil || !fi.Mode().IsRegular() {
 				continue
 			}
 			if err := copyPrivate(filepath.Join(st.Dir(), name), filepath.Join(dst, name)); err != nil {
@@ -58,6 +63,11 @@ func backupCmd(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "%s holds the master key and private keys: keep it as safe as the data directory.\n", dst)
 		return 0
 	})
+	if code != 0 {
+		// No partial backup, which could hold the master key, is left.
+		os.RemoveAll(dst)
+	}
+	return code
 }
 
 // copyPrivate copies a file to a new file of mode 0600.
