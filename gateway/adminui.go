@@ -50,7 +50,8 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 		w.Header().Set("Cache-Control", "no-store")
 		name, password, ok := r.BasicAuth()
 		if ok {
-			if d := logins.Pending(name); d > 0 {
+			ip, _, _ := net.SplitHostPort(r.RemoteAddr)
+			if d := logins.Turn(name, ip); d > 0 {
 				select {
 				case <-time.After(d):
 				case <-r.Context().Done():
@@ -59,7 +60,7 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 			}
 			a, err := s.st.CheckAdminPassword(r.Context(), name, password)
 			if err == nil {
-				logins.Succeed(name)
+				logins.Succeed(name, ip)
 				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), adminKey{}, a.Name)))
 				return
 			}
@@ -68,7 +69,6 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 				http.Error(w, "login check failed", http.StatusServiceUnavailable)
 				return
 			}
-			ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 			delay := logins.Fail(name, ip)
 			s.auditAdmin(r, limitString(name, 100), "admin.login", "", "refused", "invalid name or password")
 			s.log.Warn("admin page: login refused", "login", limitString(name, 100), "remote", r.RemoteAddr, "delay", delay)

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -79,6 +80,9 @@ func newTestEnv(t testing.TB, o envOptions) *testEnv {
 		TLSConfig: e.tls,
 		Logger:    slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Loopback:  o.loopback,
+		// A clock that stands still: the sleeps are recorded, not slept,
+		// and the login turns come out exact.
+		Logins: loginlimit.New(func() time.Time { return time.Unix(1e9, 0) }),
 	})
 	tcheck(t, err, "new server")
 	e.srv.sleep = func(ctx context.Context, d time.Duration) {

@@ -101,11 +101,11 @@ func (s *session) Close() error {
 	return nil
 }
 
-// Login checks the address and password against the store, after the
-// delay the address's recent failures earned; a failure is answered after
-// the delay of the login limiter.
+// Login checks the address and password against the store, in its turn
+// when the address failed from this client lately; a failure is answered
+// after the delay of the login limiter.
 func (s *session) Login(username, password string) error {
-	if d := s.srv.logins.Pending(username); d > 0 {
+	if d := s.srv.logins.Turn(username, s.ip); d > 0 {
 		s.srv.sleep(s.ctx, d)
 	}
 	addr, err := s.srv.checkPassword(s.ctx, username, password)
@@ -124,7 +124,7 @@ func (s *session) Login(username, password string) error {
 		s.log.Error("imap: open mail account", "user", addr, "err", err)
 		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Mailbox not available"}
 	}
-	s.srv.logins.Succeed(username)
+	s.srv.logins.Succeed(username, s.ip)
 	s.account = acct
 	s.log = s.log.With("user", addr)
 	s.log.Info("imap: login")

@@ -79,11 +79,11 @@ type SubmissionConfig struct {
 	// MaxAuthFailures per connection, after which AUTH is refused;
 	// DefaultMaxAuthFailures.
 	MaxAuthFailures int
-	// Logins slows down password guessing across connections: an AUTH
-	// waits the delay its name's recent failures earned before the
-	// password is checked, and a failed one is answered after its own delay
-	// (per login name and client IP). Share one with IMAP. nil: a limiter
-	// of the server's own.
+	// Logins slows down password guessing across connections: after
+	// failures of a login from a client IP, its attempts take turns spaced
+	// by the earned delay before the password is checked, and a failed one
+	// is answered after its own delay (per login name and client IP).
+	// Share one with IMAP. nil: a limiter of the server's own.
 	Logins *loginlimit.Limiter
 	// LoginSleep waits out those delays; nil: a timer that ends early when
 	// the server shuts down (tests shorten it).

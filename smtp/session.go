@@ -365,10 +365,10 @@ func (ss submissionSession) login(username, password string) error {
 	if st, ok := ss.conn.TLSConnectionState(); ok {
 		c.PeerCertificates = st.PeerCertificates
 	}
-	// The delay the name's recent failures earned comes first: guesses at
-	// one login are slow over any number of connections, and a right one
-	// is not told sooner than a wrong one.
-	if d := ss.s.submission.Logins.Pending(username); d > 0 {
+	// After failures of this login from this client, attempts take turns
+	// (loginlimit): guesses are slow over any number of connections, and a
+	// right one is not told sooner than a wrong one.
+	if d := ss.s.submission.Logins.Turn(username, c.Remote.String()); d > 0 {
 		ss.s.submission.LoginSleep(ss.ctx(), d)
 	}
 	l, err := ss.s.submission.Auth.Authenticate(ss.ctx(), c)
@@ -392,7 +392,7 @@ func (ss submissionSession) login(username, password string) error {
 		ss.log.Error("smtp authentication failed", slog.String("login", username), slog.String("error", err.Error()))
 		return errorf(454, "4.7.0", "Temporary authentication failure").smtpError()
 	}
-	ss.s.submission.Logins.Succeed(username)
+	ss.s.submission.Logins.Succeed(username, c.Remote.String())
 	ss.mu.Lock()
 	ss.user = l
 	ss.mu.Unlock()

@@ -43,27 +43,40 @@ func TestLoginLimiter(t *testing.T) {
 	}
 }
 
-func TestPending(t *testing.T) {
+// TestTurns: after failures, attempts at a name from one IP take turns, each
+// the earned delay after the previous one, however many come at once; the
+// name from another IP (its owner) waits for nothing; a good login clears
+// the turns.
+func TestTurns(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	l := New(func() time.Time { return now })
-	if d := l.Pending("x@y.example"); d != 0 {
-		t.Fatalf("no failures: %v", d)
+	const name, attacker, owner = "Alice@Clinic.Example.", "192.0.2.1", "198.51.100.7"
+	if d := l.Turn(name, attacker); d != 0 {
+		t.Fatalf("first attempt waits %v", d)
 	}
-	l.Fail("X@y.example", "192.0.2.1")
-	l.Fail("x@y.example", "192.0.2.2")
-	if d := l.Pending("x@Y.example"); d != 2*DelayBase {
-		t.Fatalf("after two failures: %v", d)
+	l.Fail(name, attacker)
+	l.Fail("alice@clinic.example", attacker) // the same name
+	// Ten attempts at once: one slot each, 2 delays apart (two failures).
+	var got []time.Duration
+	for range 10 {
+		got = append(got, l.Turn(name, attacker))
 	}
-	if d := l.Pending("z@y.example"); d != 0 {
-		t.Fatalf("another name: %v", d)
+	for i, d := range got {
+		if want := time.Duration(i+1) * 2 * DelayBase; d != want {
+			t.Fatalf("attempt %d waits %v, want %v (all %v)", i, d, want, got)
+		}
 	}
-	l.Succeed("x@y.example")
-	if d := l.Pending("x@y.example"); d != 0 {
+	if d := l.Turn(name, owner); d != 0 {
+		t.Fatalf("the owner from another address waits %v", d)
+	}
+	l.Succeed(name, attacker)
+	if d := l.Turn(name, attacker); d != 0 {
 		t.Fatalf("after a good login: %v", d)
 	}
-	l.Fail("x@y.example", "192.0.2.1")
+	// Turns are forgotten with the failures.
+	l.Fail(name, attacker)
 	now = now.Add(Forget + time.Second)
-	if d := l.Pending("x@y.example"); d != 0 {
+	if d := l.Turn(name, attacker); d != 0 {
 		t.Fatalf("after the forget time: %v", d)
 	}
 }
