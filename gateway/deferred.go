@@ -168,6 +168,7 @@ func (m *mail) fileDSN(ctx context.Context, env envelopeLike, dsn []byte) {
 type envelopeLike interface {
 	from() string
 	user() string
+	relay() string // the relay account's name, "" for an address's login
 }
 
 type deferredEnv struct{ d store.Deferred }
@@ -184,6 +185,17 @@ func (e smtpEnv) user() string {
 	}
 	return e.e.User
 }
+
+func (e smtpEnv) relay() string {
+	if e.e.RelayDomains != nil {
+		return e.e.User
+	}
+	return ""
+}
+
+// relay is "": a deferred submission's recipients join the tracking of
+// their message, which has its relay already.
+func (e deferredEnv) relay() string { return "" }
 
 func (e deferredEnv) from() string { return e.d.MailFrom }
 func (e deferredEnv) user() string { return e.d.User }

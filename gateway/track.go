@@ -96,7 +96,7 @@ func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool)
 		return nil
 	}
 	sender := senderOf(env)
-	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join,
+	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join, Relay: env.relay(),
 		RequestedDispatched: mdn.TimelyAndReliableRequested(headerValues(res.Message, "Disposition-Notification-Options"))}
 	for _, r := range res.Recipients {
 		if r.Accepted {

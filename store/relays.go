@@ -234,9 +234,10 @@ func (s *Store) RelaysWantClientCertificates(ctx context.Context) (bool, error) 
 	return any, nil
 }
 
-// IsRelaySender reports whether a relay account sent as an address that
-// hisp still tracks messages of: such an address, with no account of its
-// own, exists for the notices that answer those messages. Other unknown
+// IsRelaySender reports whether a relay account that still sends for the
+// address's domain sent as the address, in a message hisp still tracks:
+// such an address, with no account of its own, exists for the notices that
+// answer those messages. Other unknown
 // addresses of a relay's domain are still refused, so that a typo is
 // refused at once and nobody can make hisp answer invented addresses.
 func (s *Store) IsRelaySender(ctx context.Context, address string) (bool, error) {
@@ -246,7 +247,9 @@ func (s *Store) IsRelaySender(ctx context.Context, address string) (bool, error)
 	}
 	var any bool
 	err = s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM tracked_messages m
-		JOIN relay_domains d ON d.domain = m.sender_domain WHERE m.sender = ?)`, addr).Scan(&any)
+		JOIN relay_accounts a ON a.name = m.relay
+		JOIN relay_domains d ON d.relay_id = a.id AND d.domain = m.sender_domain
+		WHERE m.sender = ? AND m.relay <> '')`, addr).Scan(&any)
 	if err != nil {
 		return false, fmt.Errorf("relay sender %s: %w", addr, err)
 	}

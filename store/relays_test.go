@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestRelays(t *testing.T) {
@@ -66,5 +67,33 @@ func TestRelays(t *testing.T) {
 	}
 	if rs, _ := s.Relays(ctx); len(rs) != 0 {
 		t.Fatalf("relays left: %+v", rs)
+	}
+}
+
+// TestIsRelaySender: only an address a relay that still sends for its
+// domain sent as counts; an address's own tracked mail does not.
+func TestIsRelaySender(t *testing.T) {
+	ctx := context.Background()
+	s, _ := mailTest(t)
+	_, err := s.AddRelay(ctx, Relay{Name: "ehr", Domains: []string{"clinic.example"}}, "relay password 1")
+	tcheck(t, err, "add relay")
+	now := time.Now()
+	for _, m := range []TrackedMessage{
+		{MessageID: "<r1@clinic.example>", Sender: "dr.who@clinic.example", Relay: "ehr", Sent: now},
+		{MessageID: "<a1@clinic.example>", Sender: "gone@clinic.example", Sent: now},
+	} {
+		m.Recipients = []TrackedRecipient{{Address: "bob@b.example", ProcessedDeadline: now.Add(time.Hour)}}
+		_, err := s.TrackMessage(ctx, m)
+		tcheck(t, err, "track")
+	}
+	for addr, want := range map[string]bool{"dr.who@clinic.example": true, "DR.WHO@clinic.example": true,
+		"gone@clinic.example": false, "never@clinic.example": false, "not an address": false} {
+		if got, err := s.IsRelaySender(ctx, addr); err != nil || got != want {
+			t.Errorf("IsRelaySender(%s) = %v, %v; want %v", addr, got, err, want)
+		}
+	}
+	tcheck(t, s.RemoveRelay(ctx, "ehr"), "remove relay")
+	if got, _ := s.IsRelaySender(ctx, "dr.who@clinic.example"); got {
+		t.Error("a removed relay's address still takes mail")
 	}
 }

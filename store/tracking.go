@@ -81,6 +81,9 @@ type TrackedMessage struct {
 	Sent                time.Time // when it was queued; deadlines count from here
 	Updated             time.Time
 	Recipients          []TrackedRecipient
+	// Relay is the relay account that sent it; "" for an address's own
+	// login or hisp.
+	Relay string
 	// Join adds the recipients to the newest tracking of the same
 	// Message-ID and sender when there is one, rather than starting
 	// another: the recipients of a submission that were sealed to later
@@ -352,9 +355,9 @@ func insertTracked(ctx context.Context, tx *txn, m TrackedMessage) (TrackedMessa
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		err = tx.QueryRowContext(ctx, `INSERT INTO tracked_messages
-			(message_id, sender, sender_domain, dispatched_requested, sent, updated)
-			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent)).Scan(&m.ID)
+			(message_id, sender, sender_domain, dispatched_requested, sent, updated, relay)
+			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent), m.Relay).Scan(&m.ID)
 	}
 	if err != nil {
 		return m, fmt.Errorf("insert tracked message: %w", err)

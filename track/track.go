@@ -139,6 +139,7 @@ type Message struct {
 	RequestedDispatched bool      // timely and reliable delivery was asked for (DN-01)
 	Sent                time.Time // zero: now
 	Join                bool      // see store.TrackedMessage.Join
+	Relay               string    // the relay account that sent it, if one did
 }
 
 // FailedRecipient is a recipient that failed at submission.
@@ -183,7 +184,7 @@ func (t *Tracker) Record(m Message) (store.TrackedMessage, error) {
 	if sent.IsZero() {
 		sent = t.now()
 	}
-	tm := store.TrackedMessage{MessageID: id, Sender: m.Sender, DispatchedRequested: m.RequestedDispatched, Sent: sent, Join: m.Join}
+	tm := store.TrackedMessage{MessageID: id, Sender: m.Sender, DispatchedRequested: m.RequestedDispatched, Sent: sent, Join: m.Join, Relay: m.Relay}
 	for _, r := range m.Recipients {
 		tr := store.TrackedRecipient{Address: r, ProcessedDeadline: sent.Add(t.opts.ProcessedTimeout)}
 		if m.RequestedDispatched {
