@@ -2,7 +2,7 @@
 GO ?= go
 FUZZTIME ?= 60s
 
-.PHONY: build run test test-deps bench fuzz lint
+.PHONY: build run test test-deps bench fuzz lint race
 
 build:
 	$(GO) build -o hisp ./cmd/hisp
@@ -20,6 +20,13 @@ test: test-deps
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	$(MAKE) race
+
+# The packages whose state goes between goroutines (the store's caches and
+# group commits, the SMTP sessions and deliverer, the login limiter, the
+# counters, the tracker), again under the race detector.
+race:
+	$(GO) test -race -count=1 ./store/ ./smtp/ ./internal/loginlimit/ ./metrics/ ./track/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
