@@ -272,6 +272,10 @@ func TestAdminSession(t *testing.T) {
 	}
 	adminFails(t, data, 1, "nothing recorded", "bundle", "add", "b.example", carolKey)
 	adminFails(t, data, 2, "invalid refresh", "bundle", "add", "b.example", "https://bundles.example/x.p7b", "--refresh", "often")
+	// DT-01: an unsigned bundle over plain http only on an explicit opt-in.
+	adminFails(t, data, 2, "plain http", "bundle", "add", "b.example", "http://bundles.example/x.p7b", "--no-fetch")
+	adminOK(t, data, "bundle", "add", "b.example", "http://bundles.example/plain.p7b", "--no-fetch", "--allow-http")
+	adminOK(t, data, "bundle", "add", "b.example", "http://127.0.0.1:9/local.p7b", "--no-fetch") // this machine
 	out = adminOK(t, data, "bundle", "add", "b.example", "https://bundles.example/x.p7b", "--no-fetch", "--refresh", "1d")
 	if !strings.Contains(out, "the server will fetch it") {
 		t.Errorf("bundle add --no-fetch:\n%s", out)

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -72,6 +74,7 @@ func bundleAdd(env *cliEnv, args []string) int {
 	dirFlag := c.fs.String("direction", "both", "`in`, out or both: the direction of the bundle's anchors")
 	signerFile := c.fs.String("signer", "", "pinned signer certificate `FILE` of a CMS-signed bundle")
 	noFetch := c.fs.Bool("no-fetch", false, "record the bundle without fetching it now (the server fetches it)")
+	allowHTTP := c.fs.Bool("allow-http", false, "accept an unsigned bundle over plain http (anyone on the path could add anchors)")
 	pos, code, ok := c.parse(args, 2, 2)
 	if !ok {
 		return code
@@ -91,6 +94,12 @@ func bundleAdd(env *cliEnv, args []string) int {
 	location, err := bundleLocation(pos[1])
 	if err != nil {
 		return c.usageError("%v", err)
+	}
+	// DT-01: anchors come over HTTPS with the server's certificate checked,
+	// or signed by a pinned signer; plain http of an unsigned bundle only
+	// from this machine or on an explicit opt-in.
+	if strings.HasPrefix(location, "http://") && *signerFile == "" && !*allowHTTP && !loopbackURL(location) {
+		return c.usageError("%s is plain http and the bundle is not signed: anyone on the path could add trust anchors; use https, a CMS-signed bundle with --signer FILE, or --allow-http to accept the risk", location)
 	}
 	var signer *x509.Certificate
 	if *signerFile != "" {
@@ -245,4 +254,19 @@ func bundleRemove(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stdout, "removed bundle %d of %s (%s) with its %d anchors\n", b.ID, domain, b.Location, b.Anchors)
 		return 0
 	})
+}
+
+// loopbackURL reports whether a URL's host is this machine (localhost or a
+// loopback address), where nobody else is on the path.
+func loopbackURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	return err == nil && ip.IsLoopback()
 }
