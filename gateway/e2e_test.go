@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hisp-project/hisp/internal/testnet"
-
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/hisp-project/hisp/certs"
@@ -81,6 +79,14 @@ func (in *instance) trust(t *testing.T, other *instance) {
 // start runs the instance's gateway until the test ends.
 func (in *instance) start(t *testing.T, resolver string, routes map[string]string, tweak func(*config.Config)) {
 	t.Helper()
+	in.runStoppable(t, resolver, routes, tweak)
+}
+
+// runStoppable starts the instance's gateway and returns a stop that ends it
+// (and waits) before the test does, if called, so that the same data
+// directory can be served again.
+func (in *instance) runStoppable(t *testing.T, resolver string, routes map[string]string, tweak func(*config.Config)) (stop func()) {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Data = in.dir
 	cfg.Listen = config.Listen{SMTP: "127.0.0.1:0", Submission: "127.0.0.1:0", IMAP: "127.0.0.1:0", Admin: "127.0.0.1:0"}
@@ -94,26 +100,29 @@ func (in *instance) start(t *testing.T, resolver string, routes map[string]strin
 	done := make(chan error, 1)
 	logger := slog.New(slog.NewTextHandler(testWriter{t, in.domain}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() { done <- Run(ctx, cfg, logger, &out) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("%s: %v", in.domain, err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s: %v", in.domain, err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Errorf("%s did not stop", in.domain)
 			}
-		case <-time.After(60 * time.Second):
-			t.Errorf("%s did not stop", in.domain)
-		}
-	})
+		})
+	}
+	t.Cleanup(stop)
 	re := regexp.MustCompile(`(?m)^  (\w+) \(.*\): (?:https?://)?([0-9.:]+)/?$`)
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if o := out.String(); strings.Contains(o, "hisp ready") {
-			ms := re.FindAllStringSubmatch(o, -1)
 			in.addrs = map[string]string{}
-			for _, m := range ms {
+			for _, m := range re.FindAllStringSubmatch(o, -1) {
 				in.addrs[m[1]] = m[2]
 			}
-			return
+			return stop
 		}
 		select {
 		case err := <-done:
@@ -122,6 +131,7 @@ func (in *instance) start(t *testing.T, resolver string, routes map[string]strin
 		}
 	}
 	t.Fatalf("%s did not start:\n%s", in.domain, out.String())
+	return stop
 }
 
 // inbox returns the bodies of the messages in a mailbox of addr.
@@ -195,45 +205,11 @@ func (s *syncBuffer) String() string {
 // DNS server, as the Internet's DNS would, and returns its address.
 func publishBoth(t *testing.T, ins ...*instance) string {
 	t.Helper()
-	pc, l := testnet.ListenDNS(t)
-	var src multiCerts
+	var src []certs.CertSource
 	for _, in := range ins {
 		src = append(src, storeCerts{in.st})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		certs.NewPublisher(src, certs.PublisherOptions{}).Serve(ctx, pc, l)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return pc.LocalAddr().String()
-}
-
-type multiCerts []storeCerts
-
-func (m multiCerts) Domains(ctx context.Context) ([]string, error) {
-	var out []string
-	for _, s := range m {
-		d, err := s.Domains(ctx)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d...)
-	}
-	return out, nil
-}
-
-func (m multiCerts) Certificates(ctx context.Context, name string) ([][]byte, error) {
-	var out [][]byte
-	for _, s := range m {
-		c, err := s.Certificates(ctx, name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c...)
-	}
-	return out, nil
+	return publish(t, src...)
 }
 
 // tap is an SMTP relay that keeps a copy of every message and passes it

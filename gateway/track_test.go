@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -193,58 +191,6 @@ func startTrkSink(t *testing.T) (*trkSink, string) {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return s, l.Addr().String()
-}
-
-// runStoppable starts the instance's gateway like start, but returns a stop that
-// ends it (and waits) before the test does, so that the same data
-// directory can be served again.
-func (in *instance) runStoppable(t *testing.T, resolver string, routes map[string]string, tweak func(*config.Config)) (stop func()) {
-	t.Helper()
-	cfg := config.Default()
-	cfg.Data = in.dir
-	cfg.Listen = config.Listen{SMTP: "127.0.0.1:0", Submission: "127.0.0.1:0", IMAP: "127.0.0.1:0", Admin: "127.0.0.1:0"}
-	cfg.DNS.Resolver = resolver
-	cfg.Outbound.Routes = routes
-	if tweak != nil {
-		tweak(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
-	done := make(chan error, 1)
-	logger := slog.New(slog.NewTextHandler(testWriter{t, in.domain}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	go func() { done <- Run(ctx, cfg, logger, &out) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("%s: %v", in.domain, err)
-				}
-			case <-time.After(60 * time.Second):
-				t.Errorf("%s did not stop", in.domain)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	re := regexp.MustCompile(`(?m)^  (\w+) \(.*\): (?:http://)?([0-9.:]+)/?$`)
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if o := out.String(); strings.Contains(o, "hisp ready") {
-			in.addrs = map[string]string{}
-			for _, m := range re.FindAllStringSubmatch(o, -1) {
-				in.addrs[m[1]] = m[2]
-			}
-			return stop
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("%s ended: %v\n%s", in.domain, err, out.String())
-		default:
-		}
-	}
-	t.Fatalf("%s did not start:\n%s", in.domain, out.String())
-	return stop
 }
 
 // TestTrackDispatched: a message asking for timely and reliable delivery is
