@@ -51,12 +51,8 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 		name, password, ok := r.BasicAuth()
 		if ok {
 			ip, _, _ := net.SplitHostPort(r.RemoteAddr)
-			if d := logins.Turn(name, ip); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-r.Context().Done():
-					return
-				}
+			if !loginlimit.Sleep(r.Context(), logins.Turn(name, ip)) {
+				return
 			}
 			a, err := s.st.CheckAdminPassword(r.Context(), name, password)
 			if err == nil {
@@ -72,9 +68,7 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 			delay := logins.Fail(name, ip)
 			s.auditAdmin(r, limitString(name, 100), "admin.login", "", "refused", "invalid name or password")
 			s.log.Warn("admin page: login refused", "login", limitString(name, 100), "remote", r.RemoteAddr, "delay", delay)
-			select {
-			case <-time.After(delay):
-			case <-r.Context().Done():
+			if !loginlimit.Sleep(r.Context(), delay) {
 				return
 			}
 		}

@@ -111,7 +111,7 @@ func New(opts Options) (*Server, error) {
 		maxMessageSize: opts.MaxMessageSize,
 		pollInterval:   opts.PollInterval,
 		logins:         opts.Logins,
-		sleep:          sleepContext,
+		sleep:          func(ctx context.Context, d time.Duration) { loginlimit.Sleep(ctx, d) },
 		checkPassword:  opts.Store.CheckPassword,
 		isLoopback:     isLoopbackAddr,
 		kick:           make(chan struct{}, 1),
@@ -356,19 +356,6 @@ func (s *Server) poll(ctx context.Context) {
 		}
 		last = v
 		s.syncMailboxes(ctx)
-	}
-}
-
-// sleepContext waits for d or until ctx ends.
-func sleepContext(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
 	}
 }
 

@@ -177,7 +177,7 @@ func NewSubmission(cfg SubmissionConfig) (*Server, error) {
 		cfg.Logins = loginlimit.New(nil)
 	}
 	if cfg.LoginSleep == nil {
-		cfg.LoginSleep = sleepCtx
+		cfg.LoginSleep = func(ctx context.Context, d time.Duration) { loginlimit.Sleep(ctx, d) }
 	}
 	s := newServer("submission", cfg.Config)
 	s.submission = cfg
@@ -410,17 +410,4 @@ func (e errorLog) Printf(format string, v ...any) {
 
 func (e errorLog) Println(v ...any) {
 	e.log.Warn("smtp connection", slog.String("error", fmt.Sprint(v...)))
-}
-
-// sleepCtx waits d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

@@ -9,6 +9,7 @@
 package loginlimit
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"time"
@@ -162,4 +163,20 @@ func Delay(n int) time.Duration {
 		d *= 2
 	}
 	return min(d, DelayMax)
+}
+
+// Sleep waits out a login delay: d, or less if ctx ends first, which it
+// reports with false.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
