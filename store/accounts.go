@@ -25,18 +25,12 @@ func (s *Store) SetPassword(ctx context.Context, address, password string) error
 	if err != nil {
 		return err
 	}
-	if len(password) < MinPasswordLength {
-		return fmt.Errorf("password for %s: shorter than %d characters", addr, MinPasswordLength)
-	}
-	if len(password) > 72 {
-		return fmt.Errorf("password for %s: longer than 72 bytes (bcrypt's limit)", addr)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := hashPassword(addr, password)
 	if err != nil {
-		return fmt.Errorf("hash password: %w", err)
+		return err
 	}
 	return s.change(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `UPDATE addresses SET password_hash = ? WHERE address = ?`, string(hash), addr)
+		res, err := tx.ExecContext(ctx, `UPDATE addresses SET password_hash = ? WHERE address = ?`, hash, addr)
 		if err != nil {
 			return fmt.Errorf("set password of %s: %w", addr, err)
 		}
@@ -47,6 +41,34 @@ func (s *Store) SetPassword(ctx context.Context, address, password string) error
 		}
 		return nil
 	})
+}
+
+// hashPassword checks a login's new password and returns its bcrypt hash,
+// the only form stored; who names the login in errors.
+func hashPassword(who, password string) (string, error) {
+	if len(password) < MinPasswordLength {
+		return "", fmt.Errorf("password for %s: shorter than %d characters", who, MinPasswordLength)
+	}
+	if len(password) > 72 {
+		return "", fmt.Errorf("password for %s: longer than 72 bytes (bcrypt's limit)", who)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(hash), nil
+}
+
+// passwordMatches compares a password with a stored bcrypt hash. With no
+// hash ("": no such login, or none without a password) it compares with a
+// dummy hash, so that unknown and known logins take the same time, and
+// reports false.
+func passwordMatches(hash, password string) bool {
+	if hash == "" {
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		return false
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 }
 
 // dummyHash is compared against when an address has no password, so that
@@ -62,7 +84,7 @@ var dummyHash = sync.OnceValue(func() []byte {
 func (s *Store) CheckPassword(ctx context.Context, address, password string) (string, error) {
 	addr, _, err := NormalizeAddress(address)
 	if err != nil {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		passwordMatches("", password)
 		return "", ErrBadCredentials
 	}
 	var hash sql.NullString
@@ -70,11 +92,7 @@ func (s *Store) CheckPassword(ctx context.Context, address, password string) (st
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("check password of %s: %w", addr, err)
 	}
-	if !hash.Valid || hash.String == "" {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
-		return "", ErrBadCredentials
-	}
-	if bcrypt.CompareHashAndPassword([]byte(hash.String), []byte(password)) != nil {
+	if !passwordMatches(hash.String, password) {
 		return "", ErrBadCredentials
 	}
 	return addr, nil

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
 // Admin is an account of the admin web page.
@@ -38,17 +36,14 @@ func (s *Store) AddAdmin(ctx context.Context, name, password string) (Admin, err
 	if err != nil {
 		return Admin{}, err
 	}
-	if len(password) < MinPasswordLength || len(password) > 72 {
-		return Admin{}, fmt.Errorf("password for admin %s: want %d to 72 bytes", n, MinPasswordLength)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+	hash, err := hashPassword("admin "+n, password)
 	if err != nil {
-		return Admin{}, fmt.Errorf("hash password: %w", err)
+		return Admin{}, err
 	}
 	a := Admin{Name: n, Created: fromMillis(millis(time.Now()))}
 	err = s.change(ctx, func(tx *txn) error {
 		err := tx.QueryRowContext(ctx, `INSERT INTO admin_accounts (name, password_hash, created) VALUES (?, ?, ?)
-			ON CONFLICT (name) DO NOTHING RETURNING id`, n, string(hash), millis(a.Created)).Scan(&a.ID)
+			ON CONFLICT (name) DO NOTHING RETURNING id`, n, hash, millis(a.Created)).Scan(&a.ID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("admin %s: %w", n, ErrExists)
 		} else if err != nil {
@@ -98,7 +93,7 @@ func (s *Store) RemoveAdmin(ctx context.Context, name string) error {
 func (s *Store) CheckAdminPassword(ctx context.Context, name, password string) (Admin, error) {
 	n, err := normalizeAdminName(name)
 	if err != nil {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		passwordMatches("", password)
 		return Admin{}, ErrBadCredentials
 	}
 	var a Admin
@@ -106,13 +101,10 @@ func (s *Store) CheckAdminPassword(ctx context.Context, name, password string) (
 	var created int64
 	err = s.db.QueryRowContext(ctx, `SELECT id, name, password_hash, created FROM admin_accounts WHERE name = ?`, n).
 		Scan(&a.ID, &a.Name, &hash, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
-		return Admin{}, ErrBadCredentials
-	} else if err != nil {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return Admin{}, fmt.Errorf("check password of admin %s: %w", n, err)
 	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+	if !passwordMatches(hash, password) {
 		return Admin{}, ErrBadCredentials
 	}
 	a.Created = fromMillis(created)

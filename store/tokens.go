@@ -79,10 +79,8 @@ func (s *Store) CreateAPIToken(ctx context.Context, name string, domains ...stri
 			return fmt.Errorf("API token %s: %w", name, ErrExists)
 		}
 		for _, d := range scope {
-			if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM domains WHERE name = ?`, d); err != nil {
+			if err := domainExists(ctx, tx, d); err != nil {
 				return err
-			} else if !ok {
-				return fmt.Errorf("domain %s: %w", d, ErrNotFound)
 			}
 		}
 		return tx.QueryRowContext(ctx, `INSERT INTO api_tokens (name, hash, created, domains) VALUES (?, ?, ?, ?) RETURNING id`,
