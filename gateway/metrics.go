@@ -248,9 +248,8 @@ func (s *server) metricsAuth(next http.Handler) http.Handler {
 				return
 			}
 		}
-		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if strings.EqualFold(scheme, "Bearer") {
-			t, err := s.st.CheckAPIToken(r.Context(), strings.TrimSpace(token))
+		if token := bearerToken(r); token != "" {
+			t, err := s.st.CheckAPIToken(r.Context(), token)
 			if err == nil && t.Domains == nil {
 				next.ServeHTTP(w, r)
 				return

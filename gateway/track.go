@@ -102,8 +102,7 @@ func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool)
 		if r.Accepted {
 			tm.Recipients = append(tm.Recipients, r.Recipient)
 		} else if !r.Status.Temporary() { // deferred recipients are not failed (deferred.go)
-			tm.Failed = append(tm.Failed, track.FailedRecipient{Address: r.Recipient,
-				Reason: fmt.Sprintf("%d %s %s", r.Status.Code, r.Status.Enhanced, r.Status.Reason)})
+			tm.Failed = append(tm.Failed, failedRecipient(r))
 		}
 	}
 	if len(tm.Recipients) == 0 {
@@ -128,8 +127,7 @@ func (m *mail) trackFailures(ctx context.Context, env envelopeLike, res *agent.O
 	tm := track.Message{MessageID: res.MessageID, Sender: senderOf(env), Join: true}
 	for _, r := range res.Recipients {
 		if !r.Accepted && keep(r.Status) {
-			tm.Failed = append(tm.Failed, track.FailedRecipient{Address: r.Recipient,
-				Reason: fmt.Sprintf("%d %s %s", r.Status.Code, r.Status.Enhanced, r.Status.Reason)})
+			tm.Failed = append(tm.Failed, failedRecipient(r))
 		}
 	}
 	if len(tm.Failed) == 0 {
@@ -259,9 +257,8 @@ func (s *server) trackAPI(mux *http.ServeMux) {
 // apiAuth lets requests with a valid bearer token through.
 func (s *server) apiAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(token) != "" {
-			t, err := s.st.CheckAPIToken(r.Context(), strings.TrimSpace(token))
+		if token := bearerToken(r); token != "" {
+			t, err := s.st.CheckAPIToken(r.Context(), token)
 			if err == nil {
 				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), apiTokenKey{}, t)))
 				return
@@ -275,6 +272,15 @@ func (s *server) apiAuth(next http.Handler) http.Handler {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="hisp"`)
 		apiError(w, http.StatusUnauthorized, "a valid bearer token is required (hisp token add NAME)")
 	})
+}
+
+// bearerToken is the token of an "Authorization: Bearer" header; "" if none.
+func bearerToken(r *http.Request) string {
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }
 
 type apiTokenKey struct{}
@@ -372,4 +378,9 @@ func apiError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// failedRecipient is the tracking of a recipient the agent refused.
+func failedRecipient(r agent.RecipientResult) track.FailedRecipient {
+	return track.FailedRecipient{Address: r.Recipient, Reason: fmt.Sprintf("%d %s %s", r.Status.Code, r.Status.Enhanced, r.Status.Reason)}
 }

@@ -888,14 +888,18 @@ func (s *Store) RecoverQueue(ctx context.Context, now time.Time) (int64, error) 
 	return n, nil
 }
 
+// pendingMessages selects the queued messages with work left (a recipient
+// neither delivered nor bounced).
+const pendingMessages = `FROM queue_messages m WHERE EXISTS (SELECT 1 FROM queue_recipients r
+	WHERE r.queue_id = m.id AND r.state NOT IN ('delivered', 'bounced'))`
+
 // QueueList returns the queued messages (without Data) with all their
 // recipients, oldest first: those with work left, or every message kept
 // when all is set.
 func (s *Store) QueueList(ctx context.Context, all bool) ([]QueuedMessage, error) {
-	query := `SELECT id FROM queue_messages ORDER BY id`
+	query := `SELECT m.id FROM queue_messages m ORDER BY m.id`
 	if !all {
-		query = `SELECT id FROM queue_messages m WHERE EXISTS (SELECT 1 FROM queue_recipients r
-			WHERE r.queue_id = m.id AND r.state NOT IN ('delivered', 'bounced')) ORDER BY id`
+		query = `SELECT m.id ` + pendingMessages + ` ORDER BY m.id`
 	}
 	var out []QueuedMessage
 	err := s.read(ctx, func(q queryer) error {
@@ -922,15 +926,13 @@ func (s *Store) QueueList(ctx context.Context, all bool) ([]QueuedMessage, error
 // QueueList does) and how many such messages there are in all, from one
 // snapshot: for a page that shows the head of a long queue.
 func (s *Store) QueueHead(ctx context.Context, limit int) ([]QueuedMessage, int, error) {
-	const pending = `FROM queue_messages m WHERE EXISTS (SELECT 1 FROM queue_recipients r
-		WHERE r.queue_id = m.id AND r.state NOT IN ('delivered', 'bounced'))`
 	var out []QueuedMessage
 	var total int
 	err := s.read(ctx, func(q queryer) error {
-		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) `+pending).Scan(&total); err != nil {
+		if err := q.QueryRowContext(ctx, `SELECT COUNT(*) `+pendingMessages).Scan(&total); err != nil {
 			return err
 		}
-		ids, err := queryIDs(ctx, q, `SELECT m.id `+pending+` ORDER BY m.id LIMIT ?`, limit)
+		ids, err := queryIDs(ctx, q, `SELECT m.id `+pendingMessages+` ORDER BY m.id LIMIT ?`, limit)
 		if err != nil {
 			return err
 		}
