@@ -219,32 +219,26 @@ func (s *snapshot) key(ctx context.Context, a *Agent, id int64) (crypto.Signer, 
 	return k, nil
 }
 
-// isAddress reports whether address is a local address.
+// isAddress reports whether mail for address has a taker (store.TakesMail,
+// the backbone's rule too). Only takers are cached: a relay may send as an
+// unknown address at any time.
 func (s *snapshot) isAddress(ctx context.Context, a *Agent, address string) (bool, error) {
 	s.mu.Lock()
-	ok, cached := s.addrs[address]
+	ok := s.addrs[address]
 	s.mu.Unlock()
-	if cached {
-		return ok, nil
+	if ok {
+		return true, nil
 	}
-	_, err := a.st.Address(ctx, address)
-	switch {
-	case err == nil:
-		ok = true
-	case errors.Is(err, store.ErrNotFound):
-		// The addresses a relay account sent as exist for the notices
-		// that answer its messages (smtp.LocalRecipients has the same rule).
-		// Not cached: a relay may send as the address at any time.
-		return a.st.IsRelaySender(ctx, address)
-	default:
+	ok, err := a.st.TakesMail(ctx, address)
+	if err != nil || !ok {
 		return false, err
 	}
 	s.mu.Lock()
 	if len(s.addrs) < maxVerdicts {
-		s.addrs[address] = ok
+		s.addrs[address] = true
 	}
 	s.mu.Unlock()
-	return ok, nil
+	return true, nil
 }
 
 // validate runs the Validator, or answers from the verdict cache. The cache

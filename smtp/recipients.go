@@ -10,15 +10,14 @@ import (
 // LocalStore is what LocalRecipients asks; *store.Store implements it.
 type LocalStore interface {
 	Domain(ctx context.Context, name string) (store.Domain, error)
-	Address(ctx context.Context, address string) (store.Address, error)
-	IsRelaySender(ctx context.Context, address string) (bool, error)
+	TakesMail(ctx context.Context, address string) (bool, error)
 }
 
 // LocalRecipients is the backbone's RecipientChecker over the store: the
 // recipient's domain must be a local domain (else 554 5.7.1, relaying
-// denied) and the address a known local address, or one a relay account
-// sent as (else 550 5.1.1). It asks
-// the store each time, so admin changes apply at once.
+// denied) and the address one that takes mail (store.TakesMail: a local
+// address, or one a relay account sent as; else 550 5.1.1). It asks the
+// store each time, so admin changes apply at once.
 type LocalRecipients struct {
 	Store LocalStore
 }
@@ -34,18 +33,10 @@ func (l LocalRecipients) CheckRecipient(ctx context.Context, rcpt string) *Reply
 	} else if err != nil {
 		return errorf(451, "4.3.0", "Temporary local problem, try again later")
 	}
-	if _, err := l.Store.Address(ctx, addr); errors.Is(err, store.ErrNotFound) {
-		// An address a relay account sent as (an EHR's, with no mailbox
-		// here) takes the notices that answer its messages; anything else
-		// for it is refused once opened (no mailbox).
-		if relayed, err := l.Store.IsRelaySender(ctx, addr); err != nil {
-			return errorf(451, "4.3.0", "Temporary local problem, try again later")
-		} else if relayed {
-			return nil
-		}
-		return errorf(550, "5.1.1", "No such recipient <%s>", addr)
-	} else if err != nil {
+	if ok, err := l.Store.TakesMail(ctx, addr); err != nil {
 		return errorf(451, "4.3.0", "Temporary local problem, try again later")
+	} else if !ok {
+		return errorf(550, "5.1.1", "No such recipient <%s>", addr)
 	}
 	return nil
 }

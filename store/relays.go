@@ -222,24 +222,25 @@ func (s *Store) RelaysWantClientCertificates(ctx context.Context) (bool, error) 
 	return any, nil
 }
 
-// IsRelaySender reports whether a relay account that still sends for the
-// address's domain sent as the address, in a message hisp still tracks:
-// such an address, with no account of its own, exists for the notices that
-// answer those messages. Other unknown
-// addresses of a relay's domain are still refused, so that a typo is
-// refused at once and nobody can make hisp answer invented addresses.
-func (s *Store) IsRelaySender(ctx context.Context, address string) (bool, error) {
+// TakesMail reports whether mail for an address of a local domain has a
+// taker: a local address, or an address a relay account that still sends
+// for its domain sent as, in a message hisp still tracks (it takes the
+// notices that answer those messages, and has no mailbox). Other unknown
+// addresses of a relay's domain have none, so that a typo is refused at
+// once and nobody can make hisp answer invented addresses.
+func (s *Store) TakesMail(ctx context.Context, address string) (bool, error) {
 	addr, _, err := NormalizeAddress(address)
 	if err != nil {
 		return false, nil
 	}
 	var any bool
-	err = s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM tracked_messages m
-		JOIN relay_accounts a ON a.name = m.relay
-		JOIN relay_domains d ON d.relay_id = a.id AND d.domain = m.sender_domain
-		WHERE m.sender = ? AND m.relay <> '')`, addr).Scan(&any)
+	err = s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM addresses WHERE address = ?)
+		OR EXISTS (SELECT 1 FROM tracked_messages m
+			JOIN relay_accounts a ON a.name = m.relay
+			JOIN relay_domains d ON d.relay_id = a.id AND d.domain = m.sender_domain
+			WHERE m.sender = ? AND m.relay <> '')`, addr, addr).Scan(&any)
 	if err != nil {
-		return false, fmt.Errorf("relay sender %s: %w", addr, err)
+		return false, fmt.Errorf("recipient %s: %w", addr, err)
 	}
 	return any, nil
 }
