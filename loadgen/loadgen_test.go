@@ -151,3 +151,12 @@ func TestOnResult(t *testing.T) {
 		}
 	}
 }
+
+// TestSealRate: the seal ceiling seals real Direct messages of the size
+// asked for.
+func TestSealRate(t *testing.T) {
+	rate, err := SealRate(context.Background(), 200*time.Millisecond, 10<<10)
+	if err != nil || rate <= 0 {
+		t.Fatalf("seal rate %v, %v", rate, err)
+	}
+}

@@ -166,3 +166,40 @@ func TestWebhookGivesUp(t *testing.T) {
 		t.Fatalf("seen %+v", e)
 	}
 }
+
+// TestWebhooksIdle: without webhooks the tracker's wake-ups cost nothing
+// (Wake does not signal); one added later is found on the next interval and
+// the outbox it queued is delivered.
+func TestWebhooksIdle(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wh := NewWebhooks(WebhookOptions{Store: f.st, Interval: 50 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- wh.Run(ctx) }()
+	for deadline := time.Now().Add(10 * time.Second); !wh.idle.Load(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no webhook, yet not idle")
+		}
+	}
+	wh.Wake()
+	if len(wh.wake) != 0 {
+		t.Fatal("Wake signalled while no webhook is configured")
+	}
+	rc := &receiver{t: t, secret: []byte("a webhook secret of enough bytes")}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	if _, err := f.st.AddWebhook(ctx, alice, srv.URL, rc.secret); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.Sent(ctx, msgID, alice, []string{bob}, false); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(rc.seen()) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the webhook added while idle heard nothing")
+		}
+	}
+	cancel()
+	<-done
+}

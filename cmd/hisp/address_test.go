@@ -61,7 +61,7 @@ func TestQueueCommands(t *testing.T) {
 	runCLI(t, nil, "domain", "add", "hospital.example", data)
 	st := openTestStore(t, dir)
 	id, err := st.Enqueue(context.Background(), store.QueuedMessage{MessageID: "<q1@hospital.example>", MailFrom: "alice@hospital.example",
-		Data: []byte("sealed"), Recipients: []store.QueuedRecipient{{Address: "bob@clinic.example"}}})
+		Origin: "submission 192.0.2.7:4711 relay ehr", Data: []byte("sealed"), Recipients: []store.QueuedRecipient{{Address: "bob@clinic.example"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,8 @@ func TestQueueCommands(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "<q1@hospital.example>") || !strings.Contains(out, "bob@clinic.example") {
 		t.Fatalf("list: %d %s %s", code, out, stderr)
 	}
-	if code, out, _ := runCLI(t, nil, "queue", "list", "--json", data); code != 0 || !strings.Contains(out, `"state": "queued"`) {
+	if code, out, _ := runCLI(t, nil, "queue", "list", "--json", data); code != 0 || !strings.Contains(out, `"state": "queued"`) ||
+		!strings.Contains(out, `"origin": "submission 192.0.2.7:4711 relay ehr"`) {
 		t.Fatalf("list --json: %s", out)
 	}
 	if code, _, stderr := runCLI(t, nil, "queue", "retry", fmt.Sprint(id), data); code != 0 {
