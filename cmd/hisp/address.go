@@ -216,12 +216,6 @@ func addressList(env *cliEnv, args []string) int {
 			}
 			out = append(out, addressJSON{Address: a.Address, Domain: a.Domain, Login: login, Created: a.Created.UTC(), CertsNum: len(cs)})
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
 		var rows [][]string
 		for _, a := range out {
 			login := "no"
@@ -230,10 +224,7 @@ func addressList(env *cliEnv, args []string) int {
 			}
 			rows = append(rows, []string{a.Address, a.Domain, login, fmt.Sprint(a.CertsNum), day(a.Created)})
 		}
-		if err := adminTable(env.stdout, []string{"ADDRESS", "DOMAIN", "LOGIN", "CERTS", "CREATED"}, rows); err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"ADDRESS", "DOMAIN", "LOGIN", "CERTS", "CREATED"}, rows)
 	})
 }
 

@@ -73,16 +73,7 @@ func adminList(env *cliEnv, args []string) int {
 			out = append(out, adminAccountJSON{Name: a.Name, Created: a.Created.UTC()})
 			rows = append(rows, []string{a.Name, instant(a.Created)})
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
-		if err := adminTable(env.stdout, []string{"NAME", "CREATED"}, rows); err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"NAME", "CREATED"}, rows)
 	})
 }
 

@@ -119,21 +119,12 @@ func anchorList(env *cliEnv, args []string) int {
 			}
 			out = append(out, j)
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
 		var rows [][]string
 		for _, a := range anchors {
 			rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Domain, string(a.Direction), a.Source(),
 				day(a.NotAfter), a.Subject, a.Fingerprint})
 		}
-		if err := adminTable(env.stdout, []string{"ID", "DOMAIN", "DIRECTION", "SOURCE", "NOT-AFTER", "SUBJECT", "FINGERPRINT"}, rows); err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"ID", "DOMAIN", "DIRECTION", "SOURCE", "NOT-AFTER", "SUBJECT", "FINGERPRINT"}, rows)
 	})
 }
 

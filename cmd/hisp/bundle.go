@@ -203,22 +203,12 @@ func bundleList(env *cliEnv, args []string) int {
 				LastAttempt: optTime(b.LastAttempt), LastSuccess: optTime(b.LastSuccess), LastError: b.LastError,
 				Created: optTime(b.Created)})
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
 		var rows [][]string
 		for _, b := range bundles {
 			rows = append(rows, []string{strconv.FormatInt(b.ID, 10), b.Domain, string(b.Direction), b.Refresh.String(),
 				strconv.Itoa(b.Anchors), instant(b.LastSuccess), oneLine(b.LastError), b.Location})
 		}
-		err = adminTable(env.stdout, []string{"ID", "DOMAIN", "DIRECTION", "REFRESH", "ANCHORS", "LAST-SUCCESS", "LAST-ERROR", "LOCATION"}, rows)
-		if err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"ID", "DOMAIN", "DIRECTION", "REFRESH", "ANCHORS", "LAST-SUCCESS", "LAST-ERROR", "LOCATION"}, rows)
 	})
 }
 

@@ -371,12 +371,6 @@ func certList(env *cliEnv, args []string) int {
 			}
 			out = append(out, j)
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
 		var rows [][]string
 		for _, j := range out {
 			key := "no"
@@ -386,11 +380,7 @@ func certList(env *cliEnv, args []string) int {
 			rows = append(rows, []string{strconv.FormatInt(j.ID, 10), j.Owner, j.Subject, j.SAN, j.Issuer,
 				day(j.NotAfter), j.KeyUsage, key, j.Fingerprint})
 		}
-		err = adminTable(env.stdout, []string{"ID", "OWNER", "SUBJECT", "SAN", "ISSUER", "NOT-AFTER", "USAGE", "KEY", "FINGERPRINT"}, rows)
-		if err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"ID", "OWNER", "SUBJECT", "SAN", "ISSUER", "NOT-AFTER", "USAGE", "KEY", "FINGERPRINT"}, rows)
 	})
 }
 

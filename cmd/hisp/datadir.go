@@ -218,6 +218,21 @@ func adminTable(w io.Writer, header []string, rows [][]string) error {
 	return tw.Flush()
 }
 
+// list prints a list command's result: v as JSON with --json, else the
+// table; it returns the exit code.
+func (c *adminCmd) list(v any, header []string, rows [][]string) int {
+	var err error
+	if c.json {
+		err = adminJSON(c.env.stdout, v)
+	} else {
+		err = adminTable(c.env.stdout, header, rows)
+	}
+	if err != nil {
+		return c.fail(err)
+	}
+	return 0
+}
+
 // adminJSON prints v as indented JSON.
 func adminJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

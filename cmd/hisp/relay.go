@@ -190,16 +190,7 @@ func relayList(env *cliEnv, args []string) int {
 			out = append(out, j)
 			rows = append(rows, []string{r.Name, strings.Join(r.Domains, ", "), relayNetworks(r), relayCAs(r), day(r.Created)})
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
-		if err := adminTable(env.stdout, []string{"NAME", "DOMAINS", "FROM", "CLIENT-CAS", "CREATED"}, rows); err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"NAME", "DOMAINS", "FROM", "CLIENT-CAS", "CREATED"}, rows)
 	})
 }
 

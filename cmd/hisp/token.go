@@ -79,16 +79,7 @@ func tokenList(env *cliEnv, args []string) int {
 			out = append(out, tokenJSON{Name: t.Name, Domains: append([]string{}, t.Domains...), Created: t.Created.UTC()})
 			rows = append(rows, []string{t.Name, scope, instant(t.Created)})
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
-		if err := adminTable(env.stdout, []string{"NAME", "DOMAINS", "CREATED"}, rows); err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"NAME", "DOMAINS", "CREATED"}, rows)
 	})
 }
 

@@ -83,16 +83,7 @@ func webhookList(env *cliEnv, args []string) int {
 			out = append(out, webhookJSON{ID: w.ID, Target: w.Target, URL: w.URL, Created: w.Created.UTC(), Pending: w.Pending})
 			rows = append(rows, []string{fmt.Sprint(w.ID), w.Target, w.URL, fmt.Sprint(w.Pending), day(w.Created)})
 		}
-		if c.json {
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
-		}
-		if err := adminTable(env.stdout, []string{"ID", "FOR", "URL", "PENDING", "CREATED"}, rows); err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(out, []string{"ID", "FOR", "URL", "PENDING", "CREATED"}, rows)
 	})
 }
 
