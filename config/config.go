@@ -32,6 +32,26 @@ type Config struct {
 	// Notifications configures delivery tracking of sent messages.
 	Notifications Notifications `toml:"notifications"`
 	Log           Log           `toml:"log"`
+	// Limits bounds what clients may take of the server.
+	Limits Limits `toml:"limits"`
+}
+
+// Limits bounds the connections and logins of clients.
+type Limits struct {
+	// Connections is how many connections each listener (smtp,
+	// submission, imap, imaps, dns over TCP, admin, admin_https) holds at
+	// once; over it a client gets the protocol's busy answer (SMTP 421,
+	// IMAP BYE, HTTP 503). Default 2000. hisp lowers it when the process's
+	// file descriptor limit could not hold every listener full.
+	Connections int `toml:"connections"`
+	// ConnectionsPerIP is the same per client IP address; default 100.
+	ConnectionsPerIP int `toml:"connections_per_ip"`
+	// CredentialCache is how long a login and password that passed their
+	// hash check are accepted again without one (a keyed hash of them is
+	// kept in memory, never the password; a changed password or a removed
+	// account misses at once; failures are never kept). Default 10m; "0s"
+	// turns it off.
+	CredentialCache Duration `toml:"credential_cache"`
 }
 
 // Listen holds the listener addresses; "" turns a listener off.
@@ -163,8 +183,9 @@ func Default() Config {
 		DNS: DNS{Timeout: Duration{3 * time.Second}, LDAPTimeout: Duration{5 * time.Second}},
 		Outbound: Outbound{Port: 25, Routes: map[string]string{}, RetryFirst: Duration{7*time.Minute + 30*time.Second},
 			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour}},
-		Trust: Trust{Revocation: "refuse"},
-		Log:   Log{Format: "text", Level: "info"},
+		Trust:  Trust{Revocation: "refuse"},
+		Log:    Log{Format: "text", Level: "info"},
+		Limits: Limits{Connections: 2000, ConnectionsPerIP: 100, CredentialCache: Duration{10 * time.Minute}},
 		Notifications: Notifications{ProcessedTimeout: Duration{time.Hour}, DispatchedTimeout: Duration{time.Hour},
 			WithholdProcessed: true, CheckInterval: Duration{5 * time.Second}, WebhookTimeout: Duration{10 * time.Second},
 			WebhookRetryFirst: Duration{10 * time.Second}, WebhookRetryMax: Duration{time.Hour}, WebhookGiveUp: Duration{72 * time.Hour}},
@@ -252,6 +273,9 @@ func (c *Config) Validate() error {
 		if d.v.Duration <= 0 {
 			errs = append(errs, fmt.Errorf("notifications.%s = %q: want a positive duration", d.key, d.v.String()))
 		}
+	}
+	if c.Limits.Connections < 1 || c.Limits.ConnectionsPerIP < 1 || c.Limits.CredentialCache.Duration < 0 {
+		errs = append(errs, errors.New("limits.connections and connections_per_ip must be at least 1, credential_cache not negative"))
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls.cert and tls.key go together"))

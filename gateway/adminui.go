@@ -51,8 +51,13 @@ func (s *server) adminAuth(logins *loginlimit.Limiter, next http.Handler) http.H
 		name, password, ok := r.BasicAuth()
 		if ok {
 			ip, _, _ := net.SplitHostPort(r.RemoteAddr)
-			if !loginlimit.Sleep(r.Context(), logins.Turn(name, ip)) {
+			sleep := func(ctx context.Context, d time.Duration) { loginlimit.Sleep(ctx, d) }
+			if err := logins.Wait(r.Context(), loginlimit.Attempt{Name: name, IP: ip}, sleep); errors.Is(err, loginlimit.ErrBusy) {
+				w.Header().Set("Retry-After", "30")
+				http.Error(w, "too many login attempts, try again later", http.StatusTooManyRequests)
 				return
+			} else if err != nil {
+				return // the client left
 			}
 			a, err := s.st.CheckAdminPassword(r.Context(), name, password)
 			if err == nil {

@@ -7,7 +7,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -36,9 +35,11 @@ type server struct {
 	crlMu sync.Mutex // one CRL signing at a time, so CRL numbers increase
 	crls  map[string]cachedCRL
 	meter gatewayMetrics // the counters of GET /metrics (metrics.go)
-	queue *store.Queue
-	agent *agent.Agent
-	track *tracking // delivery tracking (track.go)
+	// limits bounds every listener's connections (limits.go).
+	limits *listenerLimits
+	queue  *store.Queue
+	agent  *agent.Agent
+	track  *tracking // delivery tracking (track.go)
 }
 
 type cachedCRL struct {
@@ -60,6 +61,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := &server{cfg: cfg, st: st, log: logger, crls: map[string]cachedCRL{}}
+	s.limits = newListenerLimits(cfg.Limits.Connections, cfg.Limits.ConnectionsPerIP, countListeners(cfg.Listen),
+		s.meter.get().connRefused, logger)
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 32) // room for every component to fail at once
@@ -79,6 +82,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		if err != nil {
 			return abort(err)
 		}
+		l = s.limits.wrap("dns", l, nil)
 		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger})
 		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
 		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
@@ -110,7 +114,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 				logger.Warn("the admin listener is not on loopback and has no TLS: admin logins and API tokens cross the network in clear; use [listen] admin_https",
 					"addr", l.Addr().String())
 			}
-			serveHTTP("admin", l)
+			serveHTTP("admin", s.limits.wrap("admin", l, adminBusy))
 			fmt.Fprintf(out, "  admin (HTTP: CRLs at /crl/DOMAIN.crl, API at /api/v1/): http://%s/\n", l.Addr())
 		}
 		if cfg.Listen.AdminHTTPS != "" {
@@ -118,11 +122,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 			if err != nil {
 				return abort(err)
 			}
-			l, err := tls.Listen("tcp", cfg.Listen.AdminHTTPS, tlsConfig)
+			l, err := net.Listen("tcp", cfg.Listen.AdminHTTPS)
 			if err != nil {
 				return abort(fmt.Errorf("listen admin_https %s: %w", cfg.Listen.AdminHTTPS, err))
 			}
-			serveHTTP("admin_https", l)
+			serveHTTP("admin_https", s.limits.wrapTLS("admin_https", l, tlsConfig))
 			fmt.Fprintf(out, "  admin_https (HTTPS: the admin page, API, metrics and CRLs): https://%s/\n", l.Addr())
 		}
 	}

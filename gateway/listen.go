@@ -89,6 +89,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	type listener struct {
 		name, addr, what string
 		serve            func(context.Context, net.Listener) error
+		busy             []byte // the answer over the connection limits
 	}
 	var ls []listener
 	if cfg.Listen.SMTP != "" {
@@ -96,7 +97,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		if err != nil {
 			return err
 		}
-		ls = append(ls, listener{"smtp", cfg.Listen.SMTP, "backbone, other HISPs deliver here", bb.Serve})
+		ls = append(ls, listener{"smtp", cfg.Listen.SMTP, "backbone, other HISPs deliver here", bb.Serve, smtpBusy(cfg.Hostname)})
 	}
 	if cfg.Listen.Submission != "" {
 		subCfg := common
@@ -106,13 +107,13 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		if err != nil {
 			return err
 		}
-		ls = append(ls, listener{"submission", cfg.Listen.Submission, "mail clients and EHRs, STARTTLS and AUTH", sub.Serve})
+		ls = append(ls, listener{"submission", cfg.Listen.Submission, "mail clients and EHRs, STARTTLS and AUTH", sub.Serve, smtpBusy(cfg.Hostname)})
 	}
 	if cfg.Listen.IMAP != "" {
-		ls = append(ls, listener{"imap", cfg.Listen.IMAP, "mailboxes, STARTTLS", imapSrv.Serve})
+		ls = append(ls, listener{"imap", cfg.Listen.IMAP, "mailboxes, STARTTLS", imapSrv.Serve, imapBusy})
 	}
 	if cfg.Listen.IMAPS != "" {
-		ls = append(ls, listener{"imaps", cfg.Listen.IMAPS, "mailboxes, implicit TLS", imapSrv.ServeTLS})
+		ls = append(ls, listener{"imaps", cfg.Listen.IMAPS, "mailboxes, implicit TLS", imapSrv.ServeTLS, nil})
 	}
 	// Open every listener before serving any, so a taken port fails the
 	// start as a whole.
@@ -125,7 +126,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 			}
 			return fmt.Errorf("listen %s %s: %w", l.name, l.addr, err)
 		}
-		opened = append(opened, nl)
+		opened = append(opened, s.limits.wrap(l.name, nl, l.busy))
 	}
 	for i, l := range ls {
 		nl, serve := opened[i], l.serve

@@ -12,6 +12,9 @@ package gateway
 //	hisp_smtp_transactions_total{listener,outcome}  backbone|submission; accepted|refused|failed
 //	hisp_smtp_refusals_total{listener,command}      auth|mail|rcpt|data
 //	hisp_queue_delivery_attempts_total{outcome}     delivered|deferred|bounced, per recipient
+//	hisp_connections_refused_total{listener,reason} over [limits]: total|per_ip
+//	hisp_connections_open{listener}                 open connections now
+//	hisp_connections_limit{listener}                the most a listener holds
 //
 // Read from the store at each scrape (store.Stats):
 //
@@ -65,6 +68,7 @@ type counters struct {
 	transactions *metrics.Counter // smtp.Config.Transactions
 	refusals     *metrics.Counter // smtp.Config.Refusals
 	attempts     *metrics.Counter // smtp.DelivererConfig.Attempts
+	connRefused  *metrics.Counter // connlimit.Options.Refused (limits.go)
 }
 
 // get returns the counters.
@@ -84,6 +88,9 @@ func newCounters(started time.Time) *counters {
 		attempts: metrics.NewCounter("hisp_queue_delivery_attempts_total",
 			"Outcomes of delivery attempts, one per recipient: delivered, deferred (retried later), bounced (failed for good).",
 			"outcome"),
+		connRefused: metrics.NewCounter("hisp_connections_refused_total",
+			"Connections refused over a listener's limits ([limits]): total (the listener is full) or per_ip (the client's address is).",
+			"listener", "reason"),
 	}
 	// Every series from the start, so that rates work from the first
 	// event on.
@@ -125,6 +132,11 @@ func (s *server) metricsHandler() http.Handler {
 func (s *server) collectMetrics(ctx context.Context, c *counters, now time.Time) []metrics.Family {
 	fams := []metrics.Family{c.transactions.Family(), c.refusals.Family(), c.attempts.Family()}
 	fams = append(fams, processFamilies(c.started)...)
+	if s.limits != nil {
+		fams = append(fams, s.limits.families()...)
+	} else {
+		fams = append(fams, c.connRefused.Family())
+	}
 	st, err := s.st.Stats(ctx, store.StatsQuery{Now: now, TrackedSince: now.Add(-trackedWindow), ExpiringBefore: now.Add(expiringWindow)})
 	up := 1.0
 	if err != nil {

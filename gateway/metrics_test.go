@@ -141,7 +141,9 @@ func TestMetrics(t *testing.T) {
 	waitFor(t, "the deferred attempt and both bundle failures in /metrics", func() bool {
 		page, _ = get()
 		s = parseMetrics(t, page)
-		return s[`hisp_queue_delivery_attempts_total{outcome="deferred"}`] == 1 &&
+		// The attempt is counted before its outcome is written to the
+		// queue: wait for both.
+		return s[`hisp_queue_delivery_attempts_total{outcome="deferred"}`] == 1 && s[`hisp_queue_recipients{state="queued"}`] == 1 &&
 			s[`hisp_trust_bundle_refresh_failed{bundle="1",domain="hospital.example",location="/nonexistent/hisp-test/bundle.p7b"}`] == 1 &&
 			s[`hisp_trust_bundle_refresh_failed{bundle="2",domain="hospital.example",location="https://127.0.0.1:1/b.p7b"}`] == 1
 	})

@@ -60,6 +60,8 @@ type envOptions struct {
 	loopback   bool
 	isLoopback func(net.Addr) bool
 	sleep      func(ctx context.Context, d time.Duration)
+	// realTime keeps the limiter's clock and sleeps real.
+	realTime bool
 }
 
 func newTestEnv(t testing.TB, o envOptions) *testEnv {
@@ -85,6 +87,10 @@ func newTestEnv(t testing.TB, o envOptions) *testEnv {
 		Logins: loginlimit.New(func() time.Time { return time.Unix(1e9, 0) }),
 	})
 	tcheck(t, err, "new server")
+	if o.realTime {
+		e.srv.logins = loginlimit.New(nil)
+		o.sleep = func(ctx context.Context, d time.Duration) { loginlimit.Sleep(ctx, d) }
+	}
 	e.srv.sleep = func(ctx context.Context, d time.Duration) {
 		e.mu.Lock()
 		e.sleeps = append(e.sleeps, d)

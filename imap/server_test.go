@@ -11,10 +11,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hisp-project/hisp/internal/loginlimit"
+	"github.com/hisp-project/hisp/internal/testnet"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -109,24 +111,26 @@ func TestBadLogins(t *testing.T) {
 		}
 	}
 	// Each failure waited longer: the address and the IP count up. A
-	// further guess at an address waits its earned delay before the check.
+	// further guess at an address waits its earned delay before the check;
+	// after loginlimit.IPGateFailures failures from the IP, a guess at any
+	// name not known-good there waits the IP's turn too.
 	b := loginlimit.DelayBase
 	want := []time.Duration{
 		b,        // alice, failure 1
 		b, 2 * b, // alice again: the wait before the check, failure 2
 		2 * b, 4 * b, // ALICE: before, failure 3
-		8 * b,  // admin: a new name; the IP's fourth failure
-		16 * b, // nobody
-		32 * b, // alice without a domain: another name
+		8 * b,          // admin: a new name; the IP's fourth failure
+		16 * b,         // nobody: the fifth
+		16 * b, 32 * b, // alice without a domain: the IP's turn, then the sixth
 	}
 	if sleeps := e.recordedSleeps(); !slices.Equal(sleeps, want) {
 		t.Fatalf("delays %v, want %v", sleeps, want)
 	}
-	// The right password waits out alice's delay too (a guesser learns
-	// nothing sooner), then forgets the failures of the address, not
-	// those of the IP.
+	// The right password waits its turn too (a guesser learns nothing
+	// sooner), then forgets the failures of the address, not those of the
+	// IP.
 	rc.login(alice, alicePW)
-	if sleeps := e.recordedSleeps(); len(sleeps) != len(want)+1 || sleeps[len(want)] != 4*b {
+	if sleeps := e.recordedSleeps(); len(sleeps) != len(want)+1 || sleeps[len(want)] != 32*b {
 		t.Fatalf("good login: delays %v", sleeps)
 	}
 	if d := e.srv.logins.Fail(alice, "192.0.2.1"); d != loginlimit.DelayBase {
@@ -137,13 +141,15 @@ func TestBadLogins(t *testing.T) {
 	}
 }
 
-// A hundred failed logins at once are refused, each held in its delay,
-// while another user logs in without waiting.
+// A hundred failed logins at once from one IP are refused, each held in
+// its delay or its turn, or answered busy at once when too many wait, while
+// a user who logged in from that IP before logs in without waiting.
 func TestParallelFailedLogins(t *testing.T) {
 	release := make(chan struct{})
-	var held sync.WaitGroup
+	var blocked atomic.Int32
 	e := newTestEnv(t, envOptions{loopback: true, sleep: func(ctx context.Context, d time.Duration) {
-		held.Done()
+		blocked.Add(1)
+		defer blocked.Add(-1)
 		select {
 		case <-release:
 		case <-ctx.Done():
@@ -159,37 +165,45 @@ func TestParallelFailedLogins(t *testing.T) {
 		}
 		return "", store.ErrBadCredentials
 	}
+	e.loggedIn(alice, alicePW).cmd("LOGOUT") // 127.0.0.1 is now known-good for alice
 	const n = 100
-	held.Add(n)
 	var wg sync.WaitGroup
+	var answered atomic.Int32
 	errs := make(chan string, n)
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// A hundred names from one address: each failure is held
-			// in its delay. (Guesses at one name wait before their check
-			// too: TestBadLogins.)
+			// A hundred names from one address.
 			rc := dialRaw(t, e.addr)
 			_, st := rc.cmd("LOGIN %s %s", quote(fmt.Sprintf("guess%d@clinic.example", i)), quote("not the password"))
+			answered.Add(1)
 			errs <- st
 		}()
 	}
-	held.Wait() // every failed login is now waiting in its delay
+	// Wait until every guess is answered or held.
+	for answered.Load()+blocked.Load() < n {
+		time.Sleep(10 * time.Millisecond)
+	}
 	rc := dialRaw(t, e.addr)
 	rc.login(alice, alicePW)
 	rc.ok("SELECT INBOX")
 	close(release)
 	wg.Wait()
 	close(errs)
+	failed, busy := 0, 0
 	for st := range errs {
-		if !strings.Contains(st, "AUTHENTICATIONFAILED") {
+		switch {
+		case strings.Contains(st, "AUTHENTICATIONFAILED"):
+			failed++
+		case strings.Contains(st, "Too many login attempts"):
+			busy++
+		default:
 			t.Fatalf("failed login answered %q", st)
 		}
 	}
-	sleeps := e.recordedSleeps()
-	if len(sleeps) != n || slices.Max(sleeps) != loginlimit.DelayMax {
-		t.Fatalf("%d delays, longest %v", len(sleeps), slices.Max(sleeps))
+	if failed < loginlimit.IPGateFailures || busy == 0 {
+		t.Fatalf("%d failed, %d busy", failed, busy)
 	}
 }
 
@@ -553,5 +567,49 @@ func TestQuotaOverIMAP(t *testing.T) {
 	}
 	if _, err := e.srv.Deliver(e.ctx, alice, "", []byte(big), nil, time.Time{}); err == nil {
 		t.Fatal("delivery over quota")
+	}
+}
+
+// TestAbandonedLogins: a hundred clients waiting out failed logins for a
+// made-up name from one IP close their connections; the server lets go of
+// their sockets and goroutines within seconds, and the owner of an address,
+// known-good at that IP, logs in from it at once.
+func TestAbandonedLogins(t *testing.T) {
+	e := newTestEnv(t, envOptions{loopback: true, realTime: true})
+	check := e.srv.checkPassword
+	e.srv.checkPassword = func(ctx context.Context, username, password string) (string, error) {
+		if username == alice {
+			return check(ctx, username, password)
+		}
+		return "", store.ErrBadCredentials // no bcrypt per guess: light on CPU
+	}
+	e.loggedIn(alice, alicePW).cmd("LOGOUT")
+	// The made-up name has failed from here before: its guesses now wait
+	// the longest delay for their turns.
+	for range 10 {
+		e.srv.logins.Fail("guess@clinic.example", "127.0.0.1")
+	}
+	base := testnet.Held()
+	const n = 100
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", e.addr)
+		tcheck(t, err, "dial")
+		conns[i] = c
+		fmt.Fprintf(c, "a LOGIN guess@clinic.example %q\r\n", fmt.Sprintf("guess %d", i))
+	}
+	// Every guess is now checked and held in its delay, waiting its turn,
+	// or answered busy; the clients leave without waiting for answers.
+	time.Sleep(500 * time.Millisecond)
+	for _, c := range conns {
+		c.Close()
+	}
+	after := testnet.WaitReleased(t, base, 2, 5*time.Second)
+	t.Logf("before %+v, after the clients left %+v", base, after)
+	start := time.Now()
+	rc := dialRaw(t, e.addr)
+	rc.login(alice, alicePW)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the owner's login took %v", d)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
+	"github.com/hisp-project/hisp/internal/netwatch"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -19,10 +21,11 @@ import (
 // connection's goroutine, and Idle from another while that one waits for
 // DONE, so it needs no lock of its own.
 type session struct {
-	srv *Server
-	ctx context.Context
-	ip  string
-	log *slog.Logger
+	srv  *Server
+	ctx  context.Context
+	conn *imapserver.Conn
+	ip   string
+	log  *slog.Logger
 
 	account store.MailAccount // ID 0 until login
 	sel     *selectedMailbox
@@ -50,7 +53,7 @@ func (s *Server) newSession(ctx context.Context, c *imapserver.Conn, done func()
 	} else if a := c.NetConn().RemoteAddr(); a != nil {
 		ip = a.String()
 	}
-	return &session{srv: s, ctx: ctx, ip: ip, log: s.log.With("remote", ip), done: done}
+	return &session{srv: s, ctx: ctx, conn: c, ip: ip, log: s.log.With("remote", ip), done: done}
 }
 
 // Errors sent to clients. Store errors are mapped to these; anything else is
@@ -102,11 +105,18 @@ func (s *session) Close() error {
 }
 
 // Login checks the address and password against the store, in its turn
-// when the address failed from this client lately; a failure is answered
-// after the delay of the login limiter.
+// when the address or the client failed lately (loginlimit); a failure is
+// answered after the delay of the login limiter. The waits end when the
+// client leaves or the server stops.
 func (s *session) Login(username, password string) error {
-	if d := s.srv.logins.Turn(username, s.ip); d > 0 {
-		s.srv.sleep(s.ctx, d)
+	ctx, cancel := netwatch.Peer(s.ctx, s.conn.NetConn())
+	defer cancel()
+	if err := s.srv.logins.Wait(ctx, loginlimit.Attempt{Name: username, IP: s.ip}, s.srv.sleep); err != nil {
+		if errors.Is(err, loginlimit.ErrBusy) {
+			s.log.Info("imap: login refused, too many attempts waiting", "user", truncate(username, 100))
+			return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Too many login attempts, try again later"}
+		}
+		return &imap.Error{Type: imap.StatusResponseTypeBye, Text: "Connection closed while waiting"}
 	}
 	addr, err := s.srv.checkPassword(s.ctx, username, password)
 	if err != nil {
@@ -116,7 +126,7 @@ func (s *session) Login(username, password string) error {
 		}
 		d := s.srv.logins.Fail(username, s.ip)
 		s.log.Warn("imap: login failed", "user", truncate(username, 100), "delay", d)
-		s.srv.sleep(s.ctx, d)
+		s.srv.sleep(ctx, d)
 		return imapserver.ErrAuthFailed
 	}
 	acct, err := s.srv.store.MailAccount(s.ctx, addr)

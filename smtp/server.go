@@ -104,6 +104,10 @@ type Server struct {
 	// up waiting (or Close), so that a message in flight is finished.
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
+	// stopping ends when a shutdown begins: waits that are no transaction
+	// (a login's turn) end with it.
+	stopping     context.Context
+	stopStopping context.CancelFunc
 
 	mu       sync.Mutex
 	conns    map[*trackedConn]struct{}
@@ -196,6 +200,7 @@ func newServer(kind string, cfg Config) *Server {
 		shutdownDone: make(chan struct{}),
 	}
 	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
+	s.stopping, s.stopStopping = context.WithCancel(context.Background())
 	srv := gosmtp.NewServer(gosmtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
 	srv.TLSConfig = cfg.TLSConfig
@@ -246,6 +251,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		defer close(s.shutdownDone)
+		s.stopStopping()
 		s.mu.Lock()
 		s.draining = true
 		var idle []*trackedConn
@@ -339,6 +345,9 @@ type trackedConn struct {
 	closed       bool
 	authFailures int
 }
+
+// NetConn returns the accepted connection.
+func (c *trackedConn) NetConn() net.Conn { return c.Conn }
 
 // Close closes the connection and forgets it.
 func (c *trackedConn) Close() error {

@@ -15,6 +15,8 @@ import (
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
+	"github.com/hisp-project/hisp/internal/netwatch"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -365,11 +367,16 @@ func (ss submissionSession) login(username, password string) error {
 	if st, ok := ss.conn.TLSConnectionState(); ok {
 		c.PeerCertificates = st.PeerCertificates
 	}
-	// After failures of this login from this client, attempts take turns
-	// (loginlimit): guesses are slow over any number of connections, and a
-	// right one is not told sooner than a wrong one.
-	if d := ss.s.submission.Logins.Turn(username, c.Remote.String()); d > 0 {
-		ss.s.submission.LoginSleep(ss.ctx(), d)
+	// Waits end when the client leaves or the server stops, so that an
+	// abandoned login holds no socket (netwatch).
+	ctx, cancel := netwatch.Peer(ss.s.stopping, ss.conn.Conn())
+	defer cancel()
+	logins, ip := ss.s.submission.Logins, c.Remote.String()
+	// After failures, attempts take turns (loginlimit): guesses are slow
+	// over any number of connections and IPs, and a right one is not told
+	// sooner than a wrong one.
+	if err := logins.Wait(ctx, loginlimit.Attempt{Name: username, IP: ip}, ss.s.submission.LoginSleep); err != nil {
+		return ss.loginWaitFailed(username, err)
 	}
 	l, err := ss.s.submission.Auth.Authenticate(ss.ctx(), c)
 	if errors.Is(err, store.ErrBadCredentials) {
@@ -380,13 +387,13 @@ func (ss submissionSession) login(username, password string) error {
 		}
 		// The client learns nothing, and late; the log and the audit
 		// record say why.
-		delay := ss.s.submission.Logins.Fail(username, c.Remote.String())
+		delay := logins.Fail(username, ip)
 		r := errorf(535, "5.7.8", "Authentication credentials invalid")
 		ss.log.Info("smtp refused", slog.String("action", "auth"), slog.String("subject", username),
 			slog.String("reply", r.String()), slog.String("why", err.Error()), slog.Duration("delay", delay))
 		ss.audit("auth", username, r.String()+" ("+err.Error()+")")
 		ss.countRefusal("auth")
-		ss.s.submission.LoginSleep(ss.ctx(), delay)
+		ss.s.submission.LoginSleep(ctx, delay)
 		return r.smtpError()
 	} else if err != nil {
 		ss.log.Error("smtp authentication failed", slog.String("login", username), slog.String("error", err.Error()))
@@ -402,6 +409,20 @@ func (ss submissionSession) login(username, password string) error {
 		ss.log.Info("smtp authenticated", slog.String("user", l.Name))
 	}
 	return nil
+}
+
+// loginWaitFailed answers a login that did not get its turn: too many
+// attempts waiting, or the client gone (nobody reads the answer) or the
+// server stopping. The password was not checked.
+func (ss submissionSession) loginWaitFailed(username string, err error) error {
+	if errors.Is(err, loginlimit.ErrBusy) {
+		r := errorf(454, "4.7.0", "Too many login attempts, try again later")
+		ss.log.Info("smtp refused", slog.String("action", "auth"), slog.String("subject", username), slog.String("reply", r.String()))
+		ss.countRefusal("auth")
+		return r.smtpError()
+	}
+	ss.log.Debug("smtp login abandoned while waiting its turn", slog.String("subject", username))
+	return errorf(421, "4.4.2", "Connection closed while waiting").smtpError()
 }
 
 // loginServer is the server side of the LOGIN mechanism (not in go-sasl):

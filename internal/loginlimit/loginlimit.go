@@ -1,15 +1,32 @@
-// Package loginlimit slows down password guessing. A failed login is
-// answered after a delay that doubles with the recent failures of its name
-// and of its client IP; and the next attempts at that name from that IP
-// take turns, each the earned delay after the previous one, whatever the
-// number of connections they come over, the right password included (so a
-// guesser learns nothing sooner). Logins of the same name from other IPs,
-// its owner's, are not held up. IMAP, SMTP submission and the admin page
-// use it.
+// Package loginlimit slows down password guessing without locking owners
+// out. IMAP, SMTP submission and the admin page use one Limiter.
+//
+// A failed login is answered after a delay that doubles with the recent
+// failures of its name and of its client IP (Fail). Before a password is
+// checked, the attempt books its turn (Book) at up to three gates, each
+// letting one attempt through per earned delay, whatever the number of
+// connections the attempts come over, the right password included (so a
+// guesser learns nothing sooner):
+//
+//   - the name from this IP, after failures of that pair;
+//   - the name from anywhere, after failures of the name: guesses at one
+//     account from many IPs take turns too;
+//   - the IP for any name, after IPGateFailures failures from it: spraying
+//     many names from one IP is slowed as well.
+//
+// The owner is not locked out by guesses from elsewhere: an IP where the
+// name logged in successfully within KnownGoodFor (a known-good IP), and
+// an attempt the caller trusts (a verified TLS client certificate), skip
+// the name and IP gates and wait only for failures of their own pair.
+// At most MaxWaiters attempts wait at a gate; more are answered at once as
+// busy (try again later) without checking their password, so a flood
+// neither queues for hours nor holds sockets. An attempt whose client
+// leaves gives its turn back (Ticket.Abandon).
 package loginlimit
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
@@ -19,27 +36,44 @@ import (
 // failure of the same name or client IP doubles it, up to DelayMax.
 // Failures are forgotten Forget after the last one.
 const (
-	DelayBase   = 500 * time.Millisecond
-	DelayMax    = 30 * time.Second
-	Forget      = 15 * time.Minute
-	MaxEntries  = 100000 // tracked names, IPs and pairs of them
-	maxUsername = 320
+	DelayBase  = 500 * time.Millisecond
+	DelayMax   = 30 * time.Second
+	Forget     = 15 * time.Minute
+	MaxEntries = 100000 // tracked names, IPs and pairs of them
+	// MaxWaiters is how many attempts may wait at one gate.
+	MaxWaiters = 4
+	// IPGateFailures is how many recent failures from one IP make its
+	// attempts at names it has not logged in as take turns.
+	IPGateFailures = 5
+	// KnownGoodFor is how long an IP stays known-good for a name after a
+	// successful login from it; KnownGoodPerName IPs are kept per name.
+	KnownGoodFor     = 30 * 24 * time.Hour
+	KnownGoodPerName = 16
+	maxUsername      = 320
 )
 
+// ErrBusy is Book's answer when too many attempts already wait at a gate
+// the attempt must pass: tell the client to try again later.
+var ErrBusy = errors.New("too many login attempts waiting, try again later")
+
 // Limiter counts recent failed logins per name, per client IP and per
-// pair of them. It is safe for concurrent use.
+// pair of them, and remembers the IPs each name logged in from. It is safe
+// for concurrent use.
 type Limiter struct {
 	now func() time.Time
 
 	mu      sync.Mutex
-	entries map[string]*loginFailures
+	entries map[string]*gate
+	good    map[string]map[string]time.Time // name -> IP -> last good login
 }
 
-type loginFailures struct {
+// gate is the failure count and turn schedule of a name, an IP or a pair.
+type gate struct {
 	n    int
 	last time.Time
-	// free is, for a name and IP pair, when its next attempt may run.
-	free time.Time
+	// free is when the next attempt through this gate may run.
+	free    time.Time
+	waiting int
 }
 
 // New returns a Limiter on a clock (nil: time.Now).
@@ -47,7 +81,7 @@ func New(now func() time.Time) *Limiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &Limiter{now: now, entries: make(map[string]*loginFailures)}
+	return &Limiter{now: now, entries: make(map[string]*gate), good: make(map[string]map[string]time.Time)}
 }
 
 // normalName is the form of a login name the counts are kept under: an
@@ -67,7 +101,7 @@ func pairKey(username, ip string) string {
 }
 
 // recentLocked returns the entry of key if its failures are recent.
-func (l *Limiter) recentLocked(key string, now time.Time) *loginFailures {
+func (l *Limiter) recentLocked(key string, now time.Time) *gate {
 	e := l.entries[key]
 	if e == nil || now.Sub(e.last) > Forget {
 		return nil
@@ -75,24 +109,104 @@ func (l *Limiter) recentLocked(key string, now time.Time) *loginFailures {
 	return e
 }
 
-// Turn books the next attempt at username from ip and returns how long it
-// must wait before its password is checked: nothing without recent
-// failures of the pair; otherwise until the pair's next free slot, and
-// the slot after it moves on by the earned delay.
-func (l *Limiter) Turn(username, ip string) time.Duration {
+// Attempt is a login attempt about to check its password.
+type Attempt struct {
+	Name, IP string
+	// Trusted skips the name and IP gates, as a known-good IP does: the
+	// client proved itself otherwise (a verified TLS client certificate).
+	Trusted bool
+}
+
+// Ticket is an attempt's booked turn.
+type Ticket struct {
+	// Wait is how long the attempt must wait before its password is
+	// checked.
+	Wait time.Duration
+
+	l      *Limiter
+	booked []booking
+}
+
+type booking struct {
+	g          *gate
+	prev, ends time.Time
+}
+
+// Book books the turn of an attempt at every gate it must pass and
+// returns how long it waits; ErrBusy when a gate has MaxWaiters waiting
+// already. The caller waits out Ticket.Wait, then calls Done, or Abandon
+// when its client left first.
+func (l *Limiter) Book(a Attempt) (*Ticket, error) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e := l.recentLocked(pairKey(username, ip), now)
-	if e == nil {
-		return 0
+	var gates []*gate
+	add := func(key string, minFailures int) {
+		if e := l.recentLocked(key, now); e != nil && e.n >= minFailures {
+			gates = append(gates, e)
+		}
+	}
+	add(pairKey(a.Name, a.IP), 1)
+	if !a.Trusted && !l.knownGoodLocked(a.Name, a.IP, now) {
+		add(nameKey(a.Name), 1)
+		add(ipKey(a.IP), IPGateFailures)
 	}
 	slot := now
-	if e.free.After(slot) {
-		slot = e.free
+	for _, g := range gates {
+		if g.free.After(slot) {
+			slot = g.free
+		}
 	}
-	e.free = slot.Add(Delay(e.n))
-	return slot.Sub(now)
+	t := &Ticket{l: l, Wait: slot.Sub(now)}
+	if t.Wait <= 0 {
+		t.Wait = 0
+	}
+	if t.Wait > 0 {
+		for _, g := range gates {
+			if g.waiting >= MaxWaiters {
+				return nil, ErrBusy
+			}
+		}
+	}
+	for _, g := range gates {
+		b := booking{g: g, prev: g.free, ends: slot.Add(Delay(g.n))}
+		g.free = b.ends
+		if t.Wait > 0 {
+			g.waiting++
+		}
+		t.booked = append(t.booked, b)
+	}
+	return t, nil
+}
+
+// Done ends the wait of a ticket whose attempt goes on to its check.
+func (t *Ticket) Done() { t.end(false) }
+
+// Abandon ends the wait of a ticket whose client left (or whose server is
+// stopping): its turn is given back where no later attempt booked after it.
+func (t *Ticket) Abandon() { t.end(true) }
+
+func (t *Ticket) end(abandon bool) {
+	if t == nil || t.l == nil {
+		return
+	}
+	t.l.mu.Lock()
+	defer t.l.mu.Unlock()
+	for _, b := range t.booked {
+		if t.Wait > 0 && b.g.waiting > 0 {
+			b.g.waiting--
+		}
+		if abandon && b.g.free.Equal(b.ends) {
+			b.g.free = b.prev
+		}
+	}
+	t.l = nil
+}
+
+// knownGoodLocked reports whether name logged in from ip lately.
+func (l *Limiter) knownGoodLocked(username, ip string, now time.Time) bool {
+	at, ok := l.good[normalName(username)][ip]
+	return ok && now.Sub(at) <= KnownGoodFor
 }
 
 // Fail records a failed login and returns how long to wait before
@@ -101,23 +215,23 @@ func (l *Limiter) Fail(username, ip string) time.Duration {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	count := func(k string) *loginFailures {
+	count := func(k string) *gate {
 		e := l.recentLocked(k, now)
 		if e == nil {
 			l.makeRoomLocked(now)
-			e = &loginFailures{}
+			e = &gate{}
 			l.entries[k] = e
 		}
 		e.n++
 		e.last = now
+		// The gate's next attempt waits the delay it has now earned.
+		if free := now.Add(Delay(e.n)); free.After(e.free) {
+			e.free = free
+		}
 		return e
 	}
 	n := max(count(nameKey(username)).n, count(ipKey(ip)).n)
-	// The pair's next attempt waits the delay it has now earned.
-	pair := count(pairKey(username, ip))
-	if free := now.Add(Delay(pair.n)); free.After(pair.free) {
-		pair.free = free
-	}
+	count(pairKey(username, ip))
 	return Delay(n)
 }
 
@@ -125,32 +239,81 @@ func (l *Limiter) Fail(username, ip string) time.Duration {
 // entries go, and under a flood of fresh names random ones (Go's map
 // order) down to 99% of the room, so that a flood cannot keep a name it
 // attacks from being counted, and the sweep happens once per hundredth of
-// the room.
+// the room. Entries with attempts waiting stay.
 func (l *Limiter) makeRoomLocked(now time.Time) {
 	if len(l.entries) < MaxEntries {
 		return
 	}
 	for k, e := range l.entries {
-		if now.Sub(e.last) > Forget {
+		if now.Sub(e.last) > Forget && e.waiting == 0 {
 			delete(l.entries, k)
 		}
 	}
-	for k := range l.entries {
+	for k, e := range l.entries {
 		if len(l.entries) < MaxEntries-MaxEntries/100 {
 			return
 		}
-		delete(l.entries, k)
+		if e.waiting == 0 {
+			delete(l.entries, k)
+		}
 	}
 }
 
 // Succeed forgets the failures of a name, and of the name from that IP
 // (not those of the IP: one good login must not reset the count of guesses
-// at other names).
+// at other names), and makes ip known-good for the name.
 func (l *Limiter) Succeed(username, ip string) {
+	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.entries, nameKey(username))
-	delete(l.entries, pairKey(username, ip))
+	for _, k := range []string{nameKey(username), pairKey(username, ip)} {
+		// A gate with attempts waiting keeps its schedule; its count goes.
+		if e := l.entries[k]; e != nil && e.waiting > 0 {
+			e.n = 0
+		} else {
+			delete(l.entries, k)
+		}
+	}
+	name := normalName(username)
+	ips := l.good[name]
+	if ips == nil {
+		if len(l.good) >= MaxEntries {
+			l.forgetGoodLocked(now)
+		}
+		ips = make(map[string]time.Time)
+		l.good[name] = ips
+	}
+	if _, ok := ips[ip]; !ok && len(ips) >= KnownGoodPerName {
+		oldest := ""
+		for k, at := range ips {
+			if oldest == "" || at.Before(ips[oldest]) {
+				oldest = k
+			}
+		}
+		delete(ips, oldest)
+	}
+	ips[ip] = now
+}
+
+// forgetGoodLocked makes room in the known-good table: expired names go,
+// then any, down to 99%.
+func (l *Limiter) forgetGoodLocked(now time.Time) {
+	for name, ips := range l.good {
+		for ip, at := range ips {
+			if now.Sub(at) > KnownGoodFor {
+				delete(ips, ip)
+			}
+		}
+		if len(ips) == 0 {
+			delete(l.good, name)
+		}
+	}
+	for name := range l.good {
+		if len(l.good) < MaxEntries-MaxEntries/100 {
+			return
+		}
+		delete(l.good, name)
+	}
 }
 
 // Delay is the wait after the nth recent failure.
@@ -179,4 +342,24 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// Wait books a's turn and waits it out with sleep (which returns early
+// when ctx ends): nil when the password may now be checked; ErrBusy; or
+// ctx's error when ctx ended first (the client left, the server stops),
+// and then the turn is given back.
+func (l *Limiter) Wait(ctx context.Context, a Attempt, sleep func(context.Context, time.Duration)) error {
+	t, err := l.Book(a)
+	if err != nil {
+		return err
+	}
+	if t.Wait > 0 {
+		sleep(ctx, t.Wait)
+	}
+	if err := ctx.Err(); err != nil {
+		t.Abandon()
+		return err
+	}
+	t.Done()
+	return nil
 }

@@ -1,6 +1,7 @@
 package loginlimit
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -43,40 +44,139 @@ func TestLoginLimiter(t *testing.T) {
 	}
 }
 
+// book books an attempt's turn and ends its wait at once.
+func book(t *testing.T, l *Limiter, name, ip string) time.Duration {
+	t.Helper()
+	tk, err := l.Book(Attempt{Name: name, IP: ip})
+	if err != nil {
+		t.Fatalf("book %s from %s: %v", name, ip, err)
+	}
+	tk.Done()
+	return tk.Wait
+}
+
 // TestTurns: after failures, attempts at a name from one IP take turns, each
 // the earned delay after the previous one, however many come at once; the
-// name from another IP (its owner) waits for nothing; a good login clears
-// the turns.
+// name from a known-good IP (its owner) waits for nothing; a good login
+// clears the turns.
 func TestTurns(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	l := New(func() time.Time { return now })
 	const name, attacker, owner = "Alice@Clinic.Example.", "192.0.2.1", "198.51.100.7"
-	if d := l.Turn(name, attacker); d != 0 {
+	l.Succeed(name, owner) // the owner logged in from there before
+	if d := book(t, l, name, attacker); d != 0 {
 		t.Fatalf("first attempt waits %v", d)
 	}
 	l.Fail(name, attacker)
 	l.Fail("alice@clinic.example", attacker) // the same name
-	// Ten attempts at once: one slot each, 2 delays apart (two failures).
+	// Attempts at once: one slot each, 2 delays apart (two failures).
 	var got []time.Duration
 	for range 10 {
-		got = append(got, l.Turn(name, attacker))
+		got = append(got, book(t, l, name, attacker))
 	}
 	for i, d := range got {
 		if want := time.Duration(i+1) * 2 * DelayBase; d != want {
 			t.Fatalf("attempt %d waits %v, want %v (all %v)", i, d, want, got)
 		}
 	}
-	if d := l.Turn(name, owner); d != 0 {
-		t.Fatalf("the owner from another address waits %v", d)
+	if d := book(t, l, name, owner); d != 0 {
+		t.Fatalf("the owner from a known-good address waits %v", d)
 	}
 	l.Succeed(name, attacker)
-	if d := l.Turn(name, attacker); d != 0 {
+	if d := book(t, l, name, attacker); d != 0 {
 		t.Fatalf("after a good login: %v", d)
 	}
 	// Turns are forgotten with the failures.
-	l.Fail(name, attacker)
+	l.Fail(name, "192.0.2.2")
 	now = now.Add(Forget + time.Second)
-	if d := l.Turn(name, attacker); d != 0 {
+	if d := book(t, l, name, "192.0.2.2"); d != 0 {
 		t.Fatalf("after the forget time: %v", d)
+	}
+}
+
+// TestAccountAcrossIPs: guesses at one name from many IPs take turns at the
+// name's gate; its owner's known-good IP and a trusted attempt skip it.
+func TestAccountAcrossIPs(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := New(func() time.Time { return now })
+	const name, owner = "bob@clinic.example", "198.51.100.7"
+	l.Succeed(name, owner)
+	for i := range 3 {
+		l.Fail(name, fmt.Sprintf("203.0.113.%d", i))
+	}
+	// Fresh IPs: each waits at the name's gate, 3 failures = 4 delays apart.
+	var got []time.Duration
+	for i := range MaxWaiters {
+		tk, err := l.Book(Attempt{Name: name, IP: fmt.Sprintf("203.0.114.%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, tk.Wait)
+	}
+	for i, d := range got {
+		if want := time.Duration(i+1) * 4 * DelayBase; d != want {
+			t.Fatalf("attempt %d waits %v, want %v (all %v)", i, d, want, got)
+		}
+	}
+	// The gate is full: the next is busy, without a password check.
+	if _, err := l.Book(Attempt{Name: name, IP: "203.0.115.1"}); err != ErrBusy {
+		t.Fatalf("over MaxWaiters: %v", err)
+	}
+	if d := book(t, l, name, owner); d != 0 {
+		t.Fatalf("owner from a known-good IP waits %v", d)
+	}
+	if tk, err := l.Book(Attempt{Name: name, IP: "203.0.116.1", Trusted: true}); err != nil || tk.Wait != 0 {
+		t.Fatalf("trusted attempt: %v %v", tk, err)
+	}
+}
+
+// TestAbandon: an attempt whose client leaves gives its turn back, so a
+// flood of abandoned attempts books no hours of turns.
+func TestAbandon(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := New(func() time.Time { return now })
+	const name, ip = "carol@clinic.example", "192.0.2.5"
+	l.Fail(name, ip)
+	for range 100 {
+		tk, err := l.Book(Attempt{Name: name, IP: ip})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tk.Wait != DelayBase {
+			t.Fatalf("wait %v, want %v", tk.Wait, DelayBase)
+		}
+		tk.Abandon()
+	}
+	// A wait that sleeps on a context that ends returns its error and
+	// gives the turn back.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Wait(ctx, Attempt{Name: name, IP: ip}, func(context.Context, time.Duration) {}); err != context.Canceled {
+		t.Fatalf("wait on an ended context: %v", err)
+	}
+	if d := book(t, l, name, ip); d != DelayBase {
+		t.Fatalf("after abandoned turns: %v", d)
+	}
+}
+
+// TestSpraying: many names from one IP take turns at the IP's gate after
+// IPGateFailures failures, except names known-good there.
+func TestSpraying(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := New(func() time.Time { return now })
+	const ip = "192.0.2.77"
+	l.Succeed("dave@clinic.example", ip)
+	for i := range IPGateFailures - 1 {
+		l.Fail(fmt.Sprintf("n%d@clinic.example", i), ip)
+	}
+	if d := book(t, l, "fresh1@clinic.example", ip); d != 0 {
+		t.Fatalf("below the IP gate's threshold: %v", d)
+	}
+	l.Fail("n9@clinic.example", ip)
+	if d := book(t, l, "fresh2@clinic.example", ip); d != Delay(IPGateFailures) {
+		t.Fatalf("at the IP gate: %v, want %v", d, Delay(IPGateFailures))
+	}
+	if d := book(t, l, "dave@clinic.example", ip); d != 0 {
+		t.Fatalf("a name known-good at the IP waits %v", d)
 	}
 }

@@ -4,7 +4,10 @@ package testnet
 
 import (
 	"net"
+	"os"
+	"runtime"
 	"testing"
+	"time"
 )
 
 // ListenDNS opens UDP and TCP on one free loopback port, as a DNS server
@@ -27,4 +30,36 @@ func ListenDNS(t testing.TB) (net.PacketConn, net.Listener) {
 	}
 	t.Fatalf("no loopback port free for both UDP and TCP: %v", last)
 	return nil, nil
+}
+
+// Resources is what a process holds for its connections: open file
+// descriptors (-1 where /proc is missing) and goroutines.
+type Resources struct{ FDs, Goroutines int }
+
+// Held counts the process's descriptors and goroutines.
+func Held() Resources {
+	fds := -1
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		fds = len(ents)
+	}
+	return Resources{FDs: fds, Goroutines: runtime.NumGoroutine()}
+}
+
+// WaitReleased waits up to within for the process to hold no more than
+// base plus slack descriptors and goroutines, and fails the test if it
+// does not.
+func WaitReleased(t testing.TB, base Resources, slack int, within time.Duration) Resources {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		now := Held()
+		if now.FDs <= base.FDs+slack && now.Goroutines <= base.Goroutines+slack {
+			return now
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v still holding %d descriptors and %d goroutines (before: %d and %d)",
+				within, now.FDs, now.Goroutines, base.FDs, base.Goroutines)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
