@@ -60,6 +60,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	// A failing component stops the others through ctx.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	st.SetCredentialCache(cfg.Limits.CredentialCache.Duration)
 	s := &server{cfg: cfg, st: st, log: logger, crls: map[string]cachedCRL{}}
 	s.limits = newListenerLimits(cfg.Limits.Connections, cfg.Limits.ConnectionsPerIP, countListeners(cfg.Listen),
 		s.meter.get().connRefused, logger)

@@ -2,12 +2,17 @@ package gateway
 
 import (
 	"bufio"
+	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/hisp-project/hisp/config"
 )
@@ -80,4 +85,76 @@ func TestConnectionLimits(t *testing.T) {
 	if open := s[`hisp_connections_open{listener="smtp"}`]; open != 12 {
 		t.Errorf("open backbone connections %v, want 12", open)
 	}
+}
+
+// TestResumptionAndCredentialCache: every TLS listener resumes sessions
+// (tickets), and a client that opens a connection per message pays for
+// one password hash: later logins are answered from the credential cache.
+func TestResumptionAndCredentialCache(t *testing.T) {
+	in := newInstance(t, "hospital.example", "drjones")
+	in.start(t, "", nil, func(c *config.Config) {
+		c.Listen.IMAPS = "127.0.0.1:0"
+		c.Listen.AdminHTTPS = "127.0.0.1:0"
+	})
+	sessions := tls.NewLRUClientSessionCache(16)
+	clientTLS := &tls.Config{InsecureSkipVerify: true, ClientSessionCache: sessions}
+
+	// Submission: STARTTLS and AUTH, three connections.
+	for i := range 3 {
+		c, err := gosmtp.DialStartTLS(in.addrs["submission"], clientTLS)
+		if err != nil {
+			t.Fatalf("STARTTLS %d: %v", i, err)
+		}
+		if err := c.Auth(sasl.NewPlainClient("", in.user, in.password)); err != nil {
+			t.Fatalf("AUTH %d: %v", i, err)
+		}
+		st, _ := c.TLSConnectionState()
+		if resumed := st.DidResume; resumed != (i > 0) {
+			t.Errorf("submission connection %d: resumed %v", i, resumed)
+		}
+		c.Quit()
+	}
+	// IMAPS: implicit TLS.
+	for i := range 2 {
+		conn, err := tls.Dial("tcp", in.addrs["imaps"], clientTLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(30 * time.Second))
+		r := bufio.NewReader(conn)
+		r.ReadString('\n')
+		// The ticket comes after the handshake; a command's answer makes
+		// sure the client has read it.
+		fmt.Fprintf(conn, "a LOGIN %s %q\r\n", in.user, in.password)
+		if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "a OK") {
+			t.Fatalf("imaps login: %q", line)
+		}
+		if resumed := conn.ConnectionState().DidResume; resumed != (i > 0) {
+			t.Errorf("imaps connection %d: resumed %v", i, resumed)
+		}
+		conn.Close()
+	}
+	// The admin listener over TLS.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: clientTLS, DisableKeepAlives: true}}
+	for i := range 2 {
+		resp, err := hc.Get("https://" + in.addrs["admin_https"] + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resumed := resp.TLS.DidResume; resumed != (i > 0) {
+			t.Errorf("admin_https connection %d: resumed %v", i, resumed)
+		}
+	}
+	// Five logins, one bcrypt.
+	resp, err := http.Get("http://" + in.addrs["admin"] + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	s := parseMetrics(t, string(body))
+	s.want(t, `hisp_password_checks_total{result="hashed"}`, 1)
+	s.want(t, `hisp_password_checks_total{result="cached"}`, 4)
 }

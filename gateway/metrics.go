@@ -14,6 +14,7 @@ package gateway
 //	hisp_queue_delivery_attempts_total{outcome}     delivered|deferred|bounced, per recipient
 //	hisp_connections_refused_total{listener,reason} over [limits]: total|per_ip
 //	hisp_connections_open{listener}                 open connections now
+//	hisp_password_checks_total{result}              cached|hashed (bcrypt ran)
 //	hisp_connections_limit{listener}                the most a listener holds
 //
 // Read from the store at each scrape (store.Stats):
@@ -132,6 +133,10 @@ func (s *server) metricsHandler() http.Handler {
 func (s *server) collectMetrics(ctx context.Context, c *counters, now time.Time) []metrics.Family {
 	fams := []metrics.Family{c.transactions.Family(), c.refusals.Family(), c.attempts.Family()}
 	fams = append(fams, processFamilies(c.started)...)
+	cached, hashed := s.st.PasswordChecks()
+	fams = append(fams, metrics.Family{Name: "hisp_password_checks_total", Type: metrics.TypeCounter, Labels: []string{"result"},
+		Help: "Password checks of logins: cached (a login and password verified within [limits] credential_cache) or hashed (bcrypt ran).",
+		Samples: []metrics.Sample{{Values: []string{"cached"}, Value: float64(cached)}, {Values: []string{"hashed"}, Value: float64(hashed)}}})
 	if s.limits != nil {
 		fams = append(fams, s.limits.families()...)
 	} else {

@@ -63,12 +63,23 @@ func hashPassword(who, password string) (string, error) {
 // hash ("": no such login, or none without a password) it compares with a
 // dummy hash, so that unknown and known logins take the same time, and
 // reports false.
-func passwordMatches(hash, password string) bool {
+// A pair that matched lately matches again without bcrypt (credcache.go).
+func (s *Store) passwordMatches(hash, password string) bool {
 	if hash == "" {
+		s.creds.hashed.Add(1)
 		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		return false
 	}
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
+	if s.creds.verified(hash, password) {
+		s.creds.hits.Add(1)
+		return true
+	}
+	s.creds.hashed.Add(1)
+	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
+		return false
+	}
+	s.creds.remember(hash, password)
+	return true
 }
 
 // dummyHash is compared against when an address has no password, so that
@@ -84,7 +95,7 @@ var dummyHash = sync.OnceValue(func() []byte {
 func (s *Store) CheckPassword(ctx context.Context, address, password string) (string, error) {
 	addr, _, err := NormalizeAddress(address)
 	if err != nil {
-		passwordMatches("", password)
+		s.passwordMatches("", password)
 		return "", ErrBadCredentials
 	}
 	var hash sql.NullString
@@ -92,7 +103,7 @@ func (s *Store) CheckPassword(ctx context.Context, address, password string) (st
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("check password of %s: %w", addr, err)
 	}
-	if !passwordMatches(hash.String, password) {
+	if !s.passwordMatches(hash.String, password) {
 		return "", ErrBadCredentials
 	}
 	return addr, nil

@@ -93,7 +93,7 @@ func (s *Store) RemoveAdmin(ctx context.Context, name string) error {
 func (s *Store) CheckAdminPassword(ctx context.Context, name, password string) (Admin, error) {
 	n, err := normalizeAdminName(name)
 	if err != nil {
-		passwordMatches("", password)
+		s.passwordMatches("", password)
 		return Admin{}, ErrBadCredentials
 	}
 	var a Admin
@@ -104,7 +104,7 @@ func (s *Store) CheckAdminPassword(ctx context.Context, name, password string) (
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return Admin{}, fmt.Errorf("check password of admin %s: %w", n, err)
 	}
-	if !passwordMatches(hash, password) {
+	if !s.passwordMatches(hash, password) {
 		return Admin{}, ErrBadCredentials
 	}
 	a.Created = fromMillis(created)

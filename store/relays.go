@@ -190,7 +190,7 @@ func (s *Store) RemoveRelay(ctx context.Context, name string) error {
 func (s *Store) CheckRelayPassword(ctx context.Context, name, password string) (Relay, error) {
 	n, err := normalizeRelayName(name)
 	if err != nil {
-		passwordMatches("", password)
+		s.passwordMatches("", password)
 		return Relay{}, ErrBadCredentials
 	}
 	var r Relay
@@ -201,7 +201,7 @@ func (s *Store) CheckRelayPassword(ctx context.Context, name, password string) (
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return Relay{}, fmt.Errorf("check password of relay %s: %w", n, err)
 	}
-	if !passwordMatches(hash, password) {
+	if !s.passwordMatches(hash, password) {
 		return Relay{}, ErrBadCredentials
 	}
 	r.Created = fromMillis(created)

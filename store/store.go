@@ -75,6 +75,8 @@ type Store struct {
 	rdb  *sql.DB
 	dir  string
 	aead cipher.AEAD // master key, for private keys at rest
+	// creds is the verified-credential cache of password checks.
+	creds *credentialCache
 }
 
 // Open opens the store in dataDir, creating the directory (mode 0700), the
@@ -118,7 +120,8 @@ func Open(ctx context.Context, dataDir string) (*Store, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	rdb.SetMaxIdleConns(4)
-	s := &Store{db: db, rdb: rdb, stmts: newStmtCache(db), dir: dataDir, aead: aead}
+	s := &Store{db: db, rdb: rdb, stmts: newStmtCache(db), dir: dataDir, aead: aead,
+		creds: newCredentialCache(DefaultCredentialCacheTTL)}
 	// Switching a new database to WAL and migrating it take locks that
 	// SQLite's busy timeout does not always wait for; a second process
 	// opening the same new data directory at that moment waits here.

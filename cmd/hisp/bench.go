@@ -36,6 +36,7 @@ func benchCmd(env *cliEnv, args []string) int {
 	fs.IntVar(&o.Size, "size", 10240, "message size in bytes")
 	fs.StringVar(&o.StartTLS, "starttls", "auto", "auto, require or off")
 	fs.BoolVar(&o.Reuse, "reuse", true, "send all of a client's messages over one connection")
+	fs.BoolVar(&o.NoResume, "no-resume", false, "a full TLS handshake on every connection (no session resumption)")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of hisp serve, to report its peak RSS")
 	if err := fs.Parse(args); err != nil {
 		return 2
