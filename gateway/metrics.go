@@ -135,7 +135,7 @@ func (s *server) collectMetrics(ctx context.Context, c *counters, now time.Time)
 	fams = append(fams, processFamilies(c.started)...)
 	cached, hashed := s.st.PasswordChecks()
 	fams = append(fams, metrics.Family{Name: "hisp_password_checks_total", Type: metrics.TypeCounter, Labels: []string{"result"},
-		Help: "Password checks of logins: cached (a login and password verified within [limits] credential_cache) or hashed (bcrypt ran).",
+		Help:    "Password checks of logins: cached (a login and password verified within [limits] credential_cache) or hashed (bcrypt ran).",
 		Samples: []metrics.Sample{{Values: []string{"cached"}, Value: float64(cached)}, {Values: []string{"hashed"}, Value: float64(hashed)}}})
 	if s.limits != nil {
 		fams = append(fams, s.limits.families()...)

@@ -76,7 +76,7 @@ type Report struct {
 	// Connections opened (TCP, STARTTLS, AUTH) and how long that took.
 	Connections            int
 	ConnectP50, ConnectMax time.Duration
-	Resumed                int // connections whose TLS session was resumed
+	Resumed                int     // connections whose TLS session was resumed
 	RSASignPerSecond       float64 // RSA-2048 PKCS#1 v1.5 SHA-256 signatures/s on all cores
 	Ratio                  float64 // PerSecond / RSASignPerSecond
 	// SealPerSecond is how many messages of Size smime.Seal makes per
