@@ -37,6 +37,27 @@ func (a StoreAuthenticator) Authenticate(ctx context.Context, c Credentials) (Lo
 	return Login{Name: r.Name, RelayDomains: append([]string{}, r.Domains...)}, nil
 }
 
+// TrustedClient reports whether the client proved itself before its
+// password is checked: a relay login whose TLS client certificate chains to
+// one of its client CAs (and which comes from its networks). Such logins
+// skip the login limiter's gates shared with other IPs, so guesses at a
+// relay's name from elsewhere cannot hold up the EHR itself.
+func (a StoreAuthenticator) TrustedClient(ctx context.Context, c Credentials) bool {
+	if len(c.PeerCertificates) == 0 || strings.Contains(c.Username, "@") {
+		return false
+	}
+	relays, err := a.Store.Relays(ctx)
+	if err != nil {
+		return false
+	}
+	for _, r := range relays {
+		if strings.EqualFold(r.Name, strings.TrimSpace(c.Username)) {
+			return len(r.ClientCAs) > 0 && checkRelayClient(r, c) == nil
+		}
+	}
+	return false
+}
+
 // checkRelayClient checks a relay's network and client certificate
 // conditions.
 func checkRelayClient(r store.Relay, c Credentials) error {

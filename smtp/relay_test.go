@@ -8,16 +8,20 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"math/big"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-sasl"
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/internal/testpki"
 	"github.com/hisp-project/hisp/store"
 )
@@ -108,5 +112,60 @@ func TestSubmissionRelay(t *testing.T) {
 		if !strings.Contains(all, want) {
 			t.Errorf("audit lacks %q:\n%s", want, all)
 		}
+	}
+}
+
+// TestRelayClientCertificateSkipsSharedGates: guesses at a relay's name
+// from other IPs make its logins take turns, except those with a client
+// certificate of the relay's own CA.
+func TestRelayClientCertificateSkipsSharedGates(t *testing.T) {
+	ctx := context.Background()
+	st := testStore(t)
+	ca := testpki.NewCA(t, "EHR client CA")
+	_, err := st.AddRelay(ctx, store.Relay{Name: "ehr-cert", Domains: []string{"a.example"}, ClientCAs: []*x509.Certificate{ca.Cert}}, "relay password")
+	tcheck(t, err, "add relay")
+	tlsConfig, pool := testTLS(t)
+	tlsConfig.ClientAuth = tls.RequestClientCert
+	logins := loginlimit.New(func() time.Time { return time.Unix(1e9, 0) }) // exact turns
+	var mu sync.Mutex
+	var sleeps []time.Duration
+	s, _ := newSubmission(t, SubmissionConfig{Config: Config{TLSConfig: tlsConfig}, Logins: logins,
+		LoginSleep: func(_ context.Context, d time.Duration) { mu.Lock(); sleeps = append(sleeps, d); mu.Unlock() }}, st)
+	addr := serve(t, s)
+	for i := range 3 {
+		logins.Fail("ehr-cert", fmt.Sprintf("203.0.113.%d", i))
+	}
+	login := func(cert bool) ([]time.Duration, error) {
+		t.Helper()
+		mu.Lock()
+		sleeps = nil
+		mu.Unlock()
+		cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+		if cert {
+			cfg.Certificates = []tls.Certificate{clientCertificate(t, ca, "ehr node 1")}
+		}
+		conn, err := net.Dial("tcp", addr)
+		tcheck(t, err, "dial")
+		c, err := gosmtp.NewClientStartTLS(conn, cfg)
+		tcheck(t, err, "starttls")
+		defer c.Close()
+		err = c.Auth(sasl.NewPlainClient("", "ehr-cert", "relay password"))
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(sleeps), err
+	}
+	// Without its certificate (refused for want of one, after its turn)
+	// the attempt waits at the name's gate: three failures, two seconds.
+	got, err := login(false)
+	wantSMTPError(t, err, 535, "5.7.8", "")
+	if len(got) == 0 || got[0] != 4*loginlimit.DelayBase {
+		t.Fatalf("without a certificate: waits %v, want the name's turn first (%v)", got, 4*loginlimit.DelayBase)
+	}
+	// With it, only the turn of its own pair (the one failure from this
+	// IP), not the name's (four failures now: eight seconds).
+	got, err = login(true)
+	tcheck(t, err, "relay login with its certificate")
+	if !slices.Equal(got, []time.Duration{loginlimit.DelayBase}) {
+		t.Fatalf("with its client certificate the relay waited %v, want %v", got, loginlimit.DelayBase)
 	}
 }

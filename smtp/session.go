@@ -375,7 +375,11 @@ func (ss submissionSession) login(username, password string) error {
 	// After failures, attempts take turns (loginlimit): guesses are slow
 	// over any number of connections and IPs, and a right one is not told
 	// sooner than a wrong one.
-	if err := logins.Wait(ctx, loginlimit.Attempt{Name: username, IP: ip}, ss.s.submission.LoginSleep); err != nil {
+	attempt := loginlimit.Attempt{Name: username, IP: ip}
+	if t, ok := ss.s.submission.Auth.(ClientTruster); ok && len(c.PeerCertificates) > 0 {
+		attempt.Trusted = t.TrustedClient(ctx, c)
+	}
+	if err := logins.Wait(ctx, attempt, ss.s.submission.LoginSleep); err != nil {
 		return ss.loginWaitFailed(username, err)
 	}
 	l, err := ss.s.submission.Auth.Authenticate(ss.ctx(), c)

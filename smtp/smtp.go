@@ -156,6 +156,14 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, c Credentials) (Login, error)
 }
 
+// ClientTruster is an Authenticator that can tell, before the password is
+// checked, that a client proved itself otherwise (a TLS client certificate
+// of the login's own CAs); such logins skip the login limiter's gates that
+// other IPs share (loginlimit.Attempt.Trusted).
+type ClientTruster interface {
+	TrustedClient(ctx context.Context, c Credentials) bool
+}
+
 // Credentials are what a submission client logs in with.
 type Credentials struct {
 	Username, Password string
