@@ -83,10 +83,14 @@ type Report struct {
 	// second on all cores (RSA-2048 signer, one RSA-2048 recipient,
 	// OAEP-SHA256, AES-128-CBC): what a server doing nothing but sealing
 	// would reach. SealRatio is PerSecond / SealPerSecond.
-	SealPerSecond     float64
-	SealRatio         float64
-	ServerPeakRSSKiB  int64 // VmHWM of ServerPID, 0 if unknown
-	Concurrency, Size int
+	SealPerSecond    float64
+	SealRatio        float64
+	ServerPeakRSSKiB int64 // VmHWM of ServerPID, 0 if unknown
+	// ServerCPUPerMessage is ServerPID's CPU time over the submissions
+	// (logins included) divided by the messages sent; RSASignCPU is the
+	// CPU time of one RSA-2048 signature measured in the same run.
+	ServerCPUPerMessage, RSASignCPU time.Duration
+	Concurrency, Size               int
 }
 
 // String formats the report for people.
@@ -108,6 +112,13 @@ func (r *Report) String() string {
 	if r.SealPerSecond > 0 {
 		fmt.Fprintf(&b, "seal ceiling:    %.1f messages/s sealed on %d cores (%.2f signatures each); ratio %.2f\n",
 			r.SealPerSecond, runtime.GOMAXPROCS(0), r.RSASignPerSecond/r.SealPerSecond, r.SealRatio)
+	}
+	if r.ServerCPUPerMessage > 0 {
+		fmt.Fprintf(&b, "server CPU:      %s per message", r.ServerCPUPerMessage.Round(time.Microsecond))
+		if r.RSASignCPU > 0 {
+			fmt.Fprintf(&b, " = %.2f RSA-2048 signatures (%s CPU each)", float64(r.ServerCPUPerMessage)/float64(r.RSASignCPU), r.RSASignCPU.Round(time.Microsecond))
+		}
+		b.WriteString("\n")
 	}
 	if r.ServerPeakRSSKiB > 0 {
 		fmt.Fprintf(&b, "server peak RSS: %.1f MiB\n", float64(r.ServerPeakRSSKiB)/1024)
@@ -144,11 +155,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r := &Report{Concurrency: o.Concurrency, Size: o.Size}
 	if !o.NoCeiling {
-		rate, err := RSASignRate(ctx, o.CeilingTime)
+		rate, perSign, err := rsaSign(ctx, o.CeilingTime)
 		if err != nil {
 			return nil, err
 		}
-		r.RSASignPerSecond = rate
+		r.RSASignPerSecond, r.RSASignCPU = rate, perSign
 		if r.SealPerSecond, err = SealRate(ctx, o.CeilingTime, o.Size); err != nil {
 			return nil, err
 		}
@@ -160,6 +171,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if !o.NoResume {
 		tlsConfig.ClientSessionCache = tls.NewLRUClientSessionCache(o.Concurrency)
+	}
+	var serverCPU0 time.Duration
+	if o.ServerPID > 0 {
+		serverCPU0 = processCPU(o.ServerPID)
 	}
 	var next atomic.Int64
 	var mu sync.Mutex
@@ -228,6 +243,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	wg.Wait()
 	r.Elapsed = time.Since(start)
+	if o.ServerPID > 0 && len(lat) > 0 {
+		if cpu := processCPU(o.ServerPID) - serverCPU0; cpu > 0 {
+			r.ServerCPUPerMessage = cpu / time.Duration(len(lat))
+		}
+	}
 	r.Messages = len(lat)
 	if r.Elapsed > 0 {
 		r.PerSecond = float64(r.Messages) / r.Elapsed.Seconds()
@@ -340,16 +360,25 @@ func message(o Options, i int64) (string, []byte) {
 // RSASignRate measures RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second
 // with one signer per core, for about d (default 2 s).
 func RSASignRate(ctx context.Context, d time.Duration) (float64, error) {
+	rate, _, err := rsaSign(ctx, d)
+	return rate, err
+}
+
+// rsaSign is RSASignRate that also returns the CPU time of one signature
+// (this process's CPU time over the measurement, divided by the count):
+// unlike the rate, it stays put when other processes share the cores.
+func rsaSign(ctx context.Context, d time.Duration) (float64, time.Duration, error) {
 	if d <= 0 {
 		d = 2 * time.Second
 	}
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	digest := sha256.Sum256([]byte("hisp"))
 	var n atomic.Int64
 	var wg sync.WaitGroup
+	cpu0 := processCPU(os.Getpid())
 	start := time.Now()
 	deadline := start.Add(d)
 	for range runtime.GOMAXPROCS(0) {
@@ -364,7 +393,35 @@ func RSASignRate(ctx context.Context, d time.Duration) (float64, error) {
 		}()
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds(), ctx.Err()
+	rate := float64(n.Load()) / time.Since(start).Seconds()
+	var perSign time.Duration
+	if cpu := processCPU(os.Getpid()) - cpu0; cpu > 0 && n.Load() > 0 {
+		perSign = cpu / time.Duration(n.Load())
+	}
+	return rate, perSign, ctx.Err()
+}
+
+// processCPU is the user and system CPU time a process has used, from
+// /proc (0 where it cannot be read).
+func processCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from its ")".
+	i := strings.LastIndexByte(string(data), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var utime, stime int64
+	fmt.Sscan(f[11], &utime)
+	fmt.Sscan(f[12], &stime)
+	const clockTicks = 100 // USER_HZ, 100 on every Linux platform Go runs on
+	return time.Duration(utime+stime) * time.Second / clockTicks
 }
 
 // SealRate measures how many messages of about size bytes smime.Seal makes
