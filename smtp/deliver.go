@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hisp-project/hisp/metrics"
@@ -124,8 +125,12 @@ type Deliverer struct {
 	// Used by Run's goroutine only.
 	bounceRetry map[noticeKey]time.Time // failed notices wait before the next try
 	lastPurge   time.Time
-	// lastDelayedScan is when notices last looked for delayed messages.
-	lastDelayedScan time.Time
+	// lastDelayedScan is when notices last looked for delayed messages,
+	// lastFailedScan for failed ones.
+	lastDelayedScan, lastFailedScan time.Time
+	// failedSince is set by record when a recipient failed for good: its
+	// failure DSN is looked for at the next round, not a poll later.
+	failedSince atomic.Bool
 }
 
 type noticeKey struct {
@@ -483,6 +488,7 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 		d.log.Error("record delivery outcomes", slog.Int64("queue_id", j.msg.ID), slog.String("error", err.Error()))
 	}
 	if failed {
+		d.failedSince.Store(true)
 		d.Wake() // the failure DSN
 	}
 }
@@ -772,9 +778,20 @@ func (d *Deliverer) tlsConfig(host string, verify bool) *tls.Config {
 // after DelayedAfter. It also purges old finished messages.
 func (d *Deliverer) notices(ctx context.Context) {
 	now := d.cfg.Now()
-	failed, err := d.q.QueueFailed(ctx, 50)
-	if err != nil && ctx.Err() == nil {
-		d.log.Error("select failure notices", slog.String("error", err.Error()))
+	// Failure notices are looked for when a recipient failed since the
+	// last look, else once per poll interval (failures recorded by an
+	// earlier run, retried notices): not after every message (Wake).
+	var failed []store.QueuedMessage
+	if d.failedSince.Swap(false) || now.Sub(d.lastFailedScan) >= d.cfg.PollInterval {
+		d.lastFailedScan = now
+		var err error
+		failed, err = d.q.QueueFailed(ctx, 50)
+		if err != nil && ctx.Err() == nil {
+			d.log.Error("select failure notices", slog.String("error", err.Error()))
+		}
+		if len(failed) == 50 {
+			d.failedSince.Store(true) // more next round
+		}
 	}
 	for _, m := range failed {
 		if t, ok := d.bounceRetry[noticeKey{m.ID, true}]; ok && now.Before(t) {
