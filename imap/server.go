@@ -39,6 +39,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/hisp-project/hisp/internal/loginlimit"
+	"github.com/hisp-project/hisp/internal/lograte"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -89,6 +90,8 @@ type Server struct {
 	debugLog      func(format string, args ...any) // imapserver's own errors
 
 	kick chan struct{} // wakes the poller
+	// connLogLimit bounds imapserver's per-connection log lines.
+	connLogLimit *lograte.Limiter
 
 	mu         sync.Mutex
 	mailboxes  map[int64]*mailboxState // selected by at least one session
@@ -115,6 +118,7 @@ func New(opts Options) (*Server, error) {
 		checkPassword:  opts.Store.CheckPassword,
 		isLoopback:     isLoopbackAddr,
 		kick:           make(chan struct{}, 1),
+		connLogLimit:   &lograte.Limiter{Every: time.Minute, Burst: 20},
 		mailboxes:      make(map[int64]*mailboxState),
 	}
 	if s.log == nil {
@@ -369,7 +373,10 @@ func isLoopbackAddr(a net.Addr) bool {
 	}
 }
 
-// printfLogger passes imapserver's messages to the server's log.
+// printfLogger passes imapserver's messages to the server's log: panics
+// always, the per-connection ones (a failed read, greeting or accept) at
+// most a few per interval, so that a flood of failing connections does not
+// flood the log.
 type printfLogger struct{ s *Server }
 
 func (l printfLogger) Printf(format string, args ...any) {
@@ -377,9 +384,17 @@ func (l printfLogger) Printf(format string, args ...any) {
 	if l.s.debugLog != nil {
 		l.s.debugLog(format, args...)
 	}
-	level := slog.LevelInfo
 	if strings.Contains(msg, "panic") {
-		level = slog.LevelError
+		l.s.log.Error("imap: " + strings.TrimSpace(msg))
+		return
 	}
-	l.s.log.Log(context.Background(), level, "imap: "+strings.TrimSpace(msg))
+	ok, suppressed := l.s.connLogLimit.Allow(time.Now())
+	if !ok {
+		return
+	}
+	attrs := []any{}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed_before", suppressed)
+	}
+	l.s.log.Info("imap: "+strings.TrimSpace(msg), attrs...)
 }

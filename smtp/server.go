@@ -13,6 +13,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/hisp-project/hisp/internal/loginlimit"
+	"github.com/hisp-project/hisp/internal/lograte"
 	"github.com/hisp-project/hisp/metrics"
 )
 
@@ -208,7 +209,7 @@ func newServer(kind string, cfg Config) *Server {
 	srv.MaxRecipients = 0 // the session enforces cfg.MaxRecipients, so that a refusal is audited
 	srv.ReadTimeout = cfg.ReadTimeout
 	srv.WriteTimeout = cfg.WriteTimeout
-	srv.ErrorLog = errorLog{s.log}
+	srv.ErrorLog = newErrorLog(s.log)
 	s.srv = srv
 	return s
 }
@@ -410,13 +411,30 @@ func isLoopback(a net.Addr) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// errorLog sends go-smtp's internal errors to slog.
-type errorLog struct{ log *slog.Logger }
-
-func (e errorLog) Printf(format string, v ...any) {
-	e.log.Warn("smtp connection", slog.String("error", fmt.Sprintf(format, v...)))
+// errorLog sends go-smtp's internal errors (a line per failed connection
+// or accept) to slog, at most a few per interval: a flood of connections
+// that fail must not flood the log.
+type errorLog struct {
+	log   *slog.Logger
+	limit *lograte.Limiter
 }
 
-func (e errorLog) Println(v ...any) {
-	e.log.Warn("smtp connection", slog.String("error", fmt.Sprint(v...)))
+func newErrorLog(log *slog.Logger) errorLog {
+	return errorLog{log: log, limit: &lograte.Limiter{Every: time.Minute, Burst: 20}}
+}
+
+func (e errorLog) Printf(format string, v ...any) { e.warn(fmt.Sprintf(format, v...)) }
+
+func (e errorLog) Println(v ...any) { e.warn(fmt.Sprint(v...)) }
+
+func (e errorLog) warn(msg string) {
+	ok, suppressed := e.limit.Allow(time.Now())
+	if !ok {
+		return
+	}
+	attrs := []any{slog.String("error", msg)}
+	if suppressed > 0 {
+		attrs = append(attrs, slog.Int("suppressed_before", suppressed))
+	}
+	e.log.Warn("smtp connection", attrs...)
 }
