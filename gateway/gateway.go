@@ -81,7 +81,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		if err != nil {
 			return abort(err)
 		}
-		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger})
+		limited := s.meter.get().dnsLimited // GET /metrics (metrics.go)
+		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger,
+			RateLimit: certs.RateLimit{Limited: func(slipped bool) {
+				if slipped {
+					limited.Inc("slipped")
+				} else {
+					limited.Inc("dropped")
+				}
+			}}})
 		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
 		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
 	}

@@ -12,6 +12,7 @@ package gateway
 //	hisp_smtp_transactions_total{listener,outcome}  backbone|submission; accepted|refused|failed
 //	hisp_smtp_refusals_total{listener,command}      auth|mail|rcpt|data
 //	hisp_queue_delivery_attempts_total{outcome}     delivered|deferred|bounced, per recipient
+//	hisp_dns_rate_limited_total{action}             UDP answers over a client's rate: slipped (sent truncated)|dropped
 //
 // Read from the store at each scrape (store.Stats):
 //
@@ -65,6 +66,7 @@ type counters struct {
 	transactions *metrics.Counter // smtp.Config.Transactions
 	refusals     *metrics.Counter // smtp.Config.Refusals
 	attempts     *metrics.Counter // smtp.DelivererConfig.Attempts
+	dnsLimited   *metrics.Counter // certs.RateLimit.Limited
 }
 
 // get returns the counters.
@@ -84,7 +86,12 @@ func newCounters(started time.Time) *counters {
 		attempts: metrics.NewCounter("hisp_queue_delivery_attempts_total",
 			"Outcomes of delivery attempts, one per recipient: delivered, deferred (retried later), bounced (failed for good).",
 			"outcome"),
+		dnsLimited: metrics.NewCounter("hisp_dns_rate_limited_total",
+			"UDP answers of the CERT publishing server over a client's rate: slipped (sent empty and truncated, the client retries over TCP) or dropped.",
+			"action"),
 	}
+	c.dnsLimited.Add(0, "slipped")
+	c.dnsLimited.Add(0, "dropped")
 	// Every series from the start, so that rates work from the first
 	// event on.
 	for _, l := range []string{"backbone", "submission"} {
@@ -123,7 +130,7 @@ func (s *server) metricsHandler() http.Handler {
 // collectMetrics gathers every family: the counters, the store gauges (if
 // the store answers) and the process gauges.
 func (s *server) collectMetrics(ctx context.Context, c *counters, now time.Time) []metrics.Family {
-	fams := []metrics.Family{c.transactions.Family(), c.refusals.Family(), c.attempts.Family()}
+	fams := []metrics.Family{c.transactions.Family(), c.refusals.Family(), c.attempts.Family(), c.dnsLimited.Family()}
 	fams = append(fams, processFamilies(c.started)...)
 	st, err := s.st.Stats(ctx, store.StatsQuery{Now: now, TrackedSince: now.Add(-trackedWindow), ExpiringBefore: now.Add(expiringWindow)})
 	up := 1.0
