@@ -365,3 +365,109 @@ func (r *lineReader) until(prefix string) error {
 		}
 	}
 }
+
+// TestOutboundTLSConfig: [outbound] tls and a route's tls reach delivery.
+// A route with tls = "required" to a partner without STARTTLS, and the
+// default tls = "verify" for a partner with a self-signed certificate, are
+// temporary failures with the reason; the message stays queued.
+func TestOutboundTLSConfig(t *testing.T) {
+	t.Parallel()
+	a := newInstance(t, "hospital.example", "alice")
+	b := newInstance(t, "clinic.example", "bob")
+	c := newInstance(t, "lab.example", "carol")
+	for _, x := range []*instance{b, c} {
+		a.trust(t, x)
+		x.trust(t, a)
+	}
+	dns := publishBoth(t, a, b, c)
+	b.start(t, dns, nil, nil)
+	plain := plainSMTP(t)
+	a.start(t, dns, nil, func(cfg *config.Config) {
+		cfg.Outbound.TLS = "verify"
+		cfg.Outbound.Routes = map[string]config.Route{
+			"clinic.example": {Addr: b.addrs["smtp"]},        // self-signed: verify fails
+			"lab.example":    {Addr: plain, TLS: "required"}, // no STARTTLS at all
+		}
+	})
+	for _, to := range []string{b.user, c.user} {
+		if r := submitPython(t, a.addrs["submission"], a.user, a.password, a.user, []string{to},
+			plainMessage(a.user, to, "tls-"+to, "Over TLS only.")); r != "" {
+			t.Fatalf("submission to %s refused: %s", to, r)
+		}
+	}
+	want := map[string]struct{ enh, reason string }{
+		b.user: {"4.7.0", "certificate"},
+		c.user: {"4.7.10", "does not offer STARTTLS"},
+	}
+	waitFor(t, "both recipients deferred with the TLS reason", func() bool {
+		n := 0
+		for _, m := range a.queued(t) {
+			for _, r := range m.Recipients {
+				if w, ok := want[r.Address]; ok && r.Attempts > 0 && r.LastEnhanced == w.enh && strings.Contains(r.LastError, w.reason) &&
+					r.State == store.StateQueued {
+					n++
+				}
+			}
+		}
+		return n == 2
+	})
+	if n := len(b.mailbox(t, b.user, "INBOX")); n != 0 {
+		t.Fatalf("bob got %d messages over unverified TLS", n)
+	}
+}
+
+// plainSMTP is an SMTP server that offers no STARTTLS and takes nothing.
+func plainSMTP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(time.Minute))
+				conn.Write([]byte("220 plain.example ESMTP\r\n"))
+				r := newLineReader(conn)
+				for {
+					line, err := r.line()
+					if err != nil {
+						return
+					}
+					switch cmd := strings.ToUpper(strings.Fields(line + " x")[0]); cmd {
+					case "EHLO", "HELO":
+						conn.Write([]byte("250-plain.example\r\n250 8BITMIME\r\n"))
+					case "QUIT":
+						conn.Write([]byte("221 bye\r\n"))
+						return
+					default:
+						conn.Write([]byte("554 5.7.0 nothing here\r\n"))
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// line reads one line without its end.
+func (r *lineReader) line() (string, error) {
+	b := make([]byte, 1)
+	for {
+		if _, err := r.conn.Read(b); err != nil {
+			return "", err
+		}
+		if b[0] == '\n' {
+			line := strings.TrimRight(string(r.buf), "\r")
+			r.buf = r.buf[:0]
+			return line, nil
+		}
+		r.buf = append(r.buf, b[0])
+	}
+}
