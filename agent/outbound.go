@@ -114,7 +114,8 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 
 	// The other fields that name who sent the message (Sender,
 	// Resent-From, Resent-Sender) name only addresses the login may send
-	// as: the recipient's agent verifies the signer against From alone,
+	// as (MF-05, OUT-02): the recipient's agent verifies the signer
+	// against From alone,
 	// and the message arrives marked verified, so a forged Sender would
 	// borrow that verdict.
 	if env.User != "" {

@@ -12,7 +12,7 @@ import (
 // and the source address of a UDP query is not checked. Each client gets a
 // token bucket; an answer over its rate is dropped, except every Slip-th,
 // which goes out as an empty truncated answer (TC=1, a few dozen bytes) so
-// that a real client behind the address retries over TCP, where addresses
+// that a real client behind the address retries over TCP (CD-04), where addresses
 // cannot be forged and no limit applies. Clients are single addresses for
 // IPv4 and /64 prefixes for IPv6 (one host's usual allocation).
 

@@ -14,8 +14,9 @@ import (
 // own: sequence sets ("0", "1:0", "x", "1,,2", numbers over 2^32), dates
 // ("32-Jan-2020"), unknown SEARCH keys, SEARCH MODSEQ/UID/OLDER arguments
 // and APPEND date-times (go-imap v2.0.0-beta.8). Those are the client's
-// mistakes, which RFC 9051 §7.1.5 answers with BAD; a client told
-// SERVERBUG may retry the same command forever or report a server fault.
+// mistakes, which RFC 9051 §7.1.5 answers with BAD (ED-03: reject bad
+// syntax); a client told SERVERBUG may retry the same command forever or
+// report a server fault.
 //
 // hisp's sessions never let an error of their own reach imapserver
 // unmapped (session.fail turns a store error into an *imap.Error; a real

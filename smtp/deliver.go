@@ -16,7 +16,9 @@ import (
 	"github.com/hisp-project/hisp/store"
 )
 
-// TLSPolicy is how delivery to a next hop uses TLS.
+// TLSPolicy is how delivery to a next hop uses TLS (OUT-03: the payload is
+// protected end to end; STARTTLS between HISPs is good practice, and a
+// partner agreement may require it).
 type TLSPolicy int
 
 const (
