@@ -516,7 +516,6 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 			}
 		}
 		failed = failed || u.State == store.StateFailed
-		d.cfg.Attempts.Inc(attemptOutcome(u.State))
 		d.log.Info("delivery attempt", slog.Int64("queue_id", j.msg.ID), slog.String("message_id", j.msg.MessageID),
 			slog.String("rcpt", rcpt), slog.String("state", string(u.State)), slog.String("remote", u.RemoteMTA),
 			slog.String("reply", statusText(u)))
@@ -525,6 +524,11 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 		// The rows stay in delivering: RecoverQueue makes them due again
 		// at the next start.
 		d.log.Error("record delivery outcomes", slog.Int64("queue_id", j.msg.ID), slog.String("error", err.Error()))
+	}
+	// Counted once recorded, so that a scrape that sees the attempt sees
+	// the recipient's new state too.
+	for _, u := range updates {
+		d.cfg.Attempts.Inc(attemptOutcome(u.State))
 	}
 	if failed {
 		d.Wake() // the failure DSN
