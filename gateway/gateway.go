@@ -199,8 +199,8 @@ func (s *server) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /crl/{file}", func(w http.ResponseWriter, r *http.Request) {
 		// Unknown and malformed names are the client's mistake (or a
-		// scan): 404 and one short line, never the requested
-		// name at ERROR (a malformed one is not logged at all).
+		// scan): 404 and one short line, never the requested name at
+		// ERROR (a malformed one is not logged at all).
 		name, ok := strings.CutSuffix(r.PathValue("file"), ".crl")
 		domain, err := store.NormalizeDomain(name)
 		if !ok || err != nil {
