@@ -112,6 +112,18 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		}
 	}
 
+	// The other fields that name who sent the message (Sender,
+	// Resent-From, Resent-Sender) name only addresses the login may send
+	// as (MF-05, OUT-02): the recipient's agent verifies the signer
+	// against From alone,
+	// and the message arrives marked verified, so a forged Sender would
+	// borrow that verdict.
+	if env.User != "" {
+		if err := mayAlsoName(h, env); err != nil {
+			return fail(err)
+		}
+	}
+
 	// MF-05: no Bcc. An empty Bcc field (some clients leave one) is
 	// dropped below; one that names anybody refuses the message.
 	bcc, err := h.addresses("bcc")
@@ -495,4 +507,31 @@ func (a *Agent) failureDSN(to, senderDomain, msgID string, prepared []byte, resu
 		return nil, fmt.Errorf("failure DSN for %s: %w", msgID, err)
 	}
 	return dsn, nil
+}
+
+// senderFields are the header fields besides From that name who sent a
+// message (RFC 5322 §3.6.2, §3.6.6).
+var senderFields = []string{"sender", "resent-from", "resent-sender"}
+
+// mayAlsoName checks that every address in the sender fields of a
+// submitted message is one the login may send as: its own address, or for
+// a relay account an address of its domains. It returns the refusal.
+func mayAlsoName(h header, env Envelope) *Error {
+	relay := store.Relay{Name: env.User, Domains: env.RelayDomains}
+	user := envAddr(env.User)
+	for _, name := range senderFields {
+		list, err := h.addresses(name)
+		if err != nil {
+			return refuse(554, "5.6.0", err, "unusable %s field: %v", canonicalName(name), err)
+		}
+		for _, as := range list {
+			if env.RelayDomains != nil && !relay.SendsFor(as) {
+				return refuse(550, "5.7.1", nil, "%s <%s> is not in a domain of relay %s (%s)", canonicalName(name), as, env.User, strings.Join(env.RelayDomains, ", "))
+			}
+			if env.RelayDomains == nil && as != user {
+				return refuse(550, "5.7.1", nil, "%s <%s> is not an address of login %s: a user may name only themselves as sender", canonicalName(name), as, env.User)
+			}
+		}
+	}
+	return nil
 }

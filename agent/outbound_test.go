@@ -141,6 +141,42 @@ func TestOutboundSpoofing(t *testing.T) {
 	}
 }
 
+// TestOutboundSenderFields: Sender, Resent-From and Resent-Sender of a
+// submitted message name only addresses the login may send as.
+func TestOutboundSenderFields(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	user := Envelope{MailFrom: "alice@a.example", User: "alice@a.example", Recipients: []string{"bob@b.example"}}
+	relay := Envelope{MailFrom: "alice@a.example", User: "ehr", RelayDomains: []string{"a.example"}, Recipients: []string{"bob@b.example"}}
+	for _, c := range []struct {
+		env   Envelope
+		extra string
+		field string // "" accepted
+	}{
+		{user, "Sender: alice@a.example\r\n", ""},
+		{user, "Resent-From: Alice <ALICE@a.example>\r\nResent-Sender: alice@a.example\r\n", ""},
+		{user, "Sender: dave@a.example\r\n", "Sender"},
+		{user, "Resent-From: alice@a.example, mallory@evil.example\r\n", "Resent-From"},
+		{user, "Resent-Sender: dave@a.example\r\n", "Resent-Sender"},
+		{relay, "Sender: dave@a.example\r\nResent-From: carol@a.example\r\n", ""},
+		{relay, "Sender: mallory@evil.example\r\n", "Sender"},
+		{relay, "Resent-Sender: mallory@b.example\r\n", "Resent-Sender"},
+	} {
+		msg := message("alice@a.example", []string{"bob@b.example"}, nil, c.extra)
+		_, err := f.agent.Outbound(ctx, c.env, msg)
+		if c.field == "" {
+			if err != nil {
+				t.Errorf("%q from %s: %v", c.extra, c.env.User, err)
+			}
+			continue
+		}
+		wantError(t, err, 550, "5.7.1", c.field)
+	}
+	// A Sender that is not an address at all is malformed.
+	_, err := f.agent.Outbound(ctx, user, message("alice@a.example", []string{"bob@b.example"}, nil, "Resent-From: not an address\r\n"))
+	wantError(t, err, 554, "5.6.0", "Resent-From")
+}
+
 func TestOutboundBcc(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()

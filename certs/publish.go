@@ -40,6 +40,9 @@ type PublisherOptions struct {
 	// Logger receives a debug record per query and errors of the source.
 	// Nil discards them.
 	Logger *slog.Logger
+	// RateLimit limits UDP answers per client (rrl.go); the zero value
+	// takes its defaults.
+	RateLimit RateLimit
 }
 
 // publishUDPSize is the largest UDP answer sent, whatever a client
@@ -56,18 +59,20 @@ const sourceTimeout = 3 * time.Second
 // apex, NXDOMAIN or NODATA with the SOA for names without records, and
 // REFUSED for names outside its zones. It serves UDP and TCP, supports
 // EDNS0, and truncates UDP answers above 1232 bytes (or 512 without EDNS0)
-// so clients retry over TCP (CD-04).
+// so clients retry over TCP (CD-04). UDP answers are rate limited per
+// client (RateLimit), so that it is no amplifier for reflection attacks.
 type Publisher struct {
 	src      CertSource
 	hostname string
 	ttl      uint32
 	log      *slog.Logger
 	serial   uint32
+	rrl      *rateLimiter // nil: UDP answers are not rate limited
 }
 
 // NewPublisher returns a Publisher of the certificates src names.
 func NewPublisher(src CertSource, opts PublisherOptions) *Publisher {
-	p := &Publisher{src: src, hostname: opts.Hostname, ttl: opts.TTL, log: opts.Logger}
+	p := &Publisher{src: src, hostname: opts.Hostname, ttl: opts.TTL, log: opts.Logger, rrl: newRateLimiter(opts.RateLimit)}
 	if p.hostname == "" {
 		p.hostname = "localhost"
 	}
@@ -152,6 +157,20 @@ func (p *Publisher) Serve(ctx context.Context, pc net.PacketConn, l net.Listener
 
 func (p *Publisher) handler(ctx context.Context, overTCP bool) dns.Handler {
 	return dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		if !overTCP && p.rrl != nil {
+			switch p.rrl.check(w.RemoteAddr()) {
+			case rrlDrop:
+				return
+			case rrlSlip:
+				// Empty and truncated: smaller than the query's answer
+				// could be, and a real client retries over TCP.
+				m := new(dns.Msg)
+				m.SetReply(r)
+				m.Truncated = true
+				w.WriteMsg(m)
+				return
+			}
+		}
 		qctx, cancel := context.WithTimeout(ctx, sourceTimeout)
 		defer cancel()
 		m := p.answer(qctx, r, overTCP)

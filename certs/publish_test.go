@@ -58,6 +58,12 @@ type publishEnv struct {
 
 func startPublisher(t *testing.T) *publishEnv {
 	t.Helper()
+	return startPublisherWith(t, PublisherOptions{Hostname: "ns.hisp.example", TTL: 120})
+}
+
+// startPublisherWith starts a publisher with options.
+func startPublisherWith(t *testing.T, opts PublisherOptions) *publishEnv {
+	t.Helper()
 	env := &publishEnv{pki: newTestPKI(t), src: &memSource{domains: []string{"b.example", "Sub.B.Example."}, certs: map[string][][]byte{}}}
 	env.ab = env.pki.leaf(t, leafOpts{email: "bob@b.example"})
 	env.db = env.pki.leaf(t, leafOpts{dnsName: "b.example"})
@@ -69,7 +75,7 @@ func startPublisher(t *testing.T) *publishEnv {
 	pc, l := listenDNSPair(t)
 	env.addr = pc.LocalAddr().String()
 	env.port = pc.LocalAddr().(*net.UDPAddr).Port
-	p := NewPublisher(env.src, PublisherOptions{Hostname: "ns.hisp.example", TTL: 120})
+	p := NewPublisher(env.src, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, pc, l) }()

@@ -36,8 +36,10 @@ type Config struct {
 	Limits Limits `toml:"limits"`
 }
 
-// Limits bounds the connections and logins of clients.
+// Limits are the [limits] table: the connections and logins of clients,
+// and the sizes of messages and mailboxes.
 type Limits struct {
+	MessageLimits // message_size, mailbox_quota (messagelimits.go)
 	// Connections is how many connections each listener (smtp,
 	// submission, imap, imaps, dns over TCP, admin, admin_https) holds at
 	// once; over it a client gets the protocol's busy answer (SMTP 421,
@@ -80,8 +82,17 @@ type DNS struct {
 
 // Outbound configures delivery to other HISPs.
 type Outbound struct {
-	Port   int               `toml:"port"`   // port for MX delivery
-	Routes map[string]string `toml:"routes"` // domain = "host:port", overriding MX
+	Port int `toml:"port"` // port for MX delivery
+	// Routes override MX: domain = "host:port", or
+	// domain = { addr = "host:port", tls = "verify" } (route.go).
+	Routes map[string]Route `toml:"routes"`
+	// TLS is how deliveries use STARTTLS: "opportunistic" (default: when
+	// offered, unverified, plain text otherwise), "required" (a partner
+	// without STARTTLS is a temporary failure, retried; the certificate
+	// is not verified) or "verify" (required, and the certificate must
+	// chain to the system roots and name the next hop). A route's tls
+	// overrides it.
+	TLS string `toml:"tls"`
 	// RetryFirst is the wait after the first failed attempt, doubling up
 	// to RetryMax; RetryAttempts attempts in all. Defaults 7m30s, 16h, 9.
 	RetryFirst    Duration `toml:"retry_first"`
@@ -181,11 +192,12 @@ func Default() Config {
 			Admin:      "127.0.0.1:8080",
 		},
 		DNS: DNS{Timeout: Duration{3 * time.Second}, LDAPTimeout: Duration{5 * time.Second}},
-		Outbound: Outbound{Port: 25, Routes: map[string]string{}, RetryFirst: Duration{7*time.Minute + 30*time.Second},
+		Outbound: Outbound{Port: 25, Routes: map[string]Route{}, TLS: "opportunistic", RetryFirst: Duration{7*time.Minute + 30*time.Second},
 			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour}},
-		Trust:  Trust{Revocation: "refuse"},
-		Log:    Log{Format: "text", Level: "info"},
-		Limits: Limits{Connections: 2000, ConnectionsPerIP: 100, CredentialCache: Duration{10 * time.Minute}},
+		Trust: Trust{Revocation: "refuse"},
+		Log:   Log{Format: "text", Level: "info"},
+		Limits: Limits{MessageLimits: MessageLimits{MessageSize: DefaultMessageSize, MailboxQuota: DefaultMailboxQuota},
+			Connections: 2000, ConnectionsPerIP: 100, CredentialCache: Duration{10 * time.Minute}},
 		Notifications: Notifications{ProcessedTimeout: Duration{time.Hour}, DispatchedTimeout: Duration{time.Hour},
 			WithholdProcessed: true, CheckInterval: Duration{5 * time.Second}, WebhookTimeout: Duration{10 * time.Second},
 			WebhookRetryFirst: Duration{10 * time.Second}, WebhookRetryMax: Duration{time.Hour}, WebhookGiveUp: Duration{72 * time.Hour}},
@@ -238,7 +250,16 @@ func (c *Config) Validate() error {
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)
 	for d, r := range c.Outbound.Routes {
-		check("outbound.routes."+d, r)
+		if r.Addr == "" {
+			errs = append(errs, fmt.Errorf("outbound.routes.%s: addr is missing", d))
+		}
+		check("outbound.routes."+d, r.Addr)
+		if r.TLS != "" && !tlsPolicies[r.TLS] {
+			errs = append(errs, fmt.Errorf("outbound.routes.%s.tls = %q: want opportunistic, required or verify", d, r.TLS))
+		}
+	}
+	if !tlsPolicies[c.Outbound.TLS] {
+		errs = append(errs, fmt.Errorf("outbound.tls = %q: want opportunistic, required or verify", c.Outbound.TLS))
 	}
 	switch c.Log.Format {
 	case "", "text", "json":
@@ -277,6 +298,7 @@ func (c *Config) Validate() error {
 	if c.Limits.Connections < 1 || c.Limits.ConnectionsPerIP < 1 || c.Limits.CredentialCache.Duration < 0 {
 		errs = append(errs, errors.New("limits.connections and connections_per_ip must be at least 1, credential_cache not negative"))
 	}
+	errs = append(errs, c.Limits.MessageLimits.validate()...)
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls.cert and tls.key go together"))
 	}

@@ -45,7 +45,7 @@ key = "/etc/hisp/tls.key"
 		t.Fatal(err)
 	}
 	if c.Data != "/var/lib/hisp" || c.Listen.DNS != "" || c.Listen.SMTP != "0.0.0.0:25" || c.Outbound.Port != 2525 ||
-		c.Outbound.Routes["partner.example"] != "10.0.0.5:25" || c.DNS.Timeout.Duration != 2*time.Second ||
+		c.Outbound.Routes["partner.example"].Addr != "10.0.0.5:25" || c.DNS.Timeout.Duration != 2*time.Second ||
 		c.DNS.LDAPTimeout.Duration != 5*time.Second || c.Trust.Revocation != "refuse" {
 		t.Fatalf("%+v", c)
 	}
@@ -61,6 +61,15 @@ func TestLoadErrors(t *testing.T) {
 		{"[log]\nformat = \"xml\"\n", "log.format"},
 		{"[log]\nlevel = \"loud\"\n", "log.level"},
 		{"data = [", "hisp.toml"},
+		{"[outbound]\ntls = \"always\"\n", "outbound.tls"},
+		{"[outbound.routes]\n\"p.example\" = { addr = \"10.0.0.5:25\", tls = \"maybe\" }\n", "outbound.routes.p.example.tls"},
+		{"[outbound.routes]\n\"p.example\" = { addr = \"10.0.0.5:25\", tsl = \"verify\" }\n", "unknown keys: tsl"},
+		{"[outbound.routes]\n\"p.example\" = { tls = \"verify\" }\n", "addr is missing"},
+		{"[outbound.routes]\n\"p.example\" = 25\n", "route"},
+		{"[limits]\nmessage_size = \"12 parsecs\"\n", "size"},
+		{"[limits]\nmessage_size = 1000\n", "limits.message_size"},
+		{"[limits]\nmailbox_quota = -5\n", "negative"},
+		{"[limits]\nmessage_sise = 5\n", "unknown keys: limits.message_sise"},
 	} {
 		if _, err := Load(write(t, tc.toml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.toml, err, tc.want)
@@ -101,5 +110,48 @@ func TestLogHandler(t *testing.T) {
 	slog.New(Default().Log.Handler(&b)).Info("text line", "k", "v")
 	if got := b.String(); !strings.Contains(got, `msg="text line" k=v`) {
 		t.Fatalf("default log line %q", got)
+	}
+}
+
+// TestOutboundTLSAndRoutes: [outbound] tls and both forms of a route.
+func TestOutboundTLSAndRoutes(t *testing.T) {
+	c, err := Load(write(t, `
+[outbound]
+tls = "required"
+[outbound.routes]
+"plain.example" = "10.0.0.4:25"
+"partner.example" = { addr = "10.0.0.5:25", tls = "verify" }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Outbound.TLS != "required" || c.Outbound.Routes["plain.example"] != (Route{Addr: "10.0.0.4:25"}) ||
+		c.Outbound.Routes["partner.example"] != (Route{Addr: "10.0.0.5:25", TLS: "verify"}) {
+		t.Fatalf("%+v", c.Outbound)
+	}
+	if Default().Outbound.TLS != "opportunistic" {
+		t.Fatal("default outbound TLS is not opportunistic")
+	}
+}
+
+// TestLimits: [limits] sizes as bytes or with a unit, and their defaults.
+func TestLimits(t *testing.T) {
+	d := Default().Limits
+	if d.MessageSize != 64<<20 || d.MailboxQuota != 1<<30 {
+		t.Fatalf("defaults %+v", d)
+	}
+	c, err := Load(write(t, "[limits]\nmessage_size = \"32MB\"\nmailbox_quota = 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MessageSize != 32<<20 || c.Limits.MailboxQuota != 0 {
+		t.Fatalf("%+v", c.Limits)
+	}
+	c, err = Load(write(t, "[limits]\nmessage_size = 20000000\nmailbox_quota = \"2 GB\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MessageSize != 20000000 || c.Limits.MailboxQuota != 2<<30 {
+		t.Fatalf("%+v", c.Limits)
 	}
 }

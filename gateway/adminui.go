@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -120,7 +121,7 @@ type adminView struct {
 
 func (s *server) adminPage(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	v := adminView{Admin: adminOf(r), Hostname: s.cfg.Hostname, Now: s.now(), Notice: r.URL.Query().Get("done")}
+	v := adminView{Admin: adminOf(r), Hostname: s.cfg.Hostname, Now: s.now(), Notice: adminNotice(r.URL.Query())}
 	err := func() error {
 		var err error
 		if v.Domains, err = s.st.Domains(ctx); err != nil {
@@ -182,17 +183,15 @@ func (s *server) adminQueueAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	admin := adminOf(r)
-	var done string
+	done := url.Values{"done": {r.PathValue("action")}, "id": {strconv.FormatInt(id, 10)}}
 	switch r.PathValue("action") {
 	case "retry":
 		var n int64
 		if n, err = s.st.QueueRetry(r.Context(), id, s.now()); err == nil {
-			done = fmt.Sprintf("queue entry %d: %d recipient(s) due now", id, n)
+			done.Set("n", strconv.FormatInt(n, 10))
 		}
 	case "drop":
-		if _, err = s.st.QueueDrop(r.Context(), id); err == nil {
-			done = fmt.Sprintf("queue entry %d dropped (no DSN)", id)
-		}
+		_, err = s.st.QueueDrop(r.Context(), id)
 	default:
 		http.NotFound(w, r)
 		return
@@ -208,5 +207,27 @@ func (s *server) adminQueueAction(w http.ResponseWriter, r *http.Request) {
 	}
 	s.auditAdmin(r, admin, "queue."+r.PathValue("action"), strconv.FormatInt(id, 10), "ok", "admin page")
 	s.log.Info("admin action", "admin", admin, "action", r.PathValue("action"), "queue_id", id)
-	http.Redirect(w, r, "/?done="+template.URLQueryEscaper(done), http.StatusSeeOther)
+	http.Redirect(w, r, "/?"+done.Encode(), http.StatusSeeOther)
+}
+
+// adminNotice is the line the page shows after one of its own actions. The
+// query names the action by key and its numbers; the text is the page's
+// own, so a link cannot make the page say anything else (an unknown key or
+// a number that is not one shows nothing).
+func adminNotice(q url.Values) string {
+	id, err := strconv.ParseInt(q.Get("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return ""
+	}
+	switch q.Get("done") {
+	case "retry":
+		n, err := strconv.ParseInt(q.Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			return ""
+		}
+		return fmt.Sprintf("queue entry %d: %d recipient(s) due now", id, n)
+	case "drop":
+		return fmt.Sprintf("queue entry %d dropped (no DSN)", id)
+	}
+	return ""
 }

@@ -91,7 +91,7 @@ func (in *instance) runStoppable(t *testing.T, resolver string, routes map[strin
 	cfg.Data = in.dir
 	cfg.Listen = config.Listen{SMTP: "127.0.0.1:0", Submission: "127.0.0.1:0", IMAP: "127.0.0.1:0", Admin: "127.0.0.1:0"}
 	cfg.DNS.Resolver = resolver
-	cfg.Outbound.Routes = routes
+	cfg.Outbound.Routes = config.Routes(routes)
 	if tweak != nil {
 		tweak(&cfg)
 	}

@@ -57,6 +57,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		return err
 	}
 	defer st.Close()
+	// [limits] mailbox_quota: the quota of addresses without their own.
+	st.SetDefaultQuota(int64(cfg.Limits.MailboxQuota))
 	// A failing component stops the others through ctx.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -84,7 +86,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 			return abort(err)
 		}
 		l = s.limits.wrap("dns", l, nil)
-		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger})
+		limited := s.meter.get().dnsLimited // GET /metrics (metrics.go)
+		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger,
+			RateLimit: certs.RateLimit{Limited: func(slipped bool) {
+				if slipped {
+					limited.Inc("slipped")
+				} else {
+					limited.Inc("dropped")
+				}
+			}}})
 		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
 		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
 	}
@@ -193,13 +203,19 @@ func (s *server) adminHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /crl/{file}", func(w http.ResponseWriter, r *http.Request) {
-		domain, ok := strings.CutSuffix(r.PathValue("file"), ".crl")
-		if !ok {
+		// Unknown and malformed names are the client's mistake (or a
+		// scan): 404 and one short line, never the requested name at
+		// ERROR (a malformed one is not logged at all).
+		name, ok := strings.CutSuffix(r.PathValue("file"), ".crl")
+		domain, err := store.NormalizeDomain(name)
+		if !ok || err != nil {
+			s.log.Info("CRL not found: malformed name", "remote", r.RemoteAddr, "len", len(r.PathValue("file")))
 			http.NotFound(w, r)
 			return
 		}
-		der, err := s.crl(r.Context(), strings.ToLower(domain))
+		der, err := s.crl(r.Context(), domain)
 		if errors.Is(err, store.ErrNotFound) {
+			s.log.Info("CRL not found: no local CA", "remote", r.RemoteAddr, "domain", domain)
 			http.NotFound(w, r)
 			return
 		}

@@ -44,7 +44,8 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	logins := loginlimit.New(nil)
 	var imapSrv *imap.Server
 	if cfg.Listen.IMAP != "" || cfg.Listen.IMAPS != "" {
-		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true, Logins: logins})
+		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true, Logins: logins,
+			MaxMessageSize: int64(cfg.Limits.MessageSize)})
 		if err != nil {
 			return err
 		}
@@ -67,14 +68,14 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	}
 	s.track.attach(m) // delivery tracking (track.go)
 
-	routes, err := smtp.ParseRoutes(cfg.Outbound.Routes)
+	routes, mxTLS, err := outboundRoutes(cfg.Outbound) // outbound.go
 	if err != nil {
 		return err
 	}
 	delayed := cfg.Outbound.DelayedDSN.Duration
 	deliverer, err := smtp.NewDeliverer(smtp.DelivererConfig{
 		Queue: s.st, Local: m, Bouncer: m, Hostname: cfg.Hostname, Resolver: cfg.DNS.Resolver,
-		Port: cfg.Outbound.Port, Routes: routes,
+		Port: cfg.Outbound.Port, Routes: routes, TLS: mxTLS,
 		Backoff:      retry,
 		DelayedAfter: delayed, Logger: s.log,
 		Attempts: s.meter.get().attempts, // GET /metrics (metrics.go)
@@ -93,7 +94,9 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	}
 	var ls []listener
 	if cfg.Listen.SMTP != "" {
-		bb, err := smtp.NewBackbone(smtp.BackboneConfig{Config: common, Recipients: smtp.LocalRecipients{Store: s.st}, Handler: m})
+		bbCfg := common
+		bbCfg.MaxMessageBytes, _ = messageSizes(cfg.Limits) // outbound.go
+		bb, err := smtp.NewBackbone(smtp.BackboneConfig{Config: bbCfg, Recipients: smtp.LocalRecipients{Store: s.st}, Handler: m})
 		if err != nil {
 			return err
 		}
@@ -102,6 +105,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	if cfg.Listen.Submission != "" {
 		subCfg := common
 		subCfg.TLSConfig = relayClientCertificates(tlsConfig, s.st)
+		_, subCfg.MaxMessageBytes = messageSizes(cfg.Limits) // outbound.go
 		sub, err := smtp.NewSubmission(smtp.SubmissionConfig{Config: subCfg, Auth: smtp.StoreAuthenticator{Store: s.st}, Handler: m,
 			Logins: logins})
 		if err != nil {

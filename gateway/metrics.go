@@ -16,6 +16,7 @@ package gateway
 //	hisp_connections_open{listener}                 open connections now
 //	hisp_password_checks_total{result}              cached|hashed (bcrypt ran)
 //	hisp_connections_limit{listener}                the most a listener holds
+//	hisp_dns_rate_limited_total{action}             UDP answers over a client's rate: slipped (sent truncated)|dropped
 //
 // Read from the store at each scrape (store.Stats):
 //
@@ -70,6 +71,7 @@ type counters struct {
 	refusals     *metrics.Counter // smtp.Config.Refusals
 	attempts     *metrics.Counter // smtp.DelivererConfig.Attempts
 	connRefused  *metrics.Counter // connlimit.Options.Refused (limits.go)
+	dnsLimited   *metrics.Counter // certs.RateLimit.Limited
 }
 
 // get returns the counters.
@@ -92,7 +94,12 @@ func newCounters(started time.Time) *counters {
 		connRefused: metrics.NewCounter("hisp_connections_refused_total",
 			"Connections refused over a listener's limits ([limits]): total (the listener is full) or per_ip (the client's address is).",
 			"listener", "reason"),
+		dnsLimited: metrics.NewCounter("hisp_dns_rate_limited_total",
+			"UDP answers of the CERT publishing server over a client's rate: slipped (sent empty and truncated, the client retries over TCP) or dropped.",
+			"action"),
 	}
+	c.dnsLimited.Add(0, "slipped")
+	c.dnsLimited.Add(0, "dropped")
 	// Every series from the start, so that rates work from the first
 	// event on.
 	for _, l := range []string{"backbone", "submission"} {
@@ -131,7 +138,7 @@ func (s *server) metricsHandler() http.Handler {
 // collectMetrics gathers every family: the counters, the store gauges (if
 // the store answers) and the process gauges.
 func (s *server) collectMetrics(ctx context.Context, c *counters, now time.Time) []metrics.Family {
-	fams := []metrics.Family{c.transactions.Family(), c.refusals.Family(), c.attempts.Family()}
+	fams := []metrics.Family{c.transactions.Family(), c.refusals.Family(), c.attempts.Family(), c.dnsLimited.Family()}
 	fams = append(fams, processFamilies(c.started)...)
 	cached, hashed := s.st.PasswordChecks()
 	fams = append(fams, metrics.Family{Name: "hisp_password_checks_total", Type: metrics.TypeCounter, Labels: []string{"result"},

@@ -38,7 +38,7 @@ func LoadTLS(certFile, keyFile, dataDir, hostname string) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load TLS certificate %s: %w", certFile, err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	return aeadOnly(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
 }
 
 func ensureSelfSigned(certFile, keyFile, hostname string) error {

@@ -33,6 +33,9 @@ var fuzzSeeds = []string{
 	"FETCH $ (UID)", "FETCH 4294967295 BODY[]", "FETCH 1 BODY[1.2.3.4.5]<4294967295.1>",
 	"STORE 1 +FLAGS (\\Deleted kw)", "UID STORE 1:* -FLAGS.SILENT (\\Seen)", "STORE * FLAGS ()",
 	"COPY 1:* Sent", "UID MOVE 1 Sent", "MOVE * INBOX", "COPY 1 Nowhere",
+	// Malformed arguments (BAD, malformed.go).
+	"SEARCH 1:0", "SEARCH BEFORE 32-Jan-2020", "SEARCH MODSEQ x", "FETCH 1,,2 FLAGS", "STORE 0 +FLAGS (x)",
+	"UID EXPUNGE 0", `APPEND INBOX "bad date" {3+}` + "\r\nabc",
 }
 
 // pipeListener hands out connections given to it.
@@ -168,7 +171,9 @@ func (fs *fuzzServer) session(t *testing.T, preamble []string, command string) {
 	nc := &notifyConn{Conn: server, done: make(chan struct{})}
 	fs.ln.conns <- nc
 	client.SetDeadline(time.Now().Add(10 * time.Second))
-	go io.Copy(io.Discard, client)
+	var out strings.Builder
+	read := make(chan struct{})
+	go func() { io.Copy(&out, client); close(read) }()
 	var b strings.Builder
 	for i, p := range preamble {
 		fmt.Fprintf(&b, "p%d %s\r\n", i, p)
@@ -186,6 +191,12 @@ func (fs *fuzzServer) session(t *testing.T, preamble []string, command string) {
 	case <-nc.done:
 	case <-time.After(10 * time.Second):
 		t.Fatalf("server did not end the connection for %q", command)
+	}
+	<-read
+	// Whatever the client sends, the server has no fault to report: a
+	// malformed command is BAD, a refused one NO (malformed.go).
+	if strings.Contains(out.String(), "[SERVERBUG]") {
+		t.Fatalf("command %q after %q: server bug reported:\n%s", command, preamble, out.String())
 	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()

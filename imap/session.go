@@ -387,6 +387,12 @@ func (s *session) Append(name string, r imap.LiteralReader, options *imap.Append
 	if r.Size() > s.srv.maxMessageSize {
 		return nil, &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTooBig, Text: "Message too big"}
 	}
+	// Over the quota (the account's own or the default): refused before
+	// the message is read into memory; the store checks again when it
+	// files it.
+	if a, err := s.srv.store.MailAccount(s.ctx, s.account.Address); err == nil && a.Quota > 0 && a.Used+r.Size() > a.Quota {
+		return nil, errOverQuota
+	}
 	msg, err := io.ReadAll(io.LimitReader(r, s.srv.maxMessageSize+1))
 	if err != nil {
 		return nil, err

@@ -105,7 +105,7 @@ func benchGateway(b *testing.B, mode string, size int) {
 	cfg.Data = dir
 	cfg.Listen = config.Listen{Submission: "127.0.0.1:0"}
 	cfg.DNS.Resolver = pc.LocalAddr().String()
-	cfg.Outbound.Routes = map[string]string{"clinic.example": closed}
+	cfg.Outbound.Routes = config.Routes(map[string]string{"clinic.example": closed})
 	cfg.Outbound.RetryFirst = config.Duration{Duration: time.Hour}
 	cfg.Outbound.RetryMax = config.Duration{Duration: time.Hour}
 	gctx, gcancel := context.WithCancel(ctx)

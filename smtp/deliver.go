@@ -17,32 +17,73 @@ import (
 	"github.com/hisp-project/hisp/store"
 )
 
-// Route is a static next hop for a destination domain; it overrides MX.
-type Route struct {
-	Addr string // host:port
-	// RequireTLS makes STARTTLS mandatory, with the certificate verified
-	// against the route's host name (DelivererConfig.TLSConfig's roots).
-	// Without it STARTTLS is used when offered, unverified.
-	RequireTLS bool
+// TLSPolicy is how delivery to a next hop uses TLS (OUT-03: the payload is
+// protected end to end; STARTTLS between HISPs is good practice, and a
+// partner agreement may require it).
+type TLSPolicy int
+
+const (
+	// TLSOpportunistic uses STARTTLS when offered, without verifying the
+	// certificate, and goes on in plain text when the partner offers none
+	// or the handshake fails (RFC 3207 as most MTAs do it).
+	TLSOpportunistic TLSPolicy = iota
+	// TLSRequired makes STARTTLS mandatory (a partner without it, or a
+	// failed handshake, is a temporary failure: the message is retried)
+	// but does not verify the certificate: encryption without
+	// authentication.
+	TLSRequired
+	// TLSVerify is TLSRequired with the certificate verified against the
+	// roots (DelivererConfig.TLSConfig's, else the system's) and the next
+	// hop's name: the route's host, or the MX host name.
+	TLSVerify
+)
+
+// ParseTLSPolicy reads "opportunistic" (or ""), "required" or "verify".
+func ParseTLSPolicy(s string) (TLSPolicy, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "opportunistic":
+		return TLSOpportunistic, nil
+	case "required":
+		return TLSRequired, nil
+	case "verify":
+		return TLSVerify, nil
+	}
+	return 0, fmt.Errorf("TLS policy %q: want opportunistic, required or verify", s)
 }
 
-// ParseRoutes turns the [outbound.routes] table (domain = "host:port") into
-// routes.
-func ParseRoutes(m map[string]string) (map[string]Route, error) {
+func (p TLSPolicy) String() string {
+	switch p {
+	case TLSRequired:
+		return "required"
+	case TLSVerify:
+		return "verify"
+	}
+	return "opportunistic"
+}
+
+// Route is a static next hop for a destination domain; it overrides MX.
+type Route struct {
+	Addr string    // host:port
+	TLS  TLSPolicy // for this route, instead of DelivererConfig.TLS
+}
+
+// ParseRoutes checks static routes (domain = host:port) and returns them by
+// normalized domain.
+func ParseRoutes(m map[string]Route) (map[string]Route, error) {
 	out := make(map[string]Route, len(m))
-	for domain, addr := range m {
+	for domain, r := range m {
 		d, err := store.NormalizeDomain(domain)
 		if err != nil {
 			return nil, fmt.Errorf("route for %q: %w", domain, err)
 		}
-		host, port, err := net.SplitHostPort(addr)
+		host, port, err := net.SplitHostPort(r.Addr)
 		if err != nil || host == "" {
-			return nil, fmt.Errorf("route for %s: %q: want host:port", d, addr)
+			return nil, fmt.Errorf("route for %s: %q: want host:port", d, r.Addr)
 		}
 		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-			return nil, fmt.Errorf("route for %s: %q: bad port", d, addr)
+			return nil, fmt.Errorf("route for %s: %q: bad port", d, r.Addr)
 		}
-		out[d] = Route{Addr: addr}
+		out[d] = r
 	}
 	return out, nil
 }
@@ -72,8 +113,11 @@ type DelivererConfig struct {
 	Resolver string
 	Port     int              // port of MX hosts; 25
 	Routes   map[string]Route // static routes by domain, overriding MX
+	// TLS is the policy for MX deliveries (routes have their own);
+	// TLSOpportunistic by default.
+	TLS TLSPolicy
 	// TLSConfig is the base of the client TLS configuration: its RootCAs
-	// verify routes that require TLS (nil: the system roots).
+	// verify next hops under TLSVerify (nil: the system roots).
 	TLSConfig *tls.Config
 
 	Backoff store.Backoff // zero: store.DefaultBackoff()
@@ -477,7 +521,6 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 			}
 		}
 		failed = failed || u.State == store.StateFailed
-		d.cfg.Attempts.Inc(attemptOutcome(u.State))
 		d.log.Info("delivery attempt", slog.Int64("queue_id", j.msg.ID), slog.String("message_id", j.msg.MessageID),
 			slog.String("rcpt", rcpt), slog.String("state", string(u.State)), slog.String("remote", u.RemoteMTA),
 			slog.String("reply", statusText(u)))
@@ -486,6 +529,11 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 		// The rows stay in delivering: RecoverQueue makes them due again
 		// at the next start.
 		d.log.Error("record delivery outcomes", slog.Int64("queue_id", j.msg.ID), slog.String("error", err.Error()))
+	}
+	// Counted once recorded, so that a scrape that sees the attempt sees
+	// the recipient's new state too.
+	for _, u := range updates {
+		d.cfg.Attempts.Inc(attemptOutcome(u.State))
 	}
 	if failed {
 		d.failedSince.Store(true)
@@ -628,7 +676,7 @@ func (d *Deliverer) deliverRemote(ctx context.Context, w *remoteConn, dq *destQu
 func (d *Deliverer) connect(ctx context.Context, domain string) (*client, *failure) {
 	if r, ok := d.cfg.Routes[domain]; ok {
 		host, _, _ := net.SplitHostPort(r.Addr)
-		return d.tryAddrs(ctx, host, []string{r.Addr}, r.RequireTLS)
+		return d.tryAddrs(ctx, host, []string{r.Addr}, r.TLS)
 	}
 	hosts, err := d.res.lookupMX(ctx, domain)
 	if err != nil {
@@ -658,7 +706,7 @@ func (d *Deliverer) connect(ctx context.Context, domain string) (*client, *failu
 		for _, ip := range ips {
 			addrs = append(addrs, net.JoinHostPort(ip.String(), strconv.Itoa(d.cfg.Port)))
 		}
-		c, f := d.tryAddrs(ctx, h, addrs, false)
+		c, f := d.tryAddrs(ctx, h, addrs, d.cfg.TLS)
 		if c != nil {
 			return c, nil
 		}
@@ -675,14 +723,14 @@ func (d *Deliverer) connect(ctx context.Context, domain string) (*client, *failu
 
 // tryAddrs dials the addresses of one host in order. When opportunistic TLS
 // fails, the address is dialed again without it.
-func (d *Deliverer) tryAddrs(ctx context.Context, host string, addrs []string, requireTLS bool) (*client, *failure) {
+func (d *Deliverer) tryAddrs(ctx context.Context, host string, addrs []string, policy TLSPolicy) (*client, *failure) {
 	var last *failure
 	for _, a := range addrs {
-		c, f := d.dial(ctx, host, a, true, requireTLS)
-		if f != nil && f.tlsFailed && !requireTLS {
+		c, f := d.dial(ctx, host, a, true, policy)
+		if f != nil && f.tlsFailed && policy == TLSOpportunistic {
 			d.log.Info("opportunistic TLS failed, delivering without", slog.String("host", host), slog.String("addr", a),
 				slog.String("error", f.reply.Message))
-			c, f = d.dial(ctx, host, a, false, false)
+			c, f = d.dial(ctx, host, a, false, policy)
 		}
 		if c != nil {
 			return c, nil
@@ -696,7 +744,8 @@ func (d *Deliverer) tryAddrs(ctx context.Context, host string, addrs []string, r
 }
 
 // dial connects to one address and gets the session ready for MAIL.
-func (d *Deliverer) dial(ctx context.Context, host, addr string, useTLS, requireTLS bool) (*client, *failure) {
+func (d *Deliverer) dial(ctx context.Context, host, addr string, useTLS bool, policy TLSPolicy) (*client, *failure) {
+	requireTLS := policy != TLSOpportunistic
 	temp := func(enh, format string, args ...any) *failure {
 		return &failure{reply: Reply{Code: 451, Enhanced: enh, Message: fmt.Sprintf(format, args...)}}
 	}
@@ -730,11 +779,11 @@ func (d *Deliverer) dial(ctx context.Context, host, addr string, useTLS, require
 	if _, ok := c.ext["STARTTLS"]; !ok {
 		if requireTLS {
 			return fail(&failure{reply: Reply{Code: 451, Enhanced: "4.7.10",
-				Message: fmt.Sprintf("TLS is required for %s but it does not offer STARTTLS", host)}, remote: host})
+				Message: fmt.Sprintf("TLS is required for %s ([outbound] tls = %q) but it does not offer STARTTLS", host, policy.String())}, remote: host})
 		}
 		return c, nil
 	}
-	r, err = c.startTLS(ctx, d.tlsConfig(host, requireTLS))
+	r, err = c.startTLS(ctx, d.tlsConfig(host, policy == TLSVerify))
 	var te *tlsError
 	switch {
 	case errors.As(err, &te):
@@ -756,8 +805,8 @@ func (d *Deliverer) dial(ctx context.Context, host, addr string, useTLS, require
 	return c, nil
 }
 
-// tlsConfig is the client configuration for a host: verified when
-// required, otherwise encryption without authentication (opportunistic).
+// tlsConfig is the client configuration for a host: verified under
+// TLSVerify, otherwise encryption without authentication.
 func (d *Deliverer) tlsConfig(host string, verify bool) *tls.Config {
 	var cfg *tls.Config
 	if d.cfg.TLSConfig != nil {

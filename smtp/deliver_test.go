@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -469,6 +470,9 @@ func TestDeliverMX(t *testing.T) {
 	waitFor(t, "three bounces", func() bool { return len(b.all()) == 3 })
 }
 
+// TestDeliverSTARTTLS: the three TLS policies against real SMTP servers on
+// loopback, one offering STARTTLS with a self-signed certificate, one
+// offering none.
 func TestDeliverSTARTTLS(t *testing.T) {
 	st := queueStore(t)
 	tlsConfig, pool := testTLS(t)
@@ -476,50 +480,97 @@ func TestDeliverSTARTTLS(t *testing.T) {
 	plain := startSink(t, "", nil)
 	clock := newClock()
 	idOpp := enqueue(t, st, clock, "alice@a.example", "carol@opportunistic.test")
+	idOppPlain := enqueue(t, st, clock, "alice@a.example", "carol@plain.test")
 	idReq := enqueue(t, st, clock, "alice@a.example", "carol@required.test")
+	idVerify := enqueue(t, st, clock, "alice@a.example", "carol@verify.test")
 	idNoTLS := enqueue(t, st, clock, "alice@a.example", "carol@notls.test")
+	idVerifyPlain := enqueue(t, st, clock, "alice@a.example", "carol@verifyplain.test")
 	runDeliverer(t, DelivererConfig{Queue: st, Now: clock.Now, TLSConfig: &tls.Config{RootCAs: pool},
 		Routes: map[string]Route{
 			"opportunistic.test": {Addr: withTLS.addr},
-			"required.test":      {Addr: withTLS.addr, RequireTLS: true},
-			"notls.test":         {Addr: plain.addr, RequireTLS: true},
+			"plain.test":         {Addr: plain.addr},
+			"required.test":      {Addr: withTLS.addr, TLS: TLSRequired},
+			"verify.test":        {Addr: withTLS.addr, TLS: TLSVerify},
+			"notls.test":         {Addr: plain.addr, TLS: TLSRequired},
+			"verifyplain.test":   {Addr: plain.addr, TLS: TLSVerify},
 		}})
 	waitState(t, st, idOpp, "carol@opportunistic.test", inState(store.StateDelivered))
+	waitState(t, st, idOppPlain, "carol@plain.test", inState(store.StateDelivered))
 	waitState(t, st, idReq, "carol@required.test", inState(store.StateDelivered))
-	r := waitState(t, st, idNoTLS, "carol@notls.test", func(r store.QueuedRecipient) bool { return r.State == store.StateQueued && r.Attempts == 1 })
-	if r.LastEnhanced != "4.7.10" || !strings.Contains(r.LastError, "does not offer STARTTLS") {
-		t.Fatalf("required TLS not offered: %+v", r)
+	waitState(t, st, idVerify, "carol@verify.test", inState(store.StateDelivered))
+	for _, c := range []struct {
+		id   int64
+		rcpt string
+	}{{idNoTLS, "carol@notls.test"}, {idVerifyPlain, "carol@verifyplain.test"}} {
+		// A temporary failure with a reason: retried, not bounced.
+		r := waitState(t, st, c.id, c.rcpt, func(r store.QueuedRecipient) bool { return r.State == store.StateQueued && r.Attempts == 1 })
+		if r.LastEnhanced != "4.7.10" || !strings.Contains(r.LastError, "does not offer STARTTLS") || r.LastCode != 451 {
+			t.Fatalf("%s: required TLS not offered: %+v", c.rcpt, r)
+		}
 	}
 	_, _, msgs := withTLS.snapshot()
-	if len(msgs) != 2 {
-		t.Fatalf("TLS sink got %d messages", len(msgs))
+	if len(msgs) != 3 {
+		t.Fatalf("TLS sink got %d messages, want 3", len(msgs))
 	}
 	for _, m := range msgs {
 		if !m.tls {
 			t.Fatalf("message without TLS: %+v", m)
 		}
 	}
-	if _, _, msgs := plain.snapshot(); len(msgs) != 0 {
-		t.Fatalf("plain sink got %+v", msgs)
+	if _, _, msgs := plain.snapshot(); len(msgs) != 1 {
+		t.Fatalf("plain sink got %d messages, want the opportunistic one", len(msgs))
 	}
 }
 
-func TestDeliverRequiredTLSVerifies(t *testing.T) {
+// TestDeliverTLSPolicySelfSigned: a partner with a self-signed certificate
+// (not in the roots) gets mail under "required" (encryption only) and
+// under "opportunistic", but not under "verify": a temporary failure
+// naming the certificate problem, with no fall-back to plain text. The
+// MX-wide policy (DelivererConfig.TLS) applies to MX deliveries.
+func TestDeliverTLSPolicySelfSigned(t *testing.T) {
 	st := queueStore(t)
 	tlsConfig, _ := testTLS(t)
 	sk := startSink(t, "", tlsConfig)
+	_, p, _ := net.SplitHostPort(sk.addr)
+	port, _ := strconv.Atoi(p)
+	resolver := startDNS(t, map[string][]string{
+		"mx.test.":           {"mx.test. 300 IN MX 10 localhost.mx.test."},
+		"localhost.mx.test.": {"localhost.mx.test. 300 IN A 127.0.0.1"},
+	}, nil)
 	clock := newClock()
-	id := enqueue(t, st, clock, "alice@a.example", "carol@route.test")
-	// Roots that do not include the sink's certificate: no delivery, and
-	// no fall-back to plain text.
-	runDeliverer(t, DelivererConfig{Queue: st, Now: clock.Now, TLSConfig: &tls.Config{RootCAs: x509.NewCertPool()},
-		Routes: map[string]Route{"route.test": {Addr: sk.addr, RequireTLS: true}}})
-	r := waitState(t, st, id, "carol@route.test", func(r store.QueuedRecipient) bool { return r.State == store.StateQueued && r.Attempts == 1 })
-	if !strings.Contains(r.LastError, "TLS with 127.0.0.1") || r.LastEnhanced != "4.7.0" {
-		t.Fatalf("unverified required TLS: %+v", r)
+	idReq := enqueue(t, st, clock, "alice@a.example", "carol@required.test")
+	idVerify := enqueue(t, st, clock, "alice@a.example", "carol@verify.test")
+	idMX := enqueue(t, st, clock, "alice@a.example", "carol@mx.test")
+	roots := x509.NewCertPool() // trusts nothing: the certificate is self-signed
+	runDeliverer(t, DelivererConfig{Queue: st, Now: clock.Now, TLSConfig: &tls.Config{RootCAs: roots}, Resolver: resolver, Port: port,
+		TLS: TLSVerify,
+		Routes: map[string]Route{
+			"required.test": {Addr: sk.addr, TLS: TLSRequired},
+			"verify.test":   {Addr: sk.addr, TLS: TLSVerify},
+		}})
+	waitState(t, st, idReq, "carol@required.test", inState(store.StateDelivered))
+	for _, c := range []struct {
+		id   int64
+		rcpt string
+	}{{idVerify, "carol@verify.test"}, {idMX, "carol@mx.test"}} {
+		r := waitState(t, st, c.id, c.rcpt, func(r store.QueuedRecipient) bool { return r.State == store.StateQueued && r.Attempts == 1 })
+		if r.LastEnhanced != "4.7.0" || !strings.Contains(r.LastError, "certificate") {
+			t.Fatalf("%s: unverifiable certificate under verify: %+v", c.rcpt, r)
+		}
 	}
-	if _, _, msgs := sk.snapshot(); len(msgs) != 0 {
-		t.Fatalf("sink got %+v", msgs)
+	if _, _, msgs := sk.snapshot(); len(msgs) != 1 {
+		t.Fatalf("sink got %d messages, want the required one only", len(msgs))
+	}
+}
+
+func TestParseTLSPolicy(t *testing.T) {
+	for in, want := range map[string]TLSPolicy{"": TLSOpportunistic, "opportunistic": TLSOpportunistic, "required": TLSRequired, "Verify": TLSVerify} {
+		if got, err := ParseTLSPolicy(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	if _, err := ParseTLSPolicy("always"); err == nil {
+		t.Error("unknown policy accepted")
 	}
 }
 

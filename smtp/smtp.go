@@ -31,7 +31,8 @@
 // recorded before it dials), groups them per destination domain, finds the
 // next hop by static route or MX look-up (RFC 5321 §5.1: MX, else the
 // domain's own address), delivers each message in one SMTP transaction per
-// destination over a reused connection, with STARTTLS when offered, and
+// destination over a reused connection, with STARTTLS as the TLSPolicy of
+// the route or of MX deliveries says (opportunistic, required, verify), and
 // records each recipient's outcome: 2xx delivered, 4xx or a network error
 // retried by the backoff, 5xx failed for good and handed to the Bouncer for
 // a DSN. Recipients in local domains go to a LocalDeliverer instead of the

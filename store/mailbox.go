@@ -95,9 +95,12 @@ func NormalizeMailboxName(name string) (string, error) {
 type MailAccount struct {
 	ID      int64 // never reused, also not by a later account of the same address
 	Address string
-	Quota   int64 // bytes over all mailboxes; 0: no limit
-	Used    int64 // bytes in all mailboxes
-	Created time.Time
+	Quota   int64 // bytes over all mailboxes that apply; 0: no limit
+	// QuotaDefault is set when the account has no quota of its own and
+	// Quota is the default ([limits] mailbox_quota, SetDefaultQuota).
+	QuotaDefault bool
+	Used         int64 // bytes in all mailboxes
+	Created      time.Time
 }
 
 // MailAccount returns the mail account of a local address, making it with
@@ -118,7 +121,37 @@ func (s *Store) MailAccount(ctx context.Context, address string) (MailAccount, e
 	if err != nil {
 		return MailAccount{}, fmt.Errorf("mail account: %w", err)
 	}
+	def := s.defaultQuota.Load()
+	a.QuotaDefault = a.Quota == QuotaDefault
+	a.Quota = effectiveQuota(a.Quota, def)
 	return a, nil
+}
+
+// The quota values of SetQuota besides a number of bytes.
+const (
+	// QuotaDefault: the account follows the default quota.
+	QuotaDefault = 0
+	// QuotaNone: the account has no quota, whatever the default.
+	QuotaNone = -1
+)
+
+// SetDefaultQuota sets the quota of every mail account without one of its
+// own ([limits] mailbox_quota), in bytes; 0: no limit. Mail already stored
+// stays; deliveries, APPEND and COPY over it are refused (ErrOverQuota).
+func (s *Store) SetDefaultQuota(bytes int64) {
+	s.defaultQuota.Store(max(bytes, 0))
+}
+
+// effectiveQuota is the quota that applies to an account whose own quota
+// column holds own: own if positive, none for QuotaNone, else the default.
+func effectiveQuota(own, def int64) int64 {
+	switch {
+	case own > 0:
+		return own
+	case own == QuotaNone:
+		return 0
+	}
+	return def
 }
 
 func getMailAccount(ctx context.Context, q queryer, addr string) (MailAccount, error) {
@@ -163,13 +196,15 @@ func ensureMailAccount(ctx context.Context, tx *txn, addr string) (MailAccount, 
 }
 
 // SetQuota sets the quota of the mail account of an address in bytes over
-// all its mailboxes; 0 means no limit. Mail already stored stays.
+// all its mailboxes; QuotaDefault (0) makes it follow the default
+// (SetDefaultQuota), QuotaNone (-1) gives it no limit. Mail already stored
+// stays.
 func (s *Store) SetQuota(ctx context.Context, address string, bytes int64) error {
 	addr, _, err := NormalizeAddress(address)
 	if err != nil {
 		return err
 	}
-	if bytes < 0 {
+	if bytes < QuotaNone {
 		return fmt.Errorf("quota of %s: negative", addr)
 	}
 	err = s.tx(ctx, func(tx *txn) error {

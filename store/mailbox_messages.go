@@ -430,7 +430,7 @@ func insertMessage(ctx context.Context, tx *txn, mailboxID int64, uid uint32, bo
 }
 
 // checkQuota returns an error wrapping ErrOverQuota if adding bytes would
-// take the account over its quota.
+// take the account over its quota (its own, else the default).
 func checkQuota(ctx context.Context, tx *txn, account, add int64) error {
 	var quota, used int64
 	err := tx.QueryRowContext(ctx, `SELECT a.quota, (SELECT COALESCE(SUM(b.size), 0) FROM mailboxes b WHERE b.account_id = a.id)
@@ -440,6 +440,7 @@ func checkQuota(ctx context.Context, tx *txn, account, add int64) error {
 	} else if err != nil {
 		return fmt.Errorf("read quota: %w", err)
 	}
+	quota = effectiveQuota(quota, tx.defaultQuota)
 	if quota > 0 && used+add > quota {
 		return fmt.Errorf("%w: %d of %d bytes used, %d more", ErrOverQuota, used, quota, add)
 	}

@@ -398,12 +398,51 @@ func TestQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Lifting the quota.
-	tcheck(t, s.SetQuota(ctx, "alice@clinic.example", 0), "no quota")
+	tcheck(t, s.SetQuota(ctx, "alice@clinic.example", QuotaNone), "no quota")
 	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, nil, time.Time{}); err != nil {
 		t.Fatalf("without quota: %v", err)
 	}
 	if err := s.SetQuota(ctx, "nobody@clinic.example", 10); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("quota of unknown address: %v", err)
+	}
+}
+
+// TestDefaultQuota: accounts without a quota of their own follow the
+// default; their own quota, or QuotaNone, wins over it.
+func TestDefaultQuota(t *testing.T) {
+	ctx := context.Background()
+	s, _ := mailTest(t)
+	msg := testMail("q", 1000)
+	s.SetDefaultQuota(int64(len(msg) + 10))
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, nil, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, nil, time.Time{}); !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("second message over the default quota: %v", err)
+	}
+	a, err := s.MailAccount(ctx, "alice@clinic.example")
+	tcheck(t, err, "account")
+	if !a.QuotaDefault || a.Quota != int64(len(msg)+10) {
+		t.Fatalf("account %+v", a)
+	}
+	tcheck(t, s.SetQuota(ctx, "alice@clinic.example", QuotaNone), "no quota")
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, nil, time.Time{}); err != nil {
+		t.Fatalf("with no quota: %v", err)
+	}
+	if a, _ := s.MailAccount(ctx, "alice@clinic.example"); a.QuotaDefault || a.Quota != 0 {
+		t.Fatalf("account without quota %+v", a)
+	}
+	tcheck(t, s.SetQuota(ctx, "alice@clinic.example", 10<<20), "own quota")
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, nil, time.Time{}); err != nil {
+		t.Fatalf("within its own quota: %v", err)
+	}
+	tcheck(t, s.SetQuota(ctx, "alice@clinic.example", QuotaDefault), "back to the default")
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, nil, time.Time{}); !errors.Is(err, ErrOverQuota) {
+		t.Fatalf("back to the default quota: %v", err)
+	}
+	s.SetDefaultQuota(0)
+	if _, err := s.Deliver(ctx, "alice@clinic.example", "", msg, nil, time.Time{}); err != nil {
+		t.Fatalf("default 0 (no limit): %v", err)
 	}
 }
 

@@ -66,6 +66,9 @@ func (c *stmtCache) close() {
 type txn struct {
 	*sql.Tx
 	cache *stmtCache
+	// defaultQuota is the store's default mailbox quota when the
+	// transaction began (SetDefaultQuota).
+	defaultQuota int64
 }
 
 func (t *txn) stmt(ctx context.Context, query string) *sql.Stmt {

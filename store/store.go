@@ -39,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
@@ -77,6 +78,9 @@ type Store struct {
 	aead cipher.AEAD // master key, for private keys at rest
 	// creds is the verified-credential cache of password checks.
 	creds *credentialCache
+	// defaultQuota is the quota of mail accounts without one of their
+	// own, in bytes; 0: none (SetDefaultQuota).
+	defaultQuota atomic.Int64
 }
 
 // Open opens the store in dataDir, creating the directory (mode 0700), the
@@ -215,7 +219,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	tx := &txn{Tx: sqlTx, cache: s.stmts}
+	tx := &txn{Tx: sqlTx, cache: s.stmts, defaultQuota: s.defaultQuota.Load()}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err

@@ -91,9 +91,11 @@ func addressPasswd(env *cliEnv, args []string) int {
 }
 
 // addressQuota is "hisp address quota ADDRESS [SIZE]": with SIZE ("500MB",
-// "2GB", bytes; 0 for none) it sets the mailbox quota; either way it prints
-// the quota and the bytes in use. Mail over quota is refused with a failed
-// MDN (the sender hears of it); mail already stored stays.
+// "2GB", bytes; 0 or "none" for no limit, "default" to follow [limits]
+// mailbox_quota of hisp serve) it sets the mailbox quota; either way it
+// prints the quota and the bytes in use. Mail over quota is refused with a
+// failed MDN (the sender hears of it), an IMAP APPEND with NO [OVERQUOTA];
+// mail already stored stays.
 func addressQuota(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "address quota", "ADDRESS [SIZE]", false)
 	pos, code, ok := c.parse(args, 1, 2)
@@ -104,17 +106,27 @@ func addressQuota(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.usageError("%v", err)
 	}
-	size := int64(-1)
+	size, set := int64(0), len(pos) == 2
 	if len(pos) == 2 {
-		if size, err = parseSize(pos[1]); err != nil {
-			return c.usageError("%v", err)
+		switch strings.ToLower(strings.TrimSpace(pos[1])) {
+		case "default":
+			size = store.QuotaDefault
+		case "none", "0":
+			size = store.QuotaNone
+		default:
+			if size, err = parseSize(pos[1]); err != nil {
+				return c.usageError("%v", err)
+			}
+			if size == 0 { // "0MB": no limit, as "0"
+				size = store.QuotaNone
+			}
 		}
 	}
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		if _, err := st.Address(ctx, addr); err != nil {
 			return c.fail(err)
 		}
-		if size >= 0 {
+		if set {
 			if err := st.SetQuota(ctx, addr, size); err != nil {
 				return c.fail(err)
 			}
@@ -125,7 +137,12 @@ func addressQuota(env *cliEnv, args []string) int {
 			return c.fail(err)
 		}
 		quota := "none"
-		if a.Quota > 0 {
+		switch {
+		case a.QuotaDefault:
+			// The default is hisp serve's [limits] mailbox_quota, which
+			// this command does not read.
+			quota = "default ([limits] mailbox_quota of hisp serve)"
+		case a.Quota > 0:
 			quota = formatSize(a.Quota)
 		}
 		fmt.Fprintf(env.stdout, "%s: quota %s, %s in use\n", addr, quota, formatSize(a.Used))

@@ -94,7 +94,7 @@ func TestAddressQuota(t *testing.T) {
 	pw := adminWriteFile(t, tmp, "pw", []byte("a password of alice\n"))
 	adminOK(t, data, "domain", "add", "hospital.example")
 	adminOK(t, data, "address", "add", "alice@hospital.example", "--password-file", pw)
-	if out := adminOK(t, data, "address", "quota", "alice@hospital.example"); !strings.Contains(out, "quota none, 0 bytes in use") {
+	if out := adminOK(t, data, "address", "quota", "alice@hospital.example"); !strings.Contains(out, "quota default ([limits] mailbox_quota of hisp serve), 0 bytes in use") {
 		t.Errorf("quota before: %q", out)
 	}
 	if out := adminOK(t, data, "address", "quota", "Alice@hospital.example", "2GB"); !strings.Contains(out, "quota 2.0 GB") {
@@ -112,6 +112,9 @@ func TestAddressQuota(t *testing.T) {
 	}
 	if out := adminOK(t, data, "address", "quota", "alice@hospital.example", "0"); !strings.Contains(out, "quota none") {
 		t.Errorf("quota removed: %q", out)
+	}
+	if out := adminOK(t, data, "address", "quota", "alice@hospital.example", "default"); !strings.Contains(out, "quota default") {
+		t.Errorf("quota back to the default: %q", out)
 	}
 	adminFails(t, data, 1, "not found", "address", "quota", "bob@hospital.example", "1MB")
 }

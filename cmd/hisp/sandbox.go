@@ -87,7 +87,7 @@ func sandboxCmd(env *cliEnv, args []string) int {
 		cfg.Listen = config.Listen{SMTP: s.addr(0), Submission: s.addr(1), IMAP: s.addr(2), DNS: s.addr(3), Admin: s.addr(4)}
 		other := sites[1-i]
 		cfg.DNS.Resolver = other.addr(3) // discover the other site's certificates in its DNS
-		cfg.Outbound.Routes = map[string]string{other.domain: other.addr(0)}
+		cfg.Outbound.Routes = config.Routes(map[string]string{other.domain: other.addr(0)})
 		cfgs[i] = cfg
 	}
 	// The anchors of each site are in the other's data directory only
