@@ -97,6 +97,8 @@ $retry
 retry_max = "16h"
 [outbound.routes]
 "clinic.example" = "$route"
+[limits]
+mailbox_quota = 0 # long runs fill the Sent folder
 EOF
 if [ "$mode" = queue ]; then
 	b_listen="smtp = \"\"
@@ -118,6 +120,8 @@ admin = "127.0.0.1:$(bport 4)"
 resolver = "127.0.0.1:$(aport 3)"
 [outbound.routes]
 "hospital.example" = "127.0.0.1:$(aport 0)"
+[limits]
+mailbox_quota = 0 # long runs fill the inbox
 EOF
 
 serve() { # name
