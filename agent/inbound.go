@@ -229,23 +229,38 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	// The filed message: our verification fields, then the inner message
 	// without any that came with it (inside or, for an unwrapped message,
 	// outside).
-	var b bytes.Buffer
-	b.Grow(len(opened.Message) + 512*len(order))
-	now := a.now().UTC()
-	for _, d := range order {
-		a.writeVerification(&b, d, verdicts[d], opened, now)
-	}
+	var rest bytes.Buffer
+	rest.Grow(len(opened.Message))
 	for _, f := range ih {
 		if f.lname == strings.ToLower(VerificationHeader) {
 			continue
 		}
-		b.Write(f.raw)
+		rest.Write(f.raw)
 		if !bytes.HasSuffix(f.raw, []byte("\n")) {
-			b.WriteString("\r\n")
+			rest.WriteString("\r\n")
 		}
 	}
-	b.WriteString("\r\n")
-	b.Write(innerBody)
+	rest.WriteString("\r\n")
+	rest.Write(innerBody)
+	filed := rest.Bytes()
+	// The clinical content layer: notes, and documents and views added
+	// beside the parts that came (content.go). Never a refusal (MF-09).
+	var notes []string
+	if a.content != nil && !notification {
+		var cn []contentNote
+		filed, cn = a.inboundContent(filed)
+		for _, n := range cn {
+			notes = append(notes, n.header()...)
+		}
+		a.auditContent(ctx, env, msgID, cn)
+	}
+	var b bytes.Buffer
+	b.Grow(len(filed) + 512*len(order))
+	now := a.now().UTC()
+	for _, d := range order {
+		a.writeVerification(&b, d, verdicts[d], opened, now, notes...)
+	}
+	b.Write(filed)
 	res.Message = b.Bytes()
 
 	act := actor(env)
@@ -347,7 +362,7 @@ func isNotification(ct string) bool {
 }
 
 // writeVerification writes one VerificationHeader field, folded.
-func (a *Agent) writeVerification(b *bytes.Buffer, domain string, sv *signerVerdict, o *smime.Opened, now time.Time) {
+func (a *Agent) writeVerification(b *bytes.Buffer, domain string, sv *signerVerdict, o *smime.Opened, now time.Time, notes ...string) {
 	parts := []string{
 		"pass",
 		"domain=" + domain,
@@ -360,9 +375,12 @@ func (a *Agent) writeVerification(b *bytes.Buffer, domain string, sv *signerVerd
 		"cipher=" + token(o.Cipher.String()),
 		"key-transport=" + token(o.KeyTransport.String()),
 		"wrapped=" + map[bool]string{true: "yes", false: "no"}[o.Wrapped],
+	}
+	parts = append(parts, notes...) // content notes (content.go)
+	parts = append(parts, []string{
 		"host=" + token(a.host),
 		"time=" + now.Format(time.RFC3339),
-	}
+	}...)
 	line := VerificationHeader + ": " + parts[0]
 	b.WriteString(line)
 	n := len(line)
