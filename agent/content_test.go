@@ -87,8 +87,8 @@ func clinicalMessage(t testing.TB, from, to string, withContext, withPDF bool, d
 // part is a leaf of a parsed message.
 type part struct {
 	mediaType, name string
-	header      gomessage.Header
-	data        []byte
+	header          gomessage.Header
+	data            []byte
 }
 
 // leaves parses msg with go-message, an independent MIME reader.

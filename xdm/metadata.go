@@ -144,7 +144,7 @@ func (w *xw) tag(name string, attrs []string, end string) {
 	w.b.WriteString(end + "\n")
 }
 
-func (w *xw) open(name string, attrs ...string) { w.tag(name, attrs, ">"); w.depth++ }
+func (w *xw) open(name string, attrs ...string)  { w.tag(name, attrs, ">"); w.depth++ }
 func (w *xw) empty(name string, attrs ...string) { w.tag(name, attrs, "/>") }
 func (w *xw) close(name string) {
 	w.depth--

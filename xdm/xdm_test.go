@@ -96,8 +96,8 @@ func TestWriteReadBack(t *testing.T) {
 			ID: fmt.Sprintf("Document%02d", i+1), URI: fmt.Sprintf("DOC%04d.XML", i+1), MimeType: "text/xml",
 			UniqueID: h.ID.Root + "^" + h.ID.Extension, Hash: hex.EncodeToString(sum[:]), Size: int64(len(src)),
 			PatientID: pid.Extension + "^^^&" + pid.Root + "&ISO", Title: h.Title, LanguageCode: h.Language,
-			TypeCode:  Coded{h.Code.Code, "2.16.840.1.113883.6.1", h.Code.DisplayName},
-			ClassCode: Coded{h.Code.Code, "2.16.840.1.113883.6.1", h.Code.DisplayName},
+			TypeCode:   Coded{h.Code.Code, "2.16.840.1.113883.6.1", h.Code.DisplayName},
+			ClassCode:  Coded{h.Code.Code, "2.16.840.1.113883.6.1", h.Code.DisplayName},
 			FormatCode: Coded{"urn:hl7-org:sdwg:ccda-structuredBody:2.1", "1.3.6.1.4.1.19376.1.2.3", "C-CDA structuredBody 2.1"},
 		}
 		if e.ID != want.ID || e.URI != want.URI || e.MimeType != want.MimeType || e.UniqueID != want.UniqueID || e.Hash != want.Hash ||
@@ -469,4 +469,3 @@ func TestMetadataWellFormedGo(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
