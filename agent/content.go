@@ -324,6 +324,11 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 	// view reads a C-CDA document and returns its HTML view part, or
 	// nil; it notes what it found.
 	view := func(name string, data []byte) []byte {
+		sum := sha1.Sum(data)
+		if viewed[sum] {
+			return nil // the same document, read already
+		}
+		viewed[sum] = true
 		doc, err := ccda.Read(data, ccda.Limits{})
 		if errors.Is(err, ccda.ErrNotCCDA) {
 			return nil
@@ -333,15 +338,13 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 			return nil
 		}
 		d := name + ": " + doc.Code.String()
-		if doc.Title != "" && doc.Title != doc.Code.DisplayName {
+		if doc.Title != "" && !strings.EqualFold(doc.Title, doc.Code.DisplayName) {
 			d = name + ": " + doc.Title + ", " + doc.Code.String()
 		}
 		notes = append(notes, contentNote{key: "ccda", verdict: "pass", detail: d})
-		sum := sha1.Sum(data)
-		if !c.CCDAHTML || viewed[sum] {
+		if !c.CCDAHTML {
 			return nil
 		}
-		viewed[sum] = true
 		base := strings.TrimSuffix(name, path.Ext(name))
 		if base == "" {
 			base = "document"
