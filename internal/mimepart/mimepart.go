@@ -208,13 +208,14 @@ func (p *Part) Decode(msg []byte, limit int) ([]byte, error) {
 	}
 	switch p.Encoding {
 	case "base64":
-		out := make([]byte, 0, base64.StdEncoding.DecodedLen(len(body)))
+		// Into one buffer of the largest size the body can decode to.
+		out := make([]byte, base64.StdEncoding.DecodedLen(len(body)))
 		dec := base64.NewDecoder(base64.StdEncoding, &stripper{b: body})
-		buf := bytes.NewBuffer(out)
-		if _, err := io.Copy(buf, dec); err != nil {
+		n, err := io.ReadFull(dec, out)
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 			return nil, fmt.Errorf("base64: %w", err)
 		}
-		return buf.Bytes(), nil
+		return out[:n], nil
 	case "quoted-printable":
 		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(body)))
 		if err != nil {
@@ -288,7 +289,8 @@ func NewBoundary(msg []byte, seed string) string {
 // 76 characters, ending without a line break.
 func Attachment(mediaType, fileName string, extraHeader string, data []byte) []byte {
 	var b bytes.Buffer
-	b.Grow(len(data)*4/3 + len(data)/38 + 512)
+	enc64 := (len(data) + 2) / 3 * 4
+	b.Grow(len(mediaType) + len(fileName)*2 + len(extraHeader) + 256 + enc64 + (enc64/76+1)*2)
 	params := map[string]string{}
 	if mt, ps, err := mime.ParseMediaType(mediaType); err == nil {
 		mediaType, params = mt, ps
@@ -323,21 +325,17 @@ func Attachment(mediaType, fileName string, extraHeader string, data []byte) []b
 	return b.Bytes()
 }
 
-// Insertion is bytes to put into a message at an offset.
+// Insertion is bytes to put into a message at an offset: the pieces of
+// Data, one after the other.
 type Insertion struct {
 	At   int
-	Data []byte
+	Data [][]byte
 }
 
 // After returns the insertion that adds part (made by Attachment) to the
 // multipart parent right after its child c.
 func After(parent, c *Part, part []byte) Insertion {
-	d := make([]byte, 0, len(part)+len(parent.Boundary)+8)
-	d = append(d, "\r\n--"...)
-	d = append(d, parent.Boundary...)
-	d = append(d, "\r\n"...)
-	d = append(d, part...)
-	return Insertion{At: c.End, Data: d}
+	return Insertion{At: c.End, Data: [][]byte{[]byte("\r\n--" + parent.Boundary + "\r\n"), part}}
 }
 
 // Apply returns msg with the insertions made (in order of offset; equal
@@ -345,7 +343,9 @@ func After(parent, c *Part, part []byte) Insertion {
 func Apply(msg []byte, ins []Insertion) []byte {
 	n := len(msg)
 	for _, in := range ins {
-		n += len(in.Data)
+		for _, d := range in.Data {
+			n += len(d)
+		}
 	}
 	// Stable by offset.
 	sorted := append([]Insertion(nil), ins...)
@@ -358,7 +358,9 @@ func Apply(msg []byte, ins []Insertion) []byte {
 	last := 0
 	for _, in := range sorted {
 		out = append(out, msg[last:in.At]...)
-		out = append(out, in.Data...)
+		for _, d := range in.Data {
+			out = append(out, d...)
+		}
 		last = in.At
 	}
 	return append(out, msg[last:]...)
