@@ -296,7 +296,7 @@ func TestOpenHandMade(t *testing.T) {
 // TestOpenInfoZip: a package zipped by Info-ZIP's zip from a folder.
 func TestOpenInfoZip(t *testing.T) {
 	if _, err := exec.LookPath("zip"); err != nil {
-		t.Skip("zip not installed")
+		t.Fatal("zip is not installed: make test-deps")
 	}
 	doc := testdoc(t, "ccd.xml")
 	dir := t.TempDir()
