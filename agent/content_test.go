@@ -358,3 +358,20 @@ func TestInboundHostileDelivered(t *testing.T) {
 		t.Fatalf("audit %+v", evs)
 	}
 }
+
+// FuzzInboundContent: the content layer on any received message: never a
+// panic, and the parts that came are kept (the output holds the input's
+// bytes in order). Seeds in testdata/fuzz/FuzzInboundContent.
+func FuzzInboundContent(f *testing.F) {
+	f.Add(clinicalMessage(f, "alice@a.example", "bob@b.example", true, true, "ccd.xml"))
+	a := &Agent{content: &ContentOptions{XDM: "always", XDMDocuments: true, CCDAHTML: true}, now: timeNow, log: slog.Default()}
+	packaged, _ := a.packageOutbound(context.Background(), clinicalMessage(f, "alice@a.example", "bob@b.example", false, false, "referral-note.xml"),
+		"alice@a.example", []RecipientResult{{Recipient: "bob@b.example", Accepted: true}})
+	f.Add(packaged)
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		out, _ := a.inboundContent(msg)
+		if len(out) < len(msg) {
+			t.Fatalf("message shrank from %d to %d bytes", len(msg), len(out))
+		}
+	})
+}
