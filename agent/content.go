@@ -6,6 +6,7 @@ import (
 	"crypto/sha1"
 	"errors"
 	"fmt"
+	"mime"
 	"path"
 	"strings"
 
@@ -134,21 +135,22 @@ func readContext(msg []byte, top *mimepart.Part) (*xdm.Context, *mimepart.Part, 
 
 // packageOutbound adds an XDM package of the message's C-CDA documents (or
 // of all its attachments) to a message before it is signed, when the
-// policy asks for it. It returns the message unchanged, and what it did,
-// otherwise.
-func (a *Agent) packageOutbound(ctx context.Context, msg []byte, from string, results []RecipientResult) ([]byte, []string) {
+// policy asks for it. It returns the message unchanged otherwise, and
+// either way what it did and whether something was wrong (an invalid Direct
+// context, an attachment that could not be read).
+func (a *Agent) packageOutbound(ctx context.Context, msg []byte, from string, results []RecipientResult) (_ []byte, notes []string, problem bool) {
 	c := a.content
 	policy := c.xdmPolicy(results)
 	top := mimepart.Parse(msg)
-	var notes []string
 	ctxt, ctxPart, err := readContext(msg, top)
 	if err != nil {
 		// The sender's context is kept as it is; the receiver will
 		// judge it too.
-		notes = append(notes, "context: "+err.Error())
+		notes, problem = append(notes, "context: "+err.Error()), true
+		ctxt = nil // only a valid context speaks for the patient
 	}
 	if policyRank(policy) == 0 {
-		return msg, notes
+		return msg, notes, problem
 	}
 	var docs []xdm.Document
 	for _, l := range top.Leaves() {
@@ -163,14 +165,14 @@ func (a *Agent) packageOutbound(ctx context.Context, msg []byte, from string, re
 		}
 		data, err := l.Decode(msg, maxPart)
 		if err != nil {
-			notes = append(notes, fmt.Sprintf("xdm: attachment %q not packaged: %v", name, err))
+			notes, problem = append(notes, fmt.Sprintf("xdm: attachment %q not packaged: %v", name, err)), true
 			continue
 		}
 		if zipLike(l) && xdm.LooksLikeZip(data) {
 			if _, err := xdm.Open(data, xdm.Limits{}); err == nil || !errors.Is(err, xdm.ErrNotXDM) && !errors.Is(err, xdm.ErrNotZip) {
 				// Already an XDM package (the sender's, or ours
 				// on a retry): nothing to add.
-				return msg, append(notes, "xdm: the message already holds an XDM package")
+				return msg, append(notes, "xdm: the message already holds an XDM package"), problem
 			}
 		}
 		isCCDA := xmlLike(l, name) && ccda.Is(data)
@@ -187,7 +189,7 @@ func (a *Agent) packageOutbound(ctx context.Context, msg []byte, from string, re
 		docs = append(docs, xdm.Document{Name: name, MimeType: mt, Data: data})
 	}
 	if len(docs) == 0 {
-		return msg, notes
+		return msg, notes, problem
 	}
 	var rcpts []string
 	for _, r := range results {
@@ -202,11 +204,11 @@ func (a *Agent) packageOutbound(ctx context.Context, msg []byte, from string, re
 	zipped, _, err := xdm.Build(sub)
 	if err != nil {
 		a.log.ErrorContext(ctx, "agent: XDM package not built", "err", err)
-		return msg, append(notes, "xdm: package not built: "+err.Error())
+		return msg, append(notes, "xdm: package not built: "+err.Error()), true
 	}
 	part := mimepart.Attachment("application/zip", "xdm.zip", "Content-Description: IHE XDM package\r\n", zipped)
 	out := addParts(msg, top, nil, [][]byte{part})
-	return out, append(notes, fmt.Sprintf("xdm: packaged %d document(s) as xdm.zip (policy %s)", len(docs), policy))
+	return out, append(notes, fmt.Sprintf("xdm: packaged %d document(s) as xdm.zip (policy %s)", len(docs), policy)), problem
 }
 
 // addParts returns msg with the insertions made and tail parts added at the
@@ -349,7 +351,7 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 		if base == "" {
 			base = "document"
 		}
-		return mimepart.Attachment("text/html; charset=utf-8", base+".html", "Content-Description: readable view of "+oneLine(name)+" made by hisp\r\n", ccda.HTML(doc))
+		return mimepart.Attachment("text/html; charset=utf-8", base+".html", "Content-Description: "+headerText("readable view of "+name+" made by hisp")+"\r\n", ccda.HTML(doc))
 	}
 
 	type found struct {
@@ -411,7 +413,7 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 					if mt == "" {
 						mt = "application/octet-stream"
 					}
-					add(f.part, mimepart.Attachment(mt, d.Name, "Content-Description: "+oneLine(limit(firstOf(d.Entry.Title, d.Name), 200))+" (from "+oneLine(name)+")\r\n", d.Data))
+					add(f.part, mimepart.Attachment(mt, d.Name, "Content-Description: "+headerText(limit(firstOf(d.Entry.Title, d.Name), 200)+" (from "+name+")")+"\r\n", d.Data))
 					added++
 				}
 			}
@@ -441,6 +443,12 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 		return msg, notes
 	}
 	return addParts(msg, top, ins, tail), notes
+}
+
+// headerText makes s a header value: one line, encoded (RFC 2047) when it
+// is not ASCII.
+func headerText(s string) string {
+	return mime.QEncoding.Encode("utf-8", oneLine(s))
 }
 
 func orName(name, def string) string {

@@ -32,7 +32,7 @@ func BenchmarkContentOutbound(b *testing.B) {
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {
-		out, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", rr)
+		out, _, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", rr)
 		if len(out) == len(msg) {
 			b.Fatal("not packaged")
 		}
@@ -44,7 +44,7 @@ func BenchmarkContentOutbound(b *testing.B) {
 // attached), the C-CDA read and rendered as HTML.
 func BenchmarkContentInbound(b *testing.B) {
 	a := &Agent{content: &ContentOptions{XDM: "always", XDMDocuments: true, CCDAHTML: true}, now: timeNow, log: slog.Default()}
-	msg, _ := a.packageOutbound(context.Background(), bigClinical(), "alice@a.example", []RecipientResult{{Recipient: "bob@b.example", Accepted: true}})
+	msg, _, _ := a.packageOutbound(context.Background(), bigClinical(), "alice@a.example", []RecipientResult{{Recipient: "bob@b.example", Accepted: true}})
 	b.SetBytes(int64(len(msg)))
 	b.ReportAllocs()
 	for b.Loop() {

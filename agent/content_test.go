@@ -241,7 +241,7 @@ func TestXDMPolicy(t *testing.T) {
 		{[]string{"dave@a.example", "bob@b.example"}, 1},
 		{[]string{"bob@b.example", "cathy@c.example"}, 2},
 	} {
-		out, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", to(tc.rcpts...))
+		out, _, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", to(tc.rcpts...))
 		z := find(leaves(t, out), "xdm.zip")
 		switch {
 		case tc.want == 0 && (len(z) != 0 || !bytes.Equal(out, msg)):
@@ -256,7 +256,7 @@ func TestXDMPolicy(t *testing.T) {
 		}
 	}
 	// A refused recipient's policy does not count.
-	out, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", []RecipientResult{{Recipient: "bob@b.example"}})
+	out, _, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", []RecipientResult{{Recipient: "bob@b.example"}})
 	if !bytes.Equal(out, msg) {
 		t.Error("packaged for a refused recipient")
 	}
@@ -275,7 +275,7 @@ func TestSinglePartCCDA(t *testing.T) {
 	if len(ps) != 2 || !bytes.Equal(ps[0].data, doc) || ps[0].name != "ccd.xml" || ps[1].name != "ccd.html" || len(notes) != 1 || notes[0].verdict != "pass" {
 		t.Fatalf("inbound: %v %+v\n%s", names(ps), notes, in)
 	}
-	out, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", []RecipientResult{{Recipient: "bob@b.example", Accepted: true}})
+	out, _, _ := a.packageOutbound(context.Background(), msg, "alice@a.example", []RecipientResult{{Recipient: "bob@b.example", Accepted: true}})
 	ps = leaves(t, out)
 	if len(ps) != 2 || !bytes.Equal(ps[0].data, doc) || ps[1].name != "xdm.zip" {
 		t.Fatalf("outbound: %v", names(ps))
@@ -365,7 +365,7 @@ func TestInboundHostileDelivered(t *testing.T) {
 func FuzzInboundContent(f *testing.F) {
 	f.Add(clinicalMessage(f, "alice@a.example", "bob@b.example", true, true, "ccd.xml"))
 	a := &Agent{content: &ContentOptions{XDM: "always", XDMDocuments: true, CCDAHTML: true}, now: timeNow, log: slog.Default()}
-	packaged, _ := a.packageOutbound(context.Background(), clinicalMessage(f, "alice@a.example", "bob@b.example", false, false, "referral-note.xml"),
+	packaged, _, _ := a.packageOutbound(context.Background(), clinicalMessage(f, "alice@a.example", "bob@b.example", false, false, "referral-note.xml"),
 		"alice@a.example", []RecipientResult{{Recipient: "bob@b.example", Accepted: true}})
 	f.Add(packaged)
 	f.Fuzz(func(t *testing.T, msg []byte) {
@@ -374,4 +374,21 @@ func FuzzInboundContent(f *testing.F) {
 			t.Fatalf("message shrank from %d to %d bytes", len(msg), len(out))
 		}
 	})
+}
+
+// TestOutboundContextChecked: an EHR's invalid Direct context is kept as
+// it came and noted; a valid one gives the package its patient.
+func TestOutboundContextChecked(t *testing.T) {
+	a := &Agent{content: &ContentOptions{XDM: "ccda"}, now: timeNow, log: slog.Default()}
+	rr := []RecipientResult{{Recipient: "bob@b.example", Accepted: true}}
+	bad := bytes.Replace(clinicalMessage(t, "alice@a.example", "bob@b.example", true, false, "ccd.xml"),
+		[]byte("purpose: treatment"), []byte("purpose: marketing"), 1)
+	out, notes, problem := a.packageOutbound(context.Background(), bad, "alice@a.example", rr)
+	if !problem || !strings.Contains(strings.Join(notes, ";"), `purpose "marketing"`) || !bytes.Contains(out, []byte("purpose: marketing")) {
+		t.Fatalf("problem %v notes %q", problem, notes)
+	}
+	pkg, err := xdm.Open(find(leaves(t, out), "xdm.zip")[0].data, xdm.Limits{})
+	if err != nil || pkg.Metadata.SubmissionSet.PatientID != "ABC-555^^^&2.16.840.1.113883.19.5.99999.3&ISO" {
+		t.Fatalf("patient from the C-CDA when the context is invalid: %v %+v", err, pkg.Metadata.SubmissionSet)
+	}
 }

@@ -164,12 +164,14 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	// The clinical content layer packages before signing (content.go).
 	if a.content != nil && !nullNotification {
 		var notes []string
-		prepared, notes = a.packageOutbound(ctx, prepared, from, res.Recipients)
+		var problem bool
+		prepared, notes, problem = a.packageOutbound(ctx, prepared, from, res.Recipients)
 		res.Message = prepared
 		if len(notes) > 0 {
-			a.log.InfoContext(ctx, "agent outbound content", "message-id", msgID, "notes", strings.Join(notes, "; "))
+			verdict := map[bool]string{false: "ok", true: "noted"}[problem]
+			a.log.InfoContext(ctx, "agent outbound content", "message-id", msgID, "verdict", verdict, "notes", strings.Join(notes, "; "))
 			a.record(ctx, store.Event{Time: a.now(), Actor: actor(env), Action: "outbound-content", Subject: msgID,
-				Verdict: "ok", Reason: oneLine(limit(strings.Join(notes, "; "), 2000))})
+				Verdict: verdict, Reason: oneLine(limit(strings.Join(notes, "; "), 2000))})
 		}
 	}
 
