@@ -229,38 +229,45 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	// The filed message: our verification fields, then the inner message
 	// without any that came with it (inside or, for an unwrapped message,
 	// outside).
-	var rest bytes.Buffer
-	rest.Grow(len(opened.Message))
-	for _, f := range ih {
-		if f.lname == strings.ToLower(VerificationHeader) {
-			continue
+	writeInner := func(w *bytes.Buffer) {
+		for _, f := range ih {
+			if f.lname == strings.ToLower(VerificationHeader) {
+				continue
+			}
+			w.Write(f.raw)
+			if !bytes.HasSuffix(f.raw, []byte("\n")) {
+				w.WriteString("\r\n")
+			}
 		}
-		rest.Write(f.raw)
-		if !bytes.HasSuffix(f.raw, []byte("\n")) {
-			rest.WriteString("\r\n")
-		}
+		w.WriteString("\r\n")
+		w.Write(innerBody)
 	}
-	rest.WriteString("\r\n")
-	rest.Write(innerBody)
-	filed := rest.Bytes()
 	// The clinical content layer: notes, and documents and views added
 	// beside the parts that came (content.go). Never a refusal (MF-09).
 	var notes []string
+	var filed []byte
 	if a.content != nil && !notification {
+		var rest bytes.Buffer
+		rest.Grow(len(opened.Message))
+		writeInner(&rest)
 		var cn []contentNote
-		filed, cn = a.inboundContent(filed)
+		filed, cn = a.inboundContent(rest.Bytes())
 		for _, n := range cn {
 			notes = append(notes, n.header()...)
 		}
 		a.auditContent(ctx, env, msgID, cn)
 	}
 	var b bytes.Buffer
-	b.Grow(len(filed) + 512*len(order))
+	b.Grow(max(len(opened.Message), len(filed)) + 512*len(order) + 256*len(notes))
 	now := a.now().UTC()
 	for _, d := range order {
 		a.writeVerification(&b, d, verdicts[d], opened, now, notes...)
 	}
-	b.Write(filed)
+	if filed != nil {
+		b.Write(filed)
+	} else {
+		writeInner(&b)
+	}
 	res.Message = b.Bytes()
 
 	act := actor(env)
