@@ -51,6 +51,13 @@
 //   - the filed message starts with hisp's own VerificationHeader fields,
 //     after any incoming field of that name has been removed (IN-04).
 //
+// With Options.Content, the clinical content layer (content.go) packages
+// C-CDA documents as IHE XDM before signing, and on receipt checks the
+// Direct context, C-CDA documents and XDM packages, adds each package's
+// documents and a readable HTML view of each C-CDA beside the parts that
+// came, and notes what it found in the VerificationHeader; it never
+// refuses a message for its payload (MF-09).
+//
 // Every acceptance and refusal is written to the store's audit log and to
 // the slog logger; the audit records are written in order off the message
 // path unless Options.SyncAudit is set, and Close writes the last ones.

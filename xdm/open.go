@@ -66,7 +66,7 @@ type OpenedDocument struct {
 	// Data is the document; nil when Err is set.
 	Data []byte
 	// Err is why the document was set aside: ErrHashMismatch,
-	// ErrSizeMismatch or ErrMissingDocument (wrapped).
+	// ErrSizeMismatch, ErrMissingDocument or ErrUnreadable (wrapped).
 	Err error
 }
 
@@ -179,7 +179,7 @@ func openDocument(e DocumentEntry, dir string, byName map[string]*zip.File, meta
 	}
 	data, err := readEntry(f, f.UncompressedSize64)
 	if err != nil {
-		od.Err = fmt.Errorf("%w: %s: %v", ErrSizeMismatch, od.Name, err)
+		od.Err = fmt.Errorf("%w: %s: %v", ErrUnreadable, od.Name, err)
 		return od
 	}
 	if e.Hash != "" {

@@ -403,12 +403,13 @@ func incompressible(mt string) bool {
 	return false
 }
 
-// indexHTM is the package's INDEX.HTM: what it holds, for a person who
-// opens the zip. No script, no remote reference.
+// indexHTM is the package's INDEX.HTM, well-formed XHTML (IHE ITI XDM):
+// what the package holds, for a person who opens the zip. No script, no
+// remote reference.
 func indexHTM(m *Metadata, names []string, author string, now time.Time) []byte {
 	var b strings.Builder
 	e := html.EscapeString
-	b.WriteString("<!DOCTYPE html>\r\n<html><head><meta charset=\"utf-8\"><title>XDM package</title></head><body>\r\n")
+	b.WriteString("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<html xmlns=\"http://www.w3.org/1999/xhtml\"><head><title>XDM package</title></head><body>\r\n")
 	b.WriteString("<h1>Health documents (IHE XDM)</h1>\r\n<p>Sent by " + e(author) + " on " + now.Format("2006-01-02 15:04 UTC") + ".</p>\r\n<ul>\r\n")
 	for i, d := range m.Documents {
 		b.WriteString("<li><a href=\"" + SubsetDir + "/" + e(d.URI) + "\">" + e(d.Title) + "</a> (" + e(names[i]) + ", " + e(d.MimeType) + ")</li>\r\n")

@@ -38,7 +38,10 @@ var (
 	ErrHashMismatch    = errors.New("document hash does not match its metadata")
 	ErrSizeMismatch    = errors.New("document size does not match its metadata")
 	ErrMissingDocument = errors.New("document named in the metadata is not in the package")
-	ErrContext         = errors.New("invalid Direct context")
+	// ErrUnreadable: the entry does not decompress to what its header
+	// says (its CRC, its size), or is encrypted or of an unknown method.
+	ErrUnreadable = errors.New("document entry unreadable")
+	ErrContext    = errors.New("invalid Direct context")
 )
 
 var reasons = []struct {
@@ -48,7 +51,7 @@ var reasons = []struct {
 	{ErrNotZip, "not-zip"}, {ErrNotXDM, "not-xdm"}, {ErrTooManyEntries, "too-many-entries"},
 	{ErrTooLarge, "too-large"}, {ErrRatio, "compression-ratio"}, {ErrNesting, "nesting"},
 	{ErrUnsafeName, "unsafe-name"}, {ErrMetadata, "bad-metadata"}, {ErrHashMismatch, "hash-mismatch"},
-	{ErrSizeMismatch, "size-mismatch"}, {ErrMissingDocument, "missing-document"}, {ErrContext, "invalid-context"},
+	{ErrSizeMismatch, "size-mismatch"}, {ErrMissingDocument, "missing-document"}, {ErrUnreadable, "unreadable"}, {ErrContext, "invalid-context"},
 }
 
 // Reason returns one word for err: "compression-ratio", "unsafe-name",
