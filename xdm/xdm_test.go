@@ -269,7 +269,7 @@ func TestOpenHandMade(t *testing.T) {
 		entries [][2]string
 		method  uint16
 	}{
-		{"upper case", [][2]string{{"INDEX.HTM", "<html></html>"}, {"README.TXT", readme}, {"IHE_XDM/", ""}, {"IHE_XDM/SUBSET01/", ""},
+		{"upper case, bad XHTML", [][2]string{{"INDEX.HTM", "<html><body><p>unclosed<br><a href=x>&nbsp;</body>"}, {"README.TXT", readme}, {"IHE_XDM/", ""}, {"IHE_XDM/SUBSET01/", ""},
 			{"IHE_XDM/SUBSET01/METADATA.XML", otherMetadata(doc, "doc0001.xml")}, {"IHE_XDM/SUBSET01/DOC0001.XML", string(doc)}}, zip.Deflate},
 		{"lower case, extra files, stored", [][2]string{{"index.htm", "<html></html>"}, {"readme.txt", readme}, {"extra/notes.txt", "x"},
 			{"ihe_xdm/subset01/metadata.xml", otherMetadata(doc, "DOC0001.XML")}, {"ihe_xdm/subset01/doc0001.xml", string(doc)},
