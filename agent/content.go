@@ -311,8 +311,20 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 	}
 
 	// What the message holds already, so that a document in a package
-	// that also came as a plain attachment is not added twice.
-	have := map[[20]byte]bool{}
+	// that also came as a plain attachment is not added twice: every
+	// part's hash, taken when a package is first opened.
+	var have map[[20]byte]bool
+	haveAll := func() {
+		if have != nil {
+			return
+		}
+		have = map[[20]byte]bool{}
+		for _, l := range top.Leaves() {
+			if data, err := l.Decode(msg, maxPart); err == nil {
+				have[sha1.Sum(data)] = true
+			}
+		}
+	}
 	var ins []mimepart.Insertion
 	var tail [][]byte
 	add := func(after *mimepart.Part, part []byte) {
@@ -373,7 +385,6 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 		if err != nil {
 			continue
 		}
-		have[sha1.Sum(data)] = true
 		switch {
 		case isZip && xdm.LooksLikeZip(data):
 			zips = append(zips, found{l, name, data})
@@ -398,6 +409,7 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 		}
 		added, dup := 0, 0
 		var views [][]byte
+		haveAll()
 		for _, d := range pkg.Documents {
 			if d.Err != nil {
 				notes = append(notes, contentNote{key: "xdm", verdict: xdm.Reason(d.Err), detail: name + ": " + d.Err.Error(), problem: true})

@@ -392,3 +392,27 @@ func TestOutboundContextChecked(t *testing.T) {
 		t.Fatalf("patient from the C-CDA when the context is invalid: %v %+v", err, pkg.Metadata.SubmissionSet)
 	}
 }
+
+// TestInboundNoDuplicates: documents of a package that also came as plain
+// attachments (policy "always": a C-CDA and a PDF) are not added again;
+// with the plain ones gone, they are.
+func TestInboundNoDuplicates(t *testing.T) {
+	a := &Agent{content: &ContentOptions{XDM: "always", XDMDocuments: true, CCDAHTML: true}, now: timeNow, log: slog.Default()}
+	msg, _, _ := a.packageOutbound(context.Background(), clinicalMessage(t, "alice@a.example", "bob@b.example", false, true, "ccd.xml"),
+		"alice@a.example", []RecipientResult{{Recipient: "bob@b.example", Accepted: true}})
+	out, notes := a.inboundContent(msg)
+	ps := leaves(t, out)
+	if len(ps) != 5 || len(find(ps, "ccd.html")) != 1 || !strings.Contains(notes[len(notes)-1].detail, "0 added beside the package, 2 already attached") {
+		t.Fatalf("%v %+v", names(ps), notes)
+	}
+	// Only the package: its two documents and a view are added.
+	zipped := find(ps, "xdm.zip")[0].data
+	only := []byte("From: alice@a.example\r\nTo: bob@b.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n" +
+		"Content-Type: text/plain\r\n\r\nsee attached\r\n--x\r\nContent-Type: application/zip; name=xdm.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64(zipped) + "\r\n--x--\r\n")
+	out, _ = a.inboundContent(only)
+	ps = leaves(t, out)
+	if len(ps) != 5 || len(find(ps, "DOC0001.XML")) != 1 || len(find(ps, "DOC0002.PDF")) != 1 || len(find(ps, "DOC0001.html")) != 1 ||
+		find(ps, "DOC0002.PDF")[0].mediaType != "application/pdf" {
+		t.Fatalf("%v", names(ps))
+	}
+}
