@@ -253,3 +253,15 @@ func TestBigDocument(t *testing.T) {
 		t.Fatal("no sections")
 	}
 }
+
+// TestByteOrderMark: documents saved with a UTF-8 byte order mark, as
+// Windows tools write them, read.
+func TestByteOrderMark(t *testing.T) {
+	doc := append([]byte("\xef\xbb\xbf"), load(t, "referral-note.xml")...)
+	if !Is(doc) {
+		t.Fatal("Is = false with a BOM")
+	}
+	if d, err := Read(doc, Limits{}); err != nil || d.Title != "Referral Note" {
+		t.Fatalf("%v", err)
+	}
+}
