@@ -51,6 +51,13 @@
 //   - the filed message starts with hisp's own VerificationHeader fields,
 //     after any incoming field of that name has been removed (IN-04).
 //
+// With Options.Content, the clinical content layer (content.go) packages
+// C-CDA documents as IHE XDM before signing, and on receipt checks the
+// Direct context, C-CDA documents and XDM packages, adds each package's
+// documents and a readable HTML view of each C-CDA beside the parts that
+// came, and notes what it found in the VerificationHeader; it never
+// refuses a message for its payload (MF-09).
+//
 // Every acceptance and refusal is written to the store's audit log and to
 // the slog logger; the audit records are written in order off the message
 // path unless Options.SyncAudit is set, and Close writes the last ones.
@@ -123,6 +130,11 @@ type Options struct {
 	// their own, so a message does not wait for a database commit; call
 	// Close on shutdown to write the last ones.
 	SyncAudit bool
+	// Content turns on the clinical content layer (content.go): XDM
+	// packaging of outgoing messages, and notes on, documents from and
+	// views of the C-CDA documents, XDM packages and Direct context of
+	// incoming ones. Nil: payloads pass through untouched.
+	Content *ContentOptions
 }
 
 // Agent processes messages. It is safe for concurrent use.
@@ -139,6 +151,7 @@ type Agent struct {
 	reloadMu  sync.Mutex // one reload at a time
 	snap      atomic.Pointer[snapshot]
 	maxWorker int // concurrent recipient look-ups of one message
+	content   *ContentOptions
 
 	syncAudit   bool
 	auditMu     sync.RWMutex // auditClosed, and sending on auditCh
@@ -162,6 +175,7 @@ func New(opts Options) *Agent {
 		reload:    opts.ReloadInterval,
 		maxWorker: 8,
 		syncAudit: opts.SyncAudit,
+		content:   opts.Content,
 		auditCh:   make(chan auditReq, 1024),
 		auditDone: make(chan struct{}),
 	}
@@ -295,8 +309,13 @@ func (a *Agent) audit(ctx context.Context, action, actor, subject string, st Sta
 	}
 	a.log.Log(ctx, level, "agent "+action, "actor", actor, "subject", subject, "verdict", verdict,
 		"status", st.Code, "enhanced", st.Enhanced, "reason", st.Reason)
-	ev := store.Event{Time: a.now(), Actor: actor, Action: action, Subject: subject,
-		Verdict: verdict, Reason: st.Enhanced + " " + st.Reason}
+	a.record(ctx, store.Event{Time: a.now(), Actor: actor, Action: action, Subject: subject,
+		Verdict: verdict, Reason: st.Enhanced + " " + st.Reason})
+}
+
+// record writes one audit record, through the audit writer unless
+// Options.SyncAudit is set.
+func (a *Agent) record(ctx context.Context, ev store.Event) {
 	if !a.syncAudit {
 		a.auditMu.RLock()
 		if !a.auditClosed {

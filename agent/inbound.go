@@ -229,23 +229,45 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	// The filed message: our verification fields, then the inner message
 	// without any that came with it (inside or, for an unwrapped message,
 	// outside).
+	writeInner := func(w *bytes.Buffer) {
+		for _, f := range ih {
+			if f.lname == strings.ToLower(VerificationHeader) {
+				continue
+			}
+			w.Write(f.raw)
+			if !bytes.HasSuffix(f.raw, []byte("\n")) {
+				w.WriteString("\r\n")
+			}
+		}
+		w.WriteString("\r\n")
+		w.Write(innerBody)
+	}
+	// The clinical content layer: notes, and documents and views added
+	// beside the parts that came (content.go). Never a refusal (MF-09).
+	var notes []string
+	var filed []byte
+	if a.content != nil && !notification {
+		var rest bytes.Buffer
+		rest.Grow(len(opened.Message))
+		writeInner(&rest)
+		var cn []contentNote
+		filed, cn = a.inboundContent(rest.Bytes())
+		for _, n := range cn {
+			notes = append(notes, n.header()...)
+		}
+		a.auditContent(ctx, env, msgID, cn)
+	}
 	var b bytes.Buffer
-	b.Grow(len(opened.Message) + 512*len(order))
+	b.Grow(max(len(opened.Message), len(filed)) + 512*len(order) + 256*len(notes))
 	now := a.now().UTC()
 	for _, d := range order {
-		a.writeVerification(&b, d, verdicts[d], opened, now)
+		a.writeVerification(&b, d, verdicts[d], opened, now, notes...)
 	}
-	for _, f := range ih {
-		if f.lname == strings.ToLower(VerificationHeader) {
-			continue
-		}
-		b.Write(f.raw)
-		if !bytes.HasSuffix(f.raw, []byte("\n")) {
-			b.WriteString("\r\n")
-		}
+	if filed != nil {
+		b.Write(filed)
+	} else {
+		writeInner(&b)
 	}
-	b.WriteString("\r\n")
-	b.Write(innerBody)
 	res.Message = b.Bytes()
 
 	act := actor(env)
@@ -347,7 +369,7 @@ func isNotification(ct string) bool {
 }
 
 // writeVerification writes one VerificationHeader field, folded.
-func (a *Agent) writeVerification(b *bytes.Buffer, domain string, sv *signerVerdict, o *smime.Opened, now time.Time) {
+func (a *Agent) writeVerification(b *bytes.Buffer, domain string, sv *signerVerdict, o *smime.Opened, now time.Time, notes ...string) {
 	parts := []string{
 		"pass",
 		"domain=" + domain,
@@ -360,9 +382,12 @@ func (a *Agent) writeVerification(b *bytes.Buffer, domain string, sv *signerVerd
 		"cipher=" + token(o.Cipher.String()),
 		"key-transport=" + token(o.KeyTransport.String()),
 		"wrapped=" + map[bool]string{true: "yes", false: "no"}[o.Wrapped],
+	}
+	parts = append(parts, notes...) // content notes (content.go)
+	parts = append(parts, []string{
 		"host=" + token(a.host),
 		"time=" + now.Format(time.RFC3339),
-	}
+	}...)
 	line := VerificationHeader + ": " + parts[0]
 	b.WriteString(line)
 	n := len(line)

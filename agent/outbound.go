@@ -173,6 +173,20 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		return nil, fmt.Errorf("outbound %s: %w", msgID, err)
 	}
 
+	// The clinical content layer packages before signing (content.go).
+	if a.content != nil && !nullNotification {
+		var notes []string
+		var problem bool
+		prepared, notes, problem = a.packageOutbound(ctx, prepared, from, res.Recipients)
+		res.Message = prepared
+		if len(notes) > 0 {
+			verdict := map[bool]string{false: "ok", true: "noted"}[problem]
+			a.log.InfoContext(ctx, "agent outbound content", "message-id", msgID, "verdict", verdict, "notes", strings.Join(notes, "; "))
+			a.record(ctx, store.Event{Time: a.now(), Actor: actor(env), Action: "outbound-content", Subject: msgID,
+				Verdict: verdict, Reason: oneLine(limit(strings.Join(notes, "; "), 2000))})
+		}
+	}
+
 	var recips []cms.Recipient
 	seen := map[string]bool{}
 	for _, r := range res.Recipients {

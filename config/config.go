@@ -32,6 +32,9 @@ type Config struct {
 	// Notifications configures delivery tracking of sent messages.
 	Notifications Notifications `toml:"notifications"`
 	Log           Log           `toml:"log"`
+	// Inbound configures what is done with the content of received
+	// messages (content.go).
+	Inbound Inbound `toml:"inbound"`
 	// Limits bounds what clients may take of the server.
 	Limits Limits `toml:"limits"`
 }
@@ -101,6 +104,12 @@ type Outbound struct {
 	// DelayedDSN is when a sender is told that a message is still being
 	// retried; default 4h.
 	DelayedDSN Duration `toml:"delayed_dsn"`
+	// XDM is when outgoing attachments are also packaged as an IHE XDM
+	// zip: "never" (the default; "" is the same), "ccda" (messages with
+	// C-CDA documents) or "always" (every attachment). XDMDomains sets it
+	// per recipient domain (content.go).
+	XDM        string            `toml:"xdm"`
+	XDMDomains map[string]string `toml:"xdm_domains"`
 }
 
 // TLS names the server certificate; empty means a self-signed certificate
@@ -201,6 +210,7 @@ func Default() Config {
 		Notifications: Notifications{ProcessedTimeout: Duration{time.Hour}, DispatchedTimeout: Duration{time.Hour},
 			WithholdProcessed: true, CheckInterval: Duration{5 * time.Second}, WebhookTimeout: Duration{10 * time.Second},
 			WebhookRetryFirst: Duration{10 * time.Second}, WebhookRetryMax: Duration{time.Hour}, WebhookGiveUp: Duration{72 * time.Hour}},
+		Inbound: Inbound{XDMDocuments: true, CCDAHTML: true},
 	}
 }
 
@@ -299,6 +309,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("limits.connections and connections_per_ip must be at least 1, credential_cache not negative"))
 	}
 	errs = append(errs, c.Limits.MessageLimits.validate()...)
+	errs = append(errs, c.validateContent()...)
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		errs = append(errs, errors.New("tls.cert and tls.key go together"))
 	}

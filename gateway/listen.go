@@ -9,6 +9,7 @@ import (
 
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/certs"
+	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/imap"
 	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/smtp"
@@ -32,6 +33,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		Validator: trust.NewValidator(trust.Options{Revocation: policy, Logger: s.log}),
 		Hostname:  cfg.Hostname,
 		Logger:    s.log,
+		Content:   contentOptions(cfg), // clinical content (issue 10)
 	})
 	s.queue = store.NewQueue(s.st, store.QueueOptions{})
 	tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
@@ -162,4 +164,16 @@ func relayClientCertificates(base *tls.Config, st *store.Store) *tls.Config {
 		return asking, nil
 	}
 	return c
+}
+
+// contentOptions is the agent's clinical content layer from [outbound] xdm,
+// [outbound.xdm_domains] and [inbound].
+func contentOptions(cfg config.Config) *agent.ContentOptions {
+	return &agent.ContentOptions{
+		XDM:          cfg.Outbound.XDMPolicy(),
+		XDMDomains:   cfg.Outbound.XDMDomains,
+		XDMDocuments: cfg.Inbound.XDMDocuments,
+		CCDAHTML:     cfg.Inbound.CCDAHTML,
+		Software:     "hisp (Direct HISP) on " + cfg.Hostname,
+	}
 }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages the tests need, only those missing.
 # openssl: S/MIME interop peer; slapd, ldap-utils: LDAP discovery peer;
-# bind9-dnsutils: dig, a second DNS client; python3: SMTP/IMAP clients; curl.
+# bind9-dnsutils: dig, a second DNS client; python3: SMTP/IMAP clients; curl;
+# unzip, zip: Info-ZIP checks and writes IHE XDM packages.
 set -e
 need=""
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -11,6 +12,8 @@ have ldapadd || need="$need ldap-utils"
 have dig || need="$need bind9-dnsutils"
 have python3 || need="$need python3"
 have curl || need="$need curl"
+have unzip || need="$need unzip"
+have zip || need="$need zip"
 [ -z "$need" ] && exit 0
 echo "installing:$need"
 SUDO=""
