@@ -11,7 +11,8 @@ import (
 )
 
 // citation is what a requirement id looks like: two to four capitals, a
-// hyphen, two digits (SHA-256 or AES-128 have three).
+// hyphen, two digits (SHA-256 or AES-128 have three). Only the prefixes
+// docs/requirements.md uses count (CRC-32 is no citation).
 var citation = regexp.MustCompile(`\b[A-Z]{2,4}-[0-9]{2}\b`)
 
 // defined is an id's row in docs/requirements.md.
@@ -23,9 +24,10 @@ func TestCitedIDsAreDefined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ids := map[string]bool{}
+	ids, prefixes := map[string]bool{}, map[string]bool{}
 	for _, m := range defined.FindAllStringSubmatch(string(doc), -1) {
 		ids[m[1]] = true
+		prefixes[m[1][:strings.IndexByte(m[1], '-')]] = true
 	}
 	if len(ids) < 50 {
 		t.Fatalf("docs/requirements.md defines %d ids", len(ids))
@@ -47,6 +49,9 @@ func TestCitedIDsAreDefined(t *testing.T) {
 			return err
 		}
 		for _, id := range citation.FindAllString(string(src), -1) {
+			if !prefixes[id[:strings.IndexByte(id, '-')]] {
+				continue
+			}
 			cited++
 			if !ids[id] {
 				rel, _ := filepath.Rel(root, path)
