@@ -172,20 +172,41 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if !o.NoResume {
 		tlsConfig.ClientSessionCache = tls.NewLRUClientSessionCache(o.Concurrency)
 	}
+	var mu sync.Mutex
+	var lat, conns []time.Duration
+	// With reused connections, every client connects and logs in before
+	// the clock and the server's CPU count start: the figures are those of
+	// the steady state, not of the logins.
+	clients := make([]*smtp.Client, o.Concurrency)
+	if o.Reuse {
+		for w := range clients {
+			t0 := time.Now()
+			c, err := dial(o, tlsConfig)
+			if err != nil {
+				for _, c := range clients[:w] {
+					c.Close()
+				}
+				return nil, fmt.Errorf("loadgen: connect: %w", err)
+			}
+			conns = append(conns, time.Since(t0))
+			if st, ok := c.TLSConnectionState(); ok && st.DidResume {
+				r.Resumed++
+			}
+			clients[w] = c
+		}
+	}
 	var serverCPU0 time.Duration
 	if o.ServerPID > 0 {
 		serverCPU0 = processCPU(o.ServerPID)
 	}
 	var next atomic.Int64
-	var mu sync.Mutex
-	var lat, conns []time.Duration
 	var wg sync.WaitGroup
 	start := time.Now()
 	for w := 0; w < o.Concurrency; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var c *smtp.Client
+			c := clients[w]
 			defer func() {
 				if c != nil {
 					c.Quit()

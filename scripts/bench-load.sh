@@ -20,7 +20,7 @@
 # HISP_BENCH_PORT (default 41000) up, A on +0..+4, B on +10..+14. With
 # HISP_BENCH_LOGS=DIR the servers' logs are kept there. The environment
 # reaches the servers (GOMEMLIMIT, GODEBUG=gctrace=1, GOGC...);
-# HISP_BENCH_ARGS adds options to hisp bench (--reuse=false: a connection,
+# HISP_BENCH_ARGS adds options to hisp bench (--compare-reuse: reused connections, then --reuse=false: a connection,
 # STARTTLS and AUTH per message); HISP_BENCH_WRAP is a command put before it
 # (HISP_BENCH_WRAP="/usr/bin/time -v": the client's own CPU and memory).
 set -eu

@@ -20,7 +20,7 @@ func init() {
 
 // benchCmd implements
 //
-//	hisp bench [--concurrency N] [--messages M] [--size BYTES] --user U --password-file F --to R [--addr host:port]
+//	hisp bench [--concurrency N] [--messages M] [--size BYTES] [--reuse=false|--compare-reuse] --user U --password-file F --to R [--addr host:port]
 func benchCmd(env *cliEnv, args []string) int {
 	fs := flag.NewFlagSet("hisp bench", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
@@ -37,6 +37,7 @@ func benchCmd(env *cliEnv, args []string) int {
 	fs.StringVar(&o.StartTLS, "starttls", "auto", "auto, require or off")
 	fs.BoolVar(&o.Reuse, "reuse", true, "send all of a client's messages over one connection")
 	fs.BoolVar(&o.NoResume, "no-resume", false, "a full TLS handshake on every connection (no session resumption)")
+	compare := fs.Bool("compare-reuse", false, "run twice, reused connections then a connection per message, and report the ratios")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of hisp serve, to report its peak RSS")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -55,12 +56,39 @@ func benchCmd(env *cliEnv, args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *compare {
+		o.Reuse = true
+	}
 	r, err := loadgen.Run(ctx, o)
 	if err != nil {
 		return fail(env, "bench", err)
 	}
 	fmt.Fprint(env.stdout, r.String())
-	if r.Failed > 0 {
+	failed := r.Failed
+	if *compare {
+		// The same load with a connection, STARTTLS and AUTH per message,
+		// against the ceilings just measured.
+		o.Reuse, o.NoCeiling = false, true
+		r2, err := loadgen.Run(ctx, o)
+		if err != nil {
+			return fail(env, "bench", err)
+		}
+		r2.RSASignPerSecond, r2.RSASignCPU, r2.SealPerSecond = r.RSASignPerSecond, r.RSASignCPU, r.SealPerSecond
+		if r.RSASignPerSecond > 0 {
+			r2.Ratio = r2.PerSecond / r.RSASignPerSecond
+		}
+		if r.SealPerSecond > 0 {
+			r2.SealRatio = r2.PerSecond / r.SealPerSecond
+		}
+		fmt.Fprint(env.stdout, "\nA connection per message:\n", r2.String())
+		fmt.Fprintf(env.stdout, "\nper-connection / reused: %.2f of the throughput", r2.PerSecond/r.PerSecond)
+		if r.ServerCPUPerMessage > 0 && r2.ServerCPUPerMessage > 0 {
+			fmt.Fprintf(env.stdout, ", %.2f× the server CPU per message", float64(r2.ServerCPUPerMessage)/float64(r.ServerCPUPerMessage))
+		}
+		fmt.Fprintln(env.stdout)
+		failed += r2.Failed
+	}
+	if failed > 0 {
 		return 1
 	}
 	return 0
