@@ -108,6 +108,11 @@ type Options struct {
 	// KeyTransport is how the content key is sent to each recipient.
 	// Zero: cms.RSAOAEPSHA256.
 	KeyTransport cms.KeyTransport
+	// Profiles are the algorithms for recipients of particular domains
+	// (lower case, exact match), each complete; other recipients get Seal
+	// and KeyTransport. A message whose recipients have different profiles
+	// is sealed once per profile (OutboundResult.Copies).
+	Profiles map[string]smime.Profile
 	// Logger receives one record per message and recipient. Nil:
 	// slog.Default().
 	Logger *slog.Logger
@@ -133,6 +138,7 @@ type Agent struct {
 	host      string
 	seal      smime.SealOptions
 	kt        cms.KeyTransport
+	profiles  map[string]smime.Profile
 	log       *slog.Logger
 	now       func() time.Time
 	reload    time.Duration
@@ -157,6 +163,7 @@ func New(opts Options) *Agent {
 		host:      opts.Hostname,
 		seal:      opts.Seal,
 		kt:        opts.KeyTransport,
+		profiles:  opts.Profiles,
 		log:       opts.Logger,
 		now:       opts.Now,
 		reload:    opts.ReloadInterval,

@@ -32,7 +32,14 @@ type OutboundResult struct {
 	Signer *x509.Certificate
 	// Sealed is the Direct message, encrypted once to every certificate of
 	// every accepted recipient, local and remote; nil if none was accepted.
+	// When the accepted recipients have different profiles it is the first
+	// of Copies only: callers that queue the message use Copies.
 	Sealed []byte
+	// Copies are the sealed messages, one per outbound profile among the
+	// accepted recipients, in the order of their first recipient; one
+	// unless Options.Profiles sets different algorithms for recipients of
+	// this message.
+	Copies []SealedCopy
 	// Recipients has one result per envelope recipient, in order.
 	Recipients []RecipientResult
 	// DSN is a failure DSN (RFC 3464) from postmaster@<sender domain> to the
@@ -161,25 +168,8 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		return nil, fmt.Errorf("outbound %s: %w", msgID, err)
 	}
 
-	var recips []cms.Recipient
-	seen := map[string]bool{}
-	for _, r := range res.Recipients {
-		if !r.Accepted {
-			continue
-		}
-		for _, c := range r.Certs {
-			if fp := string(c.Raw); !seen[fp] {
-				seen[fp] = true
-				recips = append(recips, cms.Recipient{Cert: c, KeyTransport: a.kt})
-			}
-		}
-	}
-	if len(recips) > 0 {
-		sealed, err := smime.Seal(prepared, *signer, recips, a.seal)
-		if err != nil {
-			return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
-		}
-		res.Sealed = sealed
+	if err := a.sealCopies(prepared, *signer, res); err != nil {
+		return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
 	}
 	if !nullNotification { // a notification with a null reverse path is never bounced
 		if res.DSN, err = a.failureDSN(mailFrom, senderDomain, msgID, prepared, res.Recipients); err != nil {
@@ -192,6 +182,73 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		a.audit(ctx, action, act, auditSubject(msgID, r.Recipient), r.Status)
 	}
 	return res, nil
+}
+
+// SealedCopy is the message sealed with one profile for the recipients
+// that have it.
+type SealedCopy struct {
+	Profile smime.Profile
+	Data    []byte
+	// Recipients are the indexes in OutboundResult.Recipients of the
+	// accepted recipients this copy is for.
+	Recipients []int
+}
+
+// profile returns the outbound profile of a recipient address: its domain's
+// in Options.Profiles, else the agent's default.
+func (a *Agent) profile(rcpt string) smime.Profile {
+	if _, domain, err := store.NormalizeAddress(rcpt); err == nil {
+		if p, ok := a.profiles[domain]; ok {
+			return p.Complete()
+		}
+	}
+	return smime.Profile{Cipher: a.seal.Cipher, KeyTransport: a.kt, Digest: a.seal.Digest}.Complete()
+}
+
+// sealCopies seals prepared for the accepted recipients of res: once per
+// profile among them, each copy encrypted to every certificate of its
+// recipients (AS-07), and sets res.Copies and res.Sealed.
+func (a *Agent) sealCopies(prepared []byte, signer smime.Signer, res *OutboundResult) error {
+	type group struct {
+		copy   SealedCopy
+		recips []cms.Recipient
+		seen   map[string]bool
+	}
+	var groups []*group
+	byProfile := map[smime.Profile]*group{}
+	for i, r := range res.Recipients {
+		if !r.Accepted {
+			continue
+		}
+		p := a.profile(r.Recipient)
+		g := byProfile[p]
+		if g == nil {
+			g = &group{copy: SealedCopy{Profile: p}, seen: map[string]bool{}}
+			byProfile[p] = g
+			groups = append(groups, g)
+		}
+		g.copy.Recipients = append(g.copy.Recipients, i)
+		for _, c := range r.Certs {
+			if fp := string(c.Raw); !g.seen[fp] {
+				g.seen[fp] = true
+				g.recips = append(g.recips, cms.Recipient{Cert: c, KeyTransport: p.KeyTransport})
+			}
+		}
+	}
+	for _, g := range groups {
+		opts := a.seal
+		opts.Cipher, opts.Digest = g.copy.Profile.Cipher, g.copy.Profile.Digest
+		sealed, err := smime.Seal(prepared, signer, g.recips, opts)
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", g.copy.Profile, err)
+		}
+		g.copy.Data = sealed
+		res.Copies = append(res.Copies, g.copy)
+	}
+	if len(res.Copies) > 0 {
+		res.Sealed = res.Copies[0].Data
+	}
+	return nil
 }
 
 // prepare returns the message to seal: Message-ID, Date and MIME-Version

@@ -70,6 +70,40 @@ type Outbound struct {
 	// DelayedDSN is when a sender is told that a message is still being
 	// retried; default 4h.
 	DelayedDSN Duration `toml:"delayed_dsn"`
+	// Profile is the algorithms sent to partners without a profile of
+	// their own: cipher "aes128-cbc" (default), "aes256-cbc",
+	// "aes128-gcm" or "aes256-gcm"; oaep "sha256" (default), "sha1" or
+	// "off" (RSA PKCS #1 v1.5); digest "sha256" (default), "sha384" or
+	// "sha512".
+	Profile
+	// Profiles are partners' algorithms by recipient domain
+	// ([outbound.profiles."partner.example"]); a key left out is the
+	// [outbound] one.
+	Profiles map[string]Profile `toml:"profiles"`
+}
+
+// Profile is a set of outbound algorithms; "" means the default.
+type Profile struct {
+	Cipher string `toml:"cipher"`
+	OAEP   string `toml:"oaep"`
+	Digest string `toml:"digest"`
+}
+
+// validate checks the values of a profile at key.
+func (p Profile) validate(key string) []error {
+	var errs []error
+	one := func(name, v string, allowed ...string) {
+		for _, a := range allowed {
+			if strings.EqualFold(v, a) {
+				return
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s.%s = %q: want %s", key, name, v, strings.Join(allowed, ", ")))
+	}
+	one("cipher", p.Cipher, "", "aes128-cbc", "aes256-cbc", "aes128-gcm", "aes256-gcm")
+	one("oaep", p.OAEP, "", "sha256", "sha1", "off")
+	one("digest", p.Digest, "", "sha256", "sha384", "sha512")
+	return errs
 }
 
 // TLS names the server certificate; empty means a self-signed certificate
@@ -162,7 +196,8 @@ func Default() Config {
 		},
 		DNS: DNS{Timeout: Duration{3 * time.Second}, LDAPTimeout: Duration{5 * time.Second}},
 		Outbound: Outbound{Port: 25, Routes: map[string]string{}, RetryFirst: Duration{7*time.Minute + 30*time.Second},
-			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour}},
+			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour},
+			Profile: Profile{Cipher: "aes128-cbc", OAEP: "sha256", Digest: "sha256"}, Profiles: map[string]Profile{}},
 		Trust: Trust{Revocation: "refuse"},
 		Log:   Log{Format: "text", Level: "info"},
 		Notifications: Notifications{ProcessedTimeout: Duration{time.Hour}, DispatchedTimeout: Duration{time.Hour},
@@ -233,6 +268,13 @@ func (c *Config) Validate() error {
 	}
 	if c.Outbound.RetryFirst.Duration <= 0 || c.Outbound.RetryMax.Duration < c.Outbound.RetryFirst.Duration || c.Outbound.RetryAttempts < 1 {
 		errs = append(errs, errors.New("outbound.retry_first, retry_max and retry_attempts must be positive, retry_max at least retry_first"))
+	}
+	errs = append(errs, c.Outbound.Profile.validate("outbound")...)
+	for d, p := range c.Outbound.Profiles {
+		if strings.Trim(d, ". ") == "" || strings.ContainsAny(d, " @/") {
+			errs = append(errs, fmt.Errorf("outbound.profiles.%q: want a domain name", d))
+		}
+		errs = append(errs, p.validate(fmt.Sprintf("outbound.profiles.%q", d))...)
 	}
 	if c.Hostname == "" {
 		errs = append(errs, errors.New("hostname is empty"))

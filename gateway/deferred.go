@@ -115,9 +115,10 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 	}
 	if len(queued) > 0 {
 		// Tracked like any submission: these recipients' MDNs are due now.
-		q, err := m.queue.EnqueueWith(ctx, store.QueuedMessage{MessageID: res.MessageID, MailFrom: d.MailFrom, User: d.User,
-			Origin: "deferred submission", Data: res.Sealed, Recipients: queued},
-			store.EnqueueExtras{Tracking: m.trackSent(env, res, true)})
+		copies := queuedCopies(store.QueuedMessage{MessageID: res.MessageID, MailFrom: d.MailFrom, User: d.User,
+			Origin: "deferred submission"}, res) // one per partner profile (profiles.go)
+		q, err := m.queue.EnqueueWith(ctx, copies[0],
+			store.EnqueueExtras{Tracking: m.trackSent(env, res, true), More: copies[1:]})
 		if err != nil {
 			m.later(ctx, d, d.Recipients, "enqueue: "+err.Error())
 			return

@@ -25,14 +25,18 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	if cfg.Trust.Revocation == "allow" {
 		policy = trust.AllowUnavailable
 	}
-	s.agent = agent.New(agent.Options{
+	agentOpts, err := agentProfiles(agent.Options{
 		Store: s.st,
 		Discoverer: certs.NewDiscoverer(certs.DiscoveryOptions{Resolver: cfg.DNS.Resolver,
 			DNSTimeout: cfg.DNS.Timeout.Duration, LDAPTimeout: cfg.DNS.LDAPTimeout.Duration, Logger: s.log}),
 		Validator: trust.NewValidator(trust.Options{Revocation: policy, Logger: s.log}),
 		Hostname:  cfg.Hostname,
 		Logger:    s.log,
-	})
+	}, cfg.Outbound) // per-partner algorithms (profiles.go)
+	if err != nil {
+		return err
+	}
+	s.agent = agent.New(agentOpts)
 	s.queue = store.NewQueue(s.st, store.QueueOptions{})
 	tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
 	if err != nil {

@@ -101,10 +101,13 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// the transaction that queues the message: no commit of their own, and
 	// there exactly when it was sent (so no notice can come back before
 	// the tracking).
-	q, err := m.queue.EnqueueWith(ctx, store.QueuedMessage{
-		MessageID: res.MessageID, MailFrom: env.MailFrom, User: smtpEnv{env}.user(),
-		Origin: origin, Data: res.Sealed, Recipients: rcpts,
-	}, store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(smtpEnv{env}, res, false)})
+	// One queued message per partner profile among the recipients
+	// (profiles.go), committed together.
+	copies := queuedCopies(store.QueuedMessage{
+		MessageID: res.MessageID, MailFrom: env.MailFrom, User: smtpEnv{env}.user(), Origin: origin,
+	}, res)
+	q, err := m.queue.EnqueueWith(ctx, copies[0],
+		store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(smtpEnv{env}, res, false), More: copies[1:]})
 	if err != nil {
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil

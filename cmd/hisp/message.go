@@ -89,7 +89,7 @@ func messageSeal(env *cliEnv, args []string) int {
 	if err != nil {
 		return usageErr(env, "message seal", err)
 	}
-	kt, err := parseOAEP(*oaep)
+	kt, err := smime.ParseOAEP(*oaep)
 	if err != nil {
 		return usageErr(env, "message seal", err)
 	}
@@ -120,18 +120,6 @@ func messageSeal(env *cliEnv, args []string) int {
 		return fail(env, "message seal", err)
 	}
 	return 0
-}
-
-func parseOAEP(s string) (cms.KeyTransport, error) {
-	switch strings.ToLower(s) {
-	case "sha256", "sha-256":
-		return cms.RSAOAEPSHA256, nil
-	case "sha1", "sha-1":
-		return cms.RSAOAEPSHA1, nil
-	case "off", "none", "pkcs1", "pkcs1v15":
-		return cms.RSAPKCS1v15, nil
-	}
-	return 0, fmt.Errorf("unknown --oaep %q: want sha256, sha1 or off", s)
 }
 
 func messageOpen(env *cliEnv, args []string) int {
