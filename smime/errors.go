@@ -4,7 +4,7 @@ import "errors"
 
 // Errors Open returns, one per reason a Direct message is refused. They are
 // wrapped with detail; test them with errors.Is. Algorithm and key refusals
-// from package cms are wrapped in ErrWeakCipher, ErrWeakKey,
+// from package cms are wrapped in ErrWeakCipher, ErrWeakKeyTransport, ErrWeakKey,
 // ErrNoRecipient and ErrDecryption so callers need only this package.
 var (
 	// ErrNotEncrypted: the message is not application/pkcs7-mime
@@ -22,6 +22,10 @@ var (
 	// ErrWeakCipher: content encryption with 3DES, DES, RC2 or an unknown
 	// algorithm (Algorithms table).
 	ErrWeakCipher = errors.New("content encryption algorithm refused")
+	// ErrWeakKeyTransport: the content key was sent to us with a key
+	// transport the Direct profile does not accept (RSAES-OAEP with an
+	// unlisted hash pair, an unknown algorithm).
+	ErrWeakKeyTransport = errors.New("key transport algorithm refused")
 	// ErrWeakDigest: a signature made with SHA-1, MD5 or an unknown digest.
 	ErrWeakDigest = errors.New("signature digest algorithm refused")
 	// ErrWeakKey: an RSA key under 2048 bits, or an unsupported key type.

@@ -173,7 +173,10 @@ func trimBase64(b []byte) []byte {
 
 // mapCMSError translates package cms errors into this package's.
 func mapCMSError(err error) error {
+	var ua *cms.UnsupportedAlgorithmError
 	switch {
+	case errors.As(err, &ua) && ua.Role == cms.RoleKeyTransport:
+		return fmt.Errorf("%w: %v", ErrWeakKeyTransport, err)
 	case errors.Is(err, cms.ErrRefusedAlgorithm), errors.Is(err, cms.ErrUnsupportedAlgorithm):
 		return fmt.Errorf("%w: %v", ErrWeakCipher, err)
 	case errors.Is(err, cms.ErrWeakKey):

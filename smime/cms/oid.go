@@ -123,6 +123,48 @@ func unsupported(role string, oid asn1.ObjectIdentifier) *UnsupportedAlgorithmEr
 	return &UnsupportedAlgorithmError{Role: role, OID: oid, Name: a.name}
 }
 
+// oaepProfile is the Direct algorithm profile for RSAES-OAEP key transport
+// (Algorithms table): each hash and MGF1 hash pair hisp accepts on
+// decryption, and whether Encrypt may produce it. A pair not listed is
+// refused with an UnsupportedAlgorithmError of RoleKeyTransport. hisp sends
+// OAEP with SHA-1 or SHA-256 only; it accepts SHA-384 and SHA-512 too, which
+// the Direct Project's Java reference implementation can be set to send,
+// each also with MGF1-SHA-1, the default MGF of Java's OAEP padding.
+var oaepProfile = []struct {
+	kt        KeyTransport
+	hash, mgf crypto.Hash
+	send      bool
+}{
+	{RSAOAEPSHA1, crypto.SHA1, crypto.SHA1, true},
+	{RSAOAEPSHA256, crypto.SHA256, crypto.SHA256, true},
+	{RSAOAEPSHA256MGF1SHA1, crypto.SHA256, crypto.SHA1, false},
+	{RSAOAEPSHA384, crypto.SHA384, crypto.SHA384, false},
+	{RSAOAEPSHA512, crypto.SHA512, crypto.SHA512, false},
+	{RSAOAEPSHA384MGF1SHA1, crypto.SHA384, crypto.SHA1, false},
+	{RSAOAEPSHA512MGF1SHA1, crypto.SHA512, crypto.SHA1, false},
+}
+
+// oaepAccepted returns the key transport of an accepted OAEP hash pair.
+func oaepAccepted(hash, mgf crypto.Hash) (KeyTransport, bool) {
+	for _, e := range oaepProfile {
+		if e.hash == hash && e.mgf == mgf {
+			return e.kt, true
+		}
+	}
+	return 0, false
+}
+
+// oaepSendable reports whether kt is an OAEP variant of the profile
+// (oaep) and whether Encrypt may produce it (send).
+func oaepSendable(kt KeyTransport) (send, oaep bool) {
+	for _, e := range oaepProfile {
+		if e.kt == kt {
+			return e.send, true
+		}
+	}
+	return false, false
+}
+
 // hashByOID maps the hash algorithms allowed in RSAES-OAEP-params.
 func hashByOID(oid asn1.ObjectIdentifier) (crypto.Hash, bool) {
 	switch {
