@@ -224,6 +224,12 @@ func (s Status) String() string {
 	return strconv.Itoa(s.Code) + " " + s.Enhanced + " " + s.Reason
 }
 
+// RevocationDeferred is the enhanced status of a recipient or message
+// deferred because a certificate's revocation status could not be
+// established under [trust] revocation = "defer" (TV-04): the caller retries
+// it for up to its grace, not its usual number of attempts.
+const RevocationDeferred = "4.7.5"
+
 // Temporary reports whether the status is a 4xx: the caller may try again
 // later.
 func (s Status) Temporary() bool { return s.Code >= 400 && s.Code < 500 }

@@ -262,8 +262,10 @@ func (s *snapshot) validate(ctx context.Context, a *Agent, req trust.Request, an
 		return cv.v
 	}
 	v := a.val.Validate(ctx, req)
-	if ctx.Err() != nil {
-		return v // not cached: the verdict may be the context's end
+	if ctx.Err() != nil || v.Provisional {
+		// Not cached: the verdict may be the context's end, or a
+		// revocation outage's (trust.DeferUnavailable).
+		return v
 	}
 	exp := now.Add(untrustedTTL)
 	if v.Trusted {

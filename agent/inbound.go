@@ -209,6 +209,11 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 			}
 		}
 		rr := &results[c.i]
+		if !sv.trusted && sv.provisional {
+			// [trust] revocation = "defer": the sender tries again (TV-04).
+			rr.Status = status(451, RevocationDeferred, "signer's revocation status could not be established for %s, try again later: %s", c.domain, sv.reason)
+			continue
+		}
 		if !sv.trusted {
 			rr.Status = status(550, "5.7.1", "signer not trusted by %s: %s", c.domain, sv.reason)
 			continue
@@ -262,9 +267,18 @@ func (a *Agent) refuseEach(ctx context.Context, env Envelope, msgID string, resu
 	for _, r := range results {
 		a.audit(ctx, "inbound", act, auditSubject(msgID, r.Recipient), r.Status)
 	}
-	st := results[0].Status
+	// A temporary refusal of one recipient (a revocation outage) makes the
+	// sender try the whole message again, rather than give up on it.
+	first := results[0]
+	for _, r := range results {
+		if r.Status.Temporary() {
+			first = r
+			break
+		}
+	}
+	st := first.Status
 	if len(results) > 1 {
-		st.Reason = fmt.Sprintf("no recipient accepted the message; <%s>: %s", results[0].Recipient, st.Reason)
+		st.Reason = fmt.Sprintf("no recipient accepted the message; <%s>: %s", first.Recipient, st.Reason)
 	}
 	return nil, &Error{Status: st, Recipients: results}
 }
@@ -273,9 +287,12 @@ func (a *Agent) refuseEach(ctx context.Context, env Envelope, msgID string, resu
 type signerVerdict struct {
 	trusted bool
 	reason  string // why not trusted
-	signer  *x509.Certificate
-	result  smime.SignerResult
-	verdict trust.Verdict
+	// provisional: not trusted only for want of a revocation status, under
+	// trust.DeferUnavailable
+	provisional bool
+	signer      *x509.Certificate
+	result      smime.SignerResult
+	verdict     trust.Verdict
 }
 
 // trustSigner validates each valid signer against domain's inbound anchors
@@ -286,6 +303,7 @@ func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.O
 		return &signerVerdict{reason: fmt.Sprintf("%s has no inbound trust anchors (hisp anchor add %s CA.pem --direction in)", domain, domain)}
 	}
 	var reasons []string
+	provisional := false
 	for _, sr := range opened.Signers {
 		if sr.Err != nil || sr.Cert == nil {
 			continue
@@ -295,12 +313,13 @@ func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.O
 		if v.Trusted && v.Anchor != nil {
 			return &signerVerdict{trusted: true, signer: sr.Cert, result: sr, verdict: v}
 		}
+		provisional = provisional || v.Provisional
 		reasons = append(reasons, sr.Cert.Subject.String()+": "+v.Reason)
 	}
 	if len(reasons) == 0 {
 		return &signerVerdict{reason: "no valid signature"}
 	}
-	return &signerVerdict{reason: joinReasons(reasons)}
+	return &signerVerdict{reason: joinReasons(reasons), provisional: provisional}
 }
 
 // openError maps a refusal of smime.Open to an SMTP status.

@@ -391,19 +391,19 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 			addr, senderDomain, senderDomain)
 		return rr
 	}
-	validate := func(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, address string) (bool, string) {
+	validate := func(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, address string) certs.Judgement {
 		if reason := encryptable(cert); reason != "" {
-			return false, reason
+			return certs.Judgement{Reason: reason}
 		}
 		v := snap.validate(ctx, a, trust.Request{Cert: cert, Intermediates: inter, Address: address, Purpose: trust.Encryption}, anchors)
-		return v.Trusted, v.Reason
+		return certs.Judgement{Trusted: v.Trusted, Reason: v.Reason, Provisional: v.Provisional}
 	}
 	if rr.Local {
 		return a.resolveLocal(ctx, snap, rr, addr, domain, validate)
 	}
 	// The key names the anchors the verdicts depend on, so that a change of
 	// anchors is seen at once and a cached recipient costs a map look-up.
-	res, err := a.disc.DiscoverKeyed(ctx, addr, "agent-out|"+senderDomain+"|"+anchors.key, validate)
+	res, err := a.disc.DiscoverJudged(ctx, addr, "agent-out|"+senderDomain+"|"+anchors.key, validate)
 	switch {
 	case res == nil:
 		rr.Status = status(550, "5.1.3", "bad recipient address <%s>: %v", addr, err)
@@ -414,6 +414,10 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 		// A look-up failed and nothing was found: the certificate may
 		// well exist. Defer rather than bounce; the caller retries.
 		rr.Status = status(451, "4.4.3", "certificate discovery for <%s> failed, will retry: %v", addr, err)
+	case res.Provisional:
+		// [trust] revocation = "defer": a CRL or OCSP responder is
+		// down. The caller retries up to its grace (TV-04).
+		rr.Status = status(451, RevocationDeferred, "certificate of <%s> not usable for now, will retry: %s", addr, discoveryReason(res))
 	default:
 		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s", addr, discoveryReason(res))
 	}
@@ -424,7 +428,7 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 // address-bound ones first, organization-bound ones only when the address
 // has none (AS-08); found but none trusted stops there, as discovery does
 // (CD-08).
-func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientResult, addr, domain string, validate certs.ValidateFunc) RecipientResult {
+func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientResult, addr, domain string, validate certs.JudgeFunc) RecipientResult {
 	ok, err := snap.isAddress(ctx, a, addr)
 	if err != nil {
 		rr.Status = status(451, "4.3.0", "local look-up of <%s> failed: %v", addr, err)
@@ -445,12 +449,18 @@ func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientRe
 		}
 		var trusted []*x509.Certificate
 		var reasons []string
+		provisional := false
 		for _, lc := range list {
-			if ok, reason := validate(ctx, lc.cert, lc.chain, addr); ok {
+			if j := validate(ctx, lc.cert, lc.chain, addr); j.Trusted {
 				trusted = append(trusted, lc.cert)
 			} else {
-				reasons = append(reasons, lc.cert.Subject.String()+": "+reason)
+				reasons = append(reasons, lc.cert.Subject.String()+": "+j.Reason)
+				provisional = provisional || j.Provisional
 			}
+		}
+		if len(trusted) == 0 && provisional {
+			rr.Status = status(451, RevocationDeferred, "local certificates of %s not usable for now, will retry: %s", owner, joinReasons(reasons))
+			return rr
 		}
 		if len(trusted) == 0 {
 			rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: the local certificates of %s are not trusted: %s",

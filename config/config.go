@@ -116,8 +116,16 @@ type TLS struct {
 // Trust configures certificate validation.
 type Trust struct {
 	// Revocation is what to do when a CRL or OCSP responder cannot be
-	// reached: "refuse" (default) or "allow".
+	// reached: "defer" (default: inbound 451 4.7.5, outbound recipients
+	// kept and retried for up to RevocationGrace), "refuse" (at once and
+	// for good) or "allow" (trust the certificate anyway).
 	Revocation string `toml:"revocation"`
+	// RevocationGrace is how long "defer" retries an outbound recipient
+	// before failing it; default 24h.
+	RevocationGrace Duration `toml:"revocation_grace"`
+	// RefetchAfter is how long a CRL, OCSP responder or AIA URL that
+	// failed is not asked again; default 1m.
+	RefetchAfter Duration `toml:"refetch_after"`
 }
 
 // Notifications configures the sending side of Direct delivery
@@ -198,7 +206,7 @@ func Default() Config {
 		Outbound: Outbound{Port: 25, Routes: map[string]string{}, RetryFirst: Duration{7*time.Minute + 30*time.Second},
 			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour},
 			Profile: Profile{Cipher: "aes128-cbc", OAEP: "sha256", Digest: "sha256"}, Profiles: map[string]Profile{}},
-		Trust: Trust{Revocation: "refuse"},
+		Trust: Trust{Revocation: "defer", RevocationGrace: Duration{24 * time.Hour}, RefetchAfter: Duration{time.Minute}},
 		Log:   Log{Format: "text", Level: "info"},
 		Notifications: Notifications{ProcessedTimeout: Duration{time.Hour}, DispatchedTimeout: Duration{time.Hour},
 			WithholdProcessed: true, CheckInterval: Duration{5 * time.Second}, WebhookTimeout: Duration{10 * time.Second},
@@ -280,9 +288,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("hostname is empty"))
 	}
 	switch c.Trust.Revocation {
-	case "refuse", "allow":
+	case "defer", "refuse", "allow":
 	default:
-		errs = append(errs, fmt.Errorf("trust.revocation = %q: want refuse or allow", c.Trust.Revocation))
+		errs = append(errs, fmt.Errorf("trust.revocation = %q: want defer, refuse or allow", c.Trust.Revocation))
+	}
+	if c.Trust.RevocationGrace.Duration <= 0 || c.Trust.RefetchAfter.Duration <= 0 {
+		errs = append(errs, errors.New("trust.revocation_grace and trust.refetch_after must be positive durations"))
 	}
 	n := c.Notifications
 	for _, d := range []struct {

@@ -21,15 +21,13 @@ import (
 // starts a component that lives until ctx ends.
 func (s *server) startMail(ctx context.Context, run func(string, func(context.Context) error), out io.Writer) error {
 	cfg := s.cfg
-	policy := trust.RefuseUnavailable
-	if cfg.Trust.Revocation == "allow" {
-		policy = trust.AllowUnavailable
-	}
+	policy := map[string]trust.RevocationPolicy{"refuse": trust.RefuseUnavailable, "allow": trust.AllowUnavailable,
+		"defer": trust.DeferUnavailable}[cfg.Trust.Revocation]
 	agentOpts, err := agentProfiles(agent.Options{
 		Store: s.st,
 		Discoverer: certs.NewDiscoverer(certs.DiscoveryOptions{Resolver: cfg.DNS.Resolver,
 			DNSTimeout: cfg.DNS.Timeout.Duration, LDAPTimeout: cfg.DNS.LDAPTimeout.Duration, Logger: s.log}),
-		Validator: trust.NewValidator(trust.Options{Revocation: policy, Logger: s.log}),
+		Validator: trust.NewValidator(trust.Options{Revocation: policy, FailureTTL: cfg.Trust.RefetchAfter.Duration, Logger: s.log}),
 		Hostname:  cfg.Hostname,
 		Logger:    s.log,
 	}, cfg.Outbound) // per-partner algorithms (profiles.go)
@@ -56,7 +54,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	retry := store.Backoff{First: cfg.Outbound.RetryFirst.Duration, Max: cfg.Outbound.RetryMax.Duration,
 		Attempts: cfg.Outbound.RetryAttempts, Jitter: 0.1}
 	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: cfg.Hostname, log: s.log, wake: func() {},
-		filed: func() {}, retry: retry, now: s.now}
+		filed: func() {}, retry: retry, now: s.now, revocationGrace: cfg.Trust.RevocationGrace.Duration}
 	if imapSrv != nil {
 		m.filed = imapSrv.Notify
 	}

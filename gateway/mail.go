@@ -33,7 +33,10 @@ type mail struct {
 	track *tracking // delivery tracking (track.go); nil: none
 	// retry is the schedule of deferred recipients (deferred.go).
 	retry store.Backoff
-	now   func() time.Time
+	// revocationGrace is how long a recipient deferred for a revocation
+	// outage is retried ([trust] revocation_grace, deferred.go).
+	revocationGrace time.Duration
+	now             func() time.Time
 }
 
 func agentEnvelope(env smtp.Envelope) agent.Envelope {
@@ -75,6 +78,11 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		}
 	}
 	if len(rcpts) == 0 {
+		if revocationDeferred(res) {
+			// A revocation outage: keep the message and retry it for the
+			// grace (deferred.go), as if it were queued.
+			return m.deferAll(ctx, env, res), nil
+		}
 		// Nothing to send: tell the client now rather than by DSN.
 		if temporary != nil {
 			return reply(*temporary), nil
