@@ -267,7 +267,7 @@ func (v *Validator) validate(ctx context.Context, req Request) Verdict {
 	}
 
 	// Path to an anchor (TV-02, TV-03).
-	chains, reason := v.buildChains(ctx, cert, req.Intermediates, req.Anchors, now)
+	chains, reason := v.buildChains(ctx, cert, req.Intermediates, req.Anchors, now, true)
 	if reason != "" {
 		return refuse(binding, reason)
 	}
