@@ -329,7 +329,7 @@ func openError(err error) *Error {
 		return refuse(550, "5.7.1", err, "Direct mail must be encrypted; this message is not (IN-01)")
 	case errors.Is(err, smime.ErrNotSigned):
 		return refuse(550, "5.7.1", err, "Direct mail must be signed; this message is not (IN-01)")
-	case errors.Is(err, smime.ErrWeakCipher), errors.Is(err, smime.ErrWeakKeyTransport), errors.Is(err, smime.ErrWeakDigest), errors.Is(err, smime.ErrWeakKey):
+	case errors.Is(err, smime.ErrWeakCipher), errors.Is(err, smime.ErrWeakKeyTransport), errors.Is(err, smime.ErrWeakDigest), errors.Is(err, smime.ErrWeakSignature), errors.Is(err, smime.ErrWeakKey):
 		return refuse(550, "5.7.6", err, "algorithm or key refused by the Direct profile: %v", err)
 	case errors.Is(err, smime.ErrDigestMismatch), errors.Is(err, smime.ErrBadSignature), errors.Is(err, smime.ErrSignerCertMissing):
 		return refuse(550, "5.7.7", err, "signature check failed (TV-08): %v", err)

@@ -28,6 +28,10 @@ var (
 	ErrWeakKeyTransport = errors.New("key transport algorithm refused")
 	// ErrWeakDigest: a signature made with SHA-1, MD5 or an unknown digest.
 	ErrWeakDigest = errors.New("signature digest algorithm refused")
+	// ErrWeakSignature: a signature algorithm the Direct profile refuses or
+	// hisp does not know (SHA-1 with RSA, DSA, RSASSA-PSS with an MGF1 hash
+	// other than its hash).
+	ErrWeakSignature = errors.New("signature algorithm refused")
 	// ErrWeakKey: an RSA key under 2048 bits, or an unsupported key type.
 	ErrWeakKey = errors.New("key refused")
 	// ErrDigestMismatch: the signed content does not match the signature's

@@ -1,6 +1,12 @@
 // Package cms encrypts and decrypts CMS EnvelopedData (RFC 5652 section 6) and
 // AuthEnvelopedData (RFC 5083, with AES-GCM as in RFC 5084), the encryption layer
-// of S/MIME messages exchanged between Direct HISPs.
+// of S/MIME messages exchanged between Direct HISPs, and verifies SignedData
+// (RFC 5652 section 5; signed.go): signers by issuer and serial number or by
+// subject key identifier, RSA PKCS #1 v1.5, RSASSA-PSS and ECDSA.
+//
+// What the Direct profile accepts and refuses is in oid.go, in one place:
+// knownAlgorithms (refused content ciphers), oaepProfile (key transport),
+// signatureDigests and signatureAlgorithms.
 //
 // Only what the Direct profile allows is produced: AES-128/256 in CBC mode
 // (EnvelopedData) or GCM mode (AuthEnvelopedData), with the content-encryption
@@ -18,7 +24,7 @@
 // messages, Decrypt works in place in the buffer it is given.
 //
 // The package uses only encoding/asn1 and the crypto packages of the standard
-// library. Signing (SignedData) is not part of it.
+// library. Producing SignedData is not part of it (package smime signs).
 package cms
 
 import (
