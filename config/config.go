@@ -45,6 +45,9 @@ type Listen struct {
 	// AdminHTTPS serves the same over TLS (the [tls] certificate), for API
 	// clients and admins across a network; "" = off.
 	AdminHTTPS string `toml:"admin_https"`
+	// LDAP hosts the local certificates over LDAP (anonymous, read-only),
+	// announced by the DNS listener as _ldap._tcp.DOMAIN; "" = off.
+	LDAP string `toml:"ldap"`
 }
 
 // DNS configures look-ups.
@@ -257,6 +260,7 @@ func (c *Config) Validate() error {
 	check("listen.imaps", c.Listen.IMAPS)
 	check("listen.admin_https", c.Listen.AdminHTTPS)
 	check("listen.dns", c.Listen.DNS)
+	check("listen.ldap", c.Listen.LDAP)
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)
 	for d, r := range c.Outbound.Routes {

@@ -44,6 +44,7 @@ digest = "sha512"
 		{"[outbound]\ndigest = \"sha1\"", `outbound.digest = "sha1"`},
 		{"[outbound.profiles.\"p.example\"]\ncipher = \"aes192-cbc\"", `outbound.profiles."p.example".cipher`},
 		{"[outbound.profiles.\"p.example\"]\nmode = \"x\"", `unknown keys: outbound.profiles."p.example".mode`},
+		{"[listen]\nldap = \"389\"", `listen.ldap = "389"`},
 	} {
 		_, err := Load(write(t, bad.toml))
 		if err == nil || !strings.Contains(err.Error(), bad.want) {

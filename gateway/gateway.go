@@ -74,12 +74,17 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	}
 	abort := func(err error) error { cancel(); wg.Wait(); return err }
 	fmt.Fprintf(out, "hisp serving data directory %s\n", cfg.Data)
+	ldapTarget, ldapPort, err := s.startLDAP(run, out) // ldap.go
+	if err != nil {
+		return abort(err)
+	}
 	if cfg.Listen.DNS != "" {
 		pc, l, err := listenDNS(cfg.Listen.DNS)
 		if err != nil {
 			return abort(err)
 		}
-		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger})
+		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger,
+			LDAPTarget: ldapTarget, LDAPPort: ldapPort})
 		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
 		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
 	}
