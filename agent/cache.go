@@ -37,6 +37,8 @@ type snapshot struct {
 	domains map[string]bool
 	in, out map[string]anchorSet // per domain
 
+	rules map[string]map[store.Direction][]rule // trust policies by domain and direction (policy.go)
+
 	mu       sync.Mutex
 	owners   map[string][]*localCert // by owner (address or domain)
 	keys     map[int64]crypto.Signer // by certificate id
@@ -150,6 +152,9 @@ func (a *Agent) load(ctx context.Context, version int64) (*snapshot, error) {
 	}
 	for d, list := range out {
 		s.out[d] = newAnchorSet(list)
+	}
+	if err := a.loadPolicies(ctx, s); err != nil { // policy.go
+		return nil, err
 	}
 	return s, nil
 }

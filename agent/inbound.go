@@ -311,7 +311,11 @@ func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.O
 		v := snap.validate(ctx, a, trust.Request{Cert: sr.Cert, Intermediates: opened.Certificates,
 			Address: from, Purpose: trust.Signing}, anchors)
 		if v.Trusted && v.Anchor != nil {
-			return &signerVerdict{trusted: true, signer: sr.Cert, result: sr, verdict: v}
+			why := snap.checkPolicies(domain, store.DirectionIn, sr.Cert) // policy.go
+			if why == "" {
+				return &signerVerdict{trusted: true, signer: sr.Cert, result: sr, verdict: v}
+			}
+			v.Reason = why
 		}
 		provisional = provisional || v.Provisional
 		reasons = append(reasons, sr.Cert.Subject.String()+": "+v.Reason)

@@ -396,6 +396,11 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 			return certs.Judgement{Reason: reason}
 		}
 		v := snap.validate(ctx, a, trust.Request{Cert: cert, Intermediates: inter, Address: address, Purpose: trust.Encryption}, anchors)
+		if v.Trusted {
+			if why := snap.checkPolicies(senderDomain, store.DirectionOut, cert); why != "" { // policy.go
+				return certs.Judgement{Reason: why}
+			}
+		}
 		return certs.Judgement{Trusted: v.Trusted, Reason: v.Reason, Provisional: v.Provisional}
 	}
 	if rr.Local {
