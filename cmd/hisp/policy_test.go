@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hisp-project/hisp/internal/testpki"
 )
 
 // TestPolicyCommands: hisp policy add (one rule, or the DirectTrust preset),
@@ -48,5 +50,30 @@ func TestPolicyCommands(t *testing.T) {
 	adminFails(t, data, 1, "not found", "policy", "remove", "a.example", "no-test-ca")
 	if out := adminOK(t, data, "policy", "list", "a.example"); strings.Contains(out, "no-test-ca") || strings.Contains(out, "directtrust-category") {
 		t.Errorf("after remove:\n%s", out)
+	}
+}
+
+// TestDiscoverAppliesPolicies: hisp discover --domain judges a partner's
+// certificate as the gateway would, trust policies of the domain included.
+func TestDiscoverAppliesPolicies(t *testing.T) {
+	dir := t.TempDir()
+	data := "--data=" + dir
+	remoteCA := testpki.NewCA(t, "remote CA")
+	bob := testpki.Issue(t, remoteCA, testpki.Options{Email: []string{"bob@remote.example"}})
+	resolver := startDNS(t, staticCerts{zone: "remote.example", names: map[string][][]byte{"bob.remote.example": {bob.Cert.Raw}}})
+	anchorFile, _ := remoteCA.WriteFiles(t, dir, "remote-ca")
+	for _, args := range [][]string{
+		{"domain", "add", "local.example", data},
+		{"anchor", "add", "local.example", anchorFile, "--direction", "out", data},
+		{"policy", "add", "local.example", "--preset", "directtrust", "--direction", "out", data},
+	} {
+		if code, _, stderr := runCLI(t, nil, args...); code != 0 {
+			t.Fatalf("%v: %s", args, stderr)
+		}
+	}
+	code, out, _ := runCLI(t, nil, "discover", "bob@remote.example", "--resolver", resolver, "--domain", "local.example", data)
+	if code != 1 || !strings.Contains(out, "trust policies: 4 rule(s) of local.example") ||
+		!strings.Contains(out, `refused by trust policy "directtrust-assurance" of local.example`) {
+		t.Errorf("exit %d\n%s", code, out)
 	}
 }
