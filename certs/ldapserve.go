@@ -36,6 +36,13 @@ type LDAPServer struct {
 	srv *gldap.Server
 }
 
+// ldapConnLife bounds an LDAP connection's life; ldapStopWait how long a
+// stop waits for open connections to end.
+const (
+	ldapConnLife = time.Minute
+	ldapStopWait = 5 * time.Second
+)
+
 // NewLDAPServer returns an LDAP server for the certificates src names; a
 // nil logger discards.
 func NewLDAPServer(src CertSource, logger *slog.Logger) (*LDAPServer, error) {
@@ -43,8 +50,11 @@ func NewLDAPServer(src CertSource, logger *slog.Logger) (*LDAPServer, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &LDAPServer{src: src, log: logger}
+	// The library sets each connection's deadlines once, when it is
+	// accepted: a connection lives ldapConnLife at most, plenty for a
+	// discovery (bind, RootDSE, one search per address).
 	srv, err := gldap.NewServer(gldap.WithLogger(hclog.NewNullLogger()),
-		gldap.WithReadTimeout(5*time.Minute), gldap.WithWriteTimeout(time.Minute))
+		gldap.WithReadTimeout(ldapConnLife), gldap.WithWriteTimeout(ldapConnLife))
 	if err != nil {
 		return nil, fmt.Errorf("ldap server: %w", err)
 	}
@@ -76,10 +86,20 @@ func (s *LDAPServer) ListenAndServe(ctx context.Context, addr string) error {
 		}
 		return fmt.Errorf("ldap server %s: %w", addr, err)
 	case <-ctx.Done():
-		if err := s.srv.Stop(); err != nil {
-			return fmt.Errorf("ldap server %s: stop: %w", addr, err)
+		// Stop waits for open connections, which the library does not
+		// interrupt while they wait for a request: not longer than
+		// ldapStopWait (they end by their deadline anyway).
+		stopped := make(chan error, 1)
+		go func() { stopped <- s.srv.Stop() }()
+		select {
+		case err := <-stopped:
+			if err != nil {
+				return fmt.Errorf("ldap server %s: stop: %w", addr, err)
+			}
+			<-errc
+		case <-time.After(ldapStopWait):
+			s.log.Warn("ldap server: stopped with connections still open", slog.String("addr", addr))
 		}
-		<-errc
 		return nil
 	}
 }
