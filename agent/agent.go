@@ -115,6 +115,11 @@ type Options struct {
 	// KeyTransport is how the content key is sent to each recipient.
 	// Zero: cms.RSAOAEPSHA256.
 	KeyTransport cms.KeyTransport
+	// Profiles are the algorithms for recipients of particular domains
+	// (lower case, exact match), each complete; other recipients get Seal
+	// and KeyTransport. A message whose recipients have different profiles
+	// is sealed once per profile (OutboundResult.Copies).
+	Profiles map[string]smime.Profile
 	// Logger receives one record per message and recipient. Nil:
 	// slog.Default().
 	Logger *slog.Logger
@@ -145,6 +150,7 @@ type Agent struct {
 	host      string
 	seal      smime.SealOptions
 	kt        cms.KeyTransport
+	profiles  map[string]smime.Profile
 	log       *slog.Logger
 	now       func() time.Time
 	reload    time.Duration
@@ -170,6 +176,7 @@ func New(opts Options) *Agent {
 		host:      opts.Hostname,
 		seal:      opts.Seal,
 		kt:        opts.KeyTransport,
+		profiles:  opts.Profiles,
 		log:       opts.Logger,
 		now:       opts.Now,
 		reload:    opts.ReloadInterval,
@@ -230,6 +237,12 @@ type Status struct {
 func (s Status) String() string {
 	return strconv.Itoa(s.Code) + " " + s.Enhanced + " " + s.Reason
 }
+
+// RevocationDeferred is the enhanced status of a recipient or message
+// deferred because a certificate's revocation status could not be
+// established under [trust] revocation = "defer" (TV-04): the caller retries
+// it for up to its grace, not its usual number of attempts.
+const RevocationDeferred = "4.7.5"
 
 // Temporary reports whether the status is a 4xx: the caller may try again
 // later.

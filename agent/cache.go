@@ -37,6 +37,8 @@ type snapshot struct {
 	domains map[string]bool
 	in, out map[string]anchorSet // per domain
 
+	rules map[string]map[store.Direction][]rule // trust policies by domain and direction (policy.go)
+
 	mu       sync.Mutex
 	owners   map[string][]*localCert // by owner (address or domain)
 	keys     map[int64]crypto.Signer // by certificate id
@@ -151,6 +153,9 @@ func (a *Agent) load(ctx context.Context, version int64) (*snapshot, error) {
 	for d, list := range out {
 		s.out[d] = newAnchorSet(list)
 	}
+	if err := a.loadPolicies(ctx, s); err != nil { // policy.go
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -262,8 +267,10 @@ func (s *snapshot) validate(ctx context.Context, a *Agent, req trust.Request, an
 		return cv.v
 	}
 	v := a.val.Validate(ctx, req)
-	if ctx.Err() != nil {
-		return v // not cached: the verdict may be the context's end
+	if ctx.Err() != nil || v.Provisional {
+		// Not cached: the verdict may be the context's end, or a
+		// revocation outage's (trust.DeferUnavailable).
+		return v
 	}
 	exp := now.Add(untrustedTTL)
 	if v.Trusted {

@@ -209,6 +209,11 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 			}
 		}
 		rr := &results[c.i]
+		if !sv.trusted && sv.provisional {
+			// [trust] revocation = "defer": the sender tries again (TV-04).
+			rr.Status = status(451, RevocationDeferred, "signer's revocation status could not be established for %s, try again later: %s", c.domain, sv.reason)
+			continue
+		}
 		if !sv.trusted {
 			rr.Status = status(550, "5.7.1", "signer not trusted by %s: %s", c.domain, sv.reason)
 			continue
@@ -284,9 +289,18 @@ func (a *Agent) refuseEach(ctx context.Context, env Envelope, msgID string, resu
 	for _, r := range results {
 		a.audit(ctx, "inbound", act, auditSubject(msgID, r.Recipient), r.Status)
 	}
-	st := results[0].Status
+	// A temporary refusal of one recipient (a revocation outage) makes the
+	// sender try the whole message again, rather than give up on it.
+	first := results[0]
+	for _, r := range results {
+		if r.Status.Temporary() {
+			first = r
+			break
+		}
+	}
+	st := first.Status
 	if len(results) > 1 {
-		st.Reason = fmt.Sprintf("no recipient accepted the message; <%s>: %s", results[0].Recipient, st.Reason)
+		st.Reason = fmt.Sprintf("no recipient accepted the message; <%s>: %s", first.Recipient, st.Reason)
 	}
 	return nil, &Error{Status: st, Recipients: results}
 }
@@ -295,9 +309,12 @@ func (a *Agent) refuseEach(ctx context.Context, env Envelope, msgID string, resu
 type signerVerdict struct {
 	trusted bool
 	reason  string // why not trusted
-	signer  *x509.Certificate
-	result  smime.SignerResult
-	verdict trust.Verdict
+	// provisional: not trusted only for want of a revocation status, under
+	// trust.DeferUnavailable
+	provisional bool
+	signer      *x509.Certificate
+	result      smime.SignerResult
+	verdict     trust.Verdict
 }
 
 // trustSigner validates each valid signer against domain's inbound anchors
@@ -308,6 +325,7 @@ func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.O
 		return &signerVerdict{reason: fmt.Sprintf("%s has no inbound trust anchors (hisp anchor add %s CA.pem --direction in)", domain, domain)}
 	}
 	var reasons []string
+	provisional := false
 	for _, sr := range opened.Signers {
 		if sr.Err != nil || sr.Cert == nil {
 			continue
@@ -315,14 +333,19 @@ func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.O
 		v := snap.validate(ctx, a, trust.Request{Cert: sr.Cert, Intermediates: opened.Certificates,
 			Address: from, Purpose: trust.Signing}, anchors)
 		if v.Trusted && v.Anchor != nil {
-			return &signerVerdict{trusted: true, signer: sr.Cert, result: sr, verdict: v}
+			why := snap.checkPolicies(domain, store.DirectionIn, sr.Cert) // policy.go
+			if why == "" {
+				return &signerVerdict{trusted: true, signer: sr.Cert, result: sr, verdict: v}
+			}
+			v.Reason = why
 		}
+		provisional = provisional || v.Provisional
 		reasons = append(reasons, sr.Cert.Subject.String()+": "+v.Reason)
 	}
 	if len(reasons) == 0 {
 		return &signerVerdict{reason: "no valid signature"}
 	}
-	return &signerVerdict{reason: joinReasons(reasons)}
+	return &signerVerdict{reason: joinReasons(reasons), provisional: provisional}
 }
 
 // openError maps a refusal of smime.Open to an SMTP status.
@@ -332,7 +355,7 @@ func openError(err error) *Error {
 		return refuse(550, "5.7.1", err, "Direct mail must be encrypted; this message is not (IN-01)")
 	case errors.Is(err, smime.ErrNotSigned):
 		return refuse(550, "5.7.1", err, "Direct mail must be signed; this message is not (IN-01)")
-	case errors.Is(err, smime.ErrWeakCipher), errors.Is(err, smime.ErrWeakDigest), errors.Is(err, smime.ErrWeakKey):
+	case errors.Is(err, smime.ErrWeakCipher), errors.Is(err, smime.ErrWeakKeyTransport), errors.Is(err, smime.ErrWeakDigest), errors.Is(err, smime.ErrWeakSignature), errors.Is(err, smime.ErrWeakKey):
 		return refuse(550, "5.7.6", err, "algorithm or key refused by the Direct profile: %v", err)
 	case errors.Is(err, smime.ErrDigestMismatch), errors.Is(err, smime.ErrBadSignature), errors.Is(err, smime.ErrSignerCertMissing):
 		return refuse(550, "5.7.7", err, "signature check failed (TV-08): %v", err)

@@ -32,7 +32,14 @@ type OutboundResult struct {
 	Signer *x509.Certificate
 	// Sealed is the Direct message, encrypted once to every certificate of
 	// every accepted recipient, local and remote; nil if none was accepted.
+	// When the accepted recipients have different profiles it is the first
+	// of Copies only: callers that queue the message use Copies.
 	Sealed []byte
+	// Copies are the sealed messages, one per outbound profile among the
+	// accepted recipients, in the order of their first recipient; one
+	// unless Options.Profiles sets different algorithms for recipients of
+	// this message.
+	Copies []SealedCopy
 	// Recipients has one result per envelope recipient, in order.
 	Recipients []RecipientResult
 	// DSN is a failure DSN (RFC 3464) from postmaster@<sender domain> to the
@@ -187,25 +194,8 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		}
 	}
 
-	var recips []cms.Recipient
-	seen := map[string]bool{}
-	for _, r := range res.Recipients {
-		if !r.Accepted {
-			continue
-		}
-		for _, c := range r.Certs {
-			if fp := string(c.Raw); !seen[fp] {
-				seen[fp] = true
-				recips = append(recips, cms.Recipient{Cert: c, KeyTransport: a.kt})
-			}
-		}
-	}
-	if len(recips) > 0 {
-		sealed, err := smime.Seal(prepared, *signer, recips, a.seal)
-		if err != nil {
-			return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
-		}
-		res.Sealed = sealed
+	if err := a.sealCopies(prepared, *signer, res); err != nil {
+		return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
 	}
 	if !nullNotification { // a notification with a null reverse path is never bounced
 		if res.DSN, err = a.failureDSN(mailFrom, senderDomain, msgID, prepared, res.Recipients); err != nil {
@@ -218,6 +208,73 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		a.audit(ctx, action, act, auditSubject(msgID, r.Recipient), r.Status)
 	}
 	return res, nil
+}
+
+// SealedCopy is the message sealed with one profile for the recipients
+// that have it.
+type SealedCopy struct {
+	Profile smime.Profile
+	Data    []byte
+	// Recipients are the indexes in OutboundResult.Recipients of the
+	// accepted recipients this copy is for.
+	Recipients []int
+}
+
+// profile returns the outbound profile of a recipient address: its domain's
+// in Options.Profiles, else the agent's default.
+func (a *Agent) profile(rcpt string) smime.Profile {
+	if _, domain, err := store.NormalizeAddress(rcpt); err == nil {
+		if p, ok := a.profiles[domain]; ok {
+			return p.Complete()
+		}
+	}
+	return smime.Profile{Cipher: a.seal.Cipher, KeyTransport: a.kt, Digest: a.seal.Digest}.Complete()
+}
+
+// sealCopies seals prepared for the accepted recipients of res: once per
+// profile among them, each copy encrypted to every certificate of its
+// recipients (AS-07), and sets res.Copies and res.Sealed.
+func (a *Agent) sealCopies(prepared []byte, signer smime.Signer, res *OutboundResult) error {
+	type group struct {
+		copy   SealedCopy
+		recips []cms.Recipient
+		seen   map[string]bool
+	}
+	var groups []*group
+	byProfile := map[smime.Profile]*group{}
+	for i, r := range res.Recipients {
+		if !r.Accepted {
+			continue
+		}
+		p := a.profile(r.Recipient)
+		g := byProfile[p]
+		if g == nil {
+			g = &group{copy: SealedCopy{Profile: p}, seen: map[string]bool{}}
+			byProfile[p] = g
+			groups = append(groups, g)
+		}
+		g.copy.Recipients = append(g.copy.Recipients, i)
+		for _, c := range r.Certs {
+			if fp := string(c.Raw); !g.seen[fp] {
+				g.seen[fp] = true
+				g.recips = append(g.recips, cms.Recipient{Cert: c, KeyTransport: p.KeyTransport})
+			}
+		}
+	}
+	for _, g := range groups {
+		opts := a.seal
+		opts.Cipher, opts.Digest = g.copy.Profile.Cipher, g.copy.Profile.Digest
+		sealed, err := smime.Seal(prepared, signer, g.recips, opts)
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", g.copy.Profile, err)
+		}
+		g.copy.Data = sealed
+		res.Copies = append(res.Copies, g.copy)
+	}
+	if len(res.Copies) > 0 {
+		res.Sealed = res.Copies[0].Data
+	}
+	return nil
 }
 
 // prepare returns the message to seal: Message-ID, Date and MIME-Version
@@ -360,19 +417,24 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 			addr, senderDomain, senderDomain)
 		return rr
 	}
-	validate := func(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, address string) (bool, string) {
+	validate := func(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, address string) certs.Judgement {
 		if reason := encryptable(cert); reason != "" {
-			return false, reason
+			return certs.Judgement{Reason: reason}
 		}
 		v := snap.validate(ctx, a, trust.Request{Cert: cert, Intermediates: inter, Address: address, Purpose: trust.Encryption}, anchors)
-		return v.Trusted, v.Reason
+		if v.Trusted {
+			if why := snap.checkPolicies(senderDomain, store.DirectionOut, cert); why != "" { // policy.go
+				return certs.Judgement{Reason: why}
+			}
+		}
+		return certs.Judgement{Trusted: v.Trusted, Reason: v.Reason, Provisional: v.Provisional}
 	}
 	if rr.Local {
 		return a.resolveLocal(ctx, snap, rr, addr, domain, validate)
 	}
 	// The key names the anchors the verdicts depend on, so that a change of
 	// anchors is seen at once and a cached recipient costs a map look-up.
-	res, err := a.disc.DiscoverKeyed(ctx, addr, "agent-out|"+senderDomain+"|"+anchors.key, validate)
+	res, err := a.disc.DiscoverJudged(ctx, addr, "agent-out|"+senderDomain+"|"+anchors.key, validate)
 	switch {
 	case res == nil:
 		rr.Status = status(550, "5.1.3", "bad recipient address <%s>: %v", addr, err)
@@ -383,6 +445,10 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 		// A look-up failed and nothing was found: the certificate may
 		// well exist. Defer rather than bounce; the caller retries.
 		rr.Status = status(451, "4.4.3", "certificate discovery for <%s> failed, will retry: %v", addr, err)
+	case res.Provisional:
+		// [trust] revocation = "defer": a CRL or OCSP responder is
+		// down. The caller retries up to its grace (TV-04).
+		rr.Status = status(451, RevocationDeferred, "certificate of <%s> not usable for now, will retry: %s", addr, discoveryReason(res))
 	default:
 		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s", addr, discoveryReason(res))
 	}
@@ -393,7 +459,7 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 // address-bound ones first, organization-bound ones only when the address
 // has none (AS-08); found but none trusted stops there, as discovery does
 // (CD-08).
-func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientResult, addr, domain string, validate certs.ValidateFunc) RecipientResult {
+func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientResult, addr, domain string, validate certs.JudgeFunc) RecipientResult {
 	ok, err := snap.isAddress(ctx, a, addr)
 	if err != nil {
 		rr.Status = status(451, "4.3.0", "local look-up of <%s> failed: %v", addr, err)
@@ -414,12 +480,18 @@ func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientRe
 		}
 		var trusted []*x509.Certificate
 		var reasons []string
+		provisional := false
 		for _, lc := range list {
-			if ok, reason := validate(ctx, lc.cert, lc.chain, addr); ok {
+			if j := validate(ctx, lc.cert, lc.chain, addr); j.Trusted {
 				trusted = append(trusted, lc.cert)
 			} else {
-				reasons = append(reasons, lc.cert.Subject.String()+": "+reason)
+				reasons = append(reasons, lc.cert.Subject.String()+": "+j.Reason)
+				provisional = provisional || j.Provisional
 			}
+		}
+		if len(trusted) == 0 && provisional {
+			rr.Status = status(451, RevocationDeferred, "local certificates of %s not usable for now, will retry: %s", owner, joinReasons(reasons))
+			return rr
 		}
 		if len(trusted) == 0 {
 			rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: the local certificates of %s are not trusted: %s",

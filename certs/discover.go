@@ -20,6 +20,28 @@ import (
 // way. It must be safe for concurrent use.
 type ValidateFunc func(ctx context.Context, cert *x509.Certificate, intermediates []*x509.Certificate, address string) (trusted bool, reason string)
 
+// Judgement is a verdict on one certificate found for an address.
+type Judgement struct {
+	Trusted bool
+	Reason  string
+	// Provisional marks an untrusted verdict that may change with no
+	// change of the certificate: its revocation status could not be
+	// established (a CRL server down). A Result that rests on one is
+	// never cached, and says so in Result.Provisional.
+	Provisional bool
+}
+
+// JudgeFunc is a ValidateFunc that can say a verdict is provisional.
+type JudgeFunc func(ctx context.Context, cert *x509.Certificate, intermediates []*x509.Certificate, address string) Judgement
+
+// judge adapts a ValidateFunc: its verdicts are never provisional.
+func (f ValidateFunc) judge() JudgeFunc {
+	return func(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, address string) Judgement {
+		ok, reason := f(ctx, cert, inter, address)
+		return Judgement{Trusted: ok, Reason: reason}
+	}
+}
+
 // DiscoveryOptions configure a Discoverer. The zero value gives the defaults.
 type DiscoveryOptions struct {
 	// Resolver is the "host:port" of the DNS server to query. Empty means the
@@ -83,6 +105,9 @@ type Candidate struct {
 	Cert    *x509.Certificate
 	Trusted bool
 	Reason  string
+	// Provisional is set when the verdict may change on its own (see
+	// Judgement).
+	Provisional bool
 	// Source says where the certificate came from, e.g. "CERT PKIX at
 	// bob.b.example." or "ldap://ldap.b.example:389 cn=bob,dc=b,dc=example
 	// userSMIMECertificate".
@@ -119,6 +144,10 @@ type Result struct {
 	// Stopped is set when the stop rule ended discovery: a step found
 	// certificates and none was trusted (CD-08).
 	Stopped bool
+	// Provisional is set when no certificate was trusted and some verdict
+	// of the deciding step was provisional (a revocation outage): trying
+	// again later may find a trusted one. Such a Result is not cached.
+	Provisional bool
 }
 
 // Discoverer finds the certificates of remote Direct addresses. It is safe for
@@ -197,7 +226,10 @@ func (d *Discoverer) FlushCache() {
 // absence of a certificate may be temporary, and the Result (non-nil) shows
 // which step failed.
 func (d *Discoverer) Discover(ctx context.Context, address string, validate ValidateFunc) (*Result, error) {
-	res, err := d.discover(ctx, address, validate)
+	if validate == nil {
+		return nil, fmt.Errorf("discover %s: no validate function", address)
+	}
+	res, err := d.discover(ctx, address, validate.judge())
 	if res == nil {
 		return nil, err
 	}
@@ -212,15 +244,29 @@ func (d *Discoverer) Discover(ctx context.Context, address string, validate Vali
 // change of anchors gives a new key. Results of discoveries with a failed
 // look-up are not cached. An empty key disables the result cache.
 func (d *Discoverer) DiscoverKeyed(ctx context.Context, address, key string, validate ValidateFunc) (*Result, error) {
+	if validate == nil {
+		return nil, fmt.Errorf("discover %s: no validate function", address)
+	}
+	return d.DiscoverJudged(ctx, address, key, validate.judge())
+}
+
+// DiscoverJudged is DiscoverKeyed with verdicts that may be provisional: a
+// Result resting on a provisional verdict is not cached (nor is any other
+// negative result a look-up failure or outage caused).
+func (d *Discoverer) DiscoverJudged(ctx context.Context, address, key string, judge JudgeFunc) (*Result, error) {
 	if key == "" {
-		return d.Discover(ctx, address, validate)
+		res, err := d.discover(ctx, address, judge)
+		if res == nil {
+			return nil, err
+		}
+		return res.Result, err
 	}
 	ck := key + "\x00" + address
 	now := d.now()
 	if e, _, ok := d.resultCache.get(ck, now); ok {
 		return e.res, nil
 	}
-	res, err := d.discover(ctx, address, validate)
+	res, err := d.discover(ctx, address, judge)
 	if res == nil {
 		return nil, err
 	}
@@ -255,7 +301,7 @@ type foundCert struct {
 	source string
 }
 
-func (d *Discoverer) discover(ctx context.Context, address string, validate ValidateFunc) (*discovered, error) {
+func (d *Discoverer) discover(ctx context.Context, address string, validate JudgeFunc) (*discovered, error) {
 	if validate == nil {
 		return nil, fmt.Errorf("discover %s: no validate function", address)
 	}
@@ -265,11 +311,12 @@ func (d *Discoverer) discover(ctx context.Context, address string, validate Vali
 	}
 	res := &discovered{Result: &Result{Address: address}}
 	var (
-		expires   time.Time
-		cacheable = true
-		errs      []error
-		rawErrs   []error
-		ls        = &ldapSession{d: d, domain: addr.domain}
+		expires     time.Time
+		cacheable   = true
+		provisional bool // some verdict may change on its own
+		errs        []error
+		rawErrs     []error
+		ls          = &ldapSession{d: d, domain: addr.domain}
 	)
 	defer ls.close()
 
@@ -307,8 +354,12 @@ func (d *Discoverer) discover(ctx context.Context, address string, validate Vali
 					inter = append(inter, g.cert)
 				}
 			}
-			ok, reason := validate(ctx, f.cert, inter, address)
-			sr.Candidates = append(sr.Candidates, Candidate{Cert: f.cert, Trusted: ok, Reason: reason, Source: f.source})
+			j := validate(ctx, f.cert, inter, address)
+			ok := j.Trusted
+			sr.Candidates = append(sr.Candidates, Candidate{Cert: f.cert, Trusted: ok, Reason: j.Reason, Provisional: j.Provisional && !ok, Source: f.source})
+			if j.Provisional && !ok {
+				provisional = true
+			}
 			if ok {
 				trusted = append(trusted, f.cert)
 				expires = earliest(expires, f.cert.NotAfter)
@@ -350,6 +401,11 @@ func (d *Discoverer) discover(ctx context.Context, address string, validate Vali
 		if len(res.Certs) == 0 {
 			return res, fmt.Errorf("discover %s: %w", address, errors.Join(errs...))
 		}
+	}
+	if len(res.Certs) == 0 && provisional {
+		// CD-08's stop is for certificates that are not valid, not for
+		// ones whose revocation status could not be had: never cached.
+		res.Provisional, cacheable = true, false
 	}
 	if cacheable {
 		res.expires = expires

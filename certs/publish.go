@@ -43,6 +43,11 @@ type PublisherOptions struct {
 	// RateLimit limits UDP answers per client (rrl.go); the zero value
 	// takes its defaults.
 	RateLimit RateLimit
+	// LDAPTarget and LDAPPort, when set, are published as the SRV record
+	// _ldap._tcp.DOMAIN of every local domain (CD-05), pointing discovery
+	// at hisp's LDAPServer.
+	LDAPTarget string
+	LDAPPort   uint16
 }
 
 // publishUDPSize is the largest UDP answer sent, whatever a client
@@ -64,6 +69,7 @@ const sourceTimeout = 3 * time.Second
 type Publisher struct {
 	src      CertSource
 	hostname string
+	ldap     *dns.SRV // Hdr.Name unset; nil: no LDAP
 	ttl      uint32
 	log      *slog.Logger
 	serial   uint32
@@ -77,6 +83,9 @@ func NewPublisher(src CertSource, opts PublisherOptions) *Publisher {
 		p.hostname = "localhost"
 	}
 	p.hostname = dns.Fqdn(strings.ToLower(p.hostname))
+	if opts.LDAPTarget != "" && opts.LDAPPort != 0 {
+		p.ldap = &dns.SRV{Target: dns.Fqdn(strings.ToLower(opts.LDAPTarget)), Port: opts.LDAPPort}
+	}
 	if p.ttl == 0 {
 		p.ttl = 300
 	}
@@ -256,6 +265,14 @@ func (p *Publisher) fill(ctx context.Context, m *dns.Msg, q dns.Question) {
 					Certificate: base64.StdEncoding.EncodeToString(der),
 				})
 			}
+		}
+	}
+	if p.ldap != nil && name == "_ldap._tcp."+zone {
+		exists = true
+		if q.Qtype == dns.TypeSRV || q.Qtype == dns.TypeANY {
+			srv := *p.ldap
+			srv.Hdr = dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV, Class: dns.ClassINET, Ttl: p.ttl}
+			m.Answer = append(m.Answer, &srv)
 		}
 	}
 	if apex {

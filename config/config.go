@@ -70,6 +70,9 @@ type Listen struct {
 	// AdminHTTPS serves the same over TLS (the [tls] certificate), for API
 	// clients and admins across a network; "" = off.
 	AdminHTTPS string `toml:"admin_https"`
+	// LDAP hosts the local certificates over LDAP (anonymous, read-only),
+	// announced by the DNS listener as _ldap._tcp.DOMAIN; "" = off.
+	LDAP string `toml:"ldap"`
 }
 
 // DNS configures look-ups.
@@ -110,6 +113,40 @@ type Outbound struct {
 	// per recipient domain (content.go).
 	XDM        string            `toml:"xdm"`
 	XDMDomains map[string]string `toml:"xdm_domains"`
+	// Profile is the algorithms sent to partners without a profile of
+	// their own: cipher "aes128-cbc" (default), "aes256-cbc",
+	// "aes128-gcm" or "aes256-gcm"; oaep "sha256" (default), "sha1" or
+	// "off" (RSA PKCS #1 v1.5); digest "sha256" (default), "sha384" or
+	// "sha512".
+	Profile
+	// Profiles are partners' algorithms by recipient domain
+	// ([outbound.profiles."partner.example"]); a key left out is the
+	// [outbound] one.
+	Profiles map[string]Profile `toml:"profiles"`
+}
+
+// Profile is a set of outbound algorithms; "" means the default.
+type Profile struct {
+	Cipher string `toml:"cipher"`
+	OAEP   string `toml:"oaep"`
+	Digest string `toml:"digest"`
+}
+
+// validate checks the values of a profile at key.
+func (p Profile) validate(key string) []error {
+	var errs []error
+	one := func(name, v string, allowed ...string) {
+		for _, a := range allowed {
+			if strings.EqualFold(v, a) {
+				return
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s.%s = %q: want %s", key, name, v, strings.Join(allowed, ", ")))
+	}
+	one("cipher", p.Cipher, "", "aes128-cbc", "aes256-cbc", "aes128-gcm", "aes256-gcm")
+	one("oaep", p.OAEP, "", "sha256", "sha1", "off")
+	one("digest", p.Digest, "", "sha256", "sha384", "sha512")
+	return errs
 }
 
 // TLS names the server certificate; empty means a self-signed certificate
@@ -122,8 +159,16 @@ type TLS struct {
 // Trust configures certificate validation.
 type Trust struct {
 	// Revocation is what to do when a CRL or OCSP responder cannot be
-	// reached: "refuse" (default) or "allow".
+	// reached: "defer" (default: inbound 451 4.7.5, outbound recipients
+	// kept and retried for up to RevocationGrace), "refuse" (at once and
+	// for good) or "allow" (trust the certificate anyway).
 	Revocation string `toml:"revocation"`
+	// RevocationGrace is how long "defer" retries an outbound recipient
+	// before failing it; default 24h.
+	RevocationGrace Duration `toml:"revocation_grace"`
+	// RefetchAfter is how long a CRL, OCSP responder or AIA URL that
+	// failed is not asked again; default 1m.
+	RefetchAfter Duration `toml:"refetch_after"`
 }
 
 // Notifications configures the sending side of Direct delivery
@@ -202,8 +247,9 @@ func Default() Config {
 		},
 		DNS: DNS{Timeout: Duration{3 * time.Second}, LDAPTimeout: Duration{5 * time.Second}},
 		Outbound: Outbound{Port: 25, Routes: map[string]Route{}, TLS: "opportunistic", RetryFirst: Duration{7*time.Minute + 30*time.Second},
-			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour}},
-		Trust: Trust{Revocation: "refuse"},
+			RetryMax: Duration{16 * time.Hour}, RetryAttempts: 9, DelayedDSN: Duration{4 * time.Hour},
+			Profile: Profile{Cipher: "aes128-cbc", OAEP: "sha256", Digest: "sha256"}, Profiles: map[string]Profile{}},
+		Trust: Trust{Revocation: "defer", RevocationGrace: Duration{24 * time.Hour}, RefetchAfter: Duration{time.Minute}},
 		Log:   Log{Format: "text", Level: "info"},
 		Limits: Limits{MessageLimits: MessageLimits{MessageSize: DefaultMessageSize, MailboxQuota: DefaultMailboxQuota},
 			Connections: 2000, ConnectionsPerIP: 100, CredentialCache: Duration{10 * time.Minute}},
@@ -257,6 +303,7 @@ func (c *Config) Validate() error {
 	check("listen.imaps", c.Listen.IMAPS)
 	check("listen.admin_https", c.Listen.AdminHTTPS)
 	check("listen.dns", c.Listen.DNS)
+	check("listen.ldap", c.Listen.LDAP)
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)
 	for d, r := range c.Outbound.Routes {
@@ -286,13 +333,23 @@ func (c *Config) Validate() error {
 	if c.Outbound.RetryFirst.Duration <= 0 || c.Outbound.RetryMax.Duration < c.Outbound.RetryFirst.Duration || c.Outbound.RetryAttempts < 1 {
 		errs = append(errs, errors.New("outbound.retry_first, retry_max and retry_attempts must be positive, retry_max at least retry_first"))
 	}
+	errs = append(errs, c.Outbound.Profile.validate("outbound")...)
+	for d, p := range c.Outbound.Profiles {
+		if strings.Trim(d, ". ") == "" || strings.ContainsAny(d, " @/") {
+			errs = append(errs, fmt.Errorf("outbound.profiles.%q: want a domain name", d))
+		}
+		errs = append(errs, p.validate(fmt.Sprintf("outbound.profiles.%q", d))...)
+	}
 	if c.Hostname == "" {
 		errs = append(errs, errors.New("hostname is empty"))
 	}
 	switch c.Trust.Revocation {
-	case "refuse", "allow":
+	case "defer", "refuse", "allow":
 	default:
-		errs = append(errs, fmt.Errorf("trust.revocation = %q: want refuse or allow", c.Trust.Revocation))
+		errs = append(errs, fmt.Errorf("trust.revocation = %q: want defer, refuse or allow", c.Trust.Revocation))
+	}
+	if c.Trust.RevocationGrace.Duration <= 0 || c.Trust.RefetchAfter.Duration <= 0 {
+		errs = append(errs, errors.New("trust.revocation_grace and trust.refetch_after must be positive durations"))
 	}
 	n := c.Notifications
 	for _, d := range []struct {

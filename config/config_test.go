@@ -46,7 +46,7 @@ key = "/etc/hisp/tls.key"
 	}
 	if c.Data != "/var/lib/hisp" || c.Listen.DNS != "" || c.Listen.SMTP != "0.0.0.0:25" || c.Outbound.Port != 2525 ||
 		c.Outbound.Routes["partner.example"].Addr != "10.0.0.5:25" || c.DNS.Timeout.Duration != 2*time.Second ||
-		c.DNS.LDAPTimeout.Duration != 5*time.Second || c.Trust.Revocation != "refuse" {
+		c.DNS.LDAPTimeout.Duration != 5*time.Second || c.Trust.Revocation != "defer" {
 		t.Fatalf("%+v", c)
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/hisp-project/hisp/agent"
@@ -15,23 +16,32 @@ import (
 // sealed again for it on the queue's retry schedule; once sealed it is
 // queued like any submission, and when the schedule runs out the sender
 // gets a failure DSN. Deferred recipients are not tracked for MDNs.
+//
+// A recipient deferred because its certificate's revocation status could
+// not be established ([trust] revocation = "defer", agent.RevocationDeferred)
+// is retried on the same schedule but for [trust] revocation_grace from the
+// submission, however many attempts that takes, the last one at the end of
+// the grace; then it fails.
 
 // deferRecipients records the deferred recipients of a submission.
 func (m *mail) deferRecipients(ctx context.Context, env envelopeLike, res *agent.OutboundResult) {
 	var rcpts []string
 	reason := ""
+	revocation := false
 	for _, r := range res.Recipients {
 		if !r.Accepted && r.Status.Temporary() {
 			rcpts = append(rcpts, r.Recipient)
 			reason = r.Status.String()
+			revocation = revocation || r.Status.Enhanced == agent.RevocationDeferred
 		}
 	}
 	if len(rcpts) == 0 {
 		return
 	}
+	now := m.now()
 	_, err := m.st.AddDeferred(context.WithoutCancel(ctx), store.Deferred{MessageID: res.MessageID, MailFrom: env.from(),
-		User: env.user(), Recipients: rcpts, Data: res.Message, Attempts: 1,
-		NextAttempt: m.now().Add(m.retry.Delay(1)), LastError: reason})
+		User: env.user(), Recipients: rcpts, Data: res.Message, Attempts: 1, Created: now,
+		NextAttempt: m.nextTry(now, now, 1, revocation), LastError: reason})
 	if err != nil {
 		// Not kept: the sender must know now.
 		m.log.Error("defer recipients", "message", res.MessageID, "err", err)
@@ -43,6 +53,34 @@ func (m *mail) deferRecipients(ctx context.Context, env envelopeLike, res *agent
 		return
 	}
 	m.log.Info("recipients deferred", "message", res.MessageID, "recipients", rcpts, "reason", reason)
+}
+
+// revocationDeferred reports whether a recipient of res was deferred for a
+// revocation outage.
+func revocationDeferred(res *agent.OutboundResult) bool {
+	for _, r := range res.Recipients {
+		if r.Status.Enhanced == agent.RevocationDeferred {
+			return true
+		}
+	}
+	return false
+}
+
+// deferAll takes a submission none of whose recipients could be sealed to
+// now, some for a revocation outage: the deferred ones are kept and retried,
+// the sender gets its Sent copy and a DSN for any refused for good, and the
+// client 250.
+func (m *mail) deferAll(ctx context.Context, env smtp.Envelope, res *agent.OutboundResult) *smtp.Reply {
+	m.deferRecipients(ctx, smtpEnv{env}, res)
+	sender := senderOf(smtpEnv{env})
+	if env.RelayDomains == nil {
+		if err := m.deliver(ctx, sender, "Sent", res.Message, []string{`\Seen`}); err != nil {
+			m.log.Warn("file Sent copy", "user", sender, "err", err)
+		}
+	}
+	m.trackFailures(ctx, smtpEnv{env}, res, func(s agent.Status) bool { return !s.Temporary() })
+	m.fileDSN(ctx, smtpEnv{env}, res.DSN)
+	return nil
 }
 
 // runDeferred retries due deferred submissions until ctx ends.
@@ -115,9 +153,10 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 	}
 	if len(queued) > 0 {
 		// Tracked like any submission: these recipients' MDNs are due now.
-		q, err := m.queue.EnqueueWith(ctx, store.QueuedMessage{MessageID: res.MessageID, MailFrom: d.MailFrom, User: d.User,
-			Origin: "deferred submission", Data: res.Sealed, Recipients: queued},
-			store.EnqueueExtras{Tracking: m.trackSent(env, res, true)})
+		copies := queuedCopies(store.QueuedMessage{MessageID: res.MessageID, MailFrom: d.MailFrom, User: d.User,
+			Origin: "deferred submission"}, res) // one per partner profile (profiles.go)
+		q, err := m.queue.EnqueueWith(ctx, copies[0],
+			store.EnqueueExtras{Tracking: m.trackSent(env, res, true), More: copies[1:]})
 		if err != nil {
 			m.later(ctx, d, d.Recipients, "enqueue: "+err.Error())
 			return
@@ -132,13 +171,54 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 		m.removeDeferred(ctx, d)
 		return
 	}
-	if d.Attempts+1 >= m.retry.MaxAttempts() {
-		m.trackFailures(ctx, env, res, agent.Status.Temporary)
-		m.fileDSN(ctx, env, m.failureDSN(res, senderOf(env), agent.Status.Temporary))
+	// Who has had enough: a revocation outage after the grace, anything
+	// else after the schedule's attempts.
+	expired := m.now().Sub(d.Created) >= m.revocationGrace
+	gaveUp := &agent.OutboundResult{MessageID: res.MessageID, Message: res.Message}
+	still, reason = still[:0], ""
+	revocation := false
+	for _, r := range res.Recipients {
+		switch {
+		case r.Accepted || !r.Status.Temporary():
+		case r.Status.Enhanced == agent.RevocationDeferred && !expired:
+			still, reason, revocation = append(still, r.Recipient), r.Status.String(), true
+		case r.Status.Enhanced == agent.RevocationDeferred:
+			r.Status = agent.Status{Code: 550, Enhanced: "5.7.5", Reason: fmt.Sprintf(
+				"revocation status still unavailable after the %s grace ([trust] revocation_grace): %s", m.revocationGrace, r.Status.Reason)}
+			gaveUp.Recipients = append(gaveUp.Recipients, r)
+		case d.Attempts+1 >= m.retry.MaxAttempts():
+			gaveUp.Recipients = append(gaveUp.Recipients, r)
+		default:
+			still, reason = append(still, r.Recipient), r.Status.String()
+		}
+	}
+	if len(gaveUp.Recipients) > 0 {
+		all := func(agent.Status) bool { return true }
+		m.trackFailures(ctx, env, gaveUp, all)
+		m.fileDSN(ctx, env, m.failureDSN(gaveUp, senderOf(env), all))
+	}
+	if len(still) == 0 {
 		m.removeDeferred(ctx, d)
 		return
 	}
-	m.later(ctx, d, still, reason)
+	next := m.nextTry(m.now(), d.Created, d.Attempts+1, revocation)
+	if err := m.st.RetryDeferred(ctx, d.ID, still, next, reason); err != nil {
+		m.log.Error("reschedule deferred submission", "message", d.MessageID, "err", err)
+	}
+}
+
+// nextTry is when a deferred submission made at created is tried again
+// after attempt: on the retry schedule, and for a revocation outage no later
+// than the end of the grace, so that the last try is made then.
+func (m *mail) nextTry(now, created time.Time, attempt int, revocation bool) time.Time {
+	next := now.Add(m.retry.Delay(attempt))
+	if end := created.Add(m.revocationGrace); revocation && next.After(end) {
+		next = end
+		if end.Before(now) {
+			next = now
+		}
+	}
+	return next
 }
 
 func (m *mail) later(ctx context.Context, d store.Deferred, rcpts []string, reason string) {

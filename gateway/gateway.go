@@ -80,6 +80,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	}
 	abort := func(err error) error { cancel(); wg.Wait(); return err }
 	fmt.Fprintf(out, "hisp serving data directory %s\n", cfg.Data)
+	ldapTarget, ldapPort, err := s.startLDAP(run, out) // ldap.go
+	if err != nil {
+		return abort(err)
+	}
 	if cfg.Listen.DNS != "" {
 		pc, l, err := listenDNS(cfg.Listen.DNS)
 		if err != nil {
@@ -94,7 +98,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 				} else {
 					limited.Inc("dropped")
 				}
-			}}})
+			}}, LDAPTarget: ldapTarget, LDAPPort: ldapPort})
 		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
 		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
 	}

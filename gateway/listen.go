@@ -22,19 +22,21 @@ import (
 // starts a component that lives until ctx ends.
 func (s *server) startMail(ctx context.Context, run func(string, func(context.Context) error), out io.Writer) error {
 	cfg := s.cfg
-	policy := trust.RefuseUnavailable
-	if cfg.Trust.Revocation == "allow" {
-		policy = trust.AllowUnavailable
-	}
-	s.agent = agent.New(agent.Options{
+	policy := map[string]trust.RevocationPolicy{"refuse": trust.RefuseUnavailable, "allow": trust.AllowUnavailable,
+		"defer": trust.DeferUnavailable}[cfg.Trust.Revocation]
+	agentOpts, err := agentProfiles(agent.Options{
 		Store: s.st,
 		Discoverer: certs.NewDiscoverer(certs.DiscoveryOptions{Resolver: cfg.DNS.Resolver,
 			DNSTimeout: cfg.DNS.Timeout.Duration, LDAPTimeout: cfg.DNS.LDAPTimeout.Duration, Logger: s.log}),
-		Validator: trust.NewValidator(trust.Options{Revocation: policy, Logger: s.log}),
+		Validator: trust.NewValidator(trust.Options{Revocation: policy, FailureTTL: cfg.Trust.RefetchAfter.Duration, Logger: s.log}),
 		Hostname:  cfg.Hostname,
 		Logger:    s.log,
 		Content:   contentOptions(cfg), // clinical content (issue 10)
-	})
+	}, cfg.Outbound) // per-partner algorithms (profiles.go)
+	if err != nil {
+		return err
+	}
+	s.agent = agent.New(agentOpts)
 	s.queue = store.NewQueue(s.st, store.QueueOptions{})
 	tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
 	if err != nil {
@@ -55,7 +57,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	retry := store.Backoff{First: cfg.Outbound.RetryFirst.Duration, Max: cfg.Outbound.RetryMax.Duration,
 		Attempts: cfg.Outbound.RetryAttempts, Jitter: 0.1}
 	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: cfg.Hostname, log: s.log, wake: func() {},
-		filed: func() {}, retry: retry, now: s.now}
+		filed: func() {}, retry: retry, now: s.now, revocationGrace: cfg.Trust.RevocationGrace.Duration}
 	if imapSrv != nil {
 		m.filed = imapSrv.Notify
 	}

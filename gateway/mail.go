@@ -33,7 +33,10 @@ type mail struct {
 	track *tracking // delivery tracking (track.go); nil: none
 	// retry is the schedule of deferred recipients (deferred.go).
 	retry store.Backoff
-	now   func() time.Time
+	// revocationGrace is how long a recipient deferred for a revocation
+	// outage is retried ([trust] revocation_grace, deferred.go).
+	revocationGrace time.Duration
+	now             func() time.Time
 }
 
 func agentEnvelope(env smtp.Envelope) agent.Envelope {
@@ -75,6 +78,11 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		}
 	}
 	if len(rcpts) == 0 {
+		if revocationDeferred(res) {
+			// A revocation outage: keep the message and retry it for the
+			// grace (deferred.go), as if it were queued.
+			return m.deferAll(ctx, env, res), nil
+		}
 		// Nothing to send: tell the client now rather than by DSN.
 		if temporary != nil {
 			return reply(*temporary), nil
@@ -101,10 +109,13 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// the transaction that queues the message: no commit of their own, and
 	// there exactly when it was sent (so no notice can come back before
 	// the tracking).
-	q, err := m.queue.EnqueueWith(ctx, store.QueuedMessage{
-		MessageID: res.MessageID, MailFrom: env.MailFrom, User: smtpEnv{env}.user(),
-		Origin: origin, Data: res.Sealed, Recipients: rcpts,
-	}, store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(smtpEnv{env}, res, false)})
+	// One queued message per partner profile among the recipients
+	// (profiles.go), committed together.
+	copies := queuedCopies(store.QueuedMessage{
+		MessageID: res.MessageID, MailFrom: env.MailFrom, User: smtpEnv{env}.user(), Origin: origin,
+	}, res)
+	q, err := m.queue.EnqueueWith(ctx, copies[0],
+		store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(smtpEnv{env}, res, false), More: copies[1:]})
 	if err != nil {
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil

@@ -25,10 +25,12 @@ import (
 // dispatched MDN (DN-05).
 //
 // A recipient whose copy could not be filed (over quota, no such mailbox)
-// gets a failed MDN with a Failure field (DN-04), asked for or not: after
-// the processed MDN when timely and reliable delivery was asked for, and
-// instead of it otherwise, since without the request a processed MDN is the
-// sender's final word that the message arrived (DN-07, DN-10). When no copy
+// gets a failed MDN with a Failure field (DN-04), asked for or not, after
+// the processed MDN: the message was processed (it passed decryption and
+// trust) and then failed, the sequence the Implementation Guide for Delivery
+// Notification gives for failures after processing, whether or not timely
+// and reliable delivery was asked for. The sending side's tracker takes the
+// failed MDN as the final outcome even after a processed one. When no copy
 // could be filed and every failure went out as a failed MDN, the message is
 // accepted (250) rather than refused with 552, so that the sender learns the
 // outcome once, from the MDN, as from the reference implementation; if a
@@ -147,8 +149,8 @@ func (r recipientMDNs) queued(m *mail) {
 }
 
 // notifyFailures sends the notices of copies that could not be filed: the
-// processed MDN when timely and reliable delivery was asked for (the
-// message was processed), then a failed MDN with the reason. It reports
+// processed MDN (the message was processed), then a failed MDN with the
+// reason. It reports
 // whether every such copy has its failed MDN queued (so that the SMTP reply
 // may leave the failure to the MDN, DN-04); false on a nil plan.
 func (p *mdnPlan) notifyFailures(ctx context.Context, failed []filing) bool {
@@ -157,7 +159,7 @@ func (p *mdnPlan) notifyFailures(ctx context.Context, failed []filing) bool {
 	}
 	reported := true
 	for _, f := range failed {
-		if p.timely && f.notices.processed != nil {
+		if f.notices.processed != nil {
 			p.m.enqueueMDN(ctx, f.notices.processed)
 		}
 		n := p.base(f.recipient)

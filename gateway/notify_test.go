@@ -20,7 +20,8 @@ import (
 // accepts earns alice a processed MDN from bob's address, and a dispatched
 // one with the X-DIRECT-FINAL-DESTINATION-DELIVERY field when she asked for
 // timely and reliable delivery; a recipient over quota earns processed then
-// failed (failed alone without the request). The notices are Direct messages: the hospital's agent decrypts
+// failed, with the request or without (the Delivery Notification IG's
+// sequence for a failure after processing). The notices are Direct messages: the hospital's agent decrypts
 // and verifies them before they reach alice's INBOX. Notices and refused
 // messages earn none, so nothing loops.
 func TestMDN(t *testing.T) {
@@ -64,7 +65,7 @@ func TestMDN(t *testing.T) {
 		{"malformed request", b.user, "X-DIRECT-FINAL-DESTINATION-DELIVERY=true", []want{processed}},
 		{"request not true", b.user, "X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,false", []want{processed}},
 		{"over quota with request", carol, good, []want{processed, {mdn.DispositionFailed, false}}},
-		{"over quota without request", carol, "", []want{{mdn.DispositionFailed, false}}},
+		{"over quota without request", carol, "", []want{processed, {mdn.DispositionFailed, false}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := strings.ReplaceAll(tc.name, " ", "-") + "@hospital.example"
@@ -123,6 +124,14 @@ func TestMDN(t *testing.T) {
 				if w.disp == mdn.DispositionFailed && !strings.Contains(n.Failure, "quota") {
 					t.Errorf("failed notice's Failure %q", n.Failure)
 				}
+			}
+			if tc.to == carol {
+				// The failed MDN is the final outcome, even after a
+				// processed one.
+				waitFor(t, "the hospital's tracking of "+id+" failed", func() bool {
+					m := trkTracked(t, a, "<"+id+">")
+					return m != nil && m.Recipients[0].Outcome == store.OutcomeFailure && strings.Contains(m.Recipients[0].Reason, "quota")
+				})
 			}
 		})
 	}

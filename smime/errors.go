@@ -4,7 +4,7 @@ import "errors"
 
 // Errors Open returns, one per reason a Direct message is refused. They are
 // wrapped with detail; test them with errors.Is. Algorithm and key refusals
-// from package cms are wrapped in ErrWeakCipher, ErrWeakKey,
+// from package cms are wrapped in ErrWeakCipher, ErrWeakKeyTransport, ErrWeakKey,
 // ErrNoRecipient and ErrDecryption so callers need only this package.
 var (
 	// ErrNotEncrypted: the message is not application/pkcs7-mime
@@ -22,8 +22,16 @@ var (
 	// ErrWeakCipher: content encryption with 3DES, DES, RC2 or an unknown
 	// algorithm (Algorithms table).
 	ErrWeakCipher = errors.New("content encryption algorithm refused")
+	// ErrWeakKeyTransport: the content key was sent to us with a key
+	// transport the Direct profile does not accept (RSAES-OAEP with an
+	// unlisted hash pair, an unknown algorithm).
+	ErrWeakKeyTransport = errors.New("key transport algorithm refused")
 	// ErrWeakDigest: a signature made with SHA-1, MD5 or an unknown digest.
 	ErrWeakDigest = errors.New("signature digest algorithm refused")
+	// ErrWeakSignature: a signature algorithm the Direct profile refuses or
+	// hisp does not know (SHA-1 with RSA, DSA, RSASSA-PSS with an MGF1 hash
+	// other than its hash).
+	ErrWeakSignature = errors.New("signature algorithm refused")
 	// ErrWeakKey: an RSA key under 2048 bits, or an unsupported key type.
 	ErrWeakKey = errors.New("key refused")
 	// ErrDigestMismatch: the signed content does not match the signature's

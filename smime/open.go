@@ -2,10 +2,7 @@ package smime
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -14,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/hisp-project/hisp/smime/cms"
-	"github.com/smallstep/pkcs7"
 )
 
 // SignerResult is the verdict on one SignerInfo of a message.
@@ -173,7 +169,10 @@ func trimBase64(b []byte) []byte {
 
 // mapCMSError translates package cms errors into this package's.
 func mapCMSError(err error) error {
+	var ua *cms.UnsupportedAlgorithmError
 	switch {
+	case errors.As(err, &ua) && ua.Role == cms.RoleKeyTransport:
+		return fmt.Errorf("%w: %v", ErrWeakKeyTransport, err)
 	case errors.Is(err, cms.ErrRefusedAlgorithm), errors.Is(err, cms.ErrUnsupportedAlgorithm):
 		return fmt.Errorf("%w: %v", ErrWeakCipher, err)
 	case errors.Is(err, cms.ErrWeakKey):
@@ -212,15 +211,14 @@ func verifyDetached(e *entity, res *Opened) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signature part: %w", err)
 	}
-	p7, err := parseSignedData(sig)
+	sd, err := parseSignedData(sig)
 	if err != nil {
 		return nil, err
 	}
-	if len(p7.Content) != 0 {
+	if len(sd.Content) != 0 {
 		return nil, fmt.Errorf("%w: detached signature carries content", ErrMalformed)
 	}
-	p7.Content = parts[0]
-	if err := verifySigners(p7, res); err != nil {
+	if err := verifySigners(sd, parts[0], res); err != nil {
 		return nil, err
 	}
 	// MF-02 wants micalg to match the SignerInfo digest. Senders get it
@@ -236,55 +234,41 @@ func verifyOpaque(e *entity, res *Opened) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	p7, err := parseSignedData(der)
+	sd, err := parseSignedData(der)
 	if err != nil {
 		return nil, err
 	}
-	if len(p7.Content) == 0 {
+	if len(sd.Content) == 0 {
 		return nil, fmt.Errorf("%w: signed-data carries no content", ErrMalformed)
 	}
-	if err := verifySigners(p7, res); err != nil {
+	if err := verifySigners(sd, sd.Content, res); err != nil {
 		return nil, err
 	}
-	return p7.Content, nil
+	return sd.Content, nil
 }
 
-func parseSignedData(der []byte) (p7 *pkcs7.PKCS7, err error) {
-	defer func() {
-		// The parser is third-party code fed by untrusted input: a panic
-		// in it must not take the process down.
-		if r := recover(); r != nil {
-			p7, err = nil, fmt.Errorf("%w: signature: unparsable CMS (%v)", ErrMalformed, r)
-		}
-	}()
-	p7, err = pkcs7.Parse(der)
+// parseSignedData reads a SignedData with the project's own CMS layer,
+// which knows signers identified by subject key identifier and RSASSA-PSS
+// (smallstep/pkcs7 knows neither).
+func parseSignedData(der []byte) (*cms.SignedData, error) {
+	sd, err := cms.ParseSignedData(der)
 	if err != nil {
 		return nil, fmt.Errorf("%w: signature: %v", ErrMalformed, err)
 	}
-	if len(p7.Signers) == 0 {
+	if len(sd.Signers) == 0 {
 		return nil, fmt.Errorf("%w: SignedData has no SignerInfo", ErrNotSigned)
 	}
-	return p7, nil
+	return sd, nil
 }
 
-var (
-	oidSHA1   = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
-	oidMD5    = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 5}
-	digestOID = map[string]asn1.ObjectIdentifier{
-		"sha256": pkcs7.OIDDigestAlgorithmSHA256,
-		"sha384": pkcs7.OIDDigestAlgorithmSHA384,
-		"sha512": pkcs7.OIDDigestAlgorithmSHA512,
-	}
-)
-
-// verifySigners checks every SignerInfo on its own and records its
-// verdict; it fails only when none verifies (TV-07).
-func verifySigners(p7 *pkcs7.PKCS7, res *Opened) error {
-	res.Certificates = p7.Certificates
+// verifySigners checks every SignerInfo on its own over content and
+// records its verdict; it fails only when none verifies (TV-07).
+func verifySigners(sd *cms.SignedData, content []byte, res *Opened) error {
+	res.Certificates = sd.Certificates
 	var firstErr error
 	valid := 0
-	for i := range p7.Signers {
-		sr := verifySigner(p7, i)
+	for i := range sd.Signers {
+		sr := verifySigner(sd, i, content)
 		res.Signers = append(res.Signers, sr)
 		if sr.Err == nil {
 			valid++
@@ -298,62 +282,48 @@ func verifySigners(p7 *pkcs7.PKCS7, res *Opened) error {
 	return nil
 }
 
-func verifySigner(p7 *pkcs7.PKCS7, i int) (sr SignerResult) {
-	si := p7.Signers[i]
-	sr.Digest = si.DigestAlgorithm.Algorithm.String()
-	for name, oid := range digestOID {
-		if si.DigestAlgorithm.Algorithm.Equal(oid) {
-			sr.Digest = name
-		}
+// verifySigner checks one SignerInfo: its digest and signature algorithm
+// against the Direct profile (the tables of smime/cms/oid.go), its
+// certificate in the message (MF-02), the key and the signature (TV-08).
+func verifySigner(sd *cms.SignedData, i int, content []byte) (sr SignerResult) {
+	si := &sd.Signers[i]
+	sr.Cert = sd.SignerCertificate(si)
+	_, name, err := si.Digest()
+	sr.Digest = name
+	if sr.Digest == "" {
+		sr.Digest = si.DigestAlgorithm.Algorithm.String()
 	}
-	for _, c := range p7.Certificates {
-		if c.SerialNumber.Cmp(si.IssuerAndSerialNumber.SerialNumber) == 0 &&
-			bytes.Equal(c.RawIssuer, si.IssuerAndSerialNumber.IssuerName.FullBytes) {
-			sr.Cert = c
-			break
+	if err != nil {
+		switch name {
+		case "sha1":
+			sr.Err = fmt.Errorf("%w: SHA-1 (Direct refuses SHA-1 signatures)", ErrWeakDigest)
+		case "md5":
+			sr.Err = fmt.Errorf("%w: MD5", ErrWeakDigest)
+		default:
+			sr.Err = fmt.Errorf("%w: %v", ErrWeakDigest, err)
 		}
-	}
-	switch {
-	case si.DigestAlgorithm.Algorithm.Equal(oidSHA1):
-		sr.Err = fmt.Errorf("%w: SHA-1 (Direct refuses SHA-1 signatures)", ErrWeakDigest)
-		return sr
-	case si.DigestAlgorithm.Algorithm.Equal(oidMD5):
-		sr.Err = fmt.Errorf("%w: MD5", ErrWeakDigest)
-		return sr
-	case len(sr.Digest) > 6: // not one of ours: a dotted OID
-		sr.Err = fmt.Errorf("%w: unknown digest %s", ErrWeakDigest, sr.Digest)
 		return sr
 	}
 	if sr.Cert == nil {
-		sr.Err = fmt.Errorf("%w: SignerInfo %d names issuer+serial %s", ErrSignerCertMissing, i+1, si.IssuerAndSerialNumber.SerialNumber)
+		sr.Err = fmt.Errorf("%w: SignerInfo %d names %s", ErrSignerCertMissing, i+1, si.Identifier())
 		return sr
 	}
-	switch pub := sr.Cert.PublicKey.(type) {
-	case *rsa.PublicKey:
-		sr.Algorithm = strings.ToUpper(sr.Digest) + "-RSA"
-		if pub.N.BitLen() < 2048 {
-			sr.Err = fmt.Errorf("%w: signer RSA key has %d bits, under 2048", ErrWeakKey, pub.N.BitLen())
-			return sr
-		}
-	case *ecdsa.PublicKey:
-		sr.Algorithm = "ECDSA-" + strings.ToUpper(sr.Digest)
-		if n := pub.Curve.Params().Name; n != "P-256" && n != "P-384" {
-			sr.Err = fmt.Errorf("%w: signer ECDSA curve %s", ErrWeakKey, n)
-			return sr
-		}
+	sr.Algorithm, err = si.Verify(content, sd.ContentType, sr.Cert)
+	var ua *cms.UnsupportedAlgorithmError
+	switch {
+	case err == nil:
+	case errors.As(err, &ua) && ua.Role == cms.RoleDigest:
+		sr.Err = fmt.Errorf("%w: %v", ErrWeakDigest, err)
+	case errors.As(err, &ua):
+		sr.Err = fmt.Errorf("%w: %v", ErrWeakSignature, err)
+	case errors.Is(err, cms.ErrWeakKey):
+		sr.Err = fmt.Errorf("%w: %v", ErrWeakKey, err)
+	case errors.Is(err, cms.ErrDigestMismatch):
+		sr.Err = fmt.Errorf("%w", ErrDigestMismatch)
+	case errors.Is(err, cms.ErrBadSignature):
+		sr.Err = fmt.Errorf("%w: %v", ErrBadSignature, err)
 	default:
-		sr.Err = fmt.Errorf("%w: signer key type %T", ErrWeakKey, pub)
-		return sr
-	}
-	one := *p7
-	one.Signers = p7.Signers[i : i+1]
-	if err := one.Verify(); err != nil {
-		var mismatch *pkcs7.MessageDigestMismatchError
-		if errors.As(err, &mismatch) {
-			sr.Err = fmt.Errorf("%w", ErrDigestMismatch)
-		} else {
-			sr.Err = fmt.Errorf("%w: %v", ErrBadSignature, err)
-		}
+		sr.Err = fmt.Errorf("%w: signature: %v", ErrMalformed, err)
 	}
 	return sr
 }

@@ -160,6 +160,7 @@ type preparedMessage struct {
 	m        QueuedMessage
 	filing   *preparedFiling // nil: none
 	tracking *TrackedMessage // nil: none
+	more     []preparedMessage
 }
 
 // size is the bytes a message puts in its transaction.
@@ -167,6 +168,9 @@ func (p preparedMessage) size() int64 {
 	n := int64(len(p.m.Data))
 	if p.filing != nil {
 		n += int64(len(p.filing.msg))
+	}
+	for _, m := range p.more {
+		n += m.size()
 	}
 	return n
 }
@@ -370,6 +374,7 @@ type enqueueResult struct {
 	filingErr   error
 	tracked     TrackedMessage
 	trackingErr error
+	moreIDs     []int64
 	err         error
 }
 
@@ -404,6 +409,10 @@ func (q *Queue) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
 type EnqueueExtras struct {
 	Filing   *Filing         // the sender's Sent copy
 	Tracking *TrackedMessage // the message's delivery tracking (package track builds it)
+	// More are other queued messages of the same submission (the message
+	// sealed with another partner's algorithms for other recipients):
+	// committed with it or not at all.
+	More []QueuedMessage
 }
 
 // EnqueueResult is what EnqueueWith did.
@@ -415,6 +424,7 @@ type EnqueueResult struct {
 	FilingErr   error
 	Tracked     TrackedMessage // the tracking as stored
 	TrackingErr error
+	MoreIDs     []int64 // the ids of EnqueueExtras.More, in order
 }
 
 // EnqueueWith is Enqueue that also commits the extras.
@@ -426,15 +436,23 @@ func (q *Queue) EnqueueWith(ctx context.Context, m QueuedMessage, x EnqueueExtra
 			return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 		}
 	}
-	return q.enqueue(ctx, m, pf, x.Tracking)
+	return q.enqueue(ctx, m, pf, x.Tracking, x.More...)
 }
 
-func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage) (EnqueueResult, error) {
+func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage, more ...QueuedMessage) (EnqueueResult, error) {
 	now := time.Now()
 	p, err := prepareEnqueue(m, now)
 	if err != nil {
 		q.failed.Add(1)
 		return EnqueueResult{}, err
+	}
+	for _, o := range more {
+		po, err := prepareEnqueue(o, now)
+		if err != nil {
+			q.failed.Add(1)
+			return EnqueueResult{}, err
+		}
+		p.more = append(p.more, po)
 	}
 	p.filing = f
 	var trackingErr error
@@ -469,7 +487,7 @@ func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling,
 		res.trackingErr = trackingErr
 	}
 	return EnqueueResult{ID: res.id, Filed: res.filed, FilingErr: res.filingErr,
-		Tracked: res.tracked, TrackingErr: res.trackingErr}, nil
+		Tracked: res.tracked, TrackingErr: res.trackingErr, MoreIDs: res.moreIDs}, nil
 }
 
 // Close stops taking messages, commits those already handed over and stops
@@ -542,8 +560,16 @@ func (q *Queue) commit(batch []*enqueueReq) {
 				return fmt.Errorf("savepoint: %w", err)
 			}
 			m, err := st.insert(ctx, r.p)
+			for _, o := range r.p.more {
+				if err != nil {
+					break
+				}
+				var om QueuedMessage
+				om, err = st.insert(ctx, o)
+				results[i].moreIDs = append(results[i].moreIDs, om.ID)
+			}
 			if err != nil {
-				results[i].err = fmt.Errorf("enqueue: %w", err)
+				results[i].err, results[i].moreIDs = fmt.Errorf("enqueue: %w", err), nil
 				if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT enqueue`); err != nil {
 					return fmt.Errorf("rollback to savepoint: %w", err)
 				}

@@ -74,7 +74,7 @@ func (v *Validator) once(ctx context.Context, key string, now time.Time, fn func
 		delete(v.fetchFailure, key)
 	case !fl.canceled:
 		// A cancelled caller says nothing about the server.
-		v.fetchFailure[key] = failure{err: fl.err, until: now.Add(failureTTL)}
+		v.fetchFailure[key] = failure{err: fl.err, until: now.Add(v.failureTTL)}
 		sweep(v.fetchFailure, now, func(f failure) time.Time { return f.until })
 	}
 	v.mu.Unlock()

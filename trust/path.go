@@ -26,10 +26,23 @@ type aiaEntry struct {
 	expires time.Time
 }
 
+// Chains returns the paths from leaf to one of anchors, leaf first, with
+// missing intermediates fetched from AIA caIssuers URLs as Validate fetches
+// them (TV-03), unless offline. It checks the path and validity only, for
+// tools that show whether a signer chains to an anchor (hisp message open);
+// the error says why there is none.
+func (v *Validator) Chains(ctx context.Context, leaf *x509.Certificate, intermediates, anchors []*x509.Certificate, offline bool) ([][]*x509.Certificate, error) {
+	chains, reason := v.buildChains(ctx, leaf, intermediates, anchors, v.now(), !offline)
+	if reason != "" {
+		return nil, errors.New(reason)
+	}
+	return chains, nil
+}
+
 // buildChains finds the paths from leaf to the anchors with crypto/x509,
-// fetching missing issuers from AIA caIssuers URLs (TV-02, TV-03). On
-// failure it returns a reason.
-func (v *Validator) buildChains(ctx context.Context, leaf *x509.Certificate, intermediates, anchors []*x509.Certificate, now time.Time) ([][]*x509.Certificate, string) {
+// fetching missing issuers from AIA caIssuers URLs when fetch is set
+// (TV-02, TV-03). On failure it returns a reason.
+func (v *Validator) buildChains(ctx context.Context, leaf *x509.Certificate, intermediates, anchors []*x509.Certificate, now time.Time, fetch bool) ([][]*x509.Certificate, string) {
 	roots := x509.NewCertPool()
 	for _, a := range anchors {
 		if a != nil {
@@ -57,7 +70,7 @@ func (v *Validator) buildChains(ctx context.Context, leaf *x509.Certificate, int
 			return chains, ""
 		}
 		var uae x509.UnknownAuthorityError
-		if !errors.As(err, &uae) || uae.Cert == nil || len(uae.Cert.IssuingCertificateURL) == 0 || i >= maxAIAFetches {
+		if !fetch || !errors.As(err, &uae) || uae.Cert == nil || len(uae.Cert.IssuingCertificateURL) == 0 || i >= maxAIAFetches {
 			return nil, describeVerifyError(err, now)
 		}
 		// TV-03: an intermediate is missing; fetch it from caIssuers.

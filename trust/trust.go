@@ -64,6 +64,11 @@ const (
 	// Java reference implementation does), with a warning in the log and the
 	// reason.
 	AllowUnavailable
+	// DeferUnavailable treats such a certificate as not trusted for now:
+	// the Verdict is Provisional, so that the caller defers the message
+	// (4xx) and tries again, rather than refusing it for good or trusting
+	// a certificate that may be revoked.
+	DeferUnavailable
 )
 
 // String returns "refuse" or "allow".
@@ -73,6 +78,8 @@ func (p RevocationPolicy) String() string {
 		return "refuse"
 	case AllowUnavailable:
 		return "allow"
+	case DeferUnavailable:
+		return "defer"
 	}
 	return fmt.Sprintf("RevocationPolicy(%d)", int(p))
 }
@@ -86,6 +93,9 @@ type Options struct {
 	Now func() time.Time
 	// Revocation says what to do when revocation status is unavailable.
 	Revocation RevocationPolicy
+	// FailureTTL is how long a CRL, OCSP or AIA fetch that failed is
+	// remembered (and not tried again). Zero: one minute.
+	FailureTTL time.Duration
 	// AllowMissingKeyUsage accepts an end-entity certificate without the
 	// KeyUsage extension for any purpose (RFC 5280 section 4.2.1.3 reading).
 	// By default such a certificate is refused: DirectTrust certificate
@@ -149,6 +159,11 @@ type Verdict struct {
 	// trusted.
 	Chain  []*x509.Certificate
 	Anchor *x509.Certificate
+	// Provisional is set on an untrusted verdict that only the revocation
+	// status, which could not be established, decided, under
+	// DeferUnavailable: asking again later may give another verdict. Such
+	// a verdict should not be cached, nor anything built on it.
+	Provisional bool
 }
 
 // Validator validates certificates. It caches CRLs, OCSP responses and
@@ -157,6 +172,7 @@ type Validator struct {
 	client       *http.Client
 	now          func() time.Time
 	revocation   RevocationPolicy
+	failureTTL   time.Duration
 	allowNoKU    bool
 	log          *slog.Logger
 	mu           sync.Mutex // protects the caches below
@@ -177,6 +193,7 @@ func NewValidator(opts Options) *Validator {
 		client:       opts.HTTPClient,
 		now:          opts.Now,
 		revocation:   opts.Revocation,
+		failureTTL:   opts.FailureTTL,
 		allowNoKU:    opts.AllowMissingKeyUsage,
 		log:          opts.Logger,
 		crls:         map[crlKey]*crlEntry{},
@@ -190,6 +207,9 @@ func NewValidator(opts Options) *Validator {
 	}
 	if v.now == nil {
 		v.now = time.Now
+	}
+	if v.failureTTL <= 0 {
+		v.failureTTL = failureTTL
 	}
 	if v.log == nil {
 		v.log = slog.Default()
@@ -247,7 +267,7 @@ func (v *Validator) validate(ctx context.Context, req Request) Verdict {
 	}
 
 	// Path to an anchor (TV-02, TV-03).
-	chains, reason := v.buildChains(ctx, cert, req.Intermediates, req.Anchors, now)
+	chains, reason := v.buildChains(ctx, cert, req.Intermediates, req.Anchors, now, true)
 	if reason != "" {
 		return refuse(binding, reason)
 	}
@@ -270,6 +290,11 @@ func (v *Validator) validate(ctx context.Context, req Request) Verdict {
 		case res.revoked != "":
 			return refuse(binding, res.revoked)
 		case res.unavailable != "":
+			if v.revocation == DeferUnavailable {
+				vd := refuse(binding, res.unavailable+" (revocation policy: defer, try again later)")
+				vd.Provisional = true
+				return vd
+			}
 			if v.revocation != AllowUnavailable {
 				return refuse(binding, res.unavailable+" (revocation policy: refuse)")
 			}

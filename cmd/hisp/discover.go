@@ -30,7 +30,7 @@ func discoverCmd(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "discover", "ADDRESS", false)
 	resolver := c.fs.String("resolver", "", "DNS server `host:port` to query (default: the system resolver)")
 	domain := c.fs.String("domain", "", "local `DOMAIN` whose outbound trust anchors decide (default: every local domain's)")
-	revocation := c.fs.String("revocation", "refuse", "when a CRL or OCSP responder cannot be reached: refuse or allow")
+	revocation := c.fs.String("revocation", "refuse", "when a CRL or OCSP responder cannot be reached: refuse, defer (refuse for now) or allow")
 	timeout := c.fs.Duration("timeout", 30*time.Second, "time limit for the whole discovery")
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
@@ -45,8 +45,10 @@ func discoverCmd(env *cliEnv, args []string) int {
 	case "refuse":
 	case "allow":
 		policy = trust.AllowUnavailable
+	case "defer":
+		policy = trust.DeferUnavailable
 	default:
-		return c.usageError("--revocation must be refuse or allow")
+		return c.usageError("--revocation must be refuse, defer or allow")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -67,10 +69,22 @@ func discoverCmd(env *cliEnv, args []string) int {
 	} else {
 		fmt.Fprintf(w, "trust anchors: %d outbound of %s\n", len(anchors), from)
 	}
+	rules, err := outboundRules(ctx, st, *domain) // policy.go
+	if err != nil {
+		return c.fail(err)
+	}
+	if len(rules) > 0 {
+		fmt.Fprintf(w, "trust policies: %d rule(s) of %s for recipients\n", len(rules), *domain)
+	}
 	validator := trust.NewValidator(trust.Options{Revocation: policy})
 	validate := func(ctx context.Context, cert *x509.Certificate, inter []*x509.Certificate, addr string) (bool, string) {
 		v := validator.Validate(ctx, trust.Request{Cert: cert, Intermediates: inter, Anchors: anchors,
 			Address: addr, Purpose: trust.Encryption})
+		if v.Trusted {
+			if why := rules.check(cert, *domain); why != "" {
+				return false, why
+			}
+		}
 		return v.Trusted, v.Reason
 	}
 

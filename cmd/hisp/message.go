@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/hisp-project/hisp/certs/certfile"
 	"github.com/hisp-project/hisp/smime"
 	"github.com/hisp-project/hisp/smime/cms"
+	"github.com/hisp-project/hisp/trust"
 )
 
 func init() {
@@ -89,7 +92,7 @@ func messageSeal(env *cliEnv, args []string) int {
 	if err != nil {
 		return usageErr(env, "message seal", err)
 	}
-	kt, err := parseOAEP(*oaep)
+	kt, err := smime.ParseOAEP(*oaep)
 	if err != nil {
 		return usageErr(env, "message seal", err)
 	}
@@ -122,18 +125,6 @@ func messageSeal(env *cliEnv, args []string) int {
 	return 0
 }
 
-func parseOAEP(s string) (cms.KeyTransport, error) {
-	switch strings.ToLower(s) {
-	case "sha256", "sha-256":
-		return cms.RSAOAEPSHA256, nil
-	case "sha1", "sha-1":
-		return cms.RSAOAEPSHA1, nil
-	case "off", "none", "pkcs1", "pkcs1v15":
-		return cms.RSAPKCS1v15, nil
-	}
-	return 0, fmt.Errorf("unknown --oaep %q: want sha256, sha1 or off", s)
-}
-
 func messageOpen(env *cliEnv, args []string) int {
 	fs := newFlagSet(env, "hisp message open")
 	var id identityFlags
@@ -143,6 +134,7 @@ func messageOpen(env *cliEnv, args []string) int {
 	fs.StringVar(&id.pkcs12, "pkcs12", "", "recipient certificate and key as PKCS#12, instead of --cert/--key")
 	fs.StringVar(&id.passwordFile, "password-file", "", "file whose first line is the PKCS#12 password")
 	fs.Var(&anchors, "anchor", "trust anchor (PEM or DER; repeatable): the signer must chain to one")
+	noFetch := fs.Bool("no-fetch", false, "do not fetch missing intermediates from the signer's AIA caIssuers URL (stay offline)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -154,18 +146,13 @@ func messageOpen(env *cliEnv, args []string) int {
 	if err != nil {
 		return fail(env, "message open", fmt.Errorf("recipient: %w", err))
 	}
-	var pool *x509.CertPool
-	if len(anchors) > 0 {
-		pool = x509.NewCertPool()
-		for _, f := range anchors {
-			certs, err := certfile.LoadCertificates(f)
-			if err != nil {
-				return fail(env, "message open", fmt.Errorf("anchor: %w", err))
-			}
-			for _, c := range certs {
-				pool.AddCert(c)
-			}
+	var roots []*x509.Certificate
+	for _, f := range anchors {
+		certs, err := certfile.LoadCertificates(f)
+		if err != nil {
+			return fail(env, "message open", fmt.Errorf("anchor: %w", err))
 		}
+		roots = append(roots, certs...)
 	}
 	msg, err := io.ReadAll(env.stdin)
 	if err != nil {
@@ -175,7 +162,12 @@ func messageOpen(env *cliEnv, args []string) int {
 	if err != nil {
 		return fail(env, "message open", err)
 	}
-	verdict, err := describeOpened(opened, pool)
+	// Intermediates the signature lacks come from the signer's AIA
+	// caIssuers URL, as the gateway fetches them (TV-03).
+	chk := chainCheck{anchors: roots, offline: *noFetch, v: trust.NewValidator(trust.Options{})}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	verdict, err := describeOpened(ctx, opened, chk)
 	if err != nil {
 		return fail(env, "message open", fmt.Errorf("%s: %w", verdict, err))
 	}
@@ -186,25 +178,28 @@ func messageOpen(env *cliEnv, args []string) int {
 	return 0
 }
 
+// chainCheck is what describeOpened checks signers against: anchors (none:
+// no check), and whether missing intermediates may be fetched.
+type chainCheck struct {
+	anchors []*x509.Certificate
+	offline bool
+	v       *trust.Validator
+}
+
 // describeOpened returns the one-line verdict on an opened message, and an
 // error when anchors were given and no valid signer chains to one.
-func describeOpened(o *smime.Opened, anchors *x509.CertPool) (string, error) {
+func describeOpened(ctx context.Context, o *smime.Opened, chk chainCheck) (string, error) {
 	var parts []string
 	var chainErr error
 	chained := false
-	inter := x509.NewCertPool()
-	for _, c := range o.Certificates {
-		inter.AddCert(c)
-	}
 	for _, s := range o.Signers {
 		if s.Err != nil {
 			parts = append(parts, fmt.Sprintf("invalid signer %s (%v)", certName(s.Cert), s.Err))
 			continue
 		}
 		p := fmt.Sprintf("signed by %s with %s", certName(s.Cert), s.Algorithm)
-		if anchors != nil {
-			chains, err := s.Cert.Verify(x509.VerifyOptions{Roots: anchors, Intermediates: inter,
-				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if len(chk.anchors) > 0 {
+			chains, err := chk.v.Chains(ctx, s.Cert, o.Certificates, chk.anchors, chk.offline)
 			if err != nil {
 				p += ", NOT chained to a given anchor: " + err.Error()
 				chainErr = errors.New("signer does not chain to any given anchor")
@@ -223,7 +218,7 @@ func describeOpened(o *smime.Opened, anchors *x509.CertPool) (string, error) {
 	parts = append(parts, fmt.Sprintf("encrypted with %s, key transport %s to %s, %s",
 		o.Cipher, o.KeyTransport, certName(o.Recipient), wrapped))
 	line := strings.Join(parts, "; ")
-	if anchors != nil && !chained {
+	if len(chk.anchors) > 0 && !chained {
 		return line, chainErr
 	}
 	return line, nil

@@ -43,6 +43,8 @@ type Options struct {
 	CRL       []string // CRL distribution points
 	OCSP      []string
 	AIA       []string // caIssuers URLs
+	// Policies are certificate policy OIDs ("1.3.6.1.4.1.41179.1.3").
+	Policies []string
 }
 
 // NewKey makes the key Options asks for.
@@ -119,6 +121,13 @@ func Issue(t testing.TB, issuer *Identity, o Options) *Identity {
 		CRLDistributionPoints: o.CRL,
 		OCSPServer:            o.OCSP,
 		IssuingCertificateURL: o.AIA,
+	}
+	for _, p := range o.Policies {
+		oid, err := x509.ParseOID(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.Policies = append(tmpl.Policies, oid)
 	}
 	if o.CA {
 		tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature

@@ -1,13 +1,20 @@
 // Package cms encrypts and decrypts CMS EnvelopedData (RFC 5652 section 6) and
 // AuthEnvelopedData (RFC 5083, with AES-GCM as in RFC 5084), the encryption layer
-// of S/MIME messages exchanged between Direct HISPs.
+// of S/MIME messages exchanged between Direct HISPs, and verifies SignedData
+// (RFC 5652 section 5; signed.go): signers by issuer and serial number or by
+// subject key identifier, RSA PKCS #1 v1.5, RSASSA-PSS and ECDSA.
+//
+// What the Direct profile accepts and refuses is in oid.go, in one place:
+// knownAlgorithms (refused content ciphers), oaepProfile (key transport),
+// signatureDigests and signatureAlgorithms.
 //
 // Only what the Direct profile allows is produced: AES-128/256 in CBC mode
 // (EnvelopedData) or GCM mode (AuthEnvelopedData), with the content-encryption
 // key transported to each recipient with RSAES-OAEP (SHA-256 by default, or
 // SHA-1) or RSA PKCS #1 v1.5, to RSA keys of 2048 bits or more. Decryption
-// accepts the same, plus AES-192 and RSAES-OAEP with SHA-256 and MGF1-SHA-1 as
-// Java senders produce it, and refuses DES, 3DES, RC2 and RC4 content
+// accepts the same, plus AES-192 and RSAES-OAEP with SHA-384 and SHA-512, and
+// with MGF1-SHA-1 under SHA-256/384/512 as Java senders produce it (the
+// oaepProfile table in oid.go), and refuses DES, 3DES, RC2 and RC4 content
 // encryption and RSA keys under 2048 bits (see the Algorithms table of the
 // Direct requirements).
 //
@@ -17,7 +24,7 @@
 // messages, Decrypt works in place in the buffer it is given.
 //
 // The package uses only encoding/asn1 and the crypto packages of the standard
-// library. Signing (SignedData) is not part of it.
+// library. Producing SignedData is not part of it (package smime signs).
 package cms
 
 import (
@@ -107,6 +114,10 @@ const (
 	RSAOAEPSHA1                        // OAEP, SHA-1, MGF1-SHA1 (default OAEP params: parameters absent/empty)
 	RSAOAEPSHA256                      // OAEP, SHA-256, MGF1-SHA256 (explicit RSAES-OAEP-params)
 	RSAOAEPSHA256MGF1SHA1              // decrypt only: what Java senders produce; Encrypt refuses it
+	RSAOAEPSHA384                      // decrypt only: OAEP, SHA-384, MGF1-SHA-384
+	RSAOAEPSHA512                      // decrypt only: OAEP, SHA-512, MGF1-SHA-512
+	RSAOAEPSHA384MGF1SHA1              // decrypt only: OAEP, SHA-384, MGF1-SHA-1 (Java's default MGF)
+	RSAOAEPSHA512MGF1SHA1              // decrypt only: OAEP, SHA-512, MGF1-SHA-1 (Java's default MGF)
 )
 
 // DefaultKeyTransport is used for a Recipient whose KeyTransport is zero.
@@ -123,6 +134,14 @@ func (k KeyTransport) String() string {
 		return "rsa-oaep-sha256"
 	case RSAOAEPSHA256MGF1SHA1:
 		return "rsa-oaep-sha256-mgf1-sha1"
+	case RSAOAEPSHA384:
+		return "rsa-oaep-sha384"
+	case RSAOAEPSHA512:
+		return "rsa-oaep-sha512"
+	case RSAOAEPSHA384MGF1SHA1:
+		return "rsa-oaep-sha384-mgf1-sha1"
+	case RSAOAEPSHA512MGF1SHA1:
+		return "rsa-oaep-sha512-mgf1-sha1"
 	}
 	return fmt.Sprintf("KeyTransport(%d)", int(k))
 }
@@ -130,7 +149,7 @@ func (k KeyTransport) String() string {
 // ParseKeyTransport parses the names returned by String, ignoring case.
 func ParseKeyTransport(s string) (KeyTransport, error) {
 	name := strings.ToLower(strings.TrimSpace(s))
-	for k := RSAPKCS1v15; k <= RSAOAEPSHA256MGF1SHA1; k++ {
+	for k := RSAPKCS1v15; k <= RSAOAEPSHA512MGF1SHA1; k++ {
 		if k.String() == name {
 			return k, nil
 		}

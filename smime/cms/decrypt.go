@@ -507,13 +507,9 @@ func parseKeyTransport(alg pkix.AlgorithmIdentifier) (KeyTransport, *rsa.OAEPOpt
 		}
 	}
 
-	switch {
-	case opts.Hash == crypto.SHA1 && opts.MGFHash == crypto.SHA1:
-		return RSAOAEPSHA1, opts, nil
-	case opts.Hash == crypto.SHA256 && opts.MGFHash == crypto.SHA256:
-		return RSAOAEPSHA256, opts, nil
-	case opts.Hash == crypto.SHA256 && opts.MGFHash == crypto.SHA1:
-		return RSAOAEPSHA256MGF1SHA1, opts, nil
+	// The Direct profile's table of OAEP variants (oid.go).
+	if kt, ok := oaepAccepted(opts.Hash, opts.MGFHash); ok {
+		return kt, opts, nil
 	}
 	return 0, nil, &UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: oidRSAESOAEP,
 		Name: fmt.Sprintf("RSAES-OAEP with %v and MGF1-%v", opts.Hash, opts.MGFHash)}

@@ -237,6 +237,10 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 	)
 	// Algorithms table: key transport RSA v1.5 and RSAES-OAEP (SHA-1 and
 	// SHA-256 variants).
+	if send, oaep := oaepSendable(kt); oaep && !send {
+		// Accepted inbound, never sent (oaepProfile in oid.go).
+		return nil, 0, fmt.Errorf("%w: key transport %v is accepted on decryption only (recipient %q)", ErrUnsupportedAlgorithm, kt, who)
+	}
 	switch kt {
 	case RSAPKCS1v15:
 		alg = pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue}
@@ -251,8 +255,6 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 		if err == nil {
 			ek, err = rsa.EncryptOAEP(sha256.New(), rand, pub, cek, nil)
 		}
-	case RSAOAEPSHA256MGF1SHA1:
-		return nil, 0, fmt.Errorf("%w: key transport %v is accepted on decryption only (recipient %q)", ErrUnsupportedAlgorithm, kt, who)
 	default:
 		return nil, 0, fmt.Errorf("%w (recipient %q)", &UnsupportedAlgorithmError{Role: RoleKeyTransport, Name: kt.String()}, who)
 	}

@@ -43,6 +43,8 @@ var (
 const (
 	RoleContentEncryption = "content encryption"
 	RoleKeyTransport      = "key transport"
+	RoleDigest            = "signature digest"
+	RoleSignature         = "signature"
 )
 
 // UnsupportedAlgorithmError reports an algorithm that is refused by the
@@ -58,7 +60,13 @@ type UnsupportedAlgorithmError struct {
 // Refused reports whether the algorithm is known and refused by the Direct
 // profile, rather than unknown or unimplemented.
 func (e *UnsupportedAlgorithmError) Refused() bool {
-	return e.OID != nil && isRefusedOID(e.OID)
+	if e.OID == nil {
+		return false
+	}
+	if e.Role == RoleDigest || e.Role == RoleSignature {
+		return isRefusedSignatureOID(e.OID)
+	}
+	return isRefusedOID(e.OID)
 }
 
 func (e *UnsupportedAlgorithmError) Error() string {

@@ -99,6 +99,8 @@ func TestOAEPParameterEncodings(t *testing.T) {
 
 	sha1Null := pkix.AlgorithmIdentifier{Algorithm: oidSHA1, Parameters: asn1.NullRawValue}
 	sha256Absent := pkix.AlgorithmIdentifier{Algorithm: oidSHA256}
+	sha384 := pkix.AlgorithmIdentifier{Algorithm: oidSHA384, Parameters: asn1.NullRawValue}
+	sha512 := pkix.AlgorithmIdentifier{Algorithm: oidSHA512, Parameters: asn1.NullRawValue}
 	mgf := func(h pkix.AlgorithmIdentifier) pkix.AlgorithmIdentifier {
 		return pkix.AlgorithmIdentifier{Algorithm: oidMGF1, Parameters: asn1.RawValue{FullBytes: mustMarshal(t, h)}}
 	}
@@ -124,6 +126,10 @@ func TestOAEPParameterEncodings(t *testing.T) {
 		{"SHA-256, MGF1 default SHA-1", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha256Absent})), rsa.OAEPOptions{Hash: crypto.SHA256, MGFHash: crypto.SHA1}, nil, RSAOAEPSHA256MGF1SHA1},
 		{"SHA-256 with a label", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha256Absent, MaskGenFunc: mgf(sha256Absent), PSourceFunc: labelSource})), rsa.OAEPOptions{Hash: crypto.SHA256}, label, RSAOAEPSHA256},
 		{"rsaEncryption, absent parameters", pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption}, rsa.OAEPOptions{}, nil, RSAPKCS1v15},
+		{"SHA-384", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha384, MaskGenFunc: mgf(sha384)})), rsa.OAEPOptions{Hash: crypto.SHA384}, nil, RSAOAEPSHA384},
+		{"SHA-512", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha512, MaskGenFunc: mgf(sha512)})), rsa.OAEPOptions{Hash: crypto.SHA512}, nil, RSAOAEPSHA512},
+		{"SHA-384, MGF1 default SHA-1", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha384})), rsa.OAEPOptions{Hash: crypto.SHA384, MGFHash: crypto.SHA1}, nil, RSAOAEPSHA384MGF1SHA1},
+		{"SHA-512, MGF1 default SHA-1", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha512})), rsa.OAEPOptions{Hash: crypto.SHA512, MGFHash: crypto.SHA1}, nil, RSAOAEPSHA512MGF1SHA1},
 	} {
 		var ek []byte
 		var err error
@@ -149,12 +155,12 @@ func TestOAEPParameterEncodings(t *testing.T) {
 
 	// Unsupported variants: refused with the key transport role, before
 	// any RSA operation.
-	sha384 := pkix.AlgorithmIdentifier{Algorithm: oidSHA384}
 	for _, tc := range []struct {
 		name string
 		alg  pkix.AlgorithmIdentifier
 	}{
-		{"SHA-384", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha384, MaskGenFunc: mgf(sha384)}))},
+		{"SHA-512 with MGF1-SHA-256", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: sha512, MaskGenFunc: mgf(sha256Absent)}))},
+		{"SHA-1 with MGF1-SHA-512", oaep(mustMarshal(t, rsaesOAEPParams{MaskGenFunc: mgf(sha512)}))},
 		{"MD5 hash", oaep(mustMarshal(t, rsaesOAEPParams{HashFunc: pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 5}}}))},
 		{"MGF other than MGF1", oaep(mustMarshal(t, rsaesOAEPParams{MaskGenFunc: pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 3}}}))},
 		{"MGF1 with an unknown hash", oaep(mustMarshal(t, rsaesOAEPParams{MaskGenFunc: mgf(pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 3}})}))},

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hisp-project/hisp/policy"
+	"github.com/hisp-project/hisp/store"
+)
+
+func init() {
+	register("policy", command{
+		summary: "add, list or remove the trust policy rules of local domains (certificate policy, key usage, key size...)",
+		run: func(env *cliEnv, args []string) int {
+			return adminGroup(env, "policy", args, map[string]func(*cliEnv, []string) int{
+				"add":    policyAdd,
+				"list":   policyList,
+				"remove": policyRemove,
+			})
+		},
+	})
+}
+
+// directionWords says whom a rule of a direction judges.
+func directionWords(d store.Direction) string {
+	switch d {
+	case store.DirectionIn:
+		return "signers it accepts"
+	case store.DirectionOut:
+		return "recipients it sends to"
+	}
+	return "signers it accepts and recipients it sends to"
+}
+
+// policyAdd is "hisp policy add DOMAIN NAME RULE [--direction in|out|both]"
+// or "hisp policy add DOMAIN --preset directtrust [--direction ...]".
+func policyAdd(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "policy add", "DOMAIN NAME RULE | DOMAIN --preset NAME", false)
+	dirFlag := c.fs.String("direction", "both", "`in` (signers we accept), out (recipients we send to) or both")
+	preset := c.fs.String("preset", "", "add the rules of a preset (directtrust) instead of one rule")
+	pos, code, ok := c.parse(args, 1, 3)
+	if !ok {
+		return code
+	}
+	domain, code, ok := normalizeDomainArg(c, pos[0])
+	if !ok {
+		return code
+	}
+	dir, err := store.ParseDirection(*dirFlag)
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	var rules []policy.Rule
+	switch {
+	case *preset != "" && len(pos) == 1:
+		if rules, err = policy.Preset(*preset); err != nil {
+			return c.usageError("%v", err)
+		}
+	case *preset == "" && len(pos) == 3:
+		rules = []policy.Rule{{Name: pos[1], Expr: pos[2]}}
+	default:
+		return c.usageError("want DOMAIN NAME RULE, or DOMAIN --preset NAME")
+	}
+	type parsed struct {
+		rule policy.Rule
+		expr policy.Expr
+	}
+	var ps []parsed
+	for _, r := range rules {
+		if err := policy.ValidName(r.Name); err != nil {
+			return c.usageError("%v", err)
+		}
+		e, err := policy.Parse(r.Expr)
+		if err != nil {
+			return c.usageError("rule %s: %v", r.Name, err)
+		}
+		ps = append(ps, parsed{r, e})
+	}
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		for _, p := range ps {
+			tp, err := st.AddTrustPolicy(ctx, store.TrustPolicy{Domain: domain, Name: p.rule.Name, Direction: dir, Expr: p.expr.String()})
+			if errors.Is(err, store.ErrExists) {
+				c.warn("%s already has a rule %s: remove it first to change it (hisp policy remove %s %s)", domain, p.rule.Name, domain, p.rule.Name)
+				continue
+			} else if err != nil {
+				return c.fail(err)
+			}
+			c.audit(ctx, st, "policy.add", domain, fmt.Sprintf("rule %s (%s): %s", tp.Name, tp.Direction, tp.Expr))
+			fmt.Fprintf(env.stdout, "added rule %s to %s: for the %s, the certificate %s\n", tp.Name, domain, directionWords(dir), p.expr.Words())
+		}
+		return 0
+	})
+}
+
+type policyJSON struct {
+	Domain    string    `json:"domain"`
+	Name      string    `json:"name"`
+	Direction string    `json:"direction"`
+	Rule      string    `json:"rule"`
+	Meaning   string    `json:"meaning"`
+	Created   time.Time `json:"created"`
+}
+
+// policyList is "hisp policy list [DOMAIN] [--json]": each rule, and what it
+// asks in plain words.
+func policyList(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "policy list", "[DOMAIN]", true)
+	pos, code, ok := c.parse(args, 0, 1)
+	if !ok {
+		return code
+	}
+	domain := ""
+	if len(pos) == 1 {
+		if domain, code, ok = normalizeDomainArg(c, pos[0]); !ok {
+			return code
+		}
+	}
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		if domain != "" {
+			if err := requireDomain(ctx, st, domain); err != nil {
+				return c.fail(err)
+			}
+		}
+		list, err := st.TrustPolicies(ctx, domain)
+		if err != nil {
+			return c.fail(err)
+		}
+		out := []policyJSON{}
+		var rows [][]string
+		for _, p := range list {
+			meaning := "(unreadable rule)"
+			if e, err := policy.Parse(p.Expr); err == nil {
+				meaning = fmt.Sprintf("for the %s, the certificate %s", directionWords(p.Direction), e.Words())
+			}
+			out = append(out, policyJSON{Domain: p.Domain, Name: p.Name, Direction: string(p.Direction), Rule: p.Expr, Meaning: meaning, Created: p.Created})
+			rows = append(rows, []string{p.Domain, p.Name, string(p.Direction), meaning, p.Expr})
+		}
+		return c.list(out, []string{"DOMAIN", "NAME", "DIRECTION", "MEANING", "RULE"}, rows)
+	})
+}
+
+// policyRemove is "hisp policy remove DOMAIN NAME ...".
+func policyRemove(env *cliEnv, args []string) int {
+	c := newAdminCmd(env, "policy remove", "DOMAIN NAME ...", false)
+	pos, code, ok := c.parse(args, 2, -1)
+	if !ok {
+		return code
+	}
+	domain, code, ok := normalizeDomainArg(c, pos[0])
+	if !ok {
+		return code
+	}
+	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+		failed := false
+		for _, name := range pos[1:] {
+			p, err := st.RemoveTrustPolicy(ctx, domain, name)
+			if err != nil {
+				fmt.Fprintf(env.stderr, "hisp: %v\n", err)
+				failed = true
+				continue
+			}
+			c.audit(ctx, st, "policy.remove", domain, fmt.Sprintf("rule %s: %s", p.Name, p.Expr))
+			fmt.Fprintf(env.stdout, "removed rule %s of %s\n", p.Name, domain)
+		}
+		if failed {
+			return 1
+		}
+		return 0
+	})
+}
+
+// namedRule is a parsed rule; namedRules a domain's rules of one direction.
+type namedRule struct {
+	name string
+	expr policy.Expr
+}
+
+type namedRules []namedRule
+
+// outboundRules reads the rules a local domain applies to recipients; none
+// without a domain.
+func outboundRules(ctx context.Context, st *store.Store, domain string) (namedRules, error) {
+	if domain == "" {
+		return nil, nil
+	}
+	list, err := st.TrustPolicies(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	var out namedRules
+	for _, p := range list {
+		if !p.Direction.Includes(store.DirectionOut) {
+			continue
+		}
+		e, err := policy.Parse(p.Expr)
+		if err != nil {
+			return nil, fmt.Errorf("trust policy %s of %s: %w", p.Name, domain, err)
+		}
+		out = append(out, namedRule{p.Name, e})
+	}
+	return out, nil
+}
+
+// check says why cert fails a rule, as the gateway's refusal does; "" if it
+// meets them all.
+func (rs namedRules) check(cert *x509.Certificate, domain string) string {
+	for _, r := range rs {
+		if ok, why := r.expr.Eval(cert); !ok {
+			return fmt.Sprintf("refused by trust policy %q of %s: %s", r.name, domain, why)
+		}
+	}
+	return ""
+}
