@@ -71,7 +71,7 @@ func startSink(t testing.TB, addr string, tlsConfig *tls.Config) *sink {
 	srv.Domain = "sink.test"
 	srv.TLSConfig = tlsConfig
 	log, _ := testLogger(t)
-	srv.ErrorLog = errorLog{log: log}
+	srv.ErrorLog = newErrorLog(log)
 	s.srv = srv
 	go srv.Serve(countingListener{Listener: l, s: s})
 	t.Cleanup(func() { srv.Close() })
