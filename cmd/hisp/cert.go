@@ -102,7 +102,7 @@ func certImport(env *cliEnv, args []string) int {
 		}
 		sc, err := st.AddCertificate(ctx, owner, id.Cert, id.Chain, id.Key)
 		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("this certificate is already imported for %s (see hisp cert list %s)", owner, owner))
+			return c.fail(fmt.Errorf("this certificate is already imported for %s (see %s cert list %s)", owner, env.progName(), owner))
 		} else if err != nil {
 			return c.fail(err)
 		}
@@ -275,8 +275,8 @@ func certIssue(env *cliEnv, args []string) int {
 			sc.ID, owner, bindingKind(owner), ca.Cert.Subject.CommonName, cert.SerialNumber, usageRole(cert), day(cert.NotAfter),
 			cert.CRLDistributionPoints[0], sc.Fingerprint)
 		if created {
-			fmt.Fprintf(env.stdout, "to trust it from another domain: hisp cert ca %s > %s-ca.pem; hisp anchor add OTHER-DOMAIN %s-ca.pem\n",
-				domain, domain, domain)
+			fmt.Fprintf(env.stdout, "to trust it from another domain: %[1]s cert ca %[2]s > %[2]s-ca.pem; %[1]s anchor add OTHER-DOMAIN %[2]s-ca.pem\n",
+				env.progName(), domain)
 		}
 		return 0
 	})
@@ -349,7 +349,7 @@ func certList(env *cliEnv, args []string) int {
 		var err error
 		if len(pos) == 1 {
 			_, domain, _ := store.ParseOwner(pos[0])
-			if err := requireDomain(ctx, st, domain); err != nil {
+			if err := c.requireDomain(ctx, st, domain); err != nil {
 				return c.fail(err)
 			}
 		}
@@ -399,7 +399,7 @@ func certRemove(env *cliEnv, args []string) int {
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		sc, err := st.RemoveCertificate(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("no certificate %d (see hisp cert list)", id))
+			return c.fail(fmt.Errorf("no certificate %d (see %s cert list)", id, env.progName()))
 		} else if err != nil {
 			return c.fail(err)
 		}

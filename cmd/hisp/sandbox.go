@@ -60,8 +60,8 @@ func sandboxCmd(env *cliEnv, args []string) int {
 	fs.SetOutput(env.stderr)
 	data := fs.String("data", "", "data `DIR` (default $HISP_DATA, else ./hisp-data); the two sites live in DIR/hospital and DIR/clinic")
 	base := fs.Int("port-base", 0, "use ten consecutive ports from `N` instead of the defaults (2525, 5587, 1143, 8053, 8080 and the next ones)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(env, "sandbox", fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "hisp sandbox: unexpected argument %q\n", fs.Arg(0))

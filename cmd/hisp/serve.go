@@ -27,8 +27,8 @@ func serveCmd(env *cliEnv, args []string) int {
 	fs.SetOutput(env.stderr)
 	cfgFile := fs.String("config", "", "configuration `file` (TOML); without it, safe local defaults")
 	data := fs.String("data", "", "data `DIR` (default $HISP_DATA, else the config's data, else ./hisp-data)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(env, "serve", fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "hisp serve: unexpected argument %q\n", fs.Arg(0))

@@ -1,0 +1,177 @@
+package main
+
+// Tests of the traps issue 12 found for a newcomer: a mistyped data
+// directory, help that differs by how it is asked for, exit codes.
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// TestNoStoreRefused: every command but those that make a store refuses a
+// data directory that holds none, missing or empty, with exit 2 and "no
+// hisp data in DIR", and creates nothing there (no directory, no
+// master.key). domain add makes the store, after which they work.
+func TestNoStoreRefused(t *testing.T) {
+	tmp := t.TempDir()
+	pw := filepath.Join(tmp, "pw")
+	if err := os.WriteFile(pw, []byte("a long password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(tmp, "empty")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmds := [][]string{
+		{"domain", "list"}, {"domain", "remove", "a.example"},
+		{"address", "list"}, {"address", "add", "a@a.example", "--password-file", pw}, {"address", "quota", "a@a.example"},
+		{"cert", "list"}, {"cert", "issue", "a.example"}, {"cert", "ca", "a.example"}, {"cert", "remove", "1"},
+		{"anchor", "list"}, {"anchor", "remove", "a.example", "1"}, {"bundle", "list"},
+		{"queue", "list"}, {"queue", "retry", "1"}, {"queue", "drop", "1"},
+		{"relay", "list"}, {"admin", "list"}, {"admin", "add", "ops", "--password-file", pw},
+		{"token", "list"}, {"token", "add", "ehr"}, {"webhook", "list"},
+		{"track"}, {"track", "x@y"}, {"discover", "bob@clinic.example"}, {"backup", filepath.Join(tmp, "backup")},
+	}
+	for _, dir := range []string{filepath.Join(tmp, "typo"), empty} {
+		for _, args := range cmds {
+			code, _, stderr := runCLI(t, nil, append(args, "--data", dir)...)
+			if code != 2 || !strings.Contains(stderr, "no hisp data in "+dir) {
+				t.Errorf("hisp %s on %s: exit %d, want 2 and \"no hisp data in %s\"\n%s", strings.Join(args, " "), dir, code, dir, stderr)
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "typo")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused command made the data directory: %v", err)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Errorf("a refused command wrote into the empty directory: %v", entries)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "backup")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused backup left its directory: %v", err)
+	}
+
+	// HISP_DATA and the default ./hisp-data are refused the same way.
+	var out, errb bytes.Buffer
+	env := &cliEnv{stdout: &out, stderr: &errb, getenv: func(k string) string {
+		if k == "HISP_DATA" {
+			return filepath.Join(tmp, "env-typo")
+		}
+		return ""
+	}, prog: "./hisp"}
+	if code := run(env, []string{"queue", "list"}); code != 2 || !strings.Contains(errb.String(), "no hisp data in "+filepath.Join(tmp, "env-typo")) ||
+		!strings.Contains(errb.String(), "./hisp domain add DOMAIN") {
+		t.Errorf("HISP_DATA: exit %d %s", code, errb.String())
+	}
+
+	// domain add makes the store; then the others work on it.
+	data := filepath.Join(tmp, "data")
+	if code, _, stderr := runCLI(t, nil, "domain", "add", "a.example", "--data", data); code != 0 {
+		t.Fatalf("domain add: %d %s", code, stderr)
+	}
+	for _, args := range [][]string{{"domain", "list"}, {"queue", "list"}, {"track"}, {"admin", "add", "ops", "--password-file", pw}} {
+		if code, _, stderr := runCLI(t, nil, append(args, "--data", data)...); code != 0 {
+			t.Errorf("hisp %s on a store: exit %d %s", strings.Join(args, " "), code, stderr)
+		}
+	}
+}
+
+// groups returns each command with subcommands and their names, as
+// "hisp CMD --help" lists them.
+func groupSubs(t *testing.T, name string) []string {
+	t.Helper()
+	code, out, _ := runCLI(t, nil, name, "--help")
+	if code != 0 {
+		return nil
+	}
+	if !strings.Contains(out, "subcommands:") {
+		return nil
+	}
+	var subs []string
+	re := regexp.MustCompile(`(?m)^  hisp ` + name + ` (\S+)`)
+	for _, m := range re.FindAllStringSubmatch(out, -1) {
+		subs = append(subs, m[1])
+	}
+	return subs
+}
+
+// TestHelp: for every command and subcommand, "hisp help CMD [SUB]" and
+// "hisp CMD [SUB] --help" print the same usage on standard output with exit
+// 0, with a description; a group's help lists every subcommand with one;
+// a missing or unknown subcommand prints it on standard error with exit 2.
+func TestHelp(t *testing.T) {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	code, general, _ := runCLI(t, nil, "help")
+	if code != 0 || !strings.Contains(general, "exit codes: 0 success, 1 the operation failed, 2 usage or setup error") {
+		t.Fatalf("hisp help: %d\n%s", code, general)
+	}
+	if code, _, stderr := runCLI(t, nil); code != 2 || !strings.Contains(stderr, "usage: hisp COMMAND") {
+		t.Errorf("hisp alone: %d %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, nil, "help", "nosuch"); code != 2 || !strings.Contains(stderr, `unknown command "nosuch"`) {
+		t.Errorf("hisp help nosuch: %d %s", code, stderr)
+	}
+	same := func(args ...string) string {
+		t.Helper()
+		c1, o1, e1 := runCLI(t, nil, append([]string{"help"}, args...)...)
+		c2, o2, e2 := runCLI(t, nil, append(append([]string{}, args...), "--help")...)
+		c3, o3, _ := runCLI(t, nil, append(append([]string{}, args...), "-h")...)
+		if c1 != 0 || c2 != 0 || c3 != 0 || o1 != o2 || o1 != o3 || e1 != "" || e2 != "" {
+			t.Errorf("help %s: exits %d %d %d, stdout equal %v %v, stderr %q %q\n--- help:\n%s--- --help:\n%s",
+				strings.Join(args, " "), c1, c2, c3, o1 == o2, o1 == o3, e1, e2, o1, o2)
+		}
+		if !strings.HasPrefix(o1, "usage: hisp "+strings.Join(args, " ")) {
+			t.Errorf("help %s does not start with its usage:\n%s", strings.Join(args, " "), o1)
+		}
+		return o1
+	}
+	for _, n := range names {
+		if !strings.Contains(general, "\n  "+n+" ") {
+			t.Errorf("hisp help lacks %s", n)
+		}
+		out := same(n)
+		subs := groupSubs(t, n)
+		if subs == nil {
+			// A command of its own: a description and its flags.
+			if docs[n].text == "" || !strings.Contains(out, strings.Fields(docs[n].text)[0]) || !strings.Contains(out, "flags:") {
+				t.Errorf("hisp help %s has no description or flags:\n%s", n, out)
+			}
+			continue
+		}
+		if strings.Contains(out, "(no description)") {
+			t.Errorf("hisp help %s: a subcommand has no description:\n%s", n, out)
+		}
+		code, _, stderr := runCLI(t, nil, n)
+		if code != 2 || stderr != strings.Replace(out, "", "", 1) {
+			t.Errorf("hisp %s alone: exit %d, want 2 and the same usage on stderr:\n%s", n, code, stderr)
+		}
+		if code, _, stderr := runCLI(t, nil, n, "nosuch"); code != 2 || !strings.Contains(stderr, `unknown subcommand "nosuch"`) {
+			t.Errorf("hisp %s nosuch: %d %s", n, code, stderr)
+		}
+		for _, s := range subs {
+			sub := same(n, s)
+			d := docs[n+" "+s].text
+			if d == "" || !strings.Contains(sub, d[:min(len(d), 16)]) || !strings.Contains(sub, "flags:") {
+				t.Errorf("hisp help %s %s lacks its description or flags:\n%s", n, s, sub)
+			}
+		}
+	}
+	// Malformed flags are usage errors with the usage on stderr, for
+	// commands with and without subcommands.
+	for _, args := range [][]string{{"serve", "--nosuch"}, {"sandbox", "--port-base", "x"}, {"cert", "issue", "--nosuch"},
+		{"queue", "list", "extra"}, {"message", "seal", "--nosuch"}} {
+		code, _, stderr := runCLI(t, nil, args...)
+		if code != 2 || !strings.Contains(stderr, "usage: hisp "+args[0]) {
+			t.Errorf("hisp %s: exit %d, want 2 with the usage\n%s", strings.Join(args, " "), code, stderr)
+		}
+	}
+}
