@@ -241,10 +241,27 @@ func localCA(ctx context.Context, c *adminCmd, st *store.Store, domain string) (
 // the domain's local CA.
 func certIssue(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "cert issue", "ADDRESS|DOMAIN", false)
-	base := c.fs.String("crl-url", devca.DefaultBaseURL, "base `URL` of hisp's admin listener, where the CRL is served as URL/crl/DOMAIN.crl")
+	cfgFile := c.fs.String("config", "", "configuration `file` of hisp serve (default $HISP_CONFIG): its public_url, else its [listen] admin address, is where the CRL is served")
+	base := c.fs.String("crl-url", "", "base `URL` of hisp's admin listener, where the CRL is served as URL/crl/DOMAIN.crl (default: from the config)")
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
 		return code
+	}
+	// The CRL distribution point must be where the server serves it: the
+	// same config as hisp serve, read the same way (and its data
+	// directory, as hisp serve takes it).
+	cfg, given, err := loadConfig(env, *cfgFile)
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	if given && c.data == "" && env.getenv("HISP_DATA") == "" {
+		c.data = cfg.Data
+	}
+	baseURL := *base
+	if baseURL == "" {
+		if baseURL = cfg.BaseURL(); baseURL == "" {
+			return c.usageError("the config has no admin listener to serve the CRL: set public_url, or give --crl-url")
+		}
 	}
 	owner, domain, code, ok := parseOwnerArg(c, pos[0])
 	if !ok {
@@ -262,7 +279,7 @@ func certIssue(env *cliEnv, args []string) int {
 		if err != nil {
 			return c.fail(err)
 		}
-		cert, key, err := ca.Issue(devca.Request{Owner: owner, Serial: big.NewInt(serial), BaseURL: *base})
+		cert, key, err := ca.Issue(devca.Request{Owner: owner, Serial: big.NewInt(serial), BaseURL: baseURL})
 		if err != nil {
 			return c.fail(err)
 		}

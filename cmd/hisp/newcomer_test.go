@@ -5,13 +5,22 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hisp-project/hisp/store"
 )
 
 // TestNoStoreRefused: every command but those that make a store refuses a
@@ -173,5 +182,114 @@ func TestHelp(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, "usage: hisp "+args[0]) {
 			t.Errorf("hisp %s: exit %d, want 2 with the usage\n%s", strings.Join(args, " "), code, stderr)
 		}
+	}
+}
+
+// freePort returns a loopback TCP port free at the time of asking.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestCertIssueCRLFromConfig: hisp cert issue takes the CRL distribution
+// point from the config hisp serve runs with (HISP_CONFIG, or --config):
+// the admin listener's address, or public_url. The CRL of a certificate so
+// issued is served by that server; without a config the default admin
+// listener is named; --crl-url still overrides; a bad config is exit 2.
+func TestCertIssueCRLFromConfig(t *testing.T) {
+	tmp := t.TempDir()
+	data := filepath.Join(tmp, "data")
+	port := freePort(t)
+	cfgFile := filepath.Join(tmp, "hisp.toml")
+	cfgText := fmt.Sprintf("data = %q\n[listen]\nsmtp = \"\"\nsubmission = \"\"\nimap = \"\"\ndns = \"\"\nadmin = \"127.0.0.1:%d\"\n", data, port)
+	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	envWith := func(vars map[string]string) (*cliEnv, *syncBuffer, *syncBuffer) {
+		var out, errb syncBuffer
+		return &cliEnv{stdout: &out, stderr: &errb, getenv: func(k string) string { return vars[k] }}, &out, &errb
+	}
+	cfgEnv := map[string]string{"HISP_CONFIG": cfgFile}
+	if code, _, stderr := runCLI(t, nil, "domain", "add", "clinic.example", "--data", data); code != 0 {
+		t.Fatal(stderr)
+	}
+	// HISP_CONFIG: the data directory and the admin listener of the config.
+	env, out, errb := envWith(cfgEnv)
+	if code := run(env, []string{"cert", "issue", "bob@clinic.example"}); code != 0 {
+		t.Fatalf("cert issue: %d %s", code, errb.String())
+	}
+	crlURL := fmt.Sprintf("http://127.0.0.1:%d/crl/clinic.example.crl", port)
+	if !strings.Contains(out.String(), "CRL "+crlURL) {
+		t.Fatalf("cert issue with HISP_CONFIG names another CRL:\n%s", out.String())
+	}
+
+	// The server of that config serves the CRL at the certificate's URL.
+	ctx, cancel := context.WithCancel(context.Background())
+	senv, sout, serr := envWith(cfgEnv)
+	senv.ctx = ctx
+	done := make(chan int, 1)
+	go func() { done <- run(senv, []string{"serve"}) }()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve: exit %d %s", code, serr.String())
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(sout.String(), "hisp ready"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start:\n%s\n%s", sout.String(), serr.String())
+		}
+	}
+	st := openTestStore(t, data)
+	list, err := st.Certificates(context.Background(), store.CertFilter{Owner: "bob@clinic.example"})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("certificates: %v %v", list, err)
+	}
+	cert, err := list[0].Parse()
+	if err != nil || len(cert.CRLDistributionPoints) != 1 || cert.CRLDistributionPoints[0] != crlURL {
+		t.Fatalf("CRL distribution points %v (%v), want %s", cert.CRLDistributionPoints, err, crlURL)
+	}
+	resp, err := http.Get(crlURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s", crlURL, resp.Status)
+	}
+	if _, err := x509.ParseRevocationList(der); err != nil {
+		t.Fatalf("the served CRL: %v", err)
+	}
+
+	// --config with public_url; no config at all; --crl-url.
+	pub := filepath.Join(tmp, "public.toml")
+	if err := os.WriteFile(pub, []byte("public_url = \"http://hisp.clinic.example:8080/\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", pub}, "CRL http://hisp.clinic.example:8080/crl/clinic.example.crl"},
+		{nil, "CRL http://127.0.0.1:8080/crl/clinic.example.crl"},
+		{[]string{"--config", pub, "--crl-url", "http://other.example"}, "CRL http://other.example/crl/clinic.example.crl"},
+	} {
+		args := append([]string{"cert", "issue", "clinic.example", "--data", data}, c.args...)
+		if code, out, stderr := runCLI(t, nil, args...); code != 0 || !strings.Contains(out, c.want) {
+			t.Errorf("hisp %s: exit %d, want %q\n%s%s", strings.Join(args, " "), code, c.want, out, stderr)
+		}
+	}
+	bad := filepath.Join(tmp, "bad.toml")
+	if err := os.WriteFile(bad, []byte("public_url = \"hisp.example\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI(t, nil, "cert", "issue", "clinic.example", "--data", data, "--config", bad); code != 2 || !strings.Contains(stderr, "public_url") {
+		t.Errorf("bad config: exit %d %s", code, stderr)
 	}
 }

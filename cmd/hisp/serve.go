@@ -25,7 +25,7 @@ func init() {
 func serveCmd(env *cliEnv, args []string) int {
 	fs := flag.NewFlagSet("hisp serve", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
-	cfgFile := fs.String("config", "", "configuration `file` (TOML); without it, safe local defaults")
+	cfgFile := fs.String("config", "", "configuration `file` (TOML; default $HISP_CONFIG); without one, safe local defaults")
 	data := fs.String("data", "", "data `DIR` (default $HISP_DATA, else the config's data, else ./hisp-data)")
 	if code, ok := parseFlags(env, "serve", fs, args); !ok {
 		return code
@@ -34,12 +34,9 @@ func serveCmd(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "hisp serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfg := config.Default()
-	if *cfgFile != "" {
-		var err error
-		if cfg, err = config.Load(*cfgFile); err != nil {
-			return fail(env, "serve", err)
-		}
+	cfg, _, err := loadConfig(env, *cfgFile)
+	if err != nil {
+		return usageErr(env, "serve", err) // a setup error: exit 2
 	}
 	switch {
 	case *data != "":
@@ -48,8 +45,12 @@ func serveCmd(env *cliEnv, args []string) int {
 		cfg.Data = env.getenv("HISP_DATA")
 	}
 	softMemoryLimit(env)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := env.ctx
+	if ctx == nil {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 	logger := slog.New(cfg.Log.Handler(env.stderr))
 	if err := gateway.Run(ctx, cfg, logger, env.stdout); err != nil {
 		return fail(env, "serve", err)
@@ -67,4 +68,19 @@ func softMemoryLimit(env *cliEnv) {
 	if env.getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
+}
+
+// loadConfig reads the configuration of hisp serve: the file named by
+// --config (flagValue), else by HISP_CONFIG, else the defaults. given
+// reports whether a file was read.
+func loadConfig(env *cliEnv, flagValue string) (cfg config.Config, given bool, err error) {
+	name := flagValue
+	if name == "" && env.getenv != nil {
+		name = env.getenv("HISP_CONFIG")
+	}
+	if name == "" {
+		return config.Default(), false, nil
+	}
+	cfg, err = config.Load(name)
+	return cfg, true, err
 }
