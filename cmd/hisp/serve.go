@@ -44,6 +44,13 @@ func serveCmd(env *cliEnv, args []string) int {
 	case env.getenv("HISP_DATA") != "":
 		cfg.Data = env.getenv("HISP_DATA")
 	}
+	// A second server on the same data directory stops here, before it
+	// opens the store or prints anything.
+	unlock, err := lockDataDir(cfg.Data)
+	if err != nil {
+		return usageErr(env, "serve", err)
+	}
+	defer unlock()
 	softMemoryLimit(env)
 	ctx := env.ctx
 	if ctx == nil {
