@@ -293,3 +293,41 @@ func TestCertIssueCRLFromConfig(t *testing.T) {
 		t.Errorf("bad config: exit %d %s", code, stderr)
 	}
 }
+
+// TestServeSecondInstance: a second hisp serve on a data directory in use
+// stops at once with exit 2, before it prints or opens anything; one on
+// ports in use stops with exit 2 naming the address, not a canceled
+// context.
+func TestServeSecondInstance(t *testing.T) {
+	tmp := t.TempDir()
+	data := filepath.Join(tmp, "data")
+	cfgFile := filepath.Join(tmp, "hisp.toml")
+	cfg := fmt.Sprintf("[listen]\nsmtp = \"127.0.0.1:%d\"\nsubmission = \"\"\nimap = \"\"\ndns = \"\"\nadmin = \"127.0.0.1:%d\"\n", freePort(t), freePort(t))
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	env := &cliEnv{ctx: ctx, stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
+	done := make(chan int, 1)
+	go func() { done <- run(env, []string{"serve", "--config", cfgFile, "--data", data}) }()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve: exit %d %s", code, errb.String())
+		}
+	}()
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(out.String(), "hisp ready"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start:\n%s\n%s", out.String(), errb.String())
+		}
+	}
+	code, stdout, stderr := runCLI(t, nil, "serve", "--config", cfgFile, "--data", data)
+	if code != 2 || stdout != "" || !strings.Contains(stderr, data+" is in use by another hisp (process ") {
+		t.Errorf("second serve on the data directory: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	code, _, stderr = runCLI(t, nil, "serve", "--config", cfgFile, "--data", filepath.Join(tmp, "other"))
+	if code != 2 || !strings.Contains(stderr, "address already in use") || strings.Contains(stderr, "context canceled") {
+		t.Errorf("second serve on the ports: exit %d\n%s", code, stderr)
+	}
+}

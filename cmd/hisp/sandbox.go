@@ -180,7 +180,7 @@ func sandboxCmd(env *cliEnv, args []string) int {
 	}
 	wg.Wait()
 	if first != nil {
-		return fail(env, "sandbox", first)
+		return serveFailed(env, "sandbox", first)
 	}
 	return 0
 }

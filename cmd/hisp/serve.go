@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -60,9 +61,18 @@ func serveCmd(env *cliEnv, args []string) int {
 	}
 	logger := slog.New(cfg.Log.Handler(env.stderr))
 	if err := gateway.Run(ctx, cfg, logger, env.stdout); err != nil {
-		return fail(env, "serve", err)
+		return serveFailed(env, "serve", err)
 	}
 	return 0
+}
+
+// serveFailed reports why a server stopped: a listener address in use is a
+// setup error (exit 2), anything else a failure (exit 1).
+func serveFailed(env *cliEnv, cmd string, err error) int {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return usageErr(env, cmd, fmt.Errorf("%w: another hisp or another program listens there; stop it or change [listen] in the config", err))
+	}
+	return fail(env, cmd, err)
 }
 
 // defaultMemoryLimit is the Go heap's soft limit for a server when
