@@ -331,3 +331,82 @@ func TestServeSecondInstance(t *testing.T) {
 		t.Errorf("second serve on the ports: exit %d\n%s", code, stderr)
 	}
 }
+
+// TestReadmeCommands: the README states the prerequisites, and every
+// command of its examples is written ./hisp (it works after make run) and
+// names a command and subcommand that exist.
+func TestReadmeCommands(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile("../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVersion := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(gomod)
+	if goVersion == nil {
+		t.Fatal("go.mod names no Go version")
+	}
+	for _, want := range []string{"Go " + string(goVersion[1]), "C compiler", "cgo", "make install", "exit codes", "no hisp data in DIR"} {
+		if !bytes.Contains(bytes.ToLower(readme), bytes.ToLower([]byte(want))) {
+			t.Errorf("README lacks %q", want)
+		}
+	}
+	inBlock, prod := false, false
+	checked := 0
+	for i, line := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(line, "### ") {
+			prod = strings.HasPrefix(line, "### Going to production") // hisp on PATH there
+		}
+		if strings.HasPrefix(line, "```") {
+			inBlock = !inBlock
+			continue
+		}
+		if !inBlock || prod {
+			continue
+		}
+		code, _, _ := strings.Cut(line, "#")
+		for _, part := range regexp.MustCompile(`\||;|&&`).Split(code, -1) {
+			words := strings.Fields(part)
+			if len(words) == 0 {
+				continue
+			}
+			if words[0] == "hisp" {
+				t.Errorf("README line %d: %q: write ./hisp, which works after make run", i+1, line)
+				continue
+			}
+			if words[0] != "./hisp" || len(words) < 2 {
+				continue
+			}
+			args := []string{"help", words[1]}
+			if len(words) > 2 && groupHas(t, words[1], words[2]) {
+				args = append(args, words[2])
+			}
+			if code, _, stderr := runCLI(t, nil, args...); code != 0 {
+				t.Errorf("README line %d: %q: no such command (%s)", i+1, line, stderr)
+			}
+			checked++
+		}
+	}
+	if checked < 20 {
+		t.Errorf("only %d README commands checked", checked)
+	}
+	// The name printed in commands to copy.
+	for arg0, want := range map[string]string{"hisp": "hisp", "./hisp": "./hisp", "/usr/local/bin/hisp": "/usr/local/bin/hisp",
+		"/tmp/go-build123/b001/exe/hisp": "hisp", "": "hisp"} {
+		if got := progNameOf(arg0); got != want {
+			t.Errorf("progNameOf(%q) = %q, want %q", arg0, got, want)
+		}
+	}
+}
+
+// groupHas reports whether command group has subcommand sub.
+func groupHas(t *testing.T, group, sub string) bool {
+	for _, s := range groupSubs(t, group) {
+		if s == sub {
+			return true
+		}
+	}
+	return false
+}
