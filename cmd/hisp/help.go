@@ -54,7 +54,7 @@ var docs = map[string]cmdDoc{
 	"address list":   {"[DOMAIN|ADDRESS]", "Lists local addresses with their mailbox use and quota."},
 	"address remove": {"ADDRESS", "Removes an address, its mailbox and its login."},
 	"address passwd": {"ADDRESS --password-file FILE", "Sets the password of an address."},
-	"address quota":  {"ADDRESS [SIZE]", "Shows the mailbox quota of an address, or sets it (SIZE such as 500MB; \"default\" or 0: the [limits] mailbox_quota)."},
+	"address quota":  {"ADDRESS [SIZE]", "Shows the mailbox quota of an address and its use, or sets it: SIZE such as 500MB, none or 0 for no limit, default for the [limits] mailbox_quota."},
 
 	"cert import": {"ADDRESS|DOMAIN (--pkcs12 FILE [--password-file FILE] | --cert CERT.pem --key KEY.pem)",
 		"Imports a key and certificate for an address (address-bound: SAN rfc822Name) or a domain (organization-bound: SAN dNSName), checked against Direct's rules."},

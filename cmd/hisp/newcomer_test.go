@@ -228,6 +228,11 @@ func TestCertIssueCRLFromConfig(t *testing.T) {
 		t.Fatalf("cert issue with HISP_CONFIG names another CRL:\n%s", out.String())
 	}
 
+	// One issued for another server: serve warns about it at start.
+	if code, _, stderr := runCLI(t, nil, "cert", "issue", "clinic.example", "--data", data, "--crl-url", "http://stale.example:8080"); code != 0 {
+		t.Fatal(stderr)
+	}
+
 	// The server of that config serves the CRL at the certificate's URL.
 	ctx, cancel := context.WithCancel(context.Background())
 	senv, sout, serr := envWith(cfgEnv)
@@ -244,6 +249,10 @@ func TestCertIssueCRLFromConfig(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("serve did not start:\n%s\n%s", sout.String(), serr.String())
 		}
+	}
+	if warn := serr.String(); !strings.Contains(warn, "certificate names a CRL this server does not serve") ||
+		!strings.Contains(warn, "http://stale.example:8080/crl/clinic.example.crl") || strings.Contains(warn, "owner=bob@clinic.example") {
+		t.Errorf("serve's warning about the stale CRL URL:\n%s", warn)
 	}
 	st := openTestStore(t, data)
 	list, err := st.Certificates(context.Background(), store.CertFilter{Owner: "bob@clinic.example"})

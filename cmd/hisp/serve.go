@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,8 +12,10 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/hisp-project/hisp/certs/devca"
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/gateway"
+	"github.com/hisp-project/hisp/store"
 )
 
 func init() {
@@ -60,6 +63,7 @@ func serveCmd(env *cliEnv, args []string) int {
 		defer stop()
 	}
 	logger := slog.New(cfg.Log.Handler(env.stderr))
+	warnCRLURLs(ctx, cfg, logger)
 	if err := gateway.Run(ctx, cfg, logger, env.stdout); err != nil {
 		return serveFailed(env, "serve", err)
 	}
@@ -100,4 +104,44 @@ func loadConfig(env *cliEnv, flagValue string) (cfg config.Config, given bool, e
 	}
 	cfg, err = config.Load(name)
 	return cfg, true, err
+}
+
+// warnCRLURLs warns at start about certificates of the local CAs whose CRL
+// distribution point is not where this server serves CRLs (public_url, else
+// the admin listener): partners that check revocation refuse mail signed
+// with them or sent to them (issued under another config, or before
+// public_url was set).
+func warnCRLURLs(ctx context.Context, cfg config.Config, logger *slog.Logger) {
+	base := cfg.BaseURL()
+	st, err := store.OpenExisting(ctx, cfg.Data)
+	if err != nil || base == "" {
+		return // a new data directory, or no listener serves CRLs
+	}
+	defer st.Close()
+	list, err := st.Certificates(ctx, store.CertFilter{})
+	if err != nil {
+		return
+	}
+	cas := map[string]*x509.Certificate{}
+	for _, c := range list {
+		ca, ok := cas[c.Domain]
+		if !ok {
+			if rec, err := st.LocalCA(ctx, c.Domain); err == nil {
+				ca, _ = rec.Parse()
+			}
+			cas[c.Domain] = ca
+		}
+		cert, err := c.Parse()
+		if ca == nil || err != nil || cert.CheckSignatureFrom(ca) != nil {
+			continue // not from the local CA: its CRL is another's business
+		}
+		want := devca.CRLURL(base, c.Domain)
+		for _, u := range cert.CRLDistributionPoints {
+			if u != want {
+				logger.Warn("certificate names a CRL this server does not serve: partners checking revocation refuse it; "+
+					"set public_url, or remove and issue it again (hisp cert remove ID; hisp cert issue OWNER)",
+					"id", c.ID, "owner", c.Owner, "crl", u, "served", want)
+			}
+		}
+	}
 }
