@@ -75,7 +75,7 @@ func sandboxCmd(env *cliEnv, args []string) int {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "port-base" })
 	if *base < 0 || *base > 65535-9 {
-		return usageErr(env, "sandbox", fmt.Errorf("--port-base %d: want a port from 1 to %d", *base, 65535-9))
+		return usageErr(env, "sandbox", fmt.Errorf("--port-base %d: want a port from 1 to %d (0: the default ports)", *base, 65535-9))
 	}
 	dir := dataDir(env, *data)
 	p := env.progName()
