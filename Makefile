@@ -2,14 +2,29 @@
 GO ?= go
 FUZZTIME ?= 60s
 
-.PHONY: build run test test-deps bench fuzz lint race
+PREFIX ?= /usr/local
+CC ?= cc
 
-build:
-	$(GO) build -o hisp ./cmd/hisp
+.PHONY: build run install test test-deps bench fuzz lint race cc-check
+
+# SQLite (go-sqlite3) is C: without a C compiler Go would build a binary that
+# fails at its first store access, so the build asks for cgo and says why.
+build: cc-check
+	CGO_ENABLED=1 $(GO) build -o hisp ./cmd/hisp
+
+cc-check:
+	@command -v $(CC) >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || \
+		{ echo "hisp needs a C compiler for SQLite (cgo): apt-get install gcc (or set CC)"; exit 2; }
 
 # A complete two-domain Direct trial on loopback (data in ./hisp-data).
 run: build
 	./hisp sandbox
+
+# Puts hisp on PATH: $(PREFIX)/bin/hisp (make install PREFIX=$$HOME/.local
+# without root).
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 hisp $(DESTDIR)$(PREFIX)/bin/hisp
 
 test-deps:
 	./scripts/test-deps.sh

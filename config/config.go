@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"sort"
 	"strings"
@@ -37,6 +38,12 @@ type Config struct {
 	Inbound Inbound `toml:"inbound"`
 	// Limits bounds what clients may take of the server.
 	Limits Limits `toml:"limits"`
+
+	// PublicURL is the base URL at which others reach the admin listener:
+	// the CRL distribution point of certificates from hisp cert issue is
+	// PublicURL/crl/DOMAIN.crl. "" derives it from [listen] admin (else
+	// admin_https), an unspecified host replaced by hostname (BaseURL).
+	PublicURL string `toml:"public_url"`
 }
 
 // Limits are the [limits] table: the connections and logins of clients,
@@ -286,6 +293,31 @@ func Load(name string) (Config, error) {
 	return c, nil
 }
 
+// BaseURL returns the base URL of the admin listener as others reach it,
+// without a trailing slash: public_url when set, else http://ADMIN (else
+// https://ADMIN_HTTPS) with an unspecified host (0.0.0.0, ::, "") replaced
+// by hostname; "" when neither listener is on.
+func (c Config) BaseURL() string {
+	if c.PublicURL != "" {
+		return strings.TrimSuffix(c.PublicURL, "/")
+	}
+	scheme, addr := "http", c.Listen.Admin
+	if addr == "" {
+		scheme, addr = "https", c.Listen.AdminHTTPS
+	}
+	if addr == "" {
+		return ""
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return scheme + "://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = c.Hostname
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
 // Validate checks values that can be checked without the network.
 func (c *Config) Validate() error {
 	var errs []error
@@ -306,6 +338,12 @@ func (c *Config) Validate() error {
 	check("listen.ldap", c.Listen.LDAP)
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			errs = append(errs, fmt.Errorf("public_url = %q: want an http or https URL such as \"http://hisp.example.org:8080\"", c.PublicURL))
+		}
+	}
 	for d, r := range c.Outbound.Routes {
 		if r.Addr == "" {
 			errs = append(errs, fmt.Errorf("outbound.routes.%s: addr is missing", d))

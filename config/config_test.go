@@ -155,3 +155,38 @@ func TestLimits(t *testing.T) {
 		t.Fatalf("%+v", c.Limits)
 	}
 }
+
+// TestBaseURL: public_url wins; without it the admin listener's address,
+// an unspecified host replaced by hostname; a malformed one is refused.
+func TestBaseURL(t *testing.T) {
+	c := Default()
+	if got := c.BaseURL(); got != "http://127.0.0.1:8080" {
+		t.Errorf("default: %s", got)
+	}
+	c, err := Load(write(t, "hostname = \"hisp.example.org\"\n[listen]\nadmin = \"0.0.0.0:9080\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.BaseURL(); got != "http://hisp.example.org:9080" {
+		t.Errorf("unspecified host: %s", got)
+	}
+	c, err = Load(write(t, "public_url = \"https://crl.example.org/hisp/\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.BaseURL(); got != "https://crl.example.org/hisp" {
+		t.Errorf("public_url: %s", got)
+	}
+	c, err = Load(write(t, "[listen]\nadmin = \"\"\nadmin_https = \"[::]:8443\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.BaseURL(); got != "https://localhost:8443" {
+		t.Errorf("admin_https only: %s", got)
+	}
+	for _, bad := range []string{"ftp://x", "localhost:8080", "http://", "http://x/?a=b"} {
+		if _, err := Load(write(t, "public_url = \""+bad+"\"\n")); err == nil || !strings.Contains(err.Error(), "public_url") {
+			t.Errorf("public_url %q: %v", bad, err)
+		}
+	}
+}

@@ -199,6 +199,28 @@ func (m *mail) noMailbox(ctx context.Context, res *agent.InboundResult) bool {
 	return true
 }
 
+// Relayed records the recipients the next hop (or the local mailbox) just
+// accepted as relayed, as the deliverer learns it (smtp.RelayRecorder):
+// the event comes in order, before the MDNs, and reaches webhooks as the
+// queued ▶ relayed transition. hisp's own MDNs and null-sender mail are
+// not tracked.
+func (m *mail) Relayed(ctx context.Context, msg store.QueuedMessage, rcpts []smtp.RecipientOutcome) {
+	if m.track == nil || isNotifyOrigin(msg.Origin) || msg.MailFrom == "" {
+		return
+	}
+	rs := make([]track.Relay, len(rcpts))
+	for i, r := range rcpts {
+		detail := fmt.Sprintf("%d %s %s", r.Reply.Code, r.Reply.Enhanced, r.Reply.Message)
+		if r.RemoteMTA != "" {
+			detail = r.RemoteMTA + ": " + detail
+		}
+		rs[i] = track.Relay{Recipient: r.Recipient, Detail: detail}
+	}
+	if err := m.track.tr.RelayedAll(ctx, msg.MessageID, rs); err != nil {
+		m.log.Error("track relayed", "message", msg.MessageID, "err", err)
+	}
+}
+
 // trackBounce returns the recipients a queue DSN may name: those whose
 // sender has no final outcome yet (or whose outcome is this queue failure).
 func (m *mail) trackBounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp.RecipientOutcome, final bool) []smtp.RecipientOutcome {

@@ -525,6 +525,7 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 			slog.String("rcpt", rcpt), slog.String("state", string(u.State)), slog.String("remote", u.RemoteMTA),
 			slog.String("reply", statusText(u)))
 	}
+	d.relayed(wctx, j, updates)
 	if err := d.q.UpdateRecipients(wctx, d.cfg.Now(), updates); err != nil {
 		// The rows stay in delivering: RecoverQueue makes them due again
 		// at the next start.
@@ -538,6 +539,31 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 	if failed {
 		d.failedSince.Store(true)
 		d.Wake() // the failure DSN
+	}
+}
+
+// relayed tells a Bouncer that is a RelayRecorder of the recipients of a
+// job that were accepted.
+func (d *Deliverer) relayed(ctx context.Context, j job, updates []store.RecipientUpdate) {
+	rr, ok := d.cfg.Bouncer.(RelayRecorder)
+	if !ok {
+		return
+	}
+	var outs []RecipientOutcome
+	now := d.cfg.Now()
+	for _, u := range updates {
+		if u.State != store.StateDelivered {
+			continue
+		}
+		for _, r := range j.msg.Recipients {
+			if r.ID == u.ID {
+				outs = append(outs, RecipientOutcome{Recipient: r.Address, Reply: Reply{Code: u.Code, Enhanced: u.Enhanced, Message: u.Text},
+					RemoteMTA: u.RemoteMTA, Attempts: r.Attempts, LastAttempt: now})
+			}
+		}
+	}
+	if len(outs) > 0 {
+		rr.Relayed(ctx, j.msg, outs)
 	}
 }
 

@@ -685,3 +685,54 @@ func TestDeliverShutdown(t *testing.T) {
 		t.Fatalf("after shutdown in flight: %+v", r)
 	}
 }
+
+// relayBouncer is a Bouncer that is also a RelayRecorder; it notes the
+// queue state of each recipient at the moment it hears of it.
+type relayBouncer struct {
+	fakeBouncer
+	st      *store.Store
+	mu      sync.Mutex
+	relayed []RecipientOutcome
+	states  []store.RecipientState
+}
+
+func (b *relayBouncer) Relayed(ctx context.Context, msg store.QueuedMessage, rcpts []RecipientOutcome) {
+	for _, r := range rcpts {
+		q, _ := b.st.QueueMessage(ctx, msg.ID)
+		b.mu.Lock()
+		b.relayed = append(b.relayed, r)
+		for _, qr := range q.Recipients {
+			if qr.Address == r.Recipient {
+				b.states = append(b.states, qr.State)
+			}
+		}
+		b.mu.Unlock()
+	}
+}
+
+// TestDeliverRelayRecorder: a Bouncer that records relays hears of each
+// recipient the next hop accepted, with its reply, at the 250 and before
+// the queue records the delivery; not of refused ones.
+func TestDeliverRelayRecorder(t *testing.T) {
+	st := queueStore(t)
+	sk := startSink(t, "", nil)
+	sk.rcptReply = func(rcpt string) error {
+		if strings.HasPrefix(rcpt, "nobody") {
+			return &gosmtp.SMTPError{Code: 550, EnhancedCode: gosmtp.EnhancedCode{5, 1, 1}, Message: "no such user"}
+		}
+		return nil
+	}
+	b := &relayBouncer{st: st}
+	id := enqueue(t, st, nil, "alice@a.example", "carol@route.test", "nobody@route.test")
+	runDeliverer(t, DelivererConfig{Queue: st, Bouncer: b, Routes: map[string]Route{"route.test": {Addr: sk.addr}}})
+	waitState(t, st, id, "carol@route.test", inState(store.StateDelivered))
+	waitState(t, st, id, "nobody@route.test", inState(store.StateBounced))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.relayed) != 1 || b.relayed[0].Recipient != "carol@route.test" || b.relayed[0].Reply.Code != 250 || b.relayed[0].RemoteMTA != "127.0.0.1" {
+		t.Fatalf("relayed %+v", b.relayed)
+	}
+	if len(b.states) != 1 || b.states[0] != store.StateDelivering {
+		t.Fatalf("queue state when the relay was heard of: %v, want delivering (before the outcome is stored)", b.states)
+	}
+}

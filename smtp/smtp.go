@@ -137,6 +137,16 @@ type Bouncer interface {
 	Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []RecipientOutcome, final bool) error
 }
 
+// RelayRecorder is implemented by a Bouncer that also hears of successes:
+// the Deliverer calls Relayed with the recipients of a message that the
+// next hop (or the local mailbox) just accepted with a 2xx, before it
+// stores their outcome, so that delivery tracking records "relayed" at the
+// moment it happened and before any MDN for it can come back. msg has no
+// Data. It must not take long; errors are its own to log.
+type RelayRecorder interface {
+	Relayed(ctx context.Context, msg store.QueuedMessage, rcpts []RecipientOutcome)
+}
+
 // RecipientOutcome is what happened to one recipient, for a DSN.
 type RecipientOutcome struct {
 	Recipient string

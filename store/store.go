@@ -57,6 +57,10 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned (wrapped) when a row to be added already exists.
 var ErrExists = errors.New("already exists")
 
+// ErrNoStore is returned (wrapped) by OpenExisting when the directory holds
+// no hisp data.
+var ErrNoStore = errors.New("no hisp data")
+
 // ErrNoKey is returned (wrapped) when a certificate has no private key.
 var ErrNoKey = errors.New("no private key stored")
 
@@ -87,6 +91,19 @@ type Store struct {
 // master key and the database on first use, and brings the schema up to
 // date. It refuses a master.key readable by others than its owner.
 func Open(ctx context.Context, dataDir string) (*Store, error) {
+	return open(ctx, dataDir, true)
+}
+
+// OpenExisting is Open for a data directory that must hold a store
+// already: when dataDir has no database it returns an error wrapping
+// ErrNoStore and creates nothing (no directory, no master key). Commands
+// that read or change a store use it, so that a mistyped directory is not
+// silently a new, empty one.
+func OpenExisting(ctx context.Context, dataDir string) (*Store, error) {
+	return open(ctx, dataDir, false)
+}
+
+func open(ctx context.Context, dataDir string, create bool) (*Store, error) {
 	if dataDir == "" {
 		return nil, errors.New("open store: no data directory given")
 	}
@@ -96,6 +113,19 @@ func Open(ctx context.Context, dataDir string) (*Store, error) {
 		return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
 	}
 	dataDir = abs
+	if !create {
+		fi, err := os.Stat(filepath.Join(dataDir, DBFile))
+		if errors.Is(err, fs.ErrNotExist) || err == nil && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%w in %s", ErrNoStore, dataDir)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
+		}
+		// A new master key could not decrypt the stored private keys.
+		if _, err := os.Stat(filepath.Join(dataDir, MasterKeyFile)); err != nil {
+			return nil, fmt.Errorf("data directory %s has a database but no readable %s (restore it from a backup): %w", dataDir, MasterKeyFile, err)
+		}
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}

@@ -699,3 +699,40 @@ func TestReadsDoNotWaitForWriters(t *testing.T) {
 	close(release)
 	tcheck(t, <-done, "write")
 }
+
+// TestOpenExisting: a directory without a store is refused and left as it
+// was (no directory, no master key); one made by Open opens; a database
+// whose master key went missing is refused rather than given a new key.
+func TestOpenExisting(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	missing := filepath.Join(root, "typo")
+	if _, err := OpenExisting(ctx, missing); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("missing directory: %v", err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("OpenExisting made %s: %v", missing, err)
+	}
+	empty := filepath.Join(root, "empty")
+	tcheck(t, os.Mkdir(empty, 0o700), "mkdir")
+	if _, err := OpenExisting(ctx, empty); !errors.Is(err, ErrNoStore) {
+		t.Fatalf("empty directory: %v", err)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Fatalf("OpenExisting wrote into an empty directory: %v", entries)
+	}
+	dir := filepath.Join(root, "data")
+	s, err := Open(ctx, dir)
+	tcheck(t, err, "open")
+	s.Close()
+	s, err = OpenExisting(ctx, dir)
+	tcheck(t, err, "open existing")
+	s.Close()
+	tcheck(t, os.Remove(filepath.Join(dir, MasterKeyFile)), "remove master key")
+	if _, err := OpenExisting(ctx, dir); err == nil || !strings.Contains(err.Error(), MasterKeyFile) {
+		t.Fatalf("database without master key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, MasterKeyFile)); err == nil {
+		t.Fatal("OpenExisting made a new master key")
+	}
+}

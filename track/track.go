@@ -10,9 +10,11 @@
 //	queued ──▶ relayed ──▶ processed ──▶ dispatched
 //	   └──────────┴────────────┴──────────────┴──▶ failed (with a reason)
 //
-// Sent (or Track) records a message once it is queued. Relayed marks a
-// recipient the queue delivered to the next hop; Run finds those in the
-// queue by itself. Notification takes an MDN or DSN that passed the inbound
+// Sent (or Track) records a message once it is queued. Relayed (and
+// RelayedAll) mark recipients the next hop accepted, called by the queue at
+// the 250, before any MDN can come back; Run also finds deliveries in the
+// queue that no tracker heard of (a crash between the two, another
+// process). Notification takes an MDN or DSN that passed the inbound
 // trust path, correlates it by Original-Message-ID and recipient and says
 // whether it is filed in the sender's mailbox. Bounced does the same for
 // the queue's own DSNs. Run also fires the timeouts, counted from the send
@@ -219,6 +221,39 @@ func (t *Tracker) Relayed(ctx context.Context, messageID, recipient, detail stri
 		return nil
 	}
 	return err
+}
+
+// Relay is one recipient the next hop accepted, for RelayedAll.
+type Relay struct {
+	Recipient string
+	Detail    string // the next hop's reply
+}
+
+// RelayedAll is Relayed for several recipients of one message, in one
+// transaction: what the queue calls when the next hop answered 250, so
+// that the relayed event comes at that moment and before the message's
+// MDNs (Run's look at the queue remains for deliveries recorded while no
+// tracker listened). Untracked recipients are no error.
+func (t *Tracker) RelayedAll(ctx context.Context, messageID string, rs []Relay) error {
+	id := NormalizeMessageID(messageID)
+	if id == "" || len(rs) == 0 {
+		return nil
+	}
+	refs, ins := make([]store.TrackRef, len(rs)), make([]input, len(rs))
+	for i, r := range rs {
+		refs[i], ins[i] = store.TrackRef{MessageID: id, Recipients: []string{r.Recipient}}, input{kind: kindRelayed, detail: r.Detail}
+	}
+	us, err := t.applyMany(ctx, refs, ins)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, u := range us {
+		if u.Err != nil && !errors.Is(u.Err, store.ErrNotFound) {
+			errs = append(errs, u.Err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Verdict is what Notification decided about a notice.

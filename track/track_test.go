@@ -473,3 +473,36 @@ func TestTrackConcurrentSubmissions(t *testing.T) {
 		t.Fatalf("%d tracked, %v", len(ms), err)
 	}
 }
+
+// TestRelayedAll: the relays of one delivery are recorded together, with
+// the next hop's reply, as the queued ▶ relayed transition; unknown
+// recipients and messages are no error, and a repeat changes nothing.
+func TestRelayedAll(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	carol := "carol@b.example"
+	if err := f.tr.Sent(ctx, msgID, alice, []string{bob, carol}, false); err != nil {
+		t.Fatal(err)
+	}
+	rs := []Relay{{Recipient: bob, Detail: "mx.b.example: 250 2.0.0 ok"}, {Recipient: carol, Detail: "mx.b.example: 250 2.0.0 ok"},
+		{Recipient: "nobody@b.example", Detail: "250"}}
+	if err := f.tr.RelayedAll(ctx, msgID, rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.tr.RelayedAll(ctx, "<unknown@a.example>", rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []string{bob, carol} {
+		r := f.recipient(t, who)
+		if r.State != store.TrackRelayed || r.Relayed.IsZero() || len(r.Events) != 2 || r.Events[1].Kind != "relayed" ||
+			r.Events[1].PreviousState != store.TrackQueued || r.Events[1].Detail != "mx.b.example: 250 2.0.0 ok" {
+			t.Fatalf("%s: %+v", who, r)
+		}
+	}
+	if err := f.tr.RelayedAll(ctx, msgID, rs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if r := f.recipient(t, bob); len(r.Events) != 2 {
+		t.Fatalf("a repeat recorded an event: %+v", r.Events)
+	}
+}

@@ -51,7 +51,7 @@ func addressAdd(env *cliEnv, args []string) int {
 	}
 	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
 		if _, err := st.AddAddress(ctx, addr); errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("address %s already exists (change its password with hisp address passwd)", addr))
+			return c.fail(fmt.Errorf("address %s already exists (change its password with %s address passwd)", addr, env.progName()))
 		} else if err != nil {
 			return c.fail(err)
 		}

@@ -23,6 +23,7 @@ func TestAddressCommands(t *testing.T) {
 	if err := os.WriteFile(short, []byte("abc\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	runCLI(t, nil, "domain", "add", "hospital.example", data) // makes the store
 	if code, _, stderr := runCLI(t, nil, "address", "add", "bob@clinic.example", "--password-file", pw, data); code != 1 || !strings.Contains(stderr, "hisp domain add clinic.example") {
 		t.Fatalf("unknown domain: exit %d %s", code, stderr)
 	}

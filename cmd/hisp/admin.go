@@ -41,7 +41,7 @@ func adminAdd(env *cliEnv, args []string) int {
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		a, err := st.AddAdmin(ctx, pos[0], password)
 		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("an admin named %q exists (hisp admin remove it first)", pos[0]))
+			return c.fail(fmt.Errorf("an admin named %q exists (%s admin remove it first)", pos[0], env.progName()))
 		} else if err != nil {
 			return c.fail(err)
 		}

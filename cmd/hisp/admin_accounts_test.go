@@ -12,6 +12,8 @@ func TestAdminAccountCommands(t *testing.T) {
 	data := filepath.Join(tmp, "data")
 	pw := adminWriteFile(t, tmp, "pw", []byte("an admin password\n"))
 	short := adminWriteFile(t, tmp, "short", []byte("abc\n"))
+	adminFails(t, data, 2, "no hisp data in", "admin", "add", "Ops", "--password-file", pw)
+	openTestStore(t, data)
 
 	if out := adminOK(t, data, "admin", "add", "Ops", "--password-file", pw); !strings.Contains(out, "added admin ops") {
 		t.Errorf("admin add: %q", out)

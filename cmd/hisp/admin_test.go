@@ -95,7 +95,7 @@ func TestAdminSession(t *testing.T) {
 
 	// Trial certificates from the local CA, address- and organization-bound.
 	out = adminOK(t, data, "cert", "issue", "bob@a.example")
-	if !strings.Contains(out, "made the local CA of a.example") || !strings.Contains(out, "http://localhost:8080/crl/a.example.crl") {
+	if !strings.Contains(out, "made the local CA of a.example") || !strings.Contains(out, "http://127.0.0.1:8080/crl/a.example.crl") { // the default admin listener
 		t.Errorf("cert issue:\n%s", out)
 	}
 	out = adminOK(t, data, "cert", "issue", "a.example", "--crl-url", "http://hisp.a.example:8080")

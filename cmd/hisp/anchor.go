@@ -61,7 +61,7 @@ func anchorAdd(env *cliEnv, args []string) int {
 			if errors.Is(err, store.ErrExists) {
 				fmt.Fprintf(env.stdout, "already an anchor of %s: %d (%s) %s\n", domain, a.ID, a.Direction, a.Subject)
 				if a.Direction != dir {
-					c.warn("anchor %d keeps direction %s; to change it: hisp anchor remove %s %d, then add it again", a.ID, a.Direction, domain, a.ID)
+					c.warn("anchor %d keeps direction %s; to change it: %s anchor remove %s %d, then add it again", a.ID, a.Direction, c.env.progName(), domain, a.ID)
 				}
 				continue
 			} else if err != nil {
@@ -102,7 +102,7 @@ func anchorList(env *cliEnv, args []string) int {
 	}
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		if domain != "" {
-			if err := requireDomain(ctx, st, domain); err != nil {
+			if err := c.requireDomain(ctx, st, domain); err != nil {
 				return c.fail(err)
 			}
 		}
@@ -186,7 +186,7 @@ func resolveAnchors(anchors []store.Anchor, arg string) ([]int64, error) {
 				return []int64{id}, nil
 			}
 		}
-		return nil, errors.New("no such anchor (see hisp anchor list)")
+		return nil, errors.New("no such anchor (anchor list shows them)")
 	}
 	if fi, err := os.Stat(arg); err == nil && fi.Mode().IsRegular() {
 		certs, err := certfile.LoadCertificates(arg)
@@ -225,7 +225,7 @@ func resolveAnchors(anchors []store.Anchor, arg string) ([]int64, error) {
 	}
 	switch {
 	case len(all) == 0:
-		return nil, errors.New("no anchor has this fingerprint (see hisp anchor list)")
+		return nil, errors.New("no anchor has this fingerprint (anchor list shows them)")
 	case len(fps) > 1:
 		return nil, errors.New("fingerprint prefix matches several anchors: give more digits")
 	case len(manual) > 0:

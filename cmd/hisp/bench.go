@@ -39,8 +39,8 @@ func benchCmd(env *cliEnv, args []string) int {
 	fs.BoolVar(&o.NoResume, "no-resume", false, "a full TLS handshake on every connection (no session resumption)")
 	compare := fs.Bool("compare-reuse", false, "run twice, reused connections then a connection per message, and report the ratios")
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of hisp serve, to report its peak RSS")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(env, "bench", fs, args); !ok {
+		return code
 	}
 	if len(to) == 0 || fs.NArg() > 0 {
 		fmt.Fprintln(env.stderr, "hisp bench: need --to ADDRESS (and no positional arguments)")

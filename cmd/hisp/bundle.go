@@ -138,7 +138,7 @@ func bundleAdd(env *cliEnv, args []string) int {
 		}
 		b, err = st.AddBundle(ctx, b)
 		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("%s already has a bundle from %s (see hisp bundle list %s)", domain, location, domain))
+			return c.fail(fmt.Errorf("%s already has a bundle from %s (see %s bundle list %s)", domain, location, env.progName(), domain))
 		} else if err != nil {
 			return c.fail(err)
 		}
@@ -188,7 +188,7 @@ func bundleList(env *cliEnv, args []string) int {
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		var err error
 		if domain != "" {
-			if err := requireDomain(ctx, st, domain); err != nil {
+			if err := c.requireDomain(ctx, st, domain); err != nil {
 				return c.fail(err)
 			}
 		}
@@ -236,7 +236,7 @@ func bundleRemove(env *cliEnv, args []string) int {
 	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
 		b, err := st.RemoveBundle(ctx, domain, id)
 		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("%s has no bundle %d (see hisp bundle list %s)", domain, id, domain))
+			return c.fail(fmt.Errorf("%s has no bundle %d (see %s bundle list %s)", domain, id, env.progName(), domain))
 		} else if err != nil {
 			return c.fail(err)
 		}

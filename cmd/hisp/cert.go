@@ -102,7 +102,7 @@ func certImport(env *cliEnv, args []string) int {
 		}
 		sc, err := st.AddCertificate(ctx, owner, id.Cert, id.Chain, id.Key)
 		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("this certificate is already imported for %s (see hisp cert list %s)", owner, owner))
+			return c.fail(fmt.Errorf("this certificate is already imported for %s (see %s cert list %s)", owner, env.progName(), owner))
 		} else if err != nil {
 			return c.fail(err)
 		}
@@ -241,10 +241,27 @@ func localCA(ctx context.Context, c *adminCmd, st *store.Store, domain string) (
 // the domain's local CA.
 func certIssue(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "cert issue", "ADDRESS|DOMAIN", false)
-	base := c.fs.String("crl-url", devca.DefaultBaseURL, "base `URL` of hisp's admin listener, where the CRL is served as URL/crl/DOMAIN.crl")
+	cfgFile := c.fs.String("config", "", "configuration `file` of hisp serve (default $HISP_CONFIG): its public_url, else its [listen] admin address, is where the CRL is served")
+	base := c.fs.String("crl-url", "", "base `URL` of hisp's admin listener, where the CRL is served as URL/crl/DOMAIN.crl (default: from the config)")
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
 		return code
+	}
+	// The CRL distribution point must be where the server serves it: the
+	// same config as hisp serve, read the same way (and its data
+	// directory, as hisp serve takes it).
+	cfg, given, err := loadConfig(env, *cfgFile)
+	if err != nil {
+		return c.usageError("%v", err)
+	}
+	if given && c.data == "" && env.getenv("HISP_DATA") == "" {
+		c.data = cfg.Data
+	}
+	baseURL := *base
+	if baseURL == "" {
+		if baseURL = cfg.BaseURL(); baseURL == "" {
+			return c.usageError("the config has no admin listener to serve the CRL: set public_url, or give --crl-url")
+		}
 	}
 	owner, domain, code, ok := parseOwnerArg(c, pos[0])
 	if !ok {
@@ -262,7 +279,7 @@ func certIssue(env *cliEnv, args []string) int {
 		if err != nil {
 			return c.fail(err)
 		}
-		cert, key, err := ca.Issue(devca.Request{Owner: owner, Serial: big.NewInt(serial), BaseURL: *base})
+		cert, key, err := ca.Issue(devca.Request{Owner: owner, Serial: big.NewInt(serial), BaseURL: baseURL})
 		if err != nil {
 			return c.fail(err)
 		}
@@ -275,8 +292,8 @@ func certIssue(env *cliEnv, args []string) int {
 			sc.ID, owner, bindingKind(owner), ca.Cert.Subject.CommonName, cert.SerialNumber, usageRole(cert), day(cert.NotAfter),
 			cert.CRLDistributionPoints[0], sc.Fingerprint)
 		if created {
-			fmt.Fprintf(env.stdout, "to trust it from another domain: hisp cert ca %s > %s-ca.pem; hisp anchor add OTHER-DOMAIN %s-ca.pem\n",
-				domain, domain, domain)
+			fmt.Fprintf(env.stdout, "to trust it from another domain: %[1]s cert ca %[2]s > %[2]s-ca.pem; %[1]s anchor add OTHER-DOMAIN %[2]s-ca.pem\n",
+				env.progName(), domain)
 		}
 		return 0
 	})
@@ -349,7 +366,7 @@ func certList(env *cliEnv, args []string) int {
 		var err error
 		if len(pos) == 1 {
 			_, domain, _ := store.ParseOwner(pos[0])
-			if err := requireDomain(ctx, st, domain); err != nil {
+			if err := c.requireDomain(ctx, st, domain); err != nil {
 				return c.fail(err)
 			}
 		}
@@ -399,7 +416,7 @@ func certRemove(env *cliEnv, args []string) int {
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		sc, err := st.RemoveCertificate(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("no certificate %d (see hisp cert list)", id))
+			return c.fail(fmt.Errorf("no certificate %d (see %s cert list)", id, env.progName()))
 		} else if err != nil {
 			return c.fail(err)
 		}

@@ -47,6 +47,9 @@ type adminCmd struct {
 	fs   *flag.FlagSet
 	data string
 	json bool
+	// creates is set for the one admin command that may make a new store
+	// (domain add); every other refuses a directory without one.
+	creates bool
 }
 
 // newAdminCmd makes the flag set of "hisp <name>"; list commands get --json.
@@ -58,11 +61,20 @@ func newAdminCmd(env *cliEnv, name, args string, list bool) *adminCmd {
 	if list {
 		c.fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	}
-	c.fs.Usage = func() {
-		fmt.Fprintf(env.stderr, "usage: hisp %s %s [flags]\n", name, args)
-		c.fs.PrintDefaults()
-	}
+	c.fs.Usage = func() { c.usage(env.stderr) }
 	return c
+}
+
+// usage prints the subcommand's synopsis, what it does and its flags.
+func (c *adminCmd) usage(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s %s %s [flags]\n", c.env.progName(), c.name, c.args)
+	if d := subDoc(c.name); d != "" {
+		fmt.Fprintf(w, "\n%s\n", wrapText(d, 76, ""))
+	}
+	fmt.Fprintln(w, "\nflags:")
+	c.fs.SetOutput(w)
+	c.fs.PrintDefaults()
+	c.fs.SetOutput(c.env.stderr)
 }
 
 // parse parses args, flags anywhere among the positional arguments (Go's
@@ -71,6 +83,10 @@ func newAdminCmd(env *cliEnv, name, args string, list bool) *adminCmd {
 // returns code: 0 for -h, else 2 with the usage printed.
 func (c *adminCmd) parse(args []string, min, max int) (pos []string, code int, ok bool) {
 	flags, pos := splitArgs(c.fs, args)
+	if helpAsked(flags) {
+		c.usage(c.env.stdout) // asked for: on standard output, exit 0
+		return nil, 0, false
+	}
 	if err := c.fs.Parse(flags); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, 0, false
@@ -139,14 +155,39 @@ func adminGroup(env *cliEnv, group string, args []string, subs map[string]func(*
 	return subcommand(env, group, args, subs)
 }
 
-// openStore opens the data directory of the command.
+// openStore opens the data directory of the command. Only a command that
+// creates stores (c.creates) makes a new one; for the others a directory
+// without a store is an error wrapping store.ErrNoStore, and nothing is
+// created.
 func (c *adminCmd) openStore(ctx context.Context) (*store.Store, error) {
-	return store.Open(ctx, dataDir(c.env, c.data))
+	dir := dataDir(c.env, c.data)
+	if c.creates {
+		return store.Open(ctx, dir)
+	}
+	st, err := store.OpenExisting(ctx, dir)
+	if errors.Is(err, store.ErrNoStore) {
+		return nil, noStoreError{dir: dir, prog: c.env.progName()}
+	}
+	return st, err
 }
 
-// fail reports an operation error and returns exit code 1.
+// noStoreError is a data directory that holds no store, with what to do.
+type noStoreError struct{ dir, prog string }
+
+func (e noStoreError) Error() string {
+	return fmt.Sprintf("no hisp data in %s: name the data directory with --data DIR or HISP_DATA (default %s), "+
+		"or make one with %s domain add DOMAIN", e.dir, defaultDataDir, e.prog)
+}
+
+func (e noStoreError) Unwrap() error { return store.ErrNoStore }
+
+// fail reports an error and returns its exit code: 2 for a setup error (no
+// store in the data directory), else 1.
 func (c *adminCmd) fail(err error) int {
 	fmt.Fprintf(c.env.stderr, "hisp: %v\n", err)
+	if errors.Is(err, store.ErrNoStore) {
+		return 2
+	}
 	return 1
 }
 
@@ -177,10 +218,10 @@ func (c *adminCmd) audit(ctx context.Context, st *store.Store, action, subject, 
 
 // requireDomain checks that a local domain exists, with an error that says
 // how to add it.
-func requireDomain(ctx context.Context, st *store.Store, domain string) error {
+func (c *adminCmd) requireDomain(ctx context.Context, st *store.Store, domain string) error {
 	_, err := st.Domain(ctx, domain)
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("domain %s not found: run hisp domain add %s", domain, domain)
+		return fmt.Errorf("domain %s not found: run %s domain add %s", domain, c.env.progName(), domain)
 	}
 	return err
 }
@@ -280,7 +321,7 @@ func (c *adminCmd) withStore(f func(ctx context.Context, st *store.Store) int) i
 // withDomain is withStore for a command on a local domain that must exist.
 func (c *adminCmd) withDomain(domain string, f func(ctx context.Context, st *store.Store) int) int {
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := requireDomain(ctx, st, domain); err != nil {
+		if err := c.requireDomain(ctx, st, domain); err != nil {
 			return c.fail(err)
 		}
 		return f(ctx, st)

@@ -58,14 +58,14 @@ func discoverCmd(env *cliEnv, args []string) int {
 		return c.fail(err)
 	}
 	defer st.Close()
-	anchors, from, err := outboundAnchors(ctx, st, *domain)
+	anchors, from, err := outboundAnchors(ctx, c, st, *domain)
 	if err != nil {
 		return c.fail(err)
 	}
 	w := env.stdout
 	fmt.Fprintf(w, "discovering certificates of %s\n", address)
 	if len(anchors) == 0 {
-		fmt.Fprintf(w, "warning: %s has no outbound trust anchors: no certificate can be trusted (add one: hisp anchor add DOMAIN FILE.pem)\n", from)
+		fmt.Fprintf(w, "warning: %s has no outbound trust anchors: no certificate can be trusted (add one: %s anchor add DOMAIN FILE.pem)\n", from, env.progName())
 	} else {
 		fmt.Fprintf(w, "trust anchors: %d outbound of %s\n", len(anchors), from)
 	}
@@ -124,14 +124,14 @@ func discoverCmd(env *cliEnv, args []string) int {
 
 // outboundAnchors returns the anchors for sending: of one local domain, or
 // of all of them when domain is "".
-func outboundAnchors(ctx context.Context, st *store.Store, domain string) ([]*x509.Certificate, string, error) {
+func outboundAnchors(ctx context.Context, c *adminCmd, st *store.Store, domain string) ([]*x509.Certificate, string, error) {
 	var domains []string
 	if domain != "" {
 		d, err := store.NormalizeDomain(domain)
 		if err != nil {
 			return nil, "", err
 		}
-		if err := requireDomain(ctx, st, d); err != nil {
+		if err := c.requireDomain(ctx, st, d); err != nil {
 			return nil, "", err
 		}
 		domains = []string{d}

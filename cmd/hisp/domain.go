@@ -26,6 +26,7 @@ func init() {
 // domainAdd is "hisp domain add DOMAIN".
 func domainAdd(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "domain add", "DOMAIN", false)
+	c.creates = true // the command that makes a new store
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
 		return code

@@ -30,6 +30,9 @@ type cliEnv struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	// prog is the program name printed in commands to copy ("./hisp");
+	// "" is "hisp" (progName).
+	prog string
 }
 
 // commands maps subcommand names to their implementations; files add
@@ -39,25 +42,35 @@ var commands = map[string]command{}
 func register(name string, c command) { commands[name] = c }
 
 func main() {
-	env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, prog: progNameOf(os.Args[0])}
 	os.Exit(run(env, os.Args[1:]))
 }
 
 // run dispatches args to a subcommand and returns the exit code: 0 success,
-// 1 failure of the operation, 2 usage error.
+// 1 failure of the operation, 2 usage or setup error. "help CMD [SUB]" is
+// "CMD [SUB] --help" (help.go).
 func run(env *cliEnv, args []string) int {
 	args = moveGlobalFlags(args)
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(env.stderr)
+	if len(args) > 1 && args[0] == "help" {
+		if _, ok := commands[args[1]]; ok {
+			return run(env, append(append([]string{}, args[1:]...), "--help"))
+		}
+		fmt.Fprintf(env.stderr, "hisp: unknown command %q\n", args[1])
+		usage(env, env.stderr)
+		return 2
+	}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
 		if len(args) == 0 {
+			usage(env, env.stderr)
 			return 2
 		}
+		usage(env, env.stdout)
 		return 0
 	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(env.stderr, "hisp: unknown command %q\n", args[0])
-		usage(env.stderr)
+		usage(env, env.stderr)
 		return 2
 	}
 	return c.run(env, args[1:])
@@ -84,20 +97,10 @@ func moveGlobalFlags(args []string) []string {
 	return global
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: hisp COMMAND [ARGS]\n\ncommands:")
-	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
-	}
-}
-
 // subcommand dispatches the second word of a command group such as
 // "hisp message seal".
+// "hisp GROUP --help" prints the group's usage (help.go) and exits 0; a
+// missing or unknown subcommand prints it as an error, exit 2.
 func subcommand(env *cliEnv, group string, args []string, subs map[string]func(*cliEnv, []string) int) int {
 	if len(args) == 0 || subs[args[0]] == nil {
 		names := make([]string, 0, len(subs))
@@ -105,7 +108,14 @@ func subcommand(env *cliEnv, group string, args []string, subs map[string]func(*
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		fmt.Fprintf(env.stderr, "usage: hisp %s %s ...\n", group, strings.Join(names, "|"))
+		if helpAsked(args) {
+			groupUsage(env, env.stdout, group, names)
+			return 0
+		}
+		if len(args) > 0 {
+			fmt.Fprintf(env.stderr, "hisp %s: unknown subcommand %q\n", group, args[0])
+		}
+		groupUsage(env, env.stderr, group, names)
 		return 2
 	}
 	return subs[args[0]](env, args[1:])

@@ -61,6 +61,7 @@ func newFlagSet(env *cliEnv, name string) *flag.FlagSet {
 
 func messageSeal(env *cliEnv, args []string) int {
 	fs := newFlagSet(env, "hisp message seal")
+	name := "message seal"
 	var id identityFlags
 	var to multiFlag
 	fs.StringVar(&id.cert, "sign-cert", "", "signing certificate (PEM; more certificates after the first are its chain)")
@@ -73,8 +74,8 @@ func messageSeal(env *cliEnv, args []string) int {
 	digestName := fs.String("digest", "sha256", "signature digest: sha256, sha384, sha512")
 	ski := fs.Bool("keyid", false, "identify recipients by subject key identifier instead of issuer and serial")
 	subject := fs.String("subject", smime.DefaultSubject, "generic Subject of the outer message")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(env, name, fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(env.stderr, "hisp message seal: unexpected argument %q (the message is read from standard input)\n", fs.Arg(0))
@@ -127,6 +128,7 @@ func messageSeal(env *cliEnv, args []string) int {
 
 func messageOpen(env *cliEnv, args []string) int {
 	fs := newFlagSet(env, "hisp message open")
+	name := "message open"
 	var id identityFlags
 	var anchors multiFlag
 	fs.StringVar(&id.cert, "cert", "", "recipient certificate (PEM)")
@@ -135,8 +137,8 @@ func messageOpen(env *cliEnv, args []string) int {
 	fs.StringVar(&id.passwordFile, "password-file", "", "file whose first line is the PKCS#12 password")
 	fs.Var(&anchors, "anchor", "trust anchor (PEM or DER; repeatable): the signer must chain to one")
 	noFetch := fs.Bool("no-fetch", false, "do not fetch missing intermediates from the signer's AIA caIssuers URL (stay offline)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(env, name, fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 0 {
 		fmt.Fprintf(env.stderr, "hisp message open: unexpected argument %q (the message is read from standard input)\n", fs.Arg(0))

@@ -120,7 +120,7 @@ func policyList(env *cliEnv, args []string) int {
 	}
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		if domain != "" {
-			if err := requireDomain(ctx, st, domain); err != nil {
+			if err := c.requireDomain(ctx, st, domain); err != nil {
 				return c.fail(err)
 			}
 		}

@@ -88,7 +88,7 @@ func relayAdd(env *cliEnv, args []string) int {
 	}
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		for _, d := range domains {
-			if err := requireDomain(ctx, st, d); err != nil {
+			if err := c.requireDomain(ctx, st, d); err != nil {
 				return c.fail(err)
 			}
 		}
@@ -204,7 +204,7 @@ func relayRemove(env *cliEnv, args []string) int {
 	name := relayName(pos[0])
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		if err := st.RemoveRelay(ctx, name); errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("relay %s not found (see hisp relay list)", name))
+			return c.fail(fmt.Errorf("relay %s not found (see %s relay list)", name, env.progName()))
 		} else if err != nil {
 			return c.fail(err)
 		}

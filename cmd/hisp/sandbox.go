@@ -8,16 +8,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/gateway"
+	"github.com/hisp-project/hisp/store"
 )
 
 func init() {
@@ -60,15 +65,60 @@ func sandboxCmd(env *cliEnv, args []string) int {
 	fs.SetOutput(env.stderr)
 	data := fs.String("data", "", "data `DIR` (default $HISP_DATA, else ./hisp-data); the two sites live in DIR/hospital and DIR/clinic")
 	base := fs.Int("port-base", 0, "use ten consecutive ports from `N` instead of the defaults (2525, 5587, 1143, 8053, 8080 and the next ones)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(env, "sandbox", fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "hisp sandbox: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == "port-base" })
+	if *base < 0 || *base > 65535-9 {
+		return usageErr(env, "sandbox", fmt.Errorf("--port-base %d: want a port from 1 to %d (0: the default ports)", *base, 65535-9))
+	}
 	dir := dataDir(env, *data)
+	p := env.progName()
+
+	// Before anything is made or printed: one sandbox per directory, and
+	// the ports its certificates name (CRL URLs) and its DNS publishes. A
+	// run stopped here leaves no directory it made.
+	_, statErr := os.Stat(dir)
+	fresh := errors.Is(statErr, os.ErrNotExist)
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		return usageErr(env, "sandbox", err)
+	}
+	defer unlock()
+	saved, found, err := sandboxPortBase(dir)
+	if err != nil {
+		return fail(env, "sandbox", err)
+	}
+	if found && given && saved != *base {
+		return usageErr(env, "sandbox", fmt.Errorf("%s was set up with %s: its certificates and DNS name those ports. "+
+			"Run %s sandbox --data %s to use them again, or start over on other ports: rm -rf %s && %s sandbox --data %s --port-base %d",
+			dir, portBaseText(saved), p, dir, dir, p, dir, *base))
+	}
+	if found {
+		*base = saved
+	}
 	sites := sandboxSites(*base)
+	if err := sandboxPortsFree(sites); err != nil {
+		hint := fmt.Sprintf("stop it (another hisp sandbox or make run?), or start over on other ports: %s sandbox --data NEWDIR --port-base N", p)
+		if !found {
+			hint = fmt.Sprintf("stop it (another hisp sandbox or make run?), or use other ports: %s sandbox --data %s --port-base N", p, dir)
+		}
+		if fresh {
+			os.RemoveAll(dir)
+		}
+		return usageErr(env, "sandbox", fmt.Errorf("%w: %s", err, hint))
+	}
+	if !found {
+		if err := writeSandboxPortBase(dir, *base); err != nil {
+			return fail(env, "sandbox", err)
+		}
+	}
+
 	var cfgs [2]config.Config
 	passwords, adminPasswords := [2]string{}, [2]string{}
 	for i, s := range sites {
@@ -99,7 +149,7 @@ func sandboxCmd(env *cliEnv, args []string) int {
 			return fail(env, "sandbox", err)
 		}
 	}
-	printSandboxHelp(env.stdout, dir, sites, passwords, adminPasswords)
+	printSandboxHelp(env.stdout, p, dir, sites, passwords, adminPasswords)
 
 	softMemoryLimit(env)
 	ctx := env.ctx
@@ -112,35 +162,144 @@ func sandboxCmd(env *cliEnv, args []string) int {
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
+	var mu sync.Mutex
+	var first error // the failure that stopped the sandbox, not the other site's stop
 	for i := range cfgs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			out := &prefixWriter{w: env.stdout, prefix: sites[i].domain + ": "}
-			errs[i] = gateway.Run(ctx, cfgs[i], logger.With("site", sites[i].domain), out)
+			err := gateway.Run(ctx, cfgs[i], logger.With("site", sites[i].domain), out)
+			mu.Lock()
+			if err != nil && first == nil && ctx.Err() == nil {
+				first = fmt.Errorf("%s: %w", sites[i].domain, err)
+			}
+			mu.Unlock()
 			cancel() // one site down stops the sandbox
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fail(env, "sandbox", err)
+	if first != nil {
+		return serveFailed(env, "sandbox", first)
 	}
 	return 0
+}
+
+// sandboxBaseFile in the sandbox's data directory remembers its port base:
+// the certificates name the CRL URLs of those ports.
+const sandboxBaseFile = "port-base"
+
+// portBaseText describes a port base for messages.
+func portBaseText(base int) string {
+	if base == 0 {
+		return "the default ports (no --port-base)"
+	}
+	return fmt.Sprintf("--port-base %d", base)
+}
+
+// sandboxPortBase returns the port base a sandbox directory was set up
+// with; found is false for a directory not set up yet. A directory set up
+// before the base was remembered tells it by the hospital certificate's
+// CRL URL (the hospital's admin port is base+4, or 8080 without a base).
+func sandboxPortBase(dir string) (base int, found bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, sandboxBaseFile))
+	if err == nil {
+		base, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return 0, false, fmt.Errorf("%s: %w", filepath.Join(dir, sandboxBaseFile), err)
+		}
+		return base, true, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return 0, false, err
+	}
+	hospital := filepath.Join(dir, "hospital")
+	if _, err := os.Stat(filepath.Join(hospital, "password.txt")); err != nil {
+		return 0, false, nil // not set up
+	}
+	ctx := context.Background()
+	st, err := store.OpenExisting(ctx, hospital)
+	if err != nil {
+		return 0, false, err
+	}
+	defer st.Close()
+	list, err := st.Certificates(ctx, store.CertFilter{Owner: "alice@hospital.localhost"})
+	if err != nil {
+		return 0, false, err
+	}
+	for _, c := range list {
+		cert, err := c.Parse()
+		if err != nil || len(cert.CRLDistributionPoints) == 0 {
+			continue
+		}
+		u, err := url.Parse(cert.CRLDistributionPoints[0])
+		if err != nil {
+			continue
+		}
+		port, err := strconv.Atoi(u.Port())
+		if err != nil {
+			continue
+		}
+		if port == 8080 {
+			port = 4 // the defaults
+		}
+		return port - 4, true, writeSandboxPortBase(dir, port-4)
+	}
+	return 0, false, nil
+}
+
+func writeSandboxPortBase(dir string, base int) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, sandboxBaseFile), []byte(strconv.Itoa(base)+"\n"), 0o600)
+}
+
+// sandboxPortsFree checks that every port of both sites is free (TCP, and
+// UDP for DNS), so that a busy port stops the sandbox before it sets up or
+// prints anything.
+func sandboxPortsFree(sites [2]sandboxSite) error {
+	names := [5]string{"SMTP", "submission", "IMAP", "DNS", "admin"}
+	for _, s := range sites {
+		for i := range s.ports {
+			l, err := net.Listen("tcp", s.addr(i))
+			if err != nil {
+				return fmt.Errorf("port %s (%s %s) is in use", s.addr(i), s.domain, names[i])
+			}
+			l.Close()
+			if i == 3 {
+				pc, err := net.ListenPacket("udp", s.addr(i))
+				if err != nil {
+					return fmt.Errorf("port %s/udp (%s DNS) is in use", s.addr(i), s.domain)
+				}
+				pc.Close()
+			}
+		}
+	}
+	return nil
 }
 
 // setupSandboxSite prepares a site's data directory on first use: domain,
 // user with a generated password, local CA, certificate, own CA as anchor.
 // It returns the user's password (kept in DIR/password.txt).
-func setupSandboxSite(env *cliEnv, dir string, s, other sandboxSite) (string, error) {
+func setupSandboxSite(env *cliEnv, dir string, s, other sandboxSite) (pw string, err error) {
 	pwFile := filepath.Join(dir, "password.txt")
 	if b, err := os.ReadFile(pwFile); err == nil {
 		return strings.TrimSpace(string(b)), nil // set up before
 	}
+	// A set-up that fails half-way leaves nothing behind: the next run
+	// starts afresh instead of taking a broken site as set up.
+	if _, statErr := os.Stat(dir); errors.Is(statErr, fs.ErrNotExist) {
+		defer func() {
+			if err != nil {
+				os.RemoveAll(dir)
+			}
+		}()
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	pw := randomPassword()
+	pw = randomPassword()
 	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
 		return "", err
 	}
@@ -226,7 +385,7 @@ func randomPassword() string {
 	return string(b)
 }
 
-func printSandboxHelp(w io.Writer, dir string, sites [2]sandboxSite, pw, adminPw [2]string) {
+func printSandboxHelp(w io.Writer, prog, dir string, sites [2]sandboxSite, pw, adminPw [2]string) {
 	a, b := sites[0], sites[1]
 	au, bu := a.user+"@"+a.domain, b.user+"@"+b.domain
 	fmt.Fprintf(w, `hisp sandbox in %s: two HISPs, %s and %s, on loopback.
@@ -244,17 +403,19 @@ or with Python:
 Read it (any IMAP client; self-signed certificate):
   curl -k --ssl-reqd 'imap://127.0.0.1:%d/INBOX;UID=1' -u '%s:%s'
 
-Look around: hisp discover %s --data %s --resolver %s
-             hisp queue list --data %s
-Admin pages: http://%s/ and http://%s/ (user admin, passwords %s and %s); metrics at /metrics
-
 `, dir, a.domain, b.domain,
 		au, pw[0], a.addr(1), a.addr(2), bu, pw[1], b.addr(1), b.addr(2),
 		au, bu, a.addr(1), au, pw[0], au, bu,
 		a.ports[1], au, pw[0], au, bu, au, bu,
-		b.ports[2], bu, pw[1],
-		bu, filepath.Join(dir, "hospital"), b.addr(3), filepath.Join(dir, "hospital"),
-		a.addr(4), b.addr(4), adminPw[0], adminPw[1])
+		b.ports[2], bu, pw[1])
+	hospital := filepath.Join(dir, "hospital")
+	fmt.Fprintf(w, `Look around: %[1]s discover %[2]s --data %[3]s --resolver %[4]s
+             %[1]s queue list --data %[3]s
+             %[1]s track --data %[3]s
+             %[1]s help
+Admin pages: http://%[5]s/ and http://%[6]s/ (user admin, passwords %[7]s and %[8]s); metrics at /metrics
+
+`, prog, bu, hospital, b.addr(3), a.addr(4), b.addr(4), adminPw[0], adminPw[1])
 }
 
 // prefixWriter prefixes each line written with a site name.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,8 +12,10 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/hisp-project/hisp/certs/devca"
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/gateway"
+	"github.com/hisp-project/hisp/store"
 )
 
 func init() {
@@ -25,21 +29,18 @@ func init() {
 func serveCmd(env *cliEnv, args []string) int {
 	fs := flag.NewFlagSet("hisp serve", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
-	cfgFile := fs.String("config", "", "configuration `file` (TOML); without it, safe local defaults")
+	cfgFile := fs.String("config", "", "configuration `file` (TOML; default $HISP_CONFIG); without one, safe local defaults")
 	data := fs.String("data", "", "data `DIR` (default $HISP_DATA, else the config's data, else ./hisp-data)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(env, "serve", fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "hisp serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfg := config.Default()
-	if *cfgFile != "" {
-		var err error
-		if cfg, err = config.Load(*cfgFile); err != nil {
-			return fail(env, "serve", err)
-		}
+	cfg, _, err := loadConfig(env, *cfgFile)
+	if err != nil {
+		return usageErr(env, "serve", err) // a setup error: exit 2
 	}
 	switch {
 	case *data != "":
@@ -47,14 +48,35 @@ func serveCmd(env *cliEnv, args []string) int {
 	case env.getenv("HISP_DATA") != "":
 		cfg.Data = env.getenv("HISP_DATA")
 	}
+	// A second server on the same data directory stops here, before it
+	// opens the store or prints anything.
+	unlock, err := lockDataDir(cfg.Data)
+	if err != nil {
+		return usageErr(env, "serve", err)
+	}
+	defer unlock()
 	softMemoryLimit(env)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx := env.ctx
+	if ctx == nil {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 	logger := slog.New(cfg.Log.Handler(env.stderr))
+	warnCRLURLs(ctx, cfg, logger)
 	if err := gateway.Run(ctx, cfg, logger, env.stdout); err != nil {
-		return fail(env, "serve", err)
+		return serveFailed(env, "serve", err)
 	}
 	return 0
+}
+
+// serveFailed reports why a server stopped: a listener address in use is a
+// setup error (exit 2), anything else a failure (exit 1).
+func serveFailed(env *cliEnv, cmd string, err error) int {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return usageErr(env, cmd, fmt.Errorf("%w: another hisp or another program listens there; stop it or change [listen] in the config", err))
+	}
+	return fail(env, cmd, err)
 }
 
 // defaultMemoryLimit is the Go heap's soft limit for a server when
@@ -66,5 +88,60 @@ const defaultMemoryLimit = 128 << 20
 func softMemoryLimit(env *cliEnv) {
 	if env.getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+}
+
+// loadConfig reads the configuration of hisp serve: the file named by
+// --config (flagValue), else by HISP_CONFIG, else the defaults. given
+// reports whether a file was read.
+func loadConfig(env *cliEnv, flagValue string) (cfg config.Config, given bool, err error) {
+	name := flagValue
+	if name == "" && env.getenv != nil {
+		name = env.getenv("HISP_CONFIG")
+	}
+	if name == "" {
+		return config.Default(), false, nil
+	}
+	cfg, err = config.Load(name)
+	return cfg, true, err
+}
+
+// warnCRLURLs warns at start about certificates of the local CAs whose CRL
+// distribution point is not where this server serves CRLs (public_url, else
+// the admin listener): partners that check revocation refuse mail signed
+// with them or sent to them (issued under another config, or before
+// public_url was set).
+func warnCRLURLs(ctx context.Context, cfg config.Config, logger *slog.Logger) {
+	base := cfg.BaseURL()
+	st, err := store.OpenExisting(ctx, cfg.Data)
+	if err != nil || base == "" {
+		return // a new data directory, or no listener serves CRLs
+	}
+	defer st.Close()
+	list, err := st.Certificates(ctx, store.CertFilter{})
+	if err != nil {
+		return
+	}
+	cas := map[string]*x509.Certificate{}
+	for _, c := range list {
+		ca, ok := cas[c.Domain]
+		if !ok {
+			if rec, err := st.LocalCA(ctx, c.Domain); err == nil {
+				ca, _ = rec.Parse()
+			}
+			cas[c.Domain] = ca
+		}
+		cert, err := c.Parse()
+		if ca == nil || err != nil || cert.CheckSignatureFrom(ca) != nil {
+			continue // not from the local CA: its CRL is another's business
+		}
+		want := devca.CRLURL(base, c.Domain)
+		for _, u := range cert.CRLDistributionPoints {
+			if u != want {
+				logger.Warn("certificate names a CRL this server does not serve: partners checking revocation refuse it; "+
+					"set public_url, or remove and issue it again (hisp cert remove ID; hisp cert issue OWNER)",
+					"id", c.ID, "owner", c.Owner, "crl", u, "served", want)
+			}
+		}
 	}
 }

@@ -37,10 +37,10 @@ func tokenAdd(env *cliEnv, args []string) int {
 	return c.withStore(func(ctx context.Context, st *store.Store) int {
 		t, token, err := st.CreateAPIToken(ctx, pos[0], domains...)
 		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("an API token named %q exists (hisp token remove it first)", pos[0]))
+			return c.fail(fmt.Errorf("an API token named %q exists (%s token remove it first)", pos[0], env.progName()))
 		}
 		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("%w (hisp domain add it first)", err))
+			return c.fail(fmt.Errorf("%w (%s domain add it first)", err, env.progName()))
 		}
 		if err != nil {
 			return c.fail(err)

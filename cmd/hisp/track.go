@@ -41,7 +41,7 @@ func trackCmd(env *cliEnv, args []string) int {
 		defer st.Close()
 		m, err := st.TrackedMessage(ctx, track.NormalizeMessageID(pos[0]))
 		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("no tracked message %s (hisp track lists the latest)", track.NormalizeMessageID(pos[0])))
+			return c.fail(fmt.Errorf("no tracked message %s (%s track lists the latest)", track.NormalizeMessageID(pos[0]), env.progName()))
 		}
 		if err != nil {
 			return c.fail(err)

@@ -98,6 +98,7 @@ func TestTokenCommands(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	data := "--data=" + dir
+	openTestStore(t, dir)
 	code, out, stderr := runCLI(t, nil, "token", "add", "ehr-one", data)
 	token := strings.TrimSpace(out)
 	if code != 0 || !strings.HasPrefix(token, "hisp_") || strings.Contains(token, "\n") || !strings.Contains(stderr, "shown once") {
@@ -165,6 +166,7 @@ func TestWebhookCommands(t *testing.T) {
 	if err := os.WriteFile(short, []byte("short\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	openTestStore(t, dir)
 	code, out, stderr := runCLI(t, nil, "webhook", "add", "Hospital.example", "https://ehr.hospital.example/direct", "--secret-file", secret, data)
 	if code != 0 || !strings.Contains(out, "added webhook 1: messages of hospital.example") {
 		t.Fatalf("webhook add: %d %s %s", code, out, stderr)
