@@ -41,7 +41,7 @@ test: test-deps
 # group commits, the SMTP sessions and deliverer, the login limiter, the
 # counters, the tracker), again under the race detector.
 race:
-	$(GO) test -race -count=1 ./store/ ./smtp/ ./internal/loginlimit/ ./metrics/ ./track/
+	$(GO) test -race -count=1 ./store/ ./smtp/ ./internal/loginlimit/ ./internal/connlimit/ ./metrics/ ./track/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
