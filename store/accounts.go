@@ -70,16 +70,9 @@ func (s *Store) passwordMatches(hash, password string) bool {
 		bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
 		return false
 	}
-	if s.creds.verified(hash, password) {
-		s.creds.hits.Add(1)
-		return true
-	}
-	s.creds.hashed.Add(1)
-	if bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) != nil {
-		return false
-	}
-	s.creds.remember(hash, password)
-	return true
+	return s.creds.matches(hash, password, func() bool {
+		return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
+	})
 }
 
 // dummyHash is compared against when an address has no password, so that

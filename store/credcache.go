@@ -39,10 +39,21 @@ type credentialCache struct {
 	mu  sync.Mutex
 	ttl time.Duration
 	m   map[[sha256.Size]byte]time.Time // keyed hash -> expiry
+	// flight holds the bcrypt checks running now, so that the same login
+	// and password arriving at once (clients connecting in parallel) cost
+	// one check, not one each.
+	flight map[[sha256.Size]byte]*check
+}
+
+// check is a bcrypt comparison in flight; ok is set before done closes.
+type check struct {
+	done chan struct{}
+	ok   bool
 }
 
 func newCredentialCache(ttl time.Duration) *credentialCache {
-	c := &credentialCache{ttl: ttl, now: time.Now, m: make(map[[sha256.Size]byte]time.Time)}
+	c := &credentialCache{ttl: ttl, now: time.Now, m: make(map[[sha256.Size]byte]time.Time),
+		flight: make(map[[sha256.Size]byte]*check)}
 	rand.Read(c.key[:])
 	return c
 }
@@ -57,35 +68,55 @@ func (c *credentialCache) id(hash, password string) [sha256.Size]byte {
 	return k
 }
 
-// verified reports whether the pair passed a check within the TTL.
-func (c *credentialCache) verified(hash, password string) bool {
+// matches answers whether password matches the bcrypt hash: from the
+// cache when the pair passed within the TTL, else with compare, run once
+// for concurrent checks of the same pair (whose answer is the same). A
+// pair that matched is kept; one that did not never is.
+func (c *credentialCache) matches(hash, password string, compare func() bool) bool {
 	k := c.id(hash, password)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	until, ok := c.m[k]
-	if !ok {
-		return false
-	}
-	if !c.now().Before(until) {
+	if until, ok := c.m[k]; ok {
+		if c.now().Before(until) {
+			c.mu.Unlock()
+			c.hits.Add(1)
+			return true
+		}
 		delete(c.m, k)
-		return false
 	}
-	return true
+	if f := c.flight[k]; f != nil {
+		c.mu.Unlock()
+		<-f.done
+		if f.ok {
+			c.hits.Add(1)
+		}
+		return f.ok
+	}
+	f := &check{done: make(chan struct{})}
+	c.flight[k] = f
+	c.mu.Unlock()
+
+	c.hashed.Add(1)
+	f.ok = compare()
+	c.mu.Lock()
+	delete(c.flight, k)
+	if f.ok {
+		c.rememberLocked(k)
+	}
+	c.mu.Unlock()
+	close(f.done)
+	return f.ok
 }
 
-// remember keeps a pair that passed its check.
-func (c *credentialCache) remember(hash, password string) {
-	k := c.id(hash, password)
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// rememberLocked keeps a pair that passed its check.
+func (c *credentialCache) rememberLocked(k [sha256.Size]byte) {
 	if c.ttl <= 0 {
 		return
 	}
 	now := c.now()
 	if len(c.m) >= credentialCacheMax {
-		for k, until := range c.m {
+		for old, until := range c.m {
 			if !now.Before(until) || len(c.m) >= credentialCacheMax {
-				delete(c.m, k)
+				delete(c.m, old)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 )
@@ -65,4 +66,44 @@ func TestCredentialCache(t *testing.T) {
 	s.SetCredentialCache(0)
 	check("second password", true, 0, 1)
 	check("second password", true, 0, 1)
+}
+
+// TestCredentialCacheConcurrent: clients logging in at once with the same
+// password cost one bcrypt check, whatever its answer.
+func TestCredentialCacheConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	_, err := s.AddDomain(ctx, "clinic.example")
+	tcheck(t, err, "add domain")
+	_, err = s.AddAddress(ctx, "bob@clinic.example")
+	tcheck(t, err, "add address")
+	tcheck(t, s.SetPassword(ctx, "bob@clinic.example", "bob password"), "set password")
+	for _, c := range []struct {
+		password string
+		ok       bool
+	}{{"bob password", true}, {"not bob's", false}} {
+		_, h0 := s.PasswordChecks()
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.CheckPassword(ctx, "bob@clinic.example", c.password)
+				errs <- err
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if (err == nil) != c.ok {
+				t.Fatalf("password %q: %v", c.password, err)
+			}
+		}
+		// Most arrive while the first check runs; a few may come after it
+		// (then a cached success, or a failure checked again).
+		if _, h1 := s.PasswordChecks(); c.ok && h1-h0 != 1 {
+			t.Errorf("password %q: %d bcrypt checks for 8 logins at once", c.password, h1-h0)
+		}
+	}
 }
