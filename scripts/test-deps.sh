@@ -2,7 +2,9 @@
 # Installs the Debian packages the tests need, only those missing.
 # openssl: S/MIME interop peer; slapd, ldap-utils: LDAP discovery peer;
 # bind9-dnsutils: dig, a second DNS client; python3: SMTP/IMAP clients; curl;
-# unzip, zip: Info-ZIP checks and writes IHE XDM packages.
+# unzip, zip: Info-ZIP checks and writes IHE XDM packages; gpgsm, gpg-agent:
+# GnuPG's S/MIME, a second interop peer (gpgsm alone does not pull in the
+# agent that holds its keys).
 set -e
 need=""
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -14,6 +16,8 @@ have python3 || need="$need python3"
 have curl || need="$need curl"
 have unzip || need="$need unzip"
 have zip || need="$need zip"
+have gpgsm || need="$need gpgsm"
+have gpg-agent || need="$need gpg-agent"
 [ -z "$need" ] && exit 0
 echo "installing:$need"
 SUDO=""
