@@ -173,7 +173,7 @@ func TestCheck(t *testing.T) {
 	wantLine(t, out, "PASS published:", "2 certificate(s): 1 address-bound (alice@"+domain+"), 1 domain-bound")
 	wantLine(t, out, "PASS cert alice@"+domain+" ", "binding", "address-bound")
 	for _, rule := range []string{"binding", "key usage", "key size", "chain", "crl", "expiry"} {
-		if n := regexp.MustCompile(`(?m)^PASS cert \S+ [0-9a-f]{8} ` + rule + `:`).FindAllStringIndex(out, -1); len(n) != 2 {
+		if n := regexp.MustCompile(`(?m)^PASS cert \S+ [0-9a-f]{8} `+rule+`:`).FindAllStringIndex(out, -1); len(n) != 2 {
 			t.Errorf("%d PASS lines for rule %s, want 2 (one per certificate):\n%s", len(n), rule, out)
 		}
 	}
