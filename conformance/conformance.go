@@ -314,7 +314,7 @@ func shortFP(c *x509.Certificate) string {
 	return store.Fingerprint(c.Raw)[:8]
 }
 
-// days says how far t is from now in whole days, in words.
+// days says a duration in whole days, in words: "3 days", "2 days ago".
 func days(d time.Duration) string {
 	n := int(d.Hours() / 24)
 	switch {

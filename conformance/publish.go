@@ -57,11 +57,11 @@ func (r *run) checkPublished(ctx context.Context) {
 			dom = append(dom, p.owner)
 		}
 	}
-	r.pass("published", "%d certificate(s): %d address-bound%s, %d domain-bound", len(r.published), len(addr), list(addr), len(dom))
+	r.pass("published", "%d certificate(s): %d address-bound%s, %d domain-bound", len(r.published), len(addr), ownerList(addr), len(dom))
 }
 
-// list formats owners for a reason: " (a, b)", or "" when empty.
-func list(owners []string) string {
+// ownerList formats owners for a reason: " (a, b)", or "" when empty.
+func ownerList(owners []string) string {
 	owners = slices.Compact(slices.Sorted(slices.Values(owners)))
 	if len(owners) == 0 {
 		return ""
