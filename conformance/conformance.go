@@ -187,8 +187,8 @@ type run struct {
 	anchors []*x509.Certificate // opts.Anchors, local CA, the domain's anchors
 
 	// From the outside.
-	ldapOffered bool
-	published   []*publishedCert // by fingerprint, in the order found
+	certName  string           // the first DNS name found with CERT records
+	published []*publishedCert // by fingerprint, in the order found
 
 	v *trust.Validator // made on first use
 }

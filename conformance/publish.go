@@ -37,6 +37,7 @@ func (r *run) checkPublished(ctx context.Context) {
 		r.checkStep(ctx, disc, certs.DNSAddress, "dns-cert address "+a, a)
 	}
 	r.checkStep(ctx, disc, certs.DNSDomain, "dns-cert domain "+d, d)
+	r.checkTCP(ctx)
 
 	if r.checkLDAPSRV(ctx) {
 		for _, a := range owners {
@@ -104,6 +105,11 @@ func (r *run) checkStep(ctx context.Context, disc *certs.Discoverer, step certs.
 	var found []*x509.Certificate
 	for _, c := range sr.Candidates {
 		found = append(found, c.Cert)
+	}
+	if len(found) > 0 && (step == certs.DNSAddress || step == certs.DNSDomain) && r.certName == "" {
+		// The name that had the records: the last one the step asked.
+		names := strings.Split(where, ", ")
+		r.certName = names[len(names)-1]
 	}
 	for i, c := range sr.Candidates {
 		r.record(c.Cert, owner, c.Source, append(slices.Clone(found[:i]), found[i+1:]...))
@@ -208,4 +214,32 @@ func (r *run) record(c *x509.Certificate, owner, source string, others []*x509.C
 		}
 	}
 	r.published = append(r.published, &publishedCert{cert: c, owner: owner, sources: []string{source}, others: others})
+}
+
+// checkTCP asks for the first CERT records found again over TCP only: a
+// certificate or two outgrow a UDP answer, and partners then retry over TCP
+// (CD-04), so the domain's name servers must answer there (CD-10).
+func (r *run) checkTCP(ctx context.Context) {
+	if r.certName == "" {
+		r.skip("dns-tcp", "no CERT record found to ask for over TCP")
+		return
+	}
+	dc := r.dns()
+	dc.TCP = true
+	resp, server, err := dc.Query(ctx, r.certName, dns.TypeCERT)
+	if err != nil {
+		r.fail("dns-tcp", "CERT records of %s over TCP: %v: partners cannot fetch answers too large for UDP (CD-04)", r.certName, err)
+		return
+	}
+	n := 0
+	for _, rr := range resp.Answer {
+		if _, ok := rr.(*dns.CERT); ok {
+			n++
+		}
+	}
+	if n == 0 {
+		r.fail("dns-tcp", "%s answers no CERT record at %s over TCP, though it did over UDP", server, r.certName)
+		return
+	}
+	r.pass("dns-tcp", "%s answers the %d CERT record(s) at %s over TCP too (%d bytes)", server, n, r.certName, resp.Len())
 }

@@ -167,6 +167,7 @@ func TestCheck(t *testing.T) {
 	wantLine(t, out, "PASS starttls "+addrs["smtp"]+":", "TLS", "not verified")
 	wantLine(t, out, "PASS dns-cert address alice@"+domain+":", "1 certificate(s) at alice."+domain+".", "as the data directory holds")
 	wantLine(t, out, "PASS dns-cert domain "+domain+":", "1 certificate(s) at "+domain+".")
+	wantLine(t, out, "PASS dns-tcp:", "CERT record(s) at alice."+domain+". over TCP too")
 	wantLine(t, out, "PASS ldap-srv:", "_ldap._tcp."+domain+". announces "+addrs["ldap"])
 	wantLine(t, out, "PASS ldap address alice@"+domain+":", "ldap://"+addrs["ldap"])
 	wantLine(t, out, "PASS ldap domain "+domain+":", "1 certificate(s)")
