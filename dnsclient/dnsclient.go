@@ -25,6 +25,9 @@ const EDNSSize = 4096
 type Client struct {
 	Server  string        // host:port; "" = first nameserver of /etc/resolv.conf
 	Timeout time.Duration // per exchange; 0 = 3 s
+	// TCP asks over TCP only, as a check that a server answers there
+	// (CD-04, CD-10); false asks over UDP first.
+	TCP bool
 }
 
 // ServerAddr returns the server queried.
@@ -64,8 +67,11 @@ func (c Client) Query(ctx context.Context, name string, qtype uint16) (*dns.Msg,
 }
 
 // exchange sends m over UDP, retrying once on a time-out, and again over
-// TCP when the UDP answer is truncated.
+// TCP when the UDP answer is truncated; over TCP only when c.TCP is set.
 func (c Client) exchange(ctx context.Context, server string, m *dns.Msg) (*dns.Msg, error) {
+	if c.TCP {
+		return c.exchangeNet(ctx, "tcp", server, m)
+	}
 	var (
 		r   *dns.Msg
 		err error

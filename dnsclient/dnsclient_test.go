@@ -23,8 +23,11 @@ func startServer(t *testing.T, h dns.HandlerFunc) string {
 }
 
 func TestQuery(t *testing.T) {
-	var tcp atomic.Int32
+	var tcp, tcpAll atomic.Int32
 	addr := startServer(t, func(w dns.ResponseWriter, r *dns.Msg) {
+		if w.LocalAddr().Network() == "tcp" {
+			tcpAll.Add(1)
+		}
 		m := new(dns.Msg)
 		m.SetReply(r)
 		q := r.Question[0]
@@ -62,6 +65,11 @@ func TestQuery(t *testing.T) {
 	}
 	if _, _, err := c.Query(ctx, "liar.example", dns.TypeA); err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Fatalf("mismatched answer: %v", err)
+	}
+	// TCP only, for an answer UDP would have given whole.
+	before := tcpAll.Load()
+	if r, _, err := (Client{Server: addr, TCP: true}).Query(ctx, "gone.example", dns.TypeA); err != nil || r.Rcode != dns.RcodeNameError || tcpAll.Load() != before+1 {
+		t.Fatalf("TCP query: %v %v, %d TCP queries", r, err, tcpAll.Load()-before)
 	}
 }
 
