@@ -41,6 +41,11 @@ var docs = map[string]cmdDoc{
 	"discover": {"ADDRESS", "Finds the certificates of a Direct address (the local store for local domains, " +
 		"else DNS CERT address- and domain-bound, then LDAP found by SRV), prints each step and each certificate " +
 		"with its verdict and why. Exit 0 only when a trusted certificate was found."},
+	"check": {"DOMAIN [flags]", "A conformance self-check of a Direct domain as partners see it: its MX hosts answer SMTP " +
+		"with STARTTLS, its certificates are published in DNS CERT records (over UDP and TCP) and LDAP, each is valid for Direct " +
+		"(binding, key usage, key size, chain to the domain's anchor, CRL reachable and current, expiry horizon), and, with the " +
+		"data directory, a message sealed to the domain opens with its own key. One PASS, FAIL or SKIP line per check; " +
+		"exit 0 when none failed (--strict: and none was skipped), 1 when one did, 2 on a usage error."},
 	"track": {"[MESSAGE-ID]", "Without MESSAGE-ID, the latest sent messages with each recipient's state " +
 		"(queued, relayed, processed, dispatched, failed); with one, that message and each recipient's history."},
 	"backup": {"DIR", "Copies the data directory into the new directory DIR while hisp serve runs: " +
