@@ -450,8 +450,8 @@ func decrypterFor(kp *KeyPair) (crypto.Decrypter, error) {
 		return nil, fmt.Errorf("%w (the key of our certificate %q is not an RSA key)",
 			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(kp.Cert), Name: fmt.Sprintf("%T", dec.Public())}, who)
 	}
-	pub := dec.Public().(*rsa.PublicKey) // the only key type the profile encrypts to
-	if certPub, ok := kp.Cert.PublicKey.(*rsa.PublicKey); !ok || !certPub.Equal(pub) {
+	pub, ok := dec.Public().(*rsa.PublicKey) // the only key type the profile encrypts to
+	if certPub, certOK := kp.Cert.PublicKey.(*rsa.PublicKey); !ok || !certOK || !certPub.Equal(pub) {
 		return nil, fmt.Errorf("cms: the private key does not belong to our certificate %q", who)
 	}
 	return dec, nil

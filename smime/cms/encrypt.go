@@ -227,7 +227,11 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 		return nil, 0, fmt.Errorf("%w (recipient %q: only RSA keys can receive the content-encryption key)",
 			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(r.Cert), Name: r.Cert.PublicKeyAlgorithm.String()}, who)
 	}
-	pub := r.Cert.PublicKey.(*rsa.PublicKey) // the only key type the profile encrypts to
+	pub, ok := r.Cert.PublicKey.(*rsa.PublicKey) // the only key type the profile encrypts to
+	if !ok {
+		return nil, 0, fmt.Errorf("%w (recipient %q: only RSA keys can receive the content-encryption key)",
+			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(r.Cert), Name: r.Cert.PublicKeyAlgorithm.String()}, who)
+	}
 
 	kt := r.KeyTransport
 	if kt == 0 {

@@ -273,7 +273,8 @@ func X509Signature(a x509.SignatureAlgorithm) (Signature, bool) {
 
 // CheckX509Signature returns nil when the profile accepts a for the
 // signature of a certificate, CRL or OCSP response, else an error saying
-// which rule refuses it.
+// which rule refuses it: "SHA1-RSA, which is not allowed: Direct accepts
+// SHA256-RSA, ... (AL-02)", to follow "signed with".
 func CheckX509Signature(a x509.SignatureAlgorithm) error {
 	s, ok := X509Signature(a)
 	if ok && s.Verdict == Accept {
@@ -289,7 +290,7 @@ func CheckX509Signature(a x509.SignatureAlgorithm) error {
 			accepted = append(accepted, s.X509.String())
 		}
 	}
-	return fmt.Errorf("signature algorithm %s is not allowed: Direct accepts %s (%s)", a, strings.Join(accepted, ", "), rule)
+	return fmt.Errorf("%s, which is not allowed: Direct accepts %s (%s)", a, strings.Join(accepted, ", "), rule)
 }
 
 // Name returns the name of the algorithm with oid in any table (ciphers,
@@ -407,11 +408,11 @@ func CheckKey(pub crypto.PublicKey, use Use) (Key, string, error) {
 			rule = "AL-12"
 		}
 		return row, "", &KeyError{Key: name, Use: use, Rule: rule,
-			why: fmt.Sprintf("a %s key: Direct uses %s keys", name, strings.Join(acceptedKeys(), " and "))}
+			why: fmt.Sprintf("%s %s key: Direct uses %s keys", article(name), name, strings.Join(acceptedKeys(), " and "))}
 	}
 	if use == Encryption && !row.Encrypt || use == Signing && !row.Sign {
 		return row, "", &KeyError{Key: row.Name, Use: use, Rule: row.Rule,
-			why: fmt.Sprintf("an %s key, which cannot be used for %s: Direct %s", row.Name, use, keyUses(use))}
+			why: fmt.Sprintf("%s %s key, which cannot be used for %s: Direct %s", article(row.Name), row.Name, use, keyUses(use))}
 	}
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
@@ -443,9 +444,18 @@ func CheckCertKey(cert *x509.Certificate, use Use) (Key, string, error) {
 	row, desc, err := CheckKey(cert.PublicKey, use)
 	if ke, ok := err.(*KeyError); ok && cert.PublicKey == nil {
 		ke.Key = cert.PublicKeyAlgorithm.String()
-		ke.why = fmt.Sprintf("a %s key: Direct uses %s keys", ke.Key, strings.Join(acceptedKeys(), " and "))
+		ke.why = fmt.Sprintf("%s %s key: Direct uses %s keys", article(ke.Key), ke.Key, strings.Join(acceptedKeys(), " and "))
 	}
 	return row, desc, err
+}
+
+// article is "an" before a name read with a leading vowel sound ("an
+// RSA", "an Ed25519", "an 8192-bit"), else "a".
+func article(name string) string {
+	if name != "" && strings.ContainsRune("AEFHILMNORSXaeio8", rune(name[0])) {
+		return "an"
+	}
+	return "a"
 }
 
 func acceptedKeys() []string {
