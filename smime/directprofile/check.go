@@ -438,13 +438,33 @@ func CheckKey(pub crypto.PublicKey, use Use) (Key, string, error) {
 	return row, row.Name, nil
 }
 
-// CheckCertKey is CheckKey for a certificate's key; a key crypto/x509 could
-// not read is named by the certificate's public key algorithm.
+// CheckCertKey is CheckKey for a certificate's key. The key's row is
+// found by the algorithm of its SubjectPublicKeyInfo, so that keys
+// crypto/x509 reads into no Go type (X448, RSASSA-PSS keys) or into a
+// deprecated one (DSA) meet their row too.
 func CheckCertKey(cert *x509.Certificate, use Use) (Key, string, error) {
+	var spki struct {
+		Algorithm struct {
+			Algorithm asn1.ObjectIdentifier
+			Params    asn1.RawValue `asn1:"optional"`
+		}
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(cert.RawSubjectPublicKeyInfo, &spki); err == nil {
+		for _, row := range Keys {
+			if row.OID.Equal(spki.Algorithm.Algorithm) && row.Verdict != Accept {
+				return row, "", &KeyError{Key: row.Name, Use: use, Rule: row.Rule,
+					why: fmt.Sprintf("%s %s key: Direct uses %s keys", article(row.Name), row.Name, strings.Join(acceptedKeys(), " and "))}
+			}
+		}
+	}
 	row, desc, err := CheckKey(cert.PublicKey, use)
 	if ke, ok := err.(*KeyError); ok && cert.PublicKey == nil {
 		ke.Key = cert.PublicKeyAlgorithm.String()
-		ke.why = fmt.Sprintf("%s %s key: Direct uses %s keys", article(ke.Key), ke.Key, strings.Join(acceptedKeys(), " and "))
+		if spki.Algorithm.Algorithm != nil {
+			ke.Key = spki.Algorithm.Algorithm.String()
+		}
+		ke.why = fmt.Sprintf("a key of algorithm %s: Direct uses %s keys", ke.Key, strings.Join(acceptedKeys(), " and "))
 	}
 	return row, desc, err
 }
