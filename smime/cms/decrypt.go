@@ -530,6 +530,7 @@ func decryptKey(dec crypto.Decrypter, encryptedKey []byte, keySize int, opts *rs
 		// of the right size instead of an error, in constant time, so the
 		// failure shows only as a padding or tag error on the content
 		// (RFC 3218 section 2.3.2).
+		//lint:ignore SA1019 Direct requires accepting RSA PKCS #1 v1.5 key transport for interop (AL-08); the implicit-rejection option keeps it constant-time.
 		cek, err := dec.Decrypt(rand.Reader, encryptedKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: keySize})
 		if err != nil {
 			return nil, fmt.Errorf("%w: key transport: %v", ErrDecryptionFailed, err)

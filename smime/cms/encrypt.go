@@ -249,6 +249,7 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 	switch kt {
 	case RSAPKCS1v15:
 		alg = pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue}
+		//lint:ignore SA1019 Direct partners that cannot open RSA-OAEP get RSA PKCS #1 v1.5 key transport when configured for it (AL-08).
 		ek, err = rsa.EncryptPKCS1v15(rand, pub, cek)
 	case RSAOAEPSHA1:
 		// All defaults: the DER of RSAES-OAEP-params is an empty SEQUENCE
