@@ -28,8 +28,8 @@ type Signer struct {
 // SealOptions are the algorithm choices for one message. The zero value is
 // the Direct default: SHA-256, AES-128-CBC.
 type SealOptions struct {
-	Digest Digest            // zero: SHA256
-	Cipher cms.ContentCipher // zero: AES-128-CBC
+	Digest Digest            // zero: DefaultProfile's, SHA-256
+	Cipher cms.ContentCipher // zero: DefaultProfile's, AES-128-CBC
 	Rand   io.Reader         // zero: crypto/rand
 	// Subject is the outer, generic Subject (MF-04: no PHI outside).
 	// Empty: DefaultSubject.
@@ -76,7 +76,7 @@ func Wrap(header, body []byte) []byte {
 func Sign(entity []byte, signer Signer, opts SealOptions) ([]byte, error) {
 	digest := opts.Digest
 	if digest == 0 {
-		digest = SHA256
+		digest = DefaultProfile.Digest
 	}
 	if err := checkSigningKey(signer); err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
@@ -139,7 +139,7 @@ func RoutingHeader(h textproto.Header) []byte {
 func Encrypt(entity, routing []byte, recipients []cms.Recipient, opts SealOptions) ([]byte, error) {
 	cipher := opts.Cipher
 	if cipher == 0 {
-		cipher = cms.AES128CBC
+		cipher = DefaultProfile.Cipher
 	}
 	r := opts.Rand
 	if r == nil {

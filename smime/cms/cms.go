@@ -122,8 +122,18 @@ const (
 	RSAOAEPSHA512MGF1SHA1              // decrypt only: OAEP, SHA-512, MGF1-SHA-1 (Java's default MGF)
 )
 
-// DefaultKeyTransport is used for a Recipient whose KeyTransport is zero.
-const DefaultKeyTransport = RSAOAEPSHA256
+// DefaultKeyTransport is used for a Recipient whose KeyTransport is zero:
+// the Default row of the profile's KeyTransports (RSA-OAEP with SHA-256).
+var DefaultKeyTransport = defaultKeyTransport()
+
+func defaultKeyTransport() KeyTransport {
+	for _, r := range directprofile.KeyTransports {
+		if r.Send == directprofile.Default {
+			return keyTransportByRow(r)
+		}
+	}
+	return 0
+}
 
 // String returns the name of the key transport, for example "rsa-oaep-sha256".
 func (k KeyTransport) String() string {
