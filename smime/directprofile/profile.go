@@ -11,6 +11,10 @@
 // paths, CRLs, OCSP responses and trust bundles (trust), and certificate
 // import (cmd/hisp). An algorithm in no table is refused as unknown.
 //
+// The tables are read-only: nothing may change them at run time; a change
+// of the profile is a change of this file, with its proof in
+// profile_test.go.
+//
 // Three verdicts: Accept (allowed and implemented), Refuse (known and
 // forbidden by the profile: errors say "refused by the Direct profile"),
 // Unsupported (known by name so that errors say what was found, but not
