@@ -29,11 +29,11 @@ install: build
 test-deps:
 	./scripts/test-deps.sh
 
-# Installs what the tests need (Debian packages only when missing), then runs
-# every test; fuzz targets replay their committed seed corpus.
+# Installs what the tests need (Debian packages only when missing, and the
+# pinned staticcheck), lints, then runs every test; fuzz targets replay their
+# committed seed corpus.
 test: test-deps
-	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
-	$(GO) vet ./...
+	$(MAKE) lint
 	$(GO) test -count=1 ./...
 	$(MAKE) race
 
@@ -50,6 +50,12 @@ bench:
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
+# gofmt, go vet and staticcheck (pinned in scripts/test-deps.sh, built into
+# .tools/). Checks a package defers are listed in its staticcheck.conf.
+STATICCHECK ?= .tools/staticcheck
+
 lint:
-	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
 	$(GO) vet ./...
+	@test -x $(STATICCHECK) || ./scripts/test-deps.sh
+	$(STATICCHECK) ./...

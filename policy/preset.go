@@ -3,7 +3,10 @@ package policy
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // Rule is a named rule as an admin adds it.
@@ -24,13 +27,14 @@ const (
 var presets = map[string][]Rule{
 	// A certificate of the DirectTrust community: it asserts an assurance
 	// level and a category of the DirectTrust policy, its key is for
-	// encryption or signing, and it is RSA of 2048 bits or more (or ECDSA
-	// of 256 or more, which the Direct profile allows for signers).
+	// encryption or signing, and it is RSA of directprofile.MinRSABits or
+	// more (or ECDSA of 256 or more, which the Direct profile allows for
+	// signers).
 	"directtrust": {
 		{"directtrust-assurance", "policy(" + DirectTrustAssuranceArc + ".*)"},
 		{"directtrust-category", "policy(" + DirectTrustCategoryArc + ".*)"},
 		{"directtrust-key-usage", "key-usage(keyEncipherment) or key-usage(digitalSignature)"},
-		{"directtrust-key-size", "key-type(rsa) and key-size(>=2048) or key-type(ecdsa) and key-size(>=256)"},
+		{"directtrust-key-size", "key-type(rsa) and key-size(>=" + strconv.Itoa(directprofile.MinRSABits) + ") or key-type(ecdsa) and key-size(>=256)"},
 	},
 }
 

@@ -4,8 +4,19 @@
 # bind9-dnsutils: dig, a second DNS client; python3: SMTP/IMAP clients; curl;
 # unzip, zip: Info-ZIP checks and writes IHE XDM packages; gpgsm, gpg-agent:
 # GnuPG's S/MIME, a second interop peer (gpgsm alone does not pull in the
-# agent that holds its keys).
+# agent that holds its keys). Also staticcheck (a Go tool, not a Debian
+# package) for `make lint`.
 set -e
+
+# staticcheck for `make lint`, pinned, built into .tools/ (ignored by git).
+STATICCHECK_VERSION=v0.8.2
+tools="$(cd "$(dirname "$0")/.." && pwd)/.tools"
+# `staticcheck -version` prints "staticcheck 2026.2.2 (0.8.2)".
+if ! "$tools/staticcheck" -version 2>/dev/null | grep -qF "(${STATICCHECK_VERSION#v})"; then
+	echo "installing staticcheck $STATICCHECK_VERSION into .tools/"
+	GOBIN="$tools" "${GO:-go}" install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
 need=""
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 have openssl || need="$need openssl"

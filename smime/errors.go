@@ -32,7 +32,9 @@ var (
 	// hisp does not know (SHA-1 with RSA, DSA, RSASSA-PSS with an MGF1 hash
 	// other than its hash).
 	ErrWeakSignature = errors.New("signature algorithm refused")
-	// ErrWeakKey: an RSA key under 2048 bits, or an unsupported key type.
+	// ErrWeakKey: a key the Direct profile refuses: an RSA key under
+	// directprofile.MinRSABits, an ECDSA curve or a key type it does not
+	// accept.
 	ErrWeakKey = errors.New("key refused")
 	// ErrDigestMismatch: the signed content does not match the signature's
 	// message digest: the content was altered (TV-08).

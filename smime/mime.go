@@ -20,16 +20,21 @@ type entity struct {
 	params    map[string]string // Content-Type parameters
 }
 
-// parseEntity splits b into header and body and parses the header. A header
-// block that does not end is an error; an empty header is allowed.
+// parseEntity splits b into header and body and parses the header with
+// go-message's textproto reader. A header block that does not end with an
+// empty line is an error; an empty header is allowed.
 func parseEntity(b []byte) (*entity, error) {
-	end := headerEnd(b)
-	if end < 0 {
-		return nil, fmt.Errorf("%w: header does not end with an empty line", ErrMalformed)
-	}
-	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(b[:end])))
+	rd := bytes.NewReader(b)
+	br := bufio.NewReader(rd)
+	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	// The reader stopped just past the empty line, or at the end of b when
+	// there was none (which textproto accepts and a MIME entity does not).
+	end := len(b) - rd.Len() - br.Buffered()
+	if !endsWithEmptyLine(b[:end]) {
+		return nil, fmt.Errorf("%w: header does not end with an empty line", ErrMalformed)
 	}
 	e := &entity{header: h, rawHeader: b[:end], body: b[end:]}
 	if ct := h.Get("Content-Type"); ct != "" {
@@ -42,28 +47,16 @@ func parseEntity(b []byte) (*entity, error) {
 	return e, nil
 }
 
-// headerEnd returns the offset just past the empty line that ends the
-// header block at the start of b, or -1.
-func headerEnd(b []byte) int {
-	if bytes.HasPrefix(b, []byte("\r\n")) {
-		return 2
+// endsWithEmptyLine reports whether a header block read by textproto ends
+// with the empty line that separates it from the body: "\n" or "\r\n"
+// alone, or after a line end.
+func endsWithEmptyLine(h []byte) bool {
+	h, ok := bytes.CutSuffix(h, []byte("\n"))
+	if !ok {
+		return false
 	}
-	if bytes.HasPrefix(b, []byte("\n")) {
-		return 1
-	}
-	for i := 0; ; {
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
-		if bytes.HasPrefix(b[i:], []byte("\r\n")) {
-			return i + 2
-		}
-		if bytes.HasPrefix(b[i:], []byte("\n")) {
-			return i + 1
-		}
-	}
+	h = bytes.TrimSuffix(h, []byte("\r"))
+	return len(h) == 0 || h[len(h)-1] == '\n'
 }
 
 // canonicalize returns b with every line ending as CRLF (RFC 5751 §3.1.1).

@@ -283,7 +283,7 @@ func verifySigners(sd *cms.SignedData, content []byte, res *Opened) error {
 }
 
 // verifySigner checks one SignerInfo: its digest and signature algorithm
-// against the Direct profile (the tables of smime/cms/oid.go), its
+// against the Direct profile (package directprofile), its
 // certificate in the message (MF-02), the key and the signature (TV-08).
 func verifySigner(sd *cms.SignedData, i int, content []byte) (sr SignerResult) {
 	si := &sd.Signers[i]
@@ -294,14 +294,9 @@ func verifySigner(sd *cms.SignedData, i int, content []byte) (sr SignerResult) {
 		sr.Digest = si.DigestAlgorithm.Algorithm.String()
 	}
 	if err != nil {
-		switch name {
-		case "sha1":
-			sr.Err = fmt.Errorf("%w: SHA-1 (Direct refuses SHA-1 signatures)", ErrWeakDigest)
-		case "md5":
-			sr.Err = fmt.Errorf("%w: MD5", ErrWeakDigest)
-		default:
-			sr.Err = fmt.Errorf("%w: %v", ErrWeakDigest, err)
-		}
+		// Refused (a Refuse row of directprofile.Digests: SHA-1, MD5) or
+		// in no row at all: the error says which, by name or OID.
+		sr.Err = fmt.Errorf("%w: %v", ErrWeakDigest, err)
 		return sr
 	}
 	if sr.Cert == nil {

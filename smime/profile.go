@@ -2,9 +2,11 @@ package smime
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hisp-project/hisp/smime/cms"
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // Profile is the set of algorithms a message is sealed with for one
@@ -19,10 +21,41 @@ type Profile struct {
 	Digest       Digest            // zero: SHA-256
 }
 
-// DefaultProfile is what hisp sends unless configured otherwise: AES-128-CBC
-// (the one cipher every Direct implementation opens), RSA-OAEP with SHA-256
-// and a SHA-256 signature (Algorithms table).
-var DefaultProfile = Profile{Cipher: cms.AES128CBC, KeyTransport: cms.RSAOAEPSHA256, Digest: SHA256}
+// DefaultProfile is what hisp sends unless configured otherwise: the
+// Default rows of the Direct profile's tables, AES-128-CBC (the one cipher
+// every Direct implementation opens), RSA-OAEP with SHA-256 and a SHA-256
+// signature.
+var DefaultProfile = Profile{Cipher: defaultCipher(), KeyTransport: defaultKeyTransport(), Digest: defaultDigest()}
+
+func defaultCipher() cms.ContentCipher {
+	for _, r := range directprofile.Ciphers {
+		if r.Send == directprofile.Default {
+			c, _ := cms.ParseContentCipher(r.Name)
+			return c
+		}
+	}
+	return 0
+}
+
+func defaultKeyTransport() cms.KeyTransport {
+	for _, r := range directprofile.KeyTransports {
+		if r.Send == directprofile.Default {
+			k, _ := cms.ParseKeyTransport(r.Name)
+			return k
+		}
+	}
+	return 0
+}
+
+func defaultDigest() Digest {
+	for _, r := range directprofile.Digests {
+		if r.Send == directprofile.Default {
+			d, _ := ParseDigest(r.Name)
+			return d
+		}
+	}
+	return 0
+}
 
 // Complete returns p with its zero fields set from DefaultProfile.
 func (p Profile) Complete() Profile {
@@ -75,42 +108,64 @@ func ParseProfile(cipher, oaep, digest string) (Profile, error) {
 	return p, nil
 }
 
-// ParseCipher parses the content ciphers a profile may name: aes128-cbc,
-// aes256-cbc, aes128-gcm and aes256-gcm (AES-192 is accepted inbound but
-// never chosen for sending).
+// ParseCipher parses the content ciphers a profile may name: those the
+// Direct profile lets hisp send, aes128-cbc, aes256-cbc, aes128-gcm and
+// aes256-gcm (AES-192 is accepted inbound but never chosen for sending).
 func ParseCipher(s string) (cms.ContentCipher, error) {
 	c, err := cms.ParseContentCipher(s)
-	if err != nil || c == cms.AES192CBC || c == cms.AES192GCM {
-		return 0, fmt.Errorf("unknown cipher %q: want aes128-cbc, aes256-cbc, aes128-gcm or aes256-gcm", s)
+	if err == nil && sendable(directprofile.CipherByName(c.String())) {
+		return c, nil
 	}
-	return c, nil
+	var names []string
+	for _, r := range directprofile.Ciphers {
+		if r.Verdict == directprofile.Accept && r.Send != directprofile.Never {
+			names = append(names, r.Name)
+		}
+	}
+	return 0, fmt.Errorf("unknown cipher %q: want %s", s, orList(names))
+}
+
+func sendable(r directprofile.Cipher, ok bool) bool {
+	return ok && r.Verdict == directprofile.Accept && r.Send != directprofile.Never
+}
+
+// oaepWords are the configuration words of the key transports hisp may
+// send, in the order the error message lists them.
+var oaepWords = []struct {
+	words []string
+	kt    cms.KeyTransport
+}{
+	{[]string{"sha256", "sha-256"}, cms.RSAOAEPSHA256},
+	{[]string{"sha1", "sha-1"}, cms.RSAOAEPSHA1},
+	{[]string{"off", "none", "pkcs1", "pkcs1v15"}, cms.RSAPKCS1v15},
 }
 
 // ParseOAEP parses the key transport setting: "sha256" (RSA-OAEP with
 // SHA-256 and MGF1-SHA-256), "sha1" (RSA-OAEP with SHA-1) or "off" (RSA
-// PKCS #1 v1.5), any case.
+// PKCS #1 v1.5), any case; each must be one the Direct profile lets hisp
+// send.
 func ParseOAEP(s string) (cms.KeyTransport, error) {
-	switch strings.ToLower(s) {
-	case "sha256", "sha-256":
-		return cms.RSAOAEPSHA256, nil
-	case "sha1", "sha-1":
-		return cms.RSAOAEPSHA1, nil
-	case "off", "none", "pkcs1", "pkcs1v15":
-		return cms.RSAPKCS1v15, nil
+	var names []string
+	for _, w := range oaepWords {
+		r, ok := directprofile.KeyTransportByName(w.kt.String())
+		if !ok || r.Verdict != directprofile.Accept || r.Send == directprofile.Never {
+			continue
+		}
+		if slices.Contains(w.words, strings.ToLower(s)) {
+			return w.kt, nil
+		}
+		names = append(names, w.words[0])
 	}
-	return 0, fmt.Errorf("unknown oaep %q: want sha256, sha1 or off", s)
+	return 0, fmt.Errorf("unknown oaep %q: want %s", s, orList(names))
 }
 
 // OAEPName is the configuration word of a key transport, the inverse of
 // ParseOAEP.
 func OAEPName(k cms.KeyTransport) string {
-	switch k {
-	case cms.RSAOAEPSHA256:
-		return "sha256"
-	case cms.RSAOAEPSHA1:
-		return "sha1"
-	case cms.RSAPKCS1v15:
-		return "off"
+	for _, w := range oaepWords {
+		if w.kt == k {
+			return w.words[0]
+		}
 	}
 	return k.String()
 }

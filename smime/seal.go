@@ -3,9 +3,7 @@ package smime
 import (
 	"bytes"
 	"crypto"
-	"crypto/ecdsa"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/hisp-project/hisp/smime/cms"
+	"github.com/hisp-project/hisp/smime/directprofile"
 	"github.com/smallstep/pkcs7"
 )
 
@@ -29,8 +28,8 @@ type Signer struct {
 // SealOptions are the algorithm choices for one message. The zero value is
 // the Direct default: SHA-256, AES-128-CBC.
 type SealOptions struct {
-	Digest Digest            // zero: SHA256
-	Cipher cms.ContentCipher // zero: AES-128-CBC
+	Digest Digest            // zero: DefaultProfile's, SHA-256
+	Cipher cms.ContentCipher // zero: DefaultProfile's, AES-128-CBC
 	Rand   io.Reader         // zero: crypto/rand
 	// Subject is the outer, generic Subject (MF-04: no PHI outside).
 	// Empty: DefaultSubject.
@@ -77,7 +76,7 @@ func Wrap(header, body []byte) []byte {
 func Sign(entity []byte, signer Signer, opts SealOptions) ([]byte, error) {
 	digest := opts.Digest
 	if digest == 0 {
-		digest = SHA256
+		digest = DefaultProfile.Digest
 	}
 	if err := checkSigningKey(signer); err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
@@ -140,7 +139,7 @@ func RoutingHeader(h textproto.Header) []byte {
 func Encrypt(entity, routing []byte, recipients []cms.Recipient, opts SealOptions) ([]byte, error) {
 	cipher := opts.Cipher
 	if cipher == 0 {
-		cipher = cms.AES128CBC
+		cipher = DefaultProfile.Cipher
 	}
 	r := opts.Rand
 	if r == nil {
@@ -174,22 +173,14 @@ func Encrypt(entity, routing []byte, recipients []cms.Recipient, opts SealOption
 	return b.Bytes(), nil
 }
 
-// checkSigningKey refuses keys the Direct profile does not allow.
+// checkSigningKey refuses keys the Direct profile does not allow for
+// signing (directprofile.Keys, MinRSABits, Curves).
 func checkSigningKey(s Signer) error {
 	if s.Cert == nil || s.Key == nil {
 		return fmt.Errorf("%w: no signing certificate or key", ErrWeakKey)
 	}
-	switch pub := s.Cert.PublicKey.(type) {
-	case *rsa.PublicKey:
-		if pub.N.BitLen() < 2048 {
-			return fmt.Errorf("%w: RSA signing key has %d bits, under 2048", ErrWeakKey, pub.N.BitLen())
-		}
-	case *ecdsa.PublicKey:
-		if n := pub.Curve.Params().Name; n != "P-256" && n != "P-384" {
-			return fmt.Errorf("%w: ECDSA curve %s is not P-256 or P-384", ErrWeakKey, n)
-		}
-	default:
-		return fmt.Errorf("%w: %T signing keys are not used by Direct", ErrWeakKey, pub)
+	if _, _, err := directprofile.CheckCertKey(s.Cert, directprofile.Signing); err != nil {
+		return fmt.Errorf("%w: signing certificate has %v", ErrWeakKey, err)
 	}
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	if pub, ok := s.Key.Public().(equaler); !ok || !pub.Equal(s.Cert.PublicKey) {

@@ -15,23 +15,26 @@
 // returns.
 //
 // All algorithm choices are per call (SealOptions); nothing is configured
-// through package state.
+// through package state. What may be chosen, and what is accepted on
+// receipt, is the Direct profile of package smime/directprofile.
 package smime
 
 import (
 	"crypto"
+	"encoding/asn1"
 	"fmt"
 	"strings"
 
-	"github.com/smallstep/pkcs7"
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
-// Digest is a message digest for signing (Algorithms table: SHA-256 is the
-// default; SHA-384 and SHA-512 are accepted). SHA-1 and MD5 are
-// deliberately absent: hisp never produces them.
+// Digest is a message digest for signing: one of the digests the Direct
+// profile lets hisp send (directprofile.Digests: SHA-256 by default,
+// SHA-384 and SHA-512 when an outbound profile says so). SHA-1 and MD5
+// are deliberately absent: hisp never produces them.
 type Digest int
 
-// The digests hisp signs with and accepts.
+// The digests hisp signs with.
 const (
 	SHA256 Digest = iota + 1
 	SHA384
@@ -62,36 +65,40 @@ func (d Digest) Micalg() string {
 	return "sha-256"
 }
 
+// row is the profile's row for d; SHA-256's for the zero Digest.
+func (d Digest) row() directprofile.Digest {
+	if d == 0 {
+		d = SHA256
+	}
+	r, _ := directprofile.DigestByName(d.String())
+	return r
+}
+
 // Hash returns the crypto.Hash of d.
-func (d Digest) Hash() crypto.Hash {
-	switch d {
-	case SHA384:
-		return crypto.SHA384
-	case SHA512:
-		return crypto.SHA512
-	}
-	return crypto.SHA256
-}
+func (d Digest) Hash() crypto.Hash { return d.row().Hash }
 
-func (d Digest) oid() []int {
-	switch d {
-	case SHA384:
-		return pkcs7.OIDDigestAlgorithmSHA384
-	case SHA512:
-		return pkcs7.OIDDigestAlgorithmSHA512
-	}
-	return pkcs7.OIDDigestAlgorithmSHA256
-}
+func (d Digest) oid() asn1.ObjectIdentifier { return d.row().OID }
 
-// ParseDigest parses "sha256", "sha-256", "sha384", "sha512" (any case).
+// ParseDigest parses "sha256", "sha-256", "sha384", "sha512" (any case):
+// the digests the profile lets hisp send.
 func ParseDigest(s string) (Digest, error) {
-	switch strings.ReplaceAll(strings.ToLower(s), "-", "") {
-	case "sha256":
-		return SHA256, nil
-	case "sha384":
-		return SHA384, nil
-	case "sha512":
-		return SHA512, nil
+	name := strings.ReplaceAll(strings.ToLower(s), "-", "")
+	var sendable []string
+	for d := SHA256; d <= SHA512; d++ {
+		if r := d.row(); r.Verdict == directprofile.Accept && r.Send != directprofile.Never {
+			if d.String() == name {
+				return d, nil
+			}
+			sendable = append(sendable, d.String())
+		}
 	}
-	return 0, fmt.Errorf("unknown digest %q: want sha256, sha384 or sha512", s)
+	return 0, fmt.Errorf("unknown digest %q: want %s", s, orList(sendable))
+}
+
+// orList joins names as "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }

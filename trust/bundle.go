@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -15,6 +14,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // Trust bundles (TBIG; DT-01).
@@ -30,12 +31,6 @@ const maxBundleSize = 32 << 20
 
 // PEM labels a bundle may carry.
 var bundlePEMTypes = []string{"PKCS7", "CMS", "PKCS #7 SIGNED DATA"}
-
-// Digest algorithm OIDs refused in bundle signatures (DT-04).
-var (
-	oidDigestMD5  = asn1.ObjectIdentifier{1, 2, 840, 113549, 2, 5}
-	oidDigestSHA1 = asn1.ObjectIdentifier{1, 3, 14, 3, 2, 26}
-)
 
 // ParseBundle reads a trust bundle: a certs-only PKCS#7/CMS SignedData
 // (.p7b) in DER or PEM ("-----BEGIN PKCS7-----" or "CMS"), or a CMS
@@ -75,8 +70,9 @@ func ParseBundle(data []byte, signer *x509.Certificate) ([]*x509.Certificate, er
 		if ias.SerialNumber == nil || !bytes.Equal(ias.IssuerName.FullBytes, signer.RawIssuer) || ias.SerialNumber.Cmp(signer.SerialNumber) != 0 {
 			return nil, fmt.Errorf("bundle is signed by someone other than the configured signer %s", certName(signer))
 		}
-		if d := si.DigestAlgorithm.Algorithm; d.Equal(oidDigestSHA1) || d.Equal(oidDigestMD5) {
-			return nil, fmt.Errorf("bundle signature uses digest %s, which is not allowed (DT-04)", d)
+		// The profile's Digests: SHA-1, MD5 and SHA-224 are refused (DT-04).
+		if d, ok := directprofile.DigestByOID(si.DigestAlgorithm.Algorithm); ok && d.Verdict == directprofile.Refuse {
+			return nil, fmt.Errorf("bundle signature uses digest %s (%s), which is not allowed (%s, DT-04)", d.Name, d.OID, d.Rule)
 		}
 	}
 	// Verify with the pinned certificate only, whatever the bundle carries.

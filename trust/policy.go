@@ -2,19 +2,14 @@ package trust
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
 	"strings"
 	"time"
-)
 
-// minRSABits is the smallest RSA modulus accepted anywhere in a chain (DT-04,
-// TV-09).
-const minRSABits = 2048
+	"github.com/hisp-project/hisp/smime/directprofile"
+)
 
 // oidEmailAddress is the PKCS#9 emailAddress attribute of a subject DN.
 var oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
@@ -140,45 +135,29 @@ func ekuAllowsEmail(cert *x509.Certificate) bool {
 	return false
 }
 
-// checkKey checks the public key: RSA of at least 2048 bits, or ECDSA on
-// P-256 or P-384. An ECDSA end-entity certificate is accepted for signing
-// only: Direct encryption uses RSA key transport (DT-04, TV-09).
+// checkKey checks the public key against the Direct profile
+// (directprofile.Keys, MinRSABits, Curves; DT-04, TV-09): for every
+// certificate of a path a key type and size or curve Direct uses, and for
+// an end-entity certificate used for encryption a key Direct encrypts to.
 func checkKey(cert *x509.Certificate, p Purpose, leaf bool) string {
-	switch k := cert.PublicKey.(type) {
-	case *rsa.PublicKey:
-		if n := k.N.BitLen(); n < minRSABits {
-			return fmt.Sprintf("certificate %s has a %d-bit RSA key; at least %d bits are required (DT-04)", certName(cert), n, minRSABits)
-		}
-		return ""
-	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
-			return fmt.Sprintf("certificate %s has an ECDSA key on curve %s; only P-256 and P-384 are accepted", certName(cert), k.Curve.Params().Name)
-		}
-		if leaf && p == Encryption {
-			return fmt.Sprintf("certificate %s has an ECDSA key, which cannot be used for encryption (Direct uses RSA key transport)", certName(cert))
-		}
-		return ""
+	use := directprofile.AnyUse
+	if leaf && p == Encryption {
+		use = directprofile.Encryption
 	}
-	return fmt.Sprintf("certificate %s has a %s key; only RSA and ECDSA keys are accepted", certName(cert), cert.PublicKeyAlgorithm)
+	if _, _, err := directprofile.CheckCertKey(cert, use); err != nil {
+		return fmt.Sprintf("certificate %s has %v", certName(cert), err)
+	}
+	return ""
 }
 
-// checkSignatureAlgorithm refuses SHA-1, MD5 and anything else but SHA-2
-// with RSA (PKCS #1 v1.5 or PSS) or ECDSA (DT-04, TV-09).
+// checkSignatureAlgorithm refuses a certificate signature the Direct
+// profile does not accept: SHA-1, MD5 and anything but SHA-2 with RSA
+// (PKCS #1 v1.5 or PSS) or ECDSA (directprofile.Signatures; DT-04, TV-09).
 func checkSignatureAlgorithm(cert *x509.Certificate) string {
-	if signatureAllowed(cert.SignatureAlgorithm) {
-		return ""
+	if err := directprofile.CheckX509Signature(cert.SignatureAlgorithm); err != nil {
+		return fmt.Sprintf("certificate %s is signed with %v", certName(cert), err)
 	}
-	return fmt.Sprintf("certificate %s is signed with %s, which is not allowed: SHA-256 or better with RSA or ECDSA is required (DT-04)", certName(cert), cert.SignatureAlgorithm)
-}
-
-func signatureAllowed(a x509.SignatureAlgorithm) bool {
-	switch a {
-	case x509.SHA256WithRSA, x509.SHA384WithRSA, x509.SHA512WithRSA,
-		x509.SHA256WithRSAPSS, x509.SHA384WithRSAPSS, x509.SHA512WithRSAPSS,
-		x509.ECDSAWithSHA256, x509.ECDSAWithSHA384, x509.ECDSAWithSHA512:
-		return true
-	}
-	return false
+	return ""
 }
 
 // checkChain applies the algorithm and usage rules to every certificate of a

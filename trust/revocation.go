@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hisp-project/hisp/smime/directprofile"
 	"golang.org/x/crypto/ocsp"
 )
 
@@ -158,8 +159,8 @@ func parseCRL(data []byte, cert, issuer *x509.Certificate, now time.Time) (*crlE
 	if string(rl.RawIssuer) != string(cert.RawIssuer) {
 		return nil, fmt.Errorf("issued by %q, not by the certificate's issuer %q (indirect CRLs are not supported)", rl.Issuer.String(), cert.Issuer.String())
 	}
-	if !signatureAllowed(rl.SignatureAlgorithm) {
-		return nil, fmt.Errorf("signed with %s, which is not allowed", rl.SignatureAlgorithm)
+	if err := directprofile.CheckX509Signature(rl.SignatureAlgorithm); err != nil {
+		return nil, fmt.Errorf("signed with %w", err)
 	}
 	if err := rl.CheckSignatureFrom(issuer); err != nil {
 		return nil, fmt.Errorf("signature does not verify with issuer %s: %w", certName(issuer), err)
@@ -243,8 +244,8 @@ func checkOCSP(data []byte, cert, issuer *x509.Certificate, now time.Time) (*ocs
 	if err != nil {
 		return nil, fmt.Errorf("invalid response: %w", err)
 	}
-	if !signatureAllowed(resp.SignatureAlgorithm) {
-		return nil, fmt.Errorf("response signed with %s, which is not allowed", resp.SignatureAlgorithm)
+	if err := directprofile.CheckX509Signature(resp.SignatureAlgorithm); err != nil {
+		return nil, fmt.Errorf("response signed with %w", err)
 	}
 	switch {
 	case resp.Certificate == nil:

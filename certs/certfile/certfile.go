@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/hisp-project/hisp/smime/directprofile"
 	"software.sslmate.com/src/go-pkcs12"
 )
 
@@ -104,7 +105,9 @@ func asSigner(k any) (crypto.Signer, error) {
 	case *ecdsa.PrivateKey:
 		return k, nil
 	case ed25519.PrivateKey:
-		return nil, errors.New("Ed25519 keys are not used by Direct")
+		// Refused by the profile's Keys table (AL-12).
+		_, _, err := directprofile.CheckKey(k.Public(), directprofile.AnyUse)
+		return nil, err
 	default:
 		return nil, fmt.Errorf("unsupported private key type %T", k)
 	}

@@ -22,6 +22,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // DefaultBaseURL is where hisp serves CRLs by default: the admin listener of
@@ -35,8 +37,9 @@ const (
 	CRLValidity  = 7 * 24 * time.Hour        // nextUpdate of a CRL after thisUpdate
 )
 
-// KeyBits is the RSA key size of the CA and the certificates it issues.
-const KeyBits = 2048
+// KeyBits is the RSA key size of the CA and the certificates it issues:
+// the smallest the Direct profile accepts (AL-10).
+const KeyBits = directprofile.MinRSABits
 
 // backdate is how far before "now" certificates start, for clock skew.
 const backdate = 5 * time.Minute

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/hisp-project/hisp/certs/certfile"
 	"github.com/hisp-project/hisp/certs/devca"
+	"github.com/hisp-project/hisp/smime/directprofile"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -152,26 +150,15 @@ func sanOrNone(cert *x509.Certificate) string {
 	return "nothing"
 }
 
-// checkDirectKey checks the public key against Direct's rules: RSA of 2048
-// bits or more, or ECDSA P-256 or P-384. It returns a description.
+// checkDirectKey checks the public key against the Direct profile
+// (directprofile.Keys, MinRSABits, Curves). It returns a description:
+// "RSA 2048", "ECDSA P-256".
 func checkDirectKey(cert *x509.Certificate) (string, error) {
-	switch k := cert.PublicKey.(type) {
-	case *rsa.PublicKey:
-		bits := k.N.BitLen()
-		if bits < 2048 {
-			return "", fmt.Errorf("RSA key of %d bits: Direct requires RSA keys of at least 2048 bits", bits)
-		}
-		return fmt.Sprintf("RSA %d", bits), nil
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return "ECDSA P-256", nil
-		case elliptic.P384():
-			return "ECDSA P-384", nil
-		}
-		return "", fmt.Errorf("ECDSA key on curve %s: Direct accepts P-256 and P-384", k.Curve.Params().Name)
+	_, desc, err := directprofile.CheckCertKey(cert, directprofile.AnyUse)
+	if err != nil {
+		return "", fmt.Errorf("the certificate has %w", err)
 	}
-	return "", fmt.Errorf("%v key: Direct uses RSA (2048 bits or more) or ECDSA P-256/P-384", cert.PublicKeyAlgorithm)
+	return desc, nil
 }
 
 // usageRole names what a certificate's key usage lets it do in Direct:
@@ -184,7 +171,7 @@ func usageRole(cert *x509.Certificate) string {
 	}
 	sign := ku&x509.KeyUsageDigitalSignature != 0
 	encrypt := ku&x509.KeyUsageKeyEncipherment != 0
-	if _, ok := cert.PublicKey.(*ecdsa.PublicKey); ok {
+	if k, ok := directprofile.KeyOf(cert.PublicKey); ok && !k.Encrypt {
 		encrypt = false // Direct encrypts to RSA keys only
 	}
 	switch {
@@ -211,19 +198,20 @@ func storedRole(c store.Certificate) string {
 func localCA(ctx context.Context, c *adminCmd, st *store.Store, domain string) (*devca.CA, bool, error) {
 	rec, err := st.LocalCA(ctx, domain)
 	if errors.Is(err, store.ErrNotFound) {
-		ca, err := devca.New(domain, time.Now())
-		if err != nil {
-			return nil, false, err
+		ca, cerr := devca.New(domain, time.Now())
+		if cerr != nil {
+			return nil, false, cerr
 		}
-		_, err = st.CreateLocalCA(ctx, domain, ca.Cert, ca.Key)
-		if err == nil {
+		_, cerr = st.CreateLocalCA(ctx, domain, ca.Cert, ca.Key)
+		if cerr == nil {
 			c.audit(ctx, st, "ca.create", domain, "fingerprint "+store.Fingerprint(ca.Cert.Raw))
 			return ca, true, nil
 		}
-		if !errors.Is(err, store.ErrExists) {
-			return nil, false, err
+		if !errors.Is(cerr, store.ErrExists) {
+			return nil, false, cerr
 		}
-		// Another process made it first: use theirs.
+		// Another process made it first: use theirs (and its error, which
+		// the inner scope used to drop).
 		rec, err = st.LocalCA(ctx, domain)
 	}
 	if err != nil {

@@ -4,33 +4,34 @@
 // (RFC 5652 section 5; signed.go): signers by issuer and serial number or by
 // subject key identifier, RSA PKCS #1 v1.5, RSASSA-PSS and ECDSA.
 //
-// What the Direct profile accepts and refuses is in oid.go, in one place:
-// knownAlgorithms (refused content ciphers), oaepProfile (key transport),
-// signatureDigests and signatureAlgorithms.
+// What the Direct profile accepts and refuses is not decided here: every
+// algorithm and key is looked up in the tables of package
+// smime/directprofile (content ciphers, key transports with the OAEP
+// variants, digests, signature algorithms, key types and sizes, curves).
 //
-// Only what the Direct profile allows is produced: AES-128/256 in CBC mode
-// (EnvelopedData) or GCM mode (AuthEnvelopedData), with the content-encryption
-// key transported to each recipient with RSAES-OAEP (SHA-256 by default, or
-// SHA-1) or RSA PKCS #1 v1.5, to RSA keys of 2048 bits or more. Decryption
-// accepts the same, plus AES-192 and RSAES-OAEP with SHA-384 and SHA-512, and
-// with MGF1-SHA-1 under SHA-256/384/512 as Java senders produce it (the
-// oaepProfile table in oid.go), and refuses DES, 3DES, RC2 and RC4 content
-// encryption and RSA keys under 2048 bits (see the Algorithms table of the
-// Direct requirements).
+// Only what the profile sends is produced: AES-128/256 in CBC mode
+// (EnvelopedData) or GCM mode (AuthEnvelopedData; AES-192 on request), with
+// the content-encryption key transported to each recipient with RSAES-OAEP
+// (SHA-256 by default, or SHA-1) or RSA PKCS #1 v1.5. Decryption accepts
+// every Accept row of the profile, which adds AES-192 and RSAES-OAEP with
+// SHA-384 and SHA-512 and with MGF1-SHA-1 as Java senders produce it.
 //
 // Decrypt reads BER as well as DER: indefinite lengths and constructed
 // (chunked) OCTET STRINGs, as written by streaming encoders such as
 // "openssl cms -stream" and Java or .NET senders. To keep memory low for large
 // messages, Decrypt works in place in the buffer it is given.
 //
-// The package uses only encoding/asn1 and the crypto packages of the standard
-// library. Producing SignedData is not part of it (package smime signs).
+// The package uses only encoding/asn1, the crypto packages of the standard
+// library and the profile's tables. Producing SignedData is not part of it
+// (package smime signs).
 package cms
 
 import (
 	"crypto/x509"
 	"fmt"
 	"strings"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // ContentCipher is a content-encryption algorithm.
@@ -45,8 +46,9 @@ const (
 	AES256GCM                          // AuthEnvelopedData
 )
 
-// AES-192 is allowed by the Direct profile (Algorithms table: AES-192-CBC MAY)
-// but is not a default anywhere. Decrypt accepts it, and Encrypt can produce it.
+// AES-192 is accepted by the Direct profile (AL-05) but never sent by hisp:
+// Decrypt accepts it, and Encrypt can produce it for tests and tools, but no
+// outbound profile chooses it.
 const (
 	AES192CBC ContentCipher = 5 // EnvelopedData
 	AES192GCM ContentCipher = 6 // AuthEnvelopedData
@@ -120,8 +122,18 @@ const (
 	RSAOAEPSHA512MGF1SHA1              // decrypt only: OAEP, SHA-512, MGF1-SHA-1 (Java's default MGF)
 )
 
-// DefaultKeyTransport is used for a Recipient whose KeyTransport is zero.
-const DefaultKeyTransport = RSAOAEPSHA256
+// DefaultKeyTransport is used for a Recipient whose KeyTransport is zero:
+// the Default row of the profile's KeyTransports (RSA-OAEP with SHA-256).
+var DefaultKeyTransport = defaultKeyTransport()
+
+func defaultKeyTransport() KeyTransport {
+	for _, r := range directprofile.KeyTransports {
+		if r.Send == directprofile.Default {
+			return keyTransportByRow(r)
+		}
+	}
+	return 0
+}
 
 // String returns the name of the key transport, for example "rsa-oaep-sha256".
 func (k KeyTransport) String() string {
@@ -157,9 +169,9 @@ func ParseKeyTransport(s string) (KeyTransport, error) {
 	return 0, fmt.Errorf("cms: unknown key transport %q (want rsa-pkcs1v15, rsa-oaep-sha1 or rsa-oaep-sha256)", s)
 }
 
-// MinRSABits is the smallest RSA modulus accepted, for recipients on Encrypt
-// and for our own keys on Decrypt (Algorithms table: RSA key size MUST be ≥2048).
-const MinRSABits = 2048
+// MinRSABits is the smallest RSA modulus accepted, for recipients on
+// Encrypt, our own keys on Decrypt and signers: the profile's (AL-10).
+const MinRSABits = directprofile.MinRSABits
 
 // Recipient is one certificate to encrypt the content-encryption key to.
 type Recipient struct {

@@ -12,7 +12,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"errors"
 	"fmt"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // KeyPair is a local certificate with its private key (an *rsa.PrivateKey or any crypto.Decrypter
@@ -293,7 +296,8 @@ func parseContentAlgorithm(env *envelope) (contentAlgorithm, error) {
 	oid := env.algorithm.Algorithm
 	c := cipherByOID(oid)
 	if c == 0 {
-		// Algorithms table: 3DES MUST NOT; DES, RC2, RC4 likewise refused.
+		// Not an Accept row of the profile's Ciphers: refused (3DES, DES,
+		// RC2, RC4: AL-07) or not supported.
 		return contentAlgorithm{}, unsupported(RoleContentEncryption, oid)
 	}
 	alg := contentAlgorithm{cipher: c}
@@ -437,16 +441,17 @@ func decrypterFor(kp *KeyPair) (crypto.Decrypter, error) {
 	if !ok {
 		return nil, fmt.Errorf("cms: the key of our certificate %q (%T) cannot decrypt", who, kp.Key)
 	}
-	pub, ok := dec.Public().(*rsa.PublicKey)
-	if !ok {
+	// The profile's key rules apply to our own keys too (AL-10).
+	if _, _, err := directprofile.CheckKey(dec.Public(), directprofile.Encryption); err != nil {
+		var ke *directprofile.KeyError
+		if errors.As(err, &ke) && ke.Weak {
+			return nil, fmt.Errorf("%w: our certificate %q has %v", ErrWeakKey, who, err)
+		}
 		return nil, fmt.Errorf("%w (the key of our certificate %q is not an RSA key)",
 			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(kp.Cert), Name: fmt.Sprintf("%T", dec.Public())}, who)
 	}
-	// Algorithms table: RSA key size MUST be ≥2048, our own keys included.
-	if bits := pub.N.BitLen(); bits < MinRSABits {
-		return nil, fmt.Errorf("%w: our certificate %q has a %d-bit key", ErrWeakKey, who, bits)
-	}
-	if certPub, ok := kp.Cert.PublicKey.(*rsa.PublicKey); !ok || !certPub.Equal(pub) {
+	pub, ok := dec.Public().(*rsa.PublicKey) // the only key type the profile encrypts to
+	if certPub, certOK := kp.Cert.PublicKey.(*rsa.PublicKey); !ok || !certOK || !certPub.Equal(pub) {
 		return nil, fmt.Errorf("cms: the private key does not belong to our certificate %q", who)
 	}
 	return dec, nil
@@ -457,12 +462,15 @@ func decrypterFor(kp *KeyPair) (crypto.Decrypter, error) {
 // section 4.1). opts is nil for PKCS #1 v1.5.
 func parseKeyTransport(alg pkix.AlgorithmIdentifier) (KeyTransport, *rsa.OAEPOptions, error) {
 	switch {
-	case alg.Algorithm.Equal(oidRSAEncryption):
-		// Parameters are NULL; absent is tolerated.
-		return RSAPKCS1v15, nil, nil
-	case alg.Algorithm.Equal(oidRSAESOAEP):
-	default:
+	case !directprofile.IsKeyTransportOID(alg.Algorithm):
 		return 0, nil, unsupported(RoleKeyTransport, alg.Algorithm)
+	case !alg.Algorithm.Equal(oidRSAESOAEP):
+		// rsaEncryption: parameters are NULL; absent is tolerated.
+		row, _ := directprofile.KeyTransportFor(alg.Algorithm, 0, 0)
+		if row.Verdict != directprofile.Accept {
+			return 0, nil, unsupported(RoleKeyTransport, alg.Algorithm)
+		}
+		return keyTransportByRow(row), nil, nil
 	}
 
 	// Absent parameters, NULL and an empty SEQUENCE all mean the defaults:
@@ -507,9 +515,9 @@ func parseKeyTransport(alg pkix.AlgorithmIdentifier) (KeyTransport, *rsa.OAEPOpt
 		}
 	}
 
-	// The Direct profile's table of OAEP variants (oid.go).
-	if kt, ok := oaepAccepted(opts.Hash, opts.MGFHash); ok {
-		return kt, opts, nil
+	// The Direct profile's OAEP variants (directprofile.KeyTransports).
+	if row, ok := directprofile.KeyTransportFor(oidRSAESOAEP, opts.Hash, opts.MGFHash); ok && row.Verdict == directprofile.Accept {
+		return keyTransportByRow(row), opts, nil
 	}
 	return 0, nil, &UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: oidRSAESOAEP,
 		Name: fmt.Sprintf("RSAES-OAEP with %v and MGF1-%v", opts.Hash, opts.MGFHash)}
@@ -522,6 +530,7 @@ func decryptKey(dec crypto.Decrypter, encryptedKey []byte, keySize int, opts *rs
 		// of the right size instead of an error, in constant time, so the
 		// failure shows only as a padding or tag error on the content
 		// (RFC 3218 section 2.3.2).
+		//lint:ignore SA1019 Direct requires accepting RSA PKCS #1 v1.5 key transport for interop (AL-08); the implicit-rejection option keeps it constant-time.
 		cek, err := dec.Decrypt(rand.Reader, encryptedKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: keySize})
 		if err != nil {
 			return nil, fmt.Errorf("%w: key transport: %v", ErrDecryptionFailed, err)

@@ -15,6 +15,8 @@ import (
 	"io"
 	"math/big"
 	"slices"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // ASN.1 structures of RFC 5652 section 6.2 and RFC 4055 section 4.1.
@@ -57,8 +59,9 @@ const (
 //
 // alg is the content cipher (AES128CBC unless configured otherwise). A fresh
 // content-encryption key is transported to every recipient with its
-// KeyTransport. Recipients must have RSA keys of at least MinRSABits bits
-// (ErrWeakKey otherwise); key usage and trust are the caller's business.
+// KeyTransport. Recipients' keys must be ones the profile encrypts to: RSA
+// of at least MinRSABits bits (ErrWeakKey otherwise); key usage and trust
+// are the caller's business.
 // The inner content type is id-data.
 func Encrypt(rand io.Reader, content []byte, alg ContentCipher, recipients []Recipient) ([]byte, error) {
 	cipherOID := alg.oid()
@@ -216,14 +219,18 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 		return nil, 0, errors.New("cms: recipient without a certificate")
 	}
 	who := r.Cert.Subject.String()
-	pub, ok := r.Cert.PublicKey.(*rsa.PublicKey)
-	if !ok {
+	if _, _, err := directprofile.CheckCertKey(r.Cert, directprofile.Encryption); err != nil {
+		var ke *directprofile.KeyError
+		if errors.As(err, &ke) && ke.Weak {
+			return nil, 0, fmt.Errorf("%w: recipient %q has %v", ErrWeakKey, who, err)
+		}
 		return nil, 0, fmt.Errorf("%w (recipient %q: only RSA keys can receive the content-encryption key)",
 			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(r.Cert), Name: r.Cert.PublicKeyAlgorithm.String()}, who)
 	}
-	// Algorithms table: RSA key size MUST be ≥2048.
-	if bits := pub.N.BitLen(); bits < MinRSABits {
-		return nil, 0, fmt.Errorf("%w: recipient %q has a %d-bit key", ErrWeakKey, who, bits)
+	pub, ok := r.Cert.PublicKey.(*rsa.PublicKey) // the only key type the profile encrypts to
+	if !ok {
+		return nil, 0, fmt.Errorf("%w (recipient %q: only RSA keys can receive the content-encryption key)",
+			&UnsupportedAlgorithmError{Role: RoleKeyTransport, OID: spkiAlgorithm(r.Cert), Name: r.Cert.PublicKeyAlgorithm.String()}, who)
 	}
 
 	kt := r.KeyTransport
@@ -235,15 +242,14 @@ func keyTransRecipient(rand io.Reader, cek []byte, r Recipient) ([]byte, int, er
 		ek  []byte
 		err error
 	)
-	// Algorithms table: key transport RSA v1.5 and RSAES-OAEP (SHA-1 and
-	// SHA-256 variants).
-	if send, oaep := oaepSendable(kt); oaep && !send {
-		// Accepted inbound, never sent (oaepProfile in oid.go).
+	// The profile's KeyTransports: what hisp may send (AL-08, AL-09).
+	if row, ok := keyTransportRow(kt); ok && row.Send == directprofile.Never {
 		return nil, 0, fmt.Errorf("%w: key transport %v is accepted on decryption only (recipient %q)", ErrUnsupportedAlgorithm, kt, who)
 	}
 	switch kt {
 	case RSAPKCS1v15:
 		alg = pkix.AlgorithmIdentifier{Algorithm: oidRSAEncryption, Parameters: asn1.NullRawValue}
+		//lint:ignore SA1019 Direct partners that cannot open RSA-OAEP get RSA PKCS #1 v1.5 key transport when configured for it (AL-08).
 		ek, err = rsa.EncryptPKCS1v15(rand, pub, cek)
 	case RSAOAEPSHA1:
 		// All defaults: the DER of RSAES-OAEP-params is an empty SEQUENCE

@@ -4,6 +4,8 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // Errors returned by Encrypt and Decrypt, wrapped with detail. Test for them
@@ -34,9 +36,11 @@ var (
 	// certificate's name.
 	ErrDecryptionFailed = errors.New("cms: decryption failed")
 
-	// ErrWeakKey means an RSA key shorter than MinRSABits bits, of a
-	// recipient on Encrypt or of our own certificate on Decrypt.
-	ErrWeakKey = errors.New("cms: the RSA key is shorter than 2048 bits")
+	// ErrWeakKey means a key the Direct profile refuses (an RSA key
+	// shorter than MinRSABits bits, an ECDSA curve or key type it does not
+	// accept), of a recipient on Encrypt, of our own certificate on
+	// Decrypt, or of a signer.
+	ErrWeakKey = errors.New("cms: the key is refused by the Direct profile")
 )
 
 // Roles of an algorithm, for UnsupportedAlgorithmError.Role.
@@ -58,15 +62,21 @@ type UnsupportedAlgorithmError struct {
 }
 
 // Refused reports whether the algorithm is known and refused by the Direct
-// profile, rather than unknown or unimplemented.
+// profile (a Refuse row of package directprofile's tables for its role),
+// rather than unknown or unimplemented.
 func (e *UnsupportedAlgorithmError) Refused() bool {
 	if e.OID == nil {
 		return false
 	}
 	if e.Role == RoleDigest || e.Role == RoleSignature {
-		return isRefusedSignatureOID(e.OID)
+		if d, ok := directprofile.DigestByOID(e.OID); ok {
+			return d.Verdict == directprofile.Refuse
+		}
+		s, ok := directprofile.SignatureFor(e.OID, 0)
+		return ok && s.Verdict == directprofile.Refuse
 	}
-	return isRefusedOID(e.OID)
+	c, ok := directprofile.CipherByOID(e.OID)
+	return ok && c.Verdict == directprofile.Refuse
 }
 
 func (e *UnsupportedAlgorithmError) Error() string {

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/hisp-project/hisp/smime/directprofile"
 )
 
 // SignedData verification (RFC 5652 section 5), for the signatures of
@@ -19,9 +21,9 @@ import (
 // identified by subject key identifier (SignerInfo version 3) and RSASSA-PSS
 // signatures (RFC 4055), besides issuer and serial number with RSA PKCS #1
 // v1.5 and ECDSA; and BER as streaming encoders write it. Which digests and
-// signature algorithms are accepted is the signatureDigests and
-// signatureAlgorithms tables of oid.go. Producing SignedData is not part of
-// this package.
+// signature algorithms are accepted is the Digests and Signatures tables
+// of package directprofile. Producing SignedData is not part of this
+// package.
 
 // Errors of SignerInfo.Verify besides ErrWeakKey and
 // *UnsupportedAlgorithmError (roles RoleDigest and RoleSignature).
@@ -409,17 +411,18 @@ func (sd *SignedData) SignerCertificate(si *SignerInfo) *x509.Certificate {
 
 // Digest returns the hash of si's digestAlgorithm and its name ("sha256")
 // when the Direct profile accepts it, else an *UnsupportedAlgorithmError of
-// RoleDigest (refused for SHA-1 and MD5).
+// RoleDigest: refused (with the digest's name) for a Refuse row of
+// directprofile.Digests such as SHA-1 and MD5, unsupported for a digest in
+// no row.
 func (si *SignerInfo) Digest() (crypto.Hash, string, error) {
-	for _, d := range signatureDigests {
-		if d.oid.Equal(si.DigestAlgorithm.Algorithm) {
-			if d.refused {
-				return 0, d.name, &UnsupportedAlgorithmError{Role: RoleDigest, OID: d.oid, Name: d.name}
-			}
-			return d.hash, d.name, nil
-		}
+	d, ok := directprofile.DigestByOID(si.DigestAlgorithm.Algorithm)
+	if !ok {
+		return 0, "", unsupported(RoleDigest, si.DigestAlgorithm.Algorithm)
 	}
-	return 0, "", unsupported(RoleDigest, si.DigestAlgorithm.Algorithm)
+	if d.Verdict != directprofile.Accept {
+		return 0, d.Name, &UnsupportedAlgorithmError{Role: RoleDigest, OID: d.OID, Name: d.Name}
+	}
+	return d.Hash, d.Name, nil
 }
 
 // pssParameters is RSASSA-PSS-params (RFC 4055 section 3.1).
@@ -445,37 +448,28 @@ func (si *SignerInfo) Verify(content []byte, eContentType asn1.ObjectIdentifier,
 		return "", err
 	}
 	oid := si.SignatureAlgorithm.Algorithm
-	var kind signatureKind
-	known := false
-	for _, a := range signatureAlgorithms {
-		if !a.oid.Equal(oid) {
-			continue
-		}
-		if a.refused {
-			return "", &UnsupportedAlgorithmError{Role: RoleSignature, OID: oid, Name: a.name}
-		}
-		if a.hash != 0 && a.hash != h {
-			return "", &UnsupportedAlgorithmError{Role: RoleSignature, OID: oid,
-				Name: fmt.Sprintf("%s with digest algorithm %s", a.name, hname)}
-		}
-		kind, known = a.kind, true
-		break
-	}
-	if !known {
+	alg, known := directprofile.SignatureFor(oid, h)
+	switch {
+	case !known:
 		return "", unsupported(RoleSignature, oid)
+	case alg.Verdict != directprofile.Accept:
+		return "", &UnsupportedAlgorithmError{Role: RoleSignature, OID: oid, Name: alg.Name}
+	case alg.Hash != 0 && alg.Hash != h:
+		return "", &UnsupportedAlgorithmError{Role: RoleSignature, OID: oid,
+			Name: fmt.Sprintf("%s with digest algorithm %s", alg.Name, hname)}
 	}
+	kind := alg.Scheme
 	var pss *rsa.PSSOptions
-	name := ""
-	switch kind {
-	case sigPKCS1v15:
-		name = fmt.Sprintf("SHA%d-RSA", h.Size()*8)
-	case sigPSS:
+	if kind == directprofile.PSS {
 		if pss, err = si.pssOptions(h, hname); err != nil {
 			return "", err
 		}
-		name = fmt.Sprintf("SHA%d-RSAPSS", h.Size()*8)
-	case sigECDSA:
-		name = fmt.Sprintf("ECDSA-SHA%d", h.Size()*8)
+	}
+	// The name of the scheme with the digest: "RSA" with SHA-256 is
+	// "SHA256-RSA".
+	name := alg.Name
+	if named, ok := directprofile.SignatureByScheme(kind, h); ok {
+		name = named.Name
 	}
 	if err := checkSignerKey(cert, kind); err != nil {
 		return name, err
@@ -507,11 +501,11 @@ func (si *SignerInfo) Verify(content []byte, eContentType asn1.ObjectIdentifier,
 	}
 
 	switch kind {
-	case sigPKCS1v15:
+	case directprofile.PKCS1v15:
 		err = rsa.VerifyPKCS1v15(cert.PublicKey.(*rsa.PublicKey), h, digest, si.Signature)
-	case sigPSS:
+	case directprofile.PSS:
 		err = rsa.VerifyPSS(cert.PublicKey.(*rsa.PublicKey), h, digest, si.Signature, pss)
-	case sigECDSA:
+	case directprofile.ECDSA:
 		if !ecdsa.VerifyASN1(cert.PublicKey.(*ecdsa.PublicKey), digest, si.Signature) {
 			err = errors.New("ECDSA verification failed")
 		}
@@ -568,26 +562,22 @@ func (si *SignerInfo) pssOptions(h crypto.Hash, hname string) (*rsa.PSSOptions, 
 	return &rsa.PSSOptions{SaltLength: p.SaltLength, Hash: h}, nil
 }
 
-// checkSignerKey checks the signer's key against the signature kind and
-// the Direct profile: RSA of MinRSABits or more, ECDSA on P-256 or P-384.
-func checkSignerKey(cert *x509.Certificate, kind signatureKind) error {
-	switch pub := cert.PublicKey.(type) {
+// checkSignerKey checks that the signer's key fits the signature scheme,
+// and that the Direct profile accepts it for signing (key type, RSA size,
+// ECDSA curve).
+func checkSignerKey(cert *x509.Certificate, kind directprofile.Scheme) error {
+	switch cert.PublicKey.(type) {
 	case *rsa.PublicKey:
-		if kind == sigECDSA {
+		if kind == directprofile.ECDSA {
 			return fmt.Errorf("%w: an ECDSA signature by an RSA key", ErrBadSignature)
 		}
-		if bits := pub.N.BitLen(); bits < MinRSABits {
-			return fmt.Errorf("%w: signer RSA key has %d bits", ErrWeakKey, bits)
-		}
 	case *ecdsa.PublicKey:
-		if kind != sigECDSA {
+		if kind != directprofile.ECDSA {
 			return fmt.Errorf("%w: an RSA signature by an ECDSA key", ErrBadSignature)
 		}
-		if n := pub.Curve.Params().Name; n != "P-256" && n != "P-384" {
-			return fmt.Errorf("%w: signer ECDSA curve %s is not P-256 or P-384", ErrWeakKey, n)
-		}
-	default:
-		return fmt.Errorf("%w: signer key type %T is not used by Direct", ErrWeakKey, pub)
+	}
+	if _, _, err := directprofile.CheckCertKey(cert, directprofile.Signing); err != nil {
+		return fmt.Errorf("%w: signer has %v", ErrWeakKey, err)
 	}
 	return nil
 }

@@ -134,6 +134,7 @@ func TestOAEPParameterEncodings(t *testing.T) {
 		var ek []byte
 		var err error
 		if tc.want == RSAPKCS1v15 {
+			//lint:ignore SA1019 the test makes RSA PKCS #1 v1.5 key transport, which Direct accepts (AL-08).
 			ek, err = rsa.EncryptPKCS1v15(rand.Reader, &p.key.PublicKey, cek)
 		} else {
 			tc.opts.Label = tc.label
