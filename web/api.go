@@ -194,7 +194,20 @@ func (h *handler) api(mux *http.ServeMux) {
 			}
 			limit = n
 		}
-		h.reply(w, r, http.StatusOK)(h.apiOps(r).AuditLog(r.Context(), limit))
+		evs, err := h.apiOps(r).AuditLog(r.Context(), limit)
+		type event struct {
+			Time    time.Time `json:"time"`
+			Actor   string    `json:"actor"`
+			Action  string    `json:"action"`
+			Subject string    `json:"subject"`
+			Verdict string    `json:"verdict"`
+			Reason  string    `json:"reason,omitempty"`
+		}
+		out := []event{}
+		for _, e := range evs {
+			out = append(out, event{e.Time.UTC(), e.Actor, e.Action, e.Subject, e.Verdict, e.Reason})
+		}
+		h.reply(w, r, http.StatusOK)(out, err)
 	})
 }
 
