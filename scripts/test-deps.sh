@@ -2,7 +2,8 @@
 # Installs the Debian packages the tests need, only those missing.
 # openssl: S/MIME interop peer; slapd, ldap-utils: LDAP discovery peer;
 # bind9-dnsutils: dig, a second DNS client; python3: SMTP/IMAP clients; curl;
-# unzip, zip: Info-ZIP checks and writes IHE XDM packages.
+# unzip, zip: Info-ZIP checks and writes IHE XDM packages; chromium,
+# chromium-driver: the admin page's test in a real (headless) browser.
 set -e
 need=""
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
@@ -14,6 +15,8 @@ have python3 || need="$need python3"
 have curl || need="$need curl"
 have unzip || need="$need unzip"
 have zip || need="$need zip"
+have chromium || need="$need chromium"
+have chromedriver || need="$need chromium-driver"
 [ -z "$need" ] && exit 0
 echo "installing:$need"
 SUDO=""
