@@ -173,7 +173,7 @@ func (o *Ops) AddBundle(ctx context.Context, req BundleRequest) (BundleAdded, er
 		state, _, err = trust.FetchBundle(fctx, o.HTTPClient, src, trust.BundleState{}, o.now())
 		cancel()
 		if err != nil {
-			return BundleAdded{}, refusedf("%v; nothing recorded (to record it anyway and let the server fetch it: --no-fetch)", err)
+			return BundleAdded{}, refusedf("%v; nothing recorded", err)
 		}
 		res.Fetched = true
 	} else if !strings.Contains(req.Location, "://") {

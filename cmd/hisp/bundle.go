@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -77,7 +78,9 @@ func bundleAdd(env *cliEnv, args []string) int {
 		res, err := o.AddBundle(ctx, ops.BundleRequest{Domain: domain, Location: location, Direction: dir, Refresh: refresh,
 			Signer: signer, NoFetch: *noFetch, AllowHTTP: *allowHTTP})
 		c.warnAll(res.Warnings)
-		if err != nil {
+		if errors.Is(err, ops.ErrRefused) {
+			return c.fail(fmt.Errorf("%w (to record it anyway and let the server fetch it: --no-fetch)", err))
+		} else if err != nil {
 			return c.opFail(err)
 		}
 		b := res.Bundle
