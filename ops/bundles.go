@@ -40,25 +40,34 @@ func bundleInfo(b store.Bundle) BundleInfo {
 		Created: optTime(b.Created)}
 }
 
+// maxRefresh is the longest refresh interval: a bundle not read for a
+// year has lost its point.
+const maxRefresh = 366 * 24 * time.Hour
+
 // ParseRefresh parses a refresh interval: a Go duration ("90m", "6h") or a
-// number of days ("1d"), at least trust.MinRefresh.
+// number of days ("1d"), from trust.MinRefresh to a year; "" is a day.
 func ParseRefresh(s string) (time.Duration, error) {
 	if s == "" {
 		return 24 * time.Hour, nil
 	}
+	var d time.Duration
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		days, err := strconv.Atoi(n)
-		if err != nil || days <= 0 {
-			return 0, invalidf("invalid refresh interval %q", s)
+		if err != nil || days <= 0 || days > int(maxRefresh/(24*time.Hour)) {
+			return 0, invalidf("invalid refresh interval %q: want 1d to 366d, or a duration such as 6h", s)
 		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, invalidf("invalid refresh interval %q: want a duration such as 6h, 90m or 1d", s)
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, invalidf("invalid refresh interval %q: want a duration such as 6h, 90m or 1d", s)
+		}
 	}
 	if d < trust.MinRefresh {
 		return 0, invalidf("refresh interval %s is shorter than %s", d, trust.MinRefresh)
+	}
+	if d > maxRefresh {
+		return 0, invalidf("refresh interval %s is longer than a year", d)
 	}
 	return d, nil
 }
@@ -150,8 +159,8 @@ func (o *Ops) AddBundle(ctx context.Context, req BundleRequest) (BundleAdded, er
 	if req.Refresh == 0 {
 		req.Refresh = 24 * time.Hour
 	}
-	if req.Refresh < trust.MinRefresh {
-		return BundleAdded{}, invalidf("refresh interval %s is shorter than %s", req.Refresh, trust.MinRefresh)
+	if req.Refresh < trust.MinRefresh || req.Refresh > maxRefresh {
+		return BundleAdded{}, invalidf("refresh interval %s: want %s to a year", req.Refresh, trust.MinRefresh)
 	}
 	if req.Direction == "" {
 		req.Direction = store.DirectionBoth
