@@ -25,6 +25,7 @@ import (
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/store"
 	"github.com/hisp-project/hisp/trust"
+	"github.com/hisp-project/hisp/web"
 )
 
 // server is one running hisp: its store and listeners.
@@ -196,7 +197,7 @@ func listenDNS(addr string) (net.PacketConn, net.Listener, error) {
 
 // adminHandler serves the admin listener: local CA CRLs (the CRL
 // distribution point of certificates from hisp cert issue), a health
-// check, the tracking API and the admin web page.
+// check, metrics, and package web's admin page and API.
 func (s *server) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -232,8 +233,8 @@ func (s *server) adminHandler() http.Handler {
 		w.Write(der)
 	})
 	mux.Handle("GET /metrics", s.metricsAuth(s.metricsHandler())) // Prometheus (metrics.go)
-	s.trackAPI(mux)
-	s.adminUI(mux) // the admin web page (adminui.go)
+	// The admin page and the JSON API (tracking and admin operations).
+	web.Register(mux, web.Options{Store: s.st, Log: s.log, Hostname: s.cfg.Hostname, CRLBase: s.cfg.BaseURL()})
 	return mux
 }
 

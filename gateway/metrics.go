@@ -50,6 +50,7 @@ import (
 
 	"github.com/hisp-project/hisp/metrics"
 	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/web"
 )
 
 // Windows of the store gauges.
@@ -272,7 +273,7 @@ func (s *server) metricsAuth(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if token := bearerToken(r); token != "" {
+		if token := web.BearerToken(r); token != "" {
 			t, err := s.st.CheckAPIToken(r.Context(), token)
 			if err == nil && t.Domains == nil {
 				next.ServeHTTP(w, r)

@@ -13,14 +13,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"mime"
-	"net/http"
 	"net/textproto"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -259,148 +256,7 @@ func headerValues(msg []byte, name string) string {
 	return strings.Join(h.Values(name), "; ")
 }
 
-// The HTTP API of the tracking, on the admin listener:
-//
-//	GET /api/v1/messages/{message-id}                 one message: per-recipient state, outcome, deadlines, events
-//	GET /api/v1/messages?sender=&state=&since=&until=&limit=&events=
-//	                                                  messages, newest first
-//
-// Both need "Authorization: Bearer <token>" (hisp token add); without a
-// valid token the answer is 401. The message-id may be given with or
-// without angle brackets, URL-escaped. since and until are RFC 3339 times,
-// Unix seconds, or a duration back from now ("24h").
-
-// trackAPI registers the API on the admin mux.
-func (s *server) trackAPI(mux *http.ServeMux) {
-	mux.Handle("GET /api/v1/messages/{id...}", s.apiAuth(http.HandlerFunc(s.apiMessage)))
-	mux.Handle("GET /api/v1/messages", s.apiAuth(http.HandlerFunc(s.apiMessages)))
-}
-
-// apiAuth lets requests with a valid bearer token through.
-func (s *server) apiAuth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token := bearerToken(r); token != "" {
-			t, err := s.st.CheckAPIToken(r.Context(), token)
-			if err == nil {
-				next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), apiTokenKey{}, t)))
-				return
-			}
-			if !errors.Is(err, store.ErrNotFound) {
-				s.log.Error("api: check token", "err", err)
-				apiError(w, http.StatusServiceUnavailable, "token check failed")
-				return
-			}
-		}
-		w.Header().Set("WWW-Authenticate", `Bearer realm="hisp"`)
-		apiError(w, http.StatusUnauthorized, "a valid bearer token is required (hisp token add NAME)")
-	})
-}
-
-// bearerToken is the token of an "Authorization: Bearer" header; "" if none.
-func bearerToken(r *http.Request) string {
-	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(token)
-}
-
-type apiTokenKey struct{}
-
-// apiToken is the token of an authenticated API request.
-func apiToken(r *http.Request) store.APIToken {
-	t, _ := r.Context().Value(apiTokenKey{}).(store.APIToken)
-	return t
-}
-
-func (s *server) apiMessage(w http.ResponseWriter, r *http.Request) {
-	id := track.NormalizeMessageID(r.PathValue("id"))
-	if id == "" {
-		apiError(w, http.StatusNotFound, "no message-id")
-		return
-	}
-	m, err := s.st.TrackedMessageIn(r.Context(), id, apiToken(r).Domains)
-	if errors.Is(err, store.ErrNotFound) || err == nil && !apiToken(r).Sees(m.Sender) {
-		// A scoped token cannot tell others' messages from missing ones.
-		apiError(w, http.StatusNotFound, "no tracked message "+id)
-		return
-	}
-	if err != nil {
-		s.log.Error("api: read tracking", "err", err)
-		apiError(w, http.StatusInternalServerError, "store error")
-		return
-	}
-	apiJSON(w, track.View(m))
-}
-
-func (s *server) apiMessages(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	f := store.TrackFilter{Sender: q.Get("sender"), State: store.TrackState(q.Get("state")), Events: q.Get("events") == "1" || q.Get("events") == "true",
-		SenderDomains: apiToken(r).Domains}
-	if f.State != "" && !f.State.Valid() {
-		apiError(w, http.StatusBadRequest, "state: want queued, relayed, processed, dispatched or failed")
-		return
-	}
-	var err error
-	if f.Since, err = apiTime(q.Get("since")); err != nil {
-		apiError(w, http.StatusBadRequest, "since: "+err.Error())
-		return
-	}
-	if f.Until, err = apiTime(q.Get("until")); err != nil {
-		apiError(w, http.StatusBadRequest, "until: "+err.Error())
-		return
-	}
-	if l := q.Get("limit"); l != "" {
-		if f.Limit, err = strconv.Atoi(l); err != nil || f.Limit < 1 || f.Limit > 1000 {
-			apiError(w, http.StatusBadRequest, "limit: want 1-1000")
-			return
-		}
-	}
-	ms, err := s.st.TrackedMessages(r.Context(), f)
-	if err != nil {
-		s.log.Error("api: list tracking", "err", err)
-		apiError(w, http.StatusInternalServerError, "store error")
-		return
-	}
-	out := struct {
-		Messages []track.MessageView `json:"messages"`
-	}{Messages: []track.MessageView{}}
-	for _, m := range ms {
-		out.Messages = append(out.Messages, track.View(m))
-	}
-	apiJSON(w, out)
-}
-
-// apiTime parses an RFC 3339 time, Unix seconds or a duration back from
-// now; "" is the zero time.
-func apiTime(v string) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return time.Unix(n, 0), nil
-	}
-	if d, err := time.ParseDuration(v); err == nil && d > 0 {
-		return time.Now().Add(-d), nil
-	}
-	return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time, Unix seconds or a duration", v)
-}
-
-func apiJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func apiError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]string{"error": msg})
-}
+// The HTTP API of the tracking is package web's.
 
 // failedRecipient is the tracking of a recipient the agent refused.
 func failedRecipient(r agent.RecipientResult) track.FailedRecipient {

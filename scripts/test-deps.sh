@@ -4,8 +4,9 @@
 # bind9-dnsutils: dig, a second DNS client; python3: SMTP/IMAP clients; curl;
 # unzip, zip: Info-ZIP checks and writes IHE XDM packages; gpgsm, gpg-agent:
 # GnuPG's S/MIME, a second interop peer (gpgsm alone does not pull in the
-# agent that holds its keys). Also staticcheck (a Go tool, not a Debian
-# package) for `make lint`.
+# agent that holds its keys); chromium, chromium-driver: the admin page's
+# test in a real (headless) browser. Also staticcheck (a Go tool, not a
+# Debian package) for `make lint`.
 set -e
 
 # staticcheck for `make lint`, pinned, built into .tools/ (ignored by git).
@@ -29,6 +30,8 @@ have unzip || need="$need unzip"
 have zip || need="$need zip"
 have gpgsm || need="$need gpgsm"
 have gpg-agent || need="$need gpg-agent"
+have chromium || need="$need chromium"
+have chromedriver || need="$need chromium-driver"
 [ -z "$need" ] && exit 0
 echo "installing:$need"
 SUDO=""

@@ -22,8 +22,11 @@ type APIToken struct {
 	ID   int64
 	Name string
 	// Domains limits the token to messages whose sender is in one of these
-	// local domains (an EHR's token); nil: every message (an admin's).
+	// local domains (an EHR's token); nil: every message.
 	Domains []string
+	// Admin tokens may also use the admin operations of the API (hisp token
+	// add --admin); they are never limited to domains.
+	Admin   bool
 	Created time.Time
 }
 
@@ -51,7 +54,17 @@ func hashToken(token string) string {
 // domains (local domains), the token sees only the messages of their
 // senders. A name in use gives an error wrapping ErrExists.
 func (s *Store) CreateAPIToken(ctx context.Context, name string, domains ...string) (APIToken, string, error) {
+	return s.CreateAPITokenScope(ctx, name, false, domains)
+}
+
+// CreateAPITokenScope is CreateAPIToken with the admin scope: an admin
+// token may use every operation of the API and cannot be limited to
+// domains.
+func (s *Store) CreateAPITokenScope(ctx context.Context, name string, admin bool, domains []string) (APIToken, string, error) {
 	name = strings.TrimSpace(name)
+	if admin && len(domains) > 0 {
+		return APIToken{}, "", fmt.Errorf("add API token %s: an admin token cannot be limited to domains", name)
+	}
 	if name == "" || len(name) > 100 || strings.ContainsAny(name, "\r\n\t\x00") {
 		return APIToken{}, "", fmt.Errorf("add API token: invalid name %q", name)
 	}
@@ -71,7 +84,7 @@ func (s *Store) CreateAPIToken(ctx context.Context, name string, domains ...stri
 		return APIToken{}, "", fmt.Errorf("add API token: %w", err)
 	}
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(b[:])
-	t := APIToken{Name: name, Domains: scope, Created: fromMillis(millis(time.Now()))}
+	t := APIToken{Name: name, Domains: scope, Admin: admin, Created: fromMillis(millis(time.Now()))}
 	err := s.tx(ctx, func(tx *txn) error {
 		if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM api_tokens WHERE name = ?`, name); err != nil {
 			return err
@@ -83,8 +96,8 @@ func (s *Store) CreateAPIToken(ctx context.Context, name string, domains ...stri
 				return err
 			}
 		}
-		return tx.QueryRowContext(ctx, `INSERT INTO api_tokens (name, hash, created, domains) VALUES (?, ?, ?, ?) RETURNING id`,
-			name, hashToken(token), millis(t.Created), strings.Join(scope, " ")).Scan(&t.ID)
+		return tx.QueryRowContext(ctx, `INSERT INTO api_tokens (name, hash, created, domains, admin) VALUES (?, ?, ?, ?, ?) RETURNING id`,
+			name, hashToken(token), millis(t.Created), strings.Join(scope, " "), admin).Scan(&t.ID)
 	})
 	if err != nil {
 		return APIToken{}, "", fmt.Errorf("add API token: %w", err)
@@ -101,8 +114,8 @@ func (s *Store) CheckAPIToken(ctx context.Context, token string) (APIToken, erro
 	var t APIToken
 	var created int64
 	var domains string
-	err := s.db.QueryRowContext(ctx, `SELECT id, name, created, domains FROM api_tokens WHERE hash = ?`, hashToken(token)).
-		Scan(&t.ID, &t.Name, &created, &domains)
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, created, domains, admin FROM api_tokens WHERE hash = ?`, hashToken(token)).
+		Scan(&t.ID, &t.Name, &created, &domains, &t.Admin)
 	if errors.Is(err, sql.ErrNoRows) {
 		return APIToken{}, fmt.Errorf("API token: %w", ErrNotFound)
 	} else if err != nil {
@@ -114,7 +127,7 @@ func (s *Store) CheckAPIToken(ctx context.Context, token string) (APIToken, erro
 
 // APITokens lists the API clients by name.
 func (s *Store) APITokens(ctx context.Context) ([]APIToken, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created, domains FROM api_tokens ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, created, domains, admin FROM api_tokens ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list API tokens: %w", err)
 	}
@@ -124,7 +137,7 @@ func (s *Store) APITokens(ctx context.Context) ([]APIToken, error) {
 		var t APIToken
 		var created int64
 		var domains string
-		if err := rows.Scan(&t.ID, &t.Name, &created, &domains); err != nil {
+		if err := rows.Scan(&t.ID, &t.Name, &created, &domains, &t.Admin); err != nil {
 			return nil, fmt.Errorf("list API tokens: %w", err)
 		}
 		t.Created, t.Domains = fromMillis(created), tokenDomains(domains)

@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hisp-project/hisp/certs/certfile"
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -35,7 +34,7 @@ func addressAdd(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	addr, domain, err := store.NormalizeAddress(pos[0])
+	addr, _, err := store.NormalizeAddress(pos[0])
 	if err != nil {
 		return c.usageError("%v", err)
 	}
@@ -49,17 +48,10 @@ func addressAdd(env *cliEnv, args []string) int {
 	if len(password) < store.MinPasswordLength {
 		return c.fail(fmt.Errorf("password in %s is shorter than %d characters", *pwFile, store.MinPasswordLength))
 	}
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
-		if _, err := st.AddAddress(ctx, addr); errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("address %s already exists (change its password with %s address passwd)", addr, env.progName()))
-		} else if err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		if _, err := o.AddAddress(ctx, addr, password); err != nil {
+			return c.opFail(err)
 		}
-		if err := st.SetPassword(ctx, addr, password); err != nil {
-			st.RemoveAddress(ctx, addr)
-			return c.fail(err)
-		}
-		c.audit(ctx, st, "address.add", addr, "")
 		fmt.Fprintf(env.stdout, "added address %s\n", addr)
 		return 0
 	})
@@ -80,11 +72,10 @@ func addressPasswd(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := st.SetPassword(ctx, pos[0], password); err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		if err := o.SetPassword(ctx, pos[0], password); err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "address.passwd", pos[0], "")
 		fmt.Fprintf(env.stdout, "password of %s changed\n", pos[0])
 		return 0
 	})
@@ -122,30 +113,25 @@ func addressQuota(env *cliEnv, args []string) int {
 			}
 		}
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if _, err := st.Address(ctx, addr); err != nil {
-			return c.fail(err)
-		}
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		var q ops.Quota
+		var err error
 		if set {
-			if err := st.SetQuota(ctx, addr, size); err != nil {
-				return c.fail(err)
-			}
-			c.audit(ctx, st, "address.quota", addr, pos[1])
+			q, err = o.SetQuota(ctx, addr, size, pos[1])
+		} else {
+			q, err = o.Quota(ctx, addr)
 		}
-		a, err := st.MailAccount(ctx, addr)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
 		quota := "none"
 		switch {
-		case a.QuotaDefault:
-			// The default is hisp serve's [limits] mailbox_quota, which
-			// this command does not read.
+		case q.Default:
 			quota = "default ([limits] mailbox_quota of hisp serve)"
-		case a.Quota > 0:
-			quota = formatSize(a.Quota)
+		case q.Bytes > 0:
+			quota = formatSize(q.Bytes)
 		}
-		fmt.Fprintf(env.stdout, "%s: quota %s, %s in use\n", addr, quota, formatSize(a.Used))
+		fmt.Fprintf(env.stdout, "%s: quota %s, %s in use\n", addr, quota, formatSize(q.Used))
 		return 0
 	})
 }
@@ -184,14 +170,6 @@ func formatSize(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-type addressJSON struct {
-	Address  string    `json:"address"`
-	Domain   string    `json:"domain"`
-	Login    bool      `json:"login"`
-	Created  time.Time `json:"created"`
-	CertsNum int       `json:"certificates"`
-}
-
 // addressList is "hisp address list [DOMAIN|ADDRESS] [--json]".
 func addressList(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "address list", "[DOMAIN|ADDRESS]", true)
@@ -199,39 +177,14 @@ func addressList(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		var err error
-		var list []store.Address
-		switch {
-		case len(pos) == 0:
-			list, err = st.Addresses(ctx, "")
-		default:
-			owner, _, perr := store.ParseOwner(pos[0])
-			if perr != nil {
-				return c.usageError("%v", perr)
-			}
-			if _, domErr := store.NormalizeDomain(owner); domErr == nil {
-				list, err = st.Addresses(ctx, owner)
-			} else {
-				var a store.Address
-				a, err = st.Address(ctx, owner)
-				list = []store.Address{a}
-			}
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		filter := ""
+		if len(pos) == 1 {
+			filter = pos[0]
 		}
+		out, err := o.Addresses(ctx, filter)
 		if err != nil {
-			return c.fail(err)
-		}
-		out := []addressJSON{}
-		for _, a := range list {
-			login, err := st.HasPassword(ctx, a.Address)
-			if err != nil {
-				return c.fail(err)
-			}
-			cs, err := st.Certificates(ctx, store.CertFilter{Owner: a.Address})
-			if err != nil {
-				return c.fail(err)
-			}
-			out = append(out, addressJSON{Address: a.Address, Domain: a.Domain, Login: login, Created: a.Created.UTC(), CertsNum: len(cs)})
+			return c.opFail(err)
 		}
 		var rows [][]string
 		for _, a := range out {
@@ -256,11 +209,10 @@ func addressRemove(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.usageError("%v", err)
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := st.RemoveAddress(ctx, addr); err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		if _, err := o.RemoveAddress(ctx, addr); err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "address.remove", addr, "")
 		fmt.Fprintf(env.stdout, "removed address %s and its certificates\n", addr)
 		return 0
 	})

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
 
 	"github.com/hisp-project/hisp/certs/certfile"
-	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/ops"
 )
 
 func init() {
@@ -38,22 +36,14 @@ func adminAdd(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		a, err := st.AddAdmin(ctx, pos[0], password)
-		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("an admin named %q exists (%s admin remove it first)", pos[0], env.progName()))
-		} else if err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		a, err := o.AddAdmin(ctx, pos[0], password)
+		if err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "admin.add", a.Name, "")
 		fmt.Fprintf(env.stdout, "added admin %s (the admin page is on the [listen] admin address)\n", a.Name)
 		return 0
 	})
-}
-
-type adminAccountJSON struct {
-	Name    string    `json:"name"`
-	Created time.Time `json:"created"`
 }
 
 // adminList is "hisp admin list [--json]".
@@ -62,15 +52,13 @@ func adminList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		as, err := st.Admins(ctx)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Admins(ctx)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		out := []adminAccountJSON{}
 		var rows [][]string
-		for _, a := range as {
-			out = append(out, adminAccountJSON{Name: a.Name, Created: a.Created.UTC()})
+		for _, a := range out {
 			rows = append(rows, []string{a.Name, instant(a.Created)})
 		}
 		return c.list(out, []string{"NAME", "CREATED"}, rows)
@@ -84,11 +72,10 @@ func adminRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := st.RemoveAdmin(ctx, pos[0]); err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		if err := o.RemoveAdmin(ctx, pos[0]); err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "admin.remove", pos[0], "")
 		fmt.Fprintf(env.stdout, "removed admin %s\n", pos[0])
 		return 0
 	})

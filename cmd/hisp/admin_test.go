@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/hisp-project/hisp/internal/testpki"
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -115,7 +116,7 @@ func TestAdminSession(t *testing.T) {
 		t.Errorf("cert list shows key material:\n%s", out)
 	}
 	out = adminOK(t, data, "cert", "list", "bob@a.example", "--json")
-	var certs []certJSON
+	var certs []ops.CertInfo
 	if err := json.Unmarshal([]byte(out), &certs); err != nil {
 		t.Fatalf("cert list --json: %v\n%s", err, out)
 	}
@@ -231,7 +232,7 @@ func TestAdminSession(t *testing.T) {
 	if !strings.Contains(out, "DIRECTION") || !strings.Contains(out, " in ") || !strings.Contains(out, " out ") || !strings.Contains(out, "CN=Second CA") {
 		t.Errorf("anchor list:\n%s", out)
 	}
-	var anchors []anchorJSON
+	var anchors []ops.AnchorInfo
 	if err := json.Unmarshal([]byte(adminOK(t, data, "anchor", "list", "--json", "b.example")), &anchors); err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +285,7 @@ func TestAdminSession(t *testing.T) {
 	if !strings.Contains(out, "https://bundles.example/x.p7b") || !strings.Contains(out, "24h0m0s") || !strings.Contains(out, "LOCATION") {
 		t.Errorf("bundle list:\n%s", out)
 	}
-	var bundles []bundleJSON
+	var bundles []ops.BundleInfo
 	if err := json.Unmarshal([]byte(adminOK(t, data, "bundle", "list", "b.example", "--json")), &bundles); err != nil {
 		t.Fatal(err)
 	}

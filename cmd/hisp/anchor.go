@@ -7,9 +7,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hisp-project/hisp/certs/certfile"
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -48,43 +48,26 @@ func anchorAdd(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
-		now := time.Now()
-		for _, cert := range certs {
-			if !cert.IsCA {
-				c.warn("%s is not a CA certificate; it will anchor only itself", cert.Subject)
-			}
-			if now.After(cert.NotAfter) {
-				c.warn("%s expired on %s", cert.Subject, day(cert.NotAfter))
-			}
-			a, err := st.AddAnchor(ctx, domain, cert, dir)
-			if errors.Is(err, store.ErrExists) {
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		added, err := o.AddAnchors(ctx, domain, certs, dir)
+		for _, r := range added {
+			c.warnAll(r.Warnings)
+			a := r.Anchor
+			if r.Existing {
 				fmt.Fprintf(env.stdout, "already an anchor of %s: %d (%s) %s\n", domain, a.ID, a.Direction, a.Subject)
-				if a.Direction != dir {
+				if a.Direction != string(dir) {
 					c.warn("anchor %d keeps direction %s; to change it: %s anchor remove %s %d, then add it again", a.ID, a.Direction, c.env.progName(), domain, a.ID)
 				}
 				continue
-			} else if err != nil {
-				return c.fail(err)
 			}
-			c.audit(ctx, st, "anchor.add", domain, fmt.Sprintf("anchor %d (%s) %s", a.ID, a.Direction, a.Fingerprint))
 			fmt.Fprintf(env.stdout, "added anchor %d to %s (%s): %s, not after %s, fingerprint %s\n",
 				a.ID, domain, a.Direction, a.Subject, day(a.NotAfter), a.Fingerprint)
 		}
+		if err != nil {
+			return c.opFail(err)
+		}
 		return 0
 	})
-}
-
-type anchorJSON struct {
-	ID          int64      `json:"id"`
-	Domain      string     `json:"domain"`
-	Direction   string     `json:"direction"`
-	Source      string     `json:"source"` // manual or bundle
-	BundleID    int64      `json:"bundle_id,omitempty"`
-	Subject     string     `json:"subject"`
-	NotAfter    time.Time  `json:"not_after"`
-	Fingerprint string     `json:"fingerprint_sha256"`
-	Created     *time.Time `json:"created,omitempty"`
 }
 
 // anchorList is "hisp anchor list [DOMAIN] [--json]".
@@ -100,28 +83,18 @@ func anchorList(env *cliEnv, args []string) int {
 			return code
 		}
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if domain != "" {
-			if err := c.requireDomain(ctx, st, domain); err != nil {
-				return c.fail(err)
-			}
-		}
-		anchors, err := st.Anchors(ctx, domain)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Anchors(ctx, domain)
 		if err != nil {
-			return c.fail(err)
-		}
-		out := []anchorJSON{}
-		for _, a := range anchors {
-			j := anchorJSON{ID: a.ID, Domain: a.Domain, Direction: string(a.Direction), Source: "manual", BundleID: a.BundleID,
-				Subject: a.Subject, NotAfter: a.NotAfter, Fingerprint: a.Fingerprint, Created: optTime(a.Created)}
-			if a.BundleID != 0 {
-				j.Source = "bundle"
-			}
-			out = append(out, j)
+			return c.opFail(err)
 		}
 		var rows [][]string
-		for _, a := range anchors {
-			rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Domain, string(a.Direction), a.Source(),
+		for _, a := range out {
+			source := a.Source
+			if a.BundleID != 0 {
+				source = "bundle " + strconv.FormatInt(a.BundleID, 10)
+			}
+			rows = append(rows, []string{strconv.FormatInt(a.ID, 10), a.Domain, a.Direction, source,
 				day(a.NotAfter), a.Subject, a.Fingerprint})
 		}
 		return c.list(out, []string{"ID", "DOMAIN", "DIRECTION", "SOURCE", "NOT-AFTER", "SUBJECT", "FINGERPRINT"}, rows)
@@ -142,10 +115,10 @@ func anchorRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
-		anchors, err := st.Anchors(ctx, domain)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		anchors, err := o.Anchors(ctx, domain)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
 		var ids []int64
 		for _, arg := range pos[1:] {
@@ -162,13 +135,12 @@ func anchorRemove(env *cliEnv, args []string) int {
 				continue
 			}
 			done[id] = true
-			a, err := st.RemoveAnchor(ctx, domain, id)
+			a, err := o.RemoveAnchor(ctx, domain, id)
 			if err != nil {
 				fmt.Fprintf(env.stderr, "hisp: %v\n", err)
 				failed = true
 				continue
 			}
-			c.audit(ctx, st, "anchor.remove", domain, fmt.Sprintf("anchor %d %s", a.ID, a.Fingerprint))
 			fmt.Fprintf(env.stdout, "removed anchor %d of %s: %s\n", a.ID, domain, a.Subject)
 		}
 		if failed {
@@ -179,7 +151,7 @@ func anchorRemove(env *cliEnv, args []string) int {
 }
 
 // resolveAnchors finds the anchors an argument of anchor remove names.
-func resolveAnchors(anchors []store.Anchor, arg string) ([]int64, error) {
+func resolveAnchors(anchors []ops.AnchorInfo, arg string) ([]int64, error) {
 	if id, err := strconv.ParseInt(arg, 10, 64); err == nil && len(arg) < 8 {
 		for _, a := range anchors {
 			if a.ID == id {

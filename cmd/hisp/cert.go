@@ -2,18 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
 	"strconv"
-	"strings"
-	"time"
 
 	"github.com/hisp-project/hisp/certs/certfile"
-	"github.com/hisp-project/hisp/certs/devca"
-	"github.com/hisp-project/hisp/smime/directprofile"
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -61,7 +55,7 @@ func certImport(env *cliEnv, args []string) int {
 	case *pwFile != "" && *p12 == "":
 		return c.usageError("--password-file goes with --pkcs12")
 	}
-	owner, domain, code, ok := parseOwnerArg(c, pos[0])
+	owner, _, code, ok := parseOwnerArg(c, pos[0])
 	if !ok {
 		return code
 	}
@@ -79,150 +73,20 @@ func certImport(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	if err := checkBinding(id.Cert, owner); err != nil {
-		return c.fail(err)
-	}
-	alg, err := checkDirectKey(id.Cert)
-	if err != nil {
-		return c.fail(err)
-	}
-
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
-		now := time.Now()
-		if now.After(id.Cert.NotAfter) {
-			c.warn("the certificate expired on %s", day(id.Cert.NotAfter))
-		} else if now.Before(id.Cert.NotBefore) {
-			c.warn("the certificate is not valid before %s", day(id.Cert.NotBefore))
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		res, err := o.ImportCert(ctx, owner, id)
+		c.warnAll(res.Warnings)
+		if err != nil {
+			return c.opFail(err)
 		}
-		role := usageRole(id.Cert)
-		if role == "none" {
-			c.warn("the key usage allows neither signing (digitalSignature) nor encryption (keyEncipherment): Direct cannot use it")
-		}
-		sc, err := st.AddCertificate(ctx, owner, id.Cert, id.Chain, id.Key)
-		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("this certificate is already imported for %s (see %s cert list %s)", owner, env.progName(), owner))
-		} else if err != nil {
-			return c.fail(err)
-		}
-		c.audit(ctx, st, "cert.import", owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" "+sc.Fingerprint)
+		sc := res.Cert
 		fmt.Fprintf(env.stdout, "imported certificate %d for %s (%s): %s, key usage %s, %s, not after %s, fingerprint %s\n",
-			sc.ID, owner, bindingKind(owner), sc.Subject, role, alg, day(sc.NotAfter), sc.Fingerprint)
+			sc.ID, owner, ops.BindingKind(owner), sc.Subject, res.Role, res.Key, day(sc.NotAfter), sc.Fingerprint)
 		if len(id.Chain) > 0 {
 			fmt.Fprintf(env.stdout, "kept %d chain certificate(s) to send with signatures\n", len(id.Chain))
 		}
 		return 0
 	})
-}
-
-func bindingKind(owner string) string {
-	if strings.Contains(owner, "@") {
-		return "address-bound"
-	}
-	return "organization-bound"
-}
-
-// checkBinding checks that a certificate binds to its owner the Direct way:
-// SAN rfc822Name equal to the address, or SAN dNSName equal to the domain
-// (no wildcard), case-insensitively.
-func checkBinding(cert *x509.Certificate, owner string) error {
-	if strings.Contains(owner, "@") {
-		for _, e := range cert.EmailAddresses {
-			if strings.EqualFold(e, owner) {
-				return nil
-			}
-		}
-		return fmt.Errorf("certificate does not bind to %s: an address-bound certificate needs SAN rfc822Name %s; its SAN has %s",
-			owner, owner, sanOrNone(cert))
-	}
-	for _, d := range cert.DNSNames {
-		if strings.EqualFold(strings.TrimSuffix(d, "."), owner) {
-			return nil
-		}
-	}
-	return fmt.Errorf("certificate does not bind to %s: an organization-bound certificate needs SAN dNSName %s; its SAN has %s",
-		owner, owner, sanOrNone(cert))
-}
-
-func sanOrNone(cert *x509.Certificate) string {
-	if s := store.SANSummary(cert); s != "" {
-		return s
-	}
-	return "nothing"
-}
-
-// checkDirectKey checks the public key against the Direct profile
-// (directprofile.Keys, MinRSABits, Curves). It returns a description:
-// "RSA 2048", "ECDSA P-256".
-func checkDirectKey(cert *x509.Certificate) (string, error) {
-	_, desc, err := directprofile.CheckCertKey(cert, directprofile.AnyUse)
-	if err != nil {
-		return "", fmt.Errorf("the certificate has %w", err)
-	}
-	return desc, nil
-}
-
-// usageRole names what a certificate's key usage lets it do in Direct:
-// "dual" (sign and encrypt), "sign", "encrypt" or "none". Without a key
-// usage extension a key may do both.
-func usageRole(cert *x509.Certificate) string {
-	ku := cert.KeyUsage
-	if ku == 0 {
-		return "dual"
-	}
-	sign := ku&x509.KeyUsageDigitalSignature != 0
-	encrypt := ku&x509.KeyUsageKeyEncipherment != 0
-	if k, ok := directprofile.KeyOf(cert.PublicKey); ok && !k.Encrypt {
-		encrypt = false // Direct encrypts to RSA keys only
-	}
-	switch {
-	case sign && encrypt:
-		return "dual"
-	case sign:
-		return "sign"
-	case encrypt:
-		return "encrypt"
-	}
-	return "none"
-}
-
-// storedRole is usageRole for a stored certificate.
-func storedRole(c store.Certificate) string {
-	cert, err := c.Parse()
-	if err != nil {
-		return "?"
-	}
-	return usageRole(cert)
-}
-
-// localCA returns the local CA of a domain, making it on first use.
-func localCA(ctx context.Context, c *adminCmd, st *store.Store, domain string) (*devca.CA, bool, error) {
-	rec, err := st.LocalCA(ctx, domain)
-	if errors.Is(err, store.ErrNotFound) {
-		ca, cerr := devca.New(domain, time.Now())
-		if cerr != nil {
-			return nil, false, cerr
-		}
-		_, cerr = st.CreateLocalCA(ctx, domain, ca.Cert, ca.Key)
-		if cerr == nil {
-			c.audit(ctx, st, "ca.create", domain, "fingerprint "+store.Fingerprint(ca.Cert.Raw))
-			return ca, true, nil
-		}
-		if !errors.Is(cerr, store.ErrExists) {
-			return nil, false, cerr
-		}
-		// Another process made it first: use theirs (and its error, which
-		// the inner scope used to drop).
-		rec, err = st.LocalCA(ctx, domain)
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	key, err := st.LocalCAKey(ctx, domain)
-	if err != nil {
-		return nil, false, err
-	}
-	ca, err := devca.Load(domain, rec.DER, key)
-	return ca, false, err
 }
 
 // certIssue is "hisp cert issue ADDRESS|DOMAIN": a trial certificate from
@@ -255,31 +119,19 @@ func certIssue(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
-		ca, created, err := localCA(ctx, c, st, domain)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		res, err := o.IssueCert(ctx, owner, baseURL)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		if created {
+		ca, sc := res.CA, res.Cert
+		if res.CACreated {
 			fmt.Fprintf(env.stdout, "made the local CA of %s (%s), fingerprint %s\n", domain, ca.Cert.Subject.CommonName, store.Fingerprint(ca.Cert.Raw))
 		}
-		serial, err := st.NextSerial(ctx, domain)
-		if err != nil {
-			return c.fail(err)
-		}
-		cert, key, err := ca.Issue(devca.Request{Owner: owner, Serial: big.NewInt(serial), BaseURL: baseURL})
-		if err != nil {
-			return c.fail(err)
-		}
-		sc, err := st.AddCertificate(ctx, owner, cert, nil, key)
-		if err != nil {
-			return c.fail(err)
-		}
-		c.audit(ctx, st, "cert.issue", owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" serial "+cert.SerialNumber.String())
 		fmt.Fprintf(env.stdout, "issued certificate %d for %s (%s) by %q: serial %s, key usage %s, not after %s, CRL %s, fingerprint %s\n",
-			sc.ID, owner, bindingKind(owner), ca.Cert.Subject.CommonName, cert.SerialNumber, usageRole(cert), day(cert.NotAfter),
-			cert.CRLDistributionPoints[0], sc.Fingerprint)
-		if created {
+			sc.ID, owner, ops.BindingKind(owner), ca.Cert.Subject.CommonName, res.Serial, res.Role, day(sc.NotAfter),
+			res.CRL, sc.Fingerprint)
+		if res.CACreated {
 			fmt.Fprintf(env.stdout, "to trust it from another domain: %[1]s cert ca %[2]s > %[2]s-ca.pem; %[1]s anchor add OTHER-DOMAIN %[2]s-ca.pem\n",
 				env.progName(), domain)
 		}
@@ -299,34 +151,16 @@ func certCA(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
-		ca, _, err := localCA(ctx, c, st, domain)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		ca, _, err := o.LocalCA(ctx, domain)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
 		if err := pem.Encode(env.stdout, &pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}); err != nil {
 			return c.fail(err)
 		}
 		return 0
 	})
-}
-
-type certJSON struct {
-	ID          int64      `json:"id"`
-	Owner       string     `json:"owner"`
-	Domain      string     `json:"domain"`
-	Binding     string     `json:"binding"` // address or organization
-	Subject     string     `json:"subject"`
-	SAN         string     `json:"san"`
-	Issuer      string     `json:"issuer"`
-	Serial      string     `json:"serial"`
-	NotBefore   time.Time  `json:"not_before"`
-	NotAfter    time.Time  `json:"not_after"`
-	KeyUsage    string     `json:"key_usage"` // dual, sign, encrypt or none
-	HasKey      bool       `json:"has_key"`
-	Fingerprint string     `json:"fingerprint_sha256"`
-	Chain       int        `json:"chain"`
-	Created     *time.Time `json:"created,omitempty"`
 }
 
 // certList is "hisp cert list [ADDRESS|DOMAIN] [--json]": certificates of
@@ -338,43 +172,17 @@ func certList(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	var f store.CertFilter
+	filter := ""
 	if len(pos) == 1 {
-		owner, domain, code, ok := parseOwnerArg(c, pos[0])
-		if !ok {
+		if _, _, code, ok := parseOwnerArg(c, pos[0]); !ok {
 			return code
 		}
-		if owner == domain {
-			f.Domain = domain
-		} else {
-			f.Owner = owner
-		}
+		filter = pos[0]
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		var err error
-		if len(pos) == 1 {
-			_, domain, _ := store.ParseOwner(pos[0])
-			if err := c.requireDomain(ctx, st, domain); err != nil {
-				return c.fail(err)
-			}
-		}
-		list, err := st.Certificates(ctx, f)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Certs(ctx, filter)
 		if err != nil {
-			return c.fail(err)
-		}
-		out := []certJSON{}
-		for _, sc := range list {
-			j := certJSON{ID: sc.ID, Owner: sc.Owner, Domain: sc.Domain, Subject: sc.Subject, SAN: sc.SAN, Issuer: sc.Issuer,
-				NotBefore: sc.NotBefore, NotAfter: sc.NotAfter, KeyUsage: storedRole(sc), HasKey: sc.HasKey,
-				Fingerprint: sc.Fingerprint, Chain: len(sc.Chain), Created: optTime(sc.Created)}
-			j.Binding = "organization"
-			if strings.Contains(sc.Owner, "@") {
-				j.Binding = "address"
-			}
-			if cert, err := sc.Parse(); err == nil {
-				j.Serial = cert.SerialNumber.String()
-			}
-			out = append(out, j)
+			return c.opFail(err)
 		}
 		var rows [][]string
 		for _, j := range out {
@@ -401,34 +209,17 @@ func certRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		sc, err := st.RemoveCertificate(ctx, id)
-		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("no certificate %d (see %s cert list)", id, env.progName()))
-		} else if err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		res, err := o.RemoveCert(ctx, id)
+		if res.Cert.ID != 0 {
+			fmt.Fprintf(env.stdout, "removed certificate %d of %s (%s)\n", res.Cert.ID, res.Cert.Owner, res.Cert.Subject)
 		}
-		c.audit(ctx, st, "cert.remove", sc.Owner, "certificate "+strconv.FormatInt(sc.ID, 10)+" "+sc.Fingerprint)
-		fmt.Fprintf(env.stdout, "removed certificate %d of %s (%s)\n", sc.ID, sc.Owner, sc.Subject)
-
-		// Revoke it if the domain's local CA issued it, so the CRL lists it.
-		cert, err := sc.Parse()
 		if err != nil {
-			return 0
+			return c.opFail(err)
 		}
-		rec, err := st.LocalCA(ctx, sc.Domain)
-		if err != nil {
-			return 0
+		if res.Revoked != nil {
+			fmt.Fprintf(env.stdout, "revoked serial %s on the CRL of the local CA of %s\n", res.Revoked, res.Cert.Domain)
 		}
-		caCert, err := rec.Parse()
-		if err != nil || cert.CheckSignatureFrom(caCert) != nil {
-			return 0
-		}
-		if err := st.Revoke(ctx, sc.Domain, cert.SerialNumber, 0, time.Now()); err != nil {
-			return c.fail(err)
-		}
-		c.audit(ctx, st, "cert.revoke", sc.Owner, "serial "+cert.SerialNumber.String())
-		fmt.Fprintf(env.stdout, "revoked serial %s on the CRL of the local CA of %s\n", cert.SerialNumber, sc.Domain)
 		return 0
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -202,28 +203,56 @@ func (c *adminCmd) warn(format string, a ...any) {
 	fmt.Fprintf(c.env.stderr, "hisp: warning: %s\n", fmt.Sprintf(format, a...))
 }
 
-// audit records an admin action; a failure to record is only a warning.
-func (c *adminCmd) audit(ctx context.Context, st *store.Store, action, subject, reason string) {
+// actor is who runs the command, as the audit log names them.
+func (c *adminCmd) actor() string {
 	actor := "cli"
 	if u := c.env.getenv("USER"); u != "" {
 		actor += ":" + u
 	} else if u, err := user.Current(); err == nil {
 		actor += ":" + u.Username
 	}
-	err := st.Audit(ctx, store.Event{Actor: actor, Action: action, Subject: subject, Verdict: "ok", Reason: reason})
-	if err != nil {
-		c.warn("%v", err)
+	return actor
+}
+
+// withOps is withStore with the admin operations (package ops) of the
+// command's user: the rules and the audit record are theirs.
+func (c *adminCmd) withOps(f func(ctx context.Context, o *ops.Ops) int) int {
+	return c.withStore(func(ctx context.Context, st *store.Store) int {
+		o := ops.New(st, c.actor())
+		o.Prog = c.env.progName()
+		return f(ctx, o)
+	})
+}
+
+// opFail reports an error of an operation: a malformed request is a usage
+// error (exit 2), anything else fail's.
+func (c *adminCmd) opFail(err error) int {
+	if errors.Is(err, ops.ErrInvalid) {
+		return c.usageError("%v", err)
+	}
+	return c.fail(err)
+}
+
+// warnAll prints an operation's warnings.
+func (c *adminCmd) warnAll(warnings []string) {
+	for _, w := range warnings {
+		c.warn("%s", w)
 	}
 }
 
 // requireDomain checks that a local domain exists, with an error that says
 // how to add it.
 func (c *adminCmd) requireDomain(ctx context.Context, st *store.Store, domain string) error {
-	_, err := st.Domain(ctx, domain)
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("domain %s not found: run %s domain add %s", domain, c.env.progName(), domain)
-	}
+	o := ops.New(st, c.actor())
+	o.Prog = c.env.progName()
+	_, err := o.RequireDomain(ctx, domain)
 	return err
+}
+
+// audit records an admin action that is not an operation of package ops
+// (a backup); a failure to record is only logged.
+func (c *adminCmd) audit(ctx context.Context, st *store.Store, action, subject, reason string) {
+	ops.New(st, c.actor()).Record(ctx, action, subject, reason)
 }
 
 // normalizeDomainArg normalizes a DOMAIN argument.
@@ -297,15 +326,6 @@ func instant(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// optTime is a time for JSON output: null when zero.
-func optTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
 // withStore opens the command's data directory, runs f with it and closes
 // it; f returns the exit code.
 func (c *adminCmd) withStore(f func(ctx context.Context, st *store.Store) int) int {
@@ -316,14 +336,4 @@ func (c *adminCmd) withStore(f func(ctx context.Context, st *store.Store) int) i
 	}
 	defer st.Close()
 	return f(ctx, st)
-}
-
-// withDomain is withStore for a command on a local domain that must exist.
-func (c *adminCmd) withDomain(domain string, f func(ctx context.Context, st *store.Store) int) int {
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := c.requireDomain(ctx, st, domain); err != nil {
-			return c.fail(err)
-		}
-		return f(ctx, st)
-	})
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
-	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/ops"
 )
 
 func init() {
@@ -35,26 +33,14 @@ func domainAdd(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		d, err := st.AddDomain(ctx, name)
-		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("domain %s already exists", name))
-		} else if err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		d, err := o.AddDomain(ctx, name)
+		if err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "domain.add", d.Name, "")
 		fmt.Fprintf(env.stdout, "added domain %s\n", d.Name)
 		return 0
 	})
-}
-
-type domainJSON struct {
-	Name         string    `json:"name"`
-	Addresses    int       `json:"addresses"`
-	Certificates int       `json:"certificates"`
-	Anchors      int       `json:"anchors"`
-	Bundles      int       `json:"bundles"`
-	Created      time.Time `json:"created"`
 }
 
 // domainList is "hisp domain list [--json]".
@@ -63,30 +49,17 @@ func domainList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		ds, err := st.Domains(ctx)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		ds, err := o.Domains(ctx)
 		if err != nil {
-			return c.fail(err)
-		}
-		if c.json {
-			out := []domainJSON{}
-			for _, d := range ds {
-				out = append(out, domainJSON{d.Name, d.Addresses, d.Certificates, d.Anchors, d.Bundles, d.Created})
-			}
-			if err := adminJSON(env.stdout, out); err != nil {
-				return c.fail(err)
-			}
-			return 0
+			return c.opFail(err)
 		}
 		var rows [][]string
 		for _, d := range ds {
 			rows = append(rows, []string{d.Name, strconv.Itoa(d.Addresses), strconv.Itoa(d.Certificates),
 				strconv.Itoa(d.Anchors), strconv.Itoa(d.Bundles), day(d.Created)})
 		}
-		if err := adminTable(env.stdout, []string{"DOMAIN", "ADDRESSES", "CERTIFICATES", "ANCHORS", "BUNDLES", "CREATED"}, rows); err != nil {
-			return c.fail(err)
-		}
-		return 0
+		return c.list(ds, []string{"DOMAIN", "ADDRESSES", "CERTIFICATES", "ANCHORS", "BUNDLES", "CREATED"}, rows)
 	})
 }
 
@@ -102,14 +75,12 @@ func domainRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withDomain(name, func(ctx context.Context, st *store.Store) int {
-		d, err := st.RemoveDomain(ctx, name)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		d, err := o.RemoveDomain(ctx, name)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		what := fmt.Sprintf("%d addresses, %d certificates, %d anchors, %d bundles", d.Addresses, d.Certificates, d.Anchors, d.Bundles)
-		c.audit(ctx, st, "domain.remove", d.Name, "with "+what)
-		fmt.Fprintf(env.stdout, "removed domain %s with %s, its keys and its local CA\n", d.Name, what)
+		fmt.Fprintf(env.stdout, "removed domain %s with %s, its keys and its local CA\n", d.Name, ops.DomainContents(d))
 		return 0
 	})
 }

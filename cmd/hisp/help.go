@@ -81,9 +81,11 @@ var docs = map[string]cmdDoc{
 	"anchor list":   {"[DOMAIN]", "Lists trust anchors with direction, subject, expiry, fingerprint and source (file or bundle)."},
 	"anchor remove": {"DOMAIN ID|FINGERPRINT|FILE ...", "Removes trust anchors of a domain by id, fingerprint or the file they came from."},
 
-	"bundle add":    {"DOMAIN URL|FILE", "Adds a trust bundle (PKCS#7 .p7b, DER or PEM, optionally CMS-signed) from an HTTPS URL or a file, refreshed on an interval."},
-	"bundle list":   {"[DOMAIN]", "Lists trust bundles with their anchors, last refresh and last error."},
-	"bundle remove": {"DOMAIN ID", "Removes a trust bundle and the anchors that came from it."},
+	"bundle add":     {"DOMAIN URL|FILE", "Adds a trust bundle (PKCS#7 .p7b, DER or PEM, optionally CMS-signed) from an HTTPS URL or a file, refreshed on an interval."},
+	"bundle list":    {"[DOMAIN]", "Lists trust bundles with their anchors, last refresh and last error."},
+	"bundle remove":  {"DOMAIN ID", "Removes a trust bundle and the anchors that came from it."},
+	"bundle refresh": {"DOMAIN ID", "Fetches a trust bundle now, as the server does on its interval: a success replaces its anchors, a failure keeps the last good ones."},
+	"bundle show":    {"DOMAIN ID", "Shows a trust bundle with the anchors it holds now: subject, expiry, fingerprint."},
 
 	"queue list":  {"", "Lists the outbound queue: each message's recipients, state, attempts and last reply."},
 	"queue retry": {"ID", "Makes a queued message's waiting recipients due now."},
@@ -97,7 +99,7 @@ var docs = map[string]cmdDoc{
 	"admin list":   {"", "Lists the admin web page's accounts."},
 	"admin remove": {"NAME", "Removes an admin account."},
 
-	"token add":    {"NAME [--domain D ...]", "Adds a bearer token of the HTTP API, limited to some domains with --domain; the token is printed once."},
+	"token add":    {"NAME [--domain D ...] [--admin]", "Adds a bearer token of the HTTP API: limited to the tracking of some domains with --domain, every operation of the API with --admin; the token is printed once, last, on its own line."},
 	"token list":   {"", "Lists API tokens (names and scopes, never the tokens)."},
 	"token remove": {"NAME", "Removes an API token."},
 

@@ -3,10 +3,9 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"time"
 
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/policy"
 	"github.com/hisp-project/hisp/store"
 )
@@ -22,17 +21,6 @@ func init() {
 			})
 		},
 	})
-}
-
-// directionWords says whom a rule of a direction judges.
-func directionWords(d store.Direction) string {
-	switch d {
-	case store.DirectionIn:
-		return "signers it accepts"
-	case store.DirectionOut:
-		return "recipients it sends to"
-	}
-	return "signers it accepts and recipients it sends to"
 }
 
 // policyAdd is "hisp policy add DOMAIN NAME RULE [--direction in|out|both]"
@@ -64,44 +52,29 @@ func policyAdd(env *cliEnv, args []string) int {
 	default:
 		return c.usageError("want DOMAIN NAME RULE, or DOMAIN --preset NAME")
 	}
-	type parsed struct {
-		rule policy.Rule
-		expr policy.Expr
-	}
-	var ps []parsed
+	// Malformed rules are usage errors, before the store is opened.
 	for _, r := range rules {
 		if err := policy.ValidName(r.Name); err != nil {
 			return c.usageError("%v", err)
 		}
-		e, err := policy.Parse(r.Expr)
-		if err != nil {
+		if _, err := policy.Parse(r.Expr); err != nil {
 			return c.usageError("rule %s: %v", r.Name, err)
 		}
-		ps = append(ps, parsed{r, e})
 	}
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
-		for _, p := range ps {
-			tp, err := st.AddTrustPolicy(ctx, store.TrustPolicy{Domain: domain, Name: p.rule.Name, Direction: dir, Expr: p.expr.String()})
-			if errors.Is(err, store.ErrExists) {
-				c.warn("%s already has a rule %s: remove it first to change it (hisp policy remove %s %s)", domain, p.rule.Name, domain, p.rule.Name)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		added, err := o.AddPolicies(ctx, domain, rules, dir)
+		for _, p := range added {
+			if p.Existing {
+				c.warn("%s already has a rule %s: remove it first to change it (%s policy remove %s %s)", domain, p.Policy.Name, env.progName(), domain, p.Policy.Name)
 				continue
-			} else if err != nil {
-				return c.fail(err)
 			}
-			c.audit(ctx, st, "policy.add", domain, fmt.Sprintf("rule %s (%s): %s", tp.Name, tp.Direction, tp.Expr))
-			fmt.Fprintf(env.stdout, "added rule %s to %s: for the %s, the certificate %s\n", tp.Name, domain, directionWords(dir), p.expr.Words())
+			fmt.Fprintf(env.stdout, "added rule %s to %s: %s\n", p.Policy.Name, domain, p.Policy.Meaning)
+		}
+		if err != nil {
+			return c.opFail(err)
 		}
 		return 0
 	})
-}
-
-type policyJSON struct {
-	Domain    string    `json:"domain"`
-	Name      string    `json:"name"`
-	Direction string    `json:"direction"`
-	Rule      string    `json:"rule"`
-	Meaning   string    `json:"meaning"`
-	Created   time.Time `json:"created"`
 }
 
 // policyList is "hisp policy list [DOMAIN] [--json]": each rule, and what it
@@ -118,25 +91,14 @@ func policyList(env *cliEnv, args []string) int {
 			return code
 		}
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if domain != "" {
-			if err := c.requireDomain(ctx, st, domain); err != nil {
-				return c.fail(err)
-			}
-		}
-		list, err := st.TrustPolicies(ctx, domain)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Policies(ctx, domain)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		out := []policyJSON{}
 		var rows [][]string
-		for _, p := range list {
-			meaning := "(unreadable rule)"
-			if e, err := policy.Parse(p.Expr); err == nil {
-				meaning = fmt.Sprintf("for the %s, the certificate %s", directionWords(p.Direction), e.Words())
-			}
-			out = append(out, policyJSON{Domain: p.Domain, Name: p.Name, Direction: string(p.Direction), Rule: p.Expr, Meaning: meaning, Created: p.Created})
-			rows = append(rows, []string{p.Domain, p.Name, string(p.Direction), meaning, p.Expr})
+		for _, p := range out {
+			rows = append(rows, []string{p.Domain, p.Name, p.Direction, p.Meaning, p.Rule})
 		}
 		return c.list(out, []string{"DOMAIN", "NAME", "DIRECTION", "MEANING", "RULE"}, rows)
 	})
@@ -153,16 +115,18 @@ func policyRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withDomain(domain, func(ctx context.Context, st *store.Store) int {
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		if _, err := o.RequireDomain(ctx, domain); err != nil {
+			return c.opFail(err)
+		}
 		failed := false
 		for _, name := range pos[1:] {
-			p, err := st.RemoveTrustPolicy(ctx, domain, name)
+			p, err := o.RemovePolicy(ctx, domain, name)
 			if err != nil {
 				fmt.Fprintf(env.stderr, "hisp: %v\n", err)
 				failed = true
 				continue
 			}
-			c.audit(ctx, st, "policy.remove", domain, fmt.Sprintf("rule %s: %s", p.Name, p.Expr))
 			fmt.Fprintf(env.stdout, "removed rule %s of %s\n", p.Name, domain)
 		}
 		if failed {

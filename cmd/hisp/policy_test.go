@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hisp-project/hisp/internal/testpki"
+	"github.com/hisp-project/hisp/ops"
 )
 
 // TestPolicyCommands: hisp policy add (one rule, or the DirectTrust preset),
@@ -38,7 +39,7 @@ func TestPolicyCommands(t *testing.T) {
 			t.Errorf("list lacks %q:\n%s", want, out)
 		}
 	}
-	var list []policyJSON
+	var list []ops.PolicyInfo
 	if err := json.Unmarshal([]byte(adminOK(t, data, "policy", "list", "--json")), &list); err != nil || len(list) != 5 {
 		t.Fatalf("json: %v, %d rules", err, len(list))
 	}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -22,29 +22,6 @@ func init() {
 	})
 }
 
-type queueRecipientJSON struct {
-	Address     string     `json:"address"`
-	Local       bool       `json:"local"`
-	State       string     `json:"state"`
-	Attempts    int        `json:"attempts"`
-	NextAttempt *time.Time `json:"next_attempt"`
-	LastAttempt *time.Time `json:"last_attempt"`
-	LastError   string     `json:"last_error,omitempty"`
-	RemoteMTA   string     `json:"remote_mta,omitempty"`
-	Status      string     `json:"status,omitempty"`
-}
-
-type queueJSON struct {
-	ID         int64                `json:"id"`
-	MessageID  string               `json:"message_id"`
-	MailFrom   string               `json:"mail_from"`
-	User       string               `json:"user,omitempty"` // the submitting login; "" for hisp's own mail
-	Origin     string               `json:"origin"`         // "submission ADDR", "submission ADDR relay NAME", "mdn ...", "deferred submission"
-	Size       int64                `json:"size"`
-	Created    time.Time            `json:"created"`
-	Recipients []queueRecipientJSON `json:"recipients"`
-}
-
 // queueList is "hisp queue list [--all] [--json]".
 func queueList(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "queue list", "", true)
@@ -52,21 +29,10 @@ func queueList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		msgs, err := st.QueueList(ctx, *all)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Queue(ctx, *all)
 		if err != nil {
-			return c.fail(err)
-		}
-		out := []queueJSON{}
-		for _, m := range msgs {
-			q := queueJSON{ID: m.ID, MessageID: m.MessageID, MailFrom: m.MailFrom, User: m.User, Origin: m.Origin, Size: m.Size,
-				Created: m.Created.UTC(), Recipients: []queueRecipientJSON{}}
-			for _, r := range m.Recipients {
-				q.Recipients = append(q.Recipients, queueRecipientJSON{Address: r.Address, Local: r.Local, State: string(r.State),
-					Attempts: r.Attempts, NextAttempt: optTime(r.NextAttempt), LastAttempt: optTime(r.LastAttempt),
-					LastError: r.LastError, RemoteMTA: r.RemoteMTA, Status: r.Status})
-			}
-			out = append(out, q)
+			return c.opFail(err)
 		}
 		if c.json {
 			if err := adminJSON(env.stdout, out); err != nil {
@@ -108,12 +74,11 @@ func queueRetry(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		n, err := st.QueueRetry(ctx, id, time.Now())
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		n, err := o.RetryQueue(ctx, id)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "queue.retry", fmt.Sprint(id), fmt.Sprintf("%d recipient(s)", n))
 		fmt.Fprintf(env.stdout, "queue message %d: %d recipient(s) due now\n", id, n)
 		return 0
 	})
@@ -130,12 +95,11 @@ func queueDrop(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		m, err := st.QueueDrop(ctx, id)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		m, err := o.DropQueue(ctx, id)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "queue.drop", fmt.Sprintf("%d %s", id, m.MessageID), "")
 		fmt.Fprintf(env.stdout, "dropped queue message %d (%s)\n", id, m.MessageID)
 		return 0
 	})

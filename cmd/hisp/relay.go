@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/hisp-project/hisp/certs/certfile"
-	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/ops"
 )
 
 func init() {
@@ -66,40 +65,21 @@ func relayAdd(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	if len(password) < store.MinPasswordLength {
-		return c.fail(fmt.Errorf("password in %s is shorter than %d characters", *pwFile, store.MinPasswordLength))
-	}
 	var cas []*x509.Certificate
 	for _, f := range caArgs {
 		certs, err := certfile.LoadCertificates(f)
 		if err != nil {
 			return c.fail(fmt.Errorf("client CA: %w", err))
 		}
-		now := time.Now()
-		for _, cert := range certs {
-			if !cert.IsCA {
-				c.warn("%s is not a CA certificate", cert.Subject)
-			}
-			if now.After(cert.NotAfter) {
-				c.warn("%s expired on %s", cert.Subject, day(cert.NotAfter))
-			}
-		}
 		cas = append(cas, certs...)
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		for _, d := range domains {
-			if err := c.requireDomain(ctx, st, d); err != nil {
-				return c.fail(err)
-			}
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		r, warnings, err := o.AddRelay(ctx, ops.RelayRequest{Name: name, Password: password, Domains: domains, Networks: networks, ClientCAs: cas})
+		c.warnAll(warnings)
+		if err != nil {
+			return c.opFail(err)
 		}
-		r, err := st.AddRelay(ctx, store.Relay{Name: name, Domains: domains, Networks: networks, ClientCAs: cas}, password)
-		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("relay %s already exists (hisp relay remove it first)", relayName(name)))
-		} else if err != nil {
-			return c.fail(err)
-		}
-		c.audit(ctx, st, "relay.add", r.Name, relaySummary(r))
-		fmt.Fprintf(env.stdout, "added relay %s: %s\n", r.Name, relaySummary(r))
+		fmt.Fprintf(env.stdout, "added relay %s: %s\n", r.Name, ops.RelaySummary(r))
 		return 0
 	})
 }
@@ -122,73 +102,27 @@ func parseNetwork(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// relayName is a relay name as the store keeps it, for messages.
-func relayName(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
-
-// relaySummary says what a relay may do, for add's confirmation and the
-// audit log.
-func relaySummary(r store.Relay) string {
-	return fmt.Sprintf("sends for %s; from %s; client certificates: %s",
-		strings.Join(r.Domains, ", "), relayNetworks(r), relayCAs(r))
-}
-
-// relayNetworks lists a relay's networks, "any network" when unlimited.
-func relayNetworks(r store.Relay) string {
-	if len(r.Networks) == 0 {
-		return "any network"
-	}
-	var ns []string
-	for _, p := range r.Networks {
-		ns = append(ns, p.String())
-	}
-	return strings.Join(ns, ", ")
-}
-
-// relayCAs counts a relay's client CAs and names their subjects.
-func relayCAs(r store.Relay) string {
-	if len(r.ClientCAs) == 0 {
-		return "0 (none required)"
-	}
-	return fmt.Sprintf("%d (%s)", len(r.ClientCAs), strings.Join(caSubjects(r), "; "))
-}
-
-func caSubjects(r store.Relay) []string {
-	out := []string{}
-	for _, c := range r.ClientCAs {
-		out = append(out, c.Subject.String())
-	}
-	return out
-}
-
-type relayJSON struct {
-	Name      string    `json:"name"`
-	Domains   []string  `json:"domains"`
-	Networks  []string  `json:"networks"`
-	ClientCAs []string  `json:"client_cas"` // subjects
-	Created   time.Time `json:"created"`
-}
-
 // relayList is "hisp relay list [--json]": never the password hashes.
 func relayList(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "relay list", "", true)
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		rs, err := st.Relays(ctx)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Relays(ctx)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		out := []relayJSON{}
 		var rows [][]string
-		for _, r := range rs {
-			j := relayJSON{Name: r.Name, Domains: append([]string{}, r.Domains...), Networks: []string{},
-				ClientCAs: caSubjects(r), Created: r.Created.UTC()}
-			for _, p := range r.Networks {
-				j.Networks = append(j.Networks, p.String())
+		for _, r := range out {
+			nets, cas := "any network", "0 (none required)"
+			if len(r.Networks) > 0 {
+				nets = strings.Join(r.Networks, ", ")
 			}
-			out = append(out, j)
-			rows = append(rows, []string{r.Name, strings.Join(r.Domains, ", "), relayNetworks(r), relayCAs(r), day(r.Created)})
+			if len(r.ClientCAs) > 0 {
+				cas = fmt.Sprintf("%d (%s)", len(r.ClientCAs), strings.Join(r.ClientCAs, "; "))
+			}
+			rows = append(rows, []string{r.Name, strings.Join(r.Domains, ", "), nets, cas, day(r.Created)})
 		}
 		return c.list(out, []string{"NAME", "DOMAINS", "FROM", "CLIENT-CAS", "CREATED"}, rows)
 	})
@@ -201,14 +135,11 @@ func relayRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	name := relayName(pos[0])
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := st.RemoveRelay(ctx, name); errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("relay %s not found (see %s relay list)", name, env.progName()))
-		} else if err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		name, err := o.RemoveRelay(ctx, pos[0])
+		if err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "relay.remove", name, "")
 		fmt.Fprintf(env.stdout, "removed relay %s\n", name)
 		return 0
 	})

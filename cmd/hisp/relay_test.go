@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/hisp-project/hisp/internal/testpki"
+	"github.com/hisp-project/hisp/ops"
 )
 
 func TestRelayCommands(t *testing.T) {
@@ -66,7 +67,7 @@ func TestRelayCommands(t *testing.T) {
 		t.Errorf("relay list shows the password:\n%s", out)
 	}
 	out = adminOK(t, data, "relay", "list", "--json")
-	var list []relayJSON
+	var list []ops.RelayInfo
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("relay list --json: %v\n%s", err, out)
 	}

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
-	"time"
 
-	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/ops"
 )
 
 func init() {
@@ -23,39 +21,36 @@ func init() {
 	})
 }
 
-// tokenAdd is "hisp token add NAME [--domain D ...]": it prints the new
-// token once; the store keeps only its hash. With --domain, the token sees
-// only the messages of those domains' senders (an EHR's token).
+// tokenAdd is "hisp token add NAME [--domain D ...] [--admin]": it prints
+// the new token once, last and on its own line; the store keeps only its
+// hash. With --domain, the token sees only the messages of those domains'
+// senders (an EHR's token); with --admin it may use every operation of the
+// API (domains, addresses, certificates, anchors, bundles, queue).
 func tokenAdd(env *cliEnv, args []string) int {
-	c := newAdminCmd(env, "token add", "NAME [--domain D ...]", false)
+	c := newAdminCmd(env, "token add", "NAME [--domain D ...] [--admin]", false)
 	var domains multiFlag
 	c.fs.Var(&domains, "domain", "limit the token to messages of senders in local `DOMAIN` (repeatable); none: every message")
+	admin := c.fs.Bool("admin", false, "an admin token: every operation of the API, not only tracking")
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		t, token, err := st.CreateAPIToken(ctx, pos[0], domains...)
-		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("an API token named %q exists (%s token remove it first)", pos[0], env.progName()))
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("%w (%s domain add it first)", err, env.progName()))
-		}
+	if *admin && len(domains) > 0 {
+		return c.usageError("give --admin or --domain, not both: an admin token cannot be limited to domains")
+	}
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		t, token, err := o.AddToken(ctx, pos[0], *admin, domains)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "token.add", t.Name, "")
+		kind := "API token"
+		if t.Admin {
+			kind = "admin API token"
+		}
+		fmt.Fprintf(env.stderr, "%s for %s: shown once, only its hash is kept. Send it as \"Authorization: Bearer <token>\".\n", kind, t.Name)
 		fmt.Fprintln(env.stdout, token)
-		fmt.Fprintf(env.stderr, "API token for %s: shown once, only its hash is kept. Send it as \"Authorization: Bearer <token>\".\n", t.Name)
 		return 0
 	})
-}
-
-type tokenJSON struct {
-	Name    string    `json:"name"`
-	Domains []string  `json:"domains"` // [] : every domain
-	Created time.Time `json:"created"`
 }
 
 // tokenList is "hisp token list [--json]": names, never tokens.
@@ -64,19 +59,20 @@ func tokenList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		ts, err := st.APITokens(ctx)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Tokens(ctx)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		out := []tokenJSON{}
 		var rows [][]string
-		for _, t := range ts {
+		for _, t := range out {
 			scope := "all"
-			if t.Domains != nil {
+			if len(t.Domains) > 0 {
 				scope = strings.Join(t.Domains, ", ")
 			}
-			out = append(out, tokenJSON{Name: t.Name, Domains: append([]string{}, t.Domains...), Created: t.Created.UTC()})
+			if t.Admin {
+				scope = "all (admin)"
+			}
 			rows = append(rows, []string{t.Name, scope, instant(t.Created)})
 		}
 		return c.list(out, []string{"NAME", "DOMAINS", "CREATED"}, rows)
@@ -90,11 +86,10 @@ func tokenRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := st.RemoveAPIToken(ctx, pos[0]); err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		if err := o.RemoveToken(ctx, pos[0]); err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "token.remove", pos[0], "")
 		fmt.Fprintf(env.stdout, "removed API token %s\n", pos[0])
 		return 0
 	})

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 	"github.com/hisp-project/hisp/track"
 )
@@ -39,12 +39,11 @@ func trackCmd(env *cliEnv, args []string) int {
 			return c.fail(err)
 		}
 		defer st.Close()
-		m, err := st.TrackedMessage(ctx, track.NormalizeMessageID(pos[0]))
-		if errors.Is(err, store.ErrNotFound) {
-			return c.fail(fmt.Errorf("no tracked message %s (%s track lists the latest)", track.NormalizeMessageID(pos[0]), env.progName()))
-		}
+		o := ops.New(st, c.actor())
+		o.Prog = env.progName()
+		m, err := o.TrackedMessage(ctx, pos[0], ops.Scope{})
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
 		if c.json {
 			if err := adminJSON(env.stdout, track.View(m)); err != nil {
@@ -78,9 +77,9 @@ func trackCmd(env *cliEnv, args []string) int {
 		return c.fail(err)
 	}
 	defer st.Close()
-	ms, err := st.TrackedMessages(ctx, f)
+	ms, err := ops.New(st, c.actor()).TrackedMessages(ctx, f, ops.Scope{})
 	if err != nil {
-		return c.fail(err)
+		return c.opFail(err)
 	}
 	if c.json {
 		out := []track.MessageView{}

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
-	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/ops"
 )
 
 func init() {
@@ -39,30 +37,16 @@ func webhookAdd(env *cliEnv, args []string) int {
 	if err != nil {
 		return c.fail(err)
 	}
-	secret = bytes.TrimSpace(secret)
-	if len(secret) < 16 {
-		return c.fail(fmt.Errorf("secret in %s is shorter than 16 bytes", *secretFile))
-	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		w, err := st.AddWebhook(ctx, pos[0], pos[1], secret)
-		if errors.Is(err, store.ErrExists) {
-			return c.fail(fmt.Errorf("webhook %s %s exists", pos[0], pos[1]))
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		w, err := o.AddWebhook(ctx, pos[0], pos[1], secret)
+		if errors.Is(err, ops.ErrRefused) {
+			return c.fail(fmt.Errorf("%s: %w", *secretFile, err))
+		} else if err != nil {
+			return c.opFail(err)
 		}
-		if err != nil {
-			return c.fail(err)
-		}
-		c.audit(ctx, st, "webhook.add", fmt.Sprintf("%d %s %s", w.ID, w.Target, w.URL), "")
 		fmt.Fprintf(env.stdout, "added webhook %d: messages of %s to %s\n", w.ID, w.Target, w.URL)
 		return 0
 	})
-}
-
-type webhookJSON struct {
-	ID      int64     `json:"id"`
-	Target  string    `json:"target"`
-	URL     string    `json:"url"`
-	Created time.Time `json:"created"`
-	Pending int64     `json:"pending"`
 }
 
 // webhookList is "hisp webhook list [--json]", with the deliveries each
@@ -72,15 +56,13 @@ func webhookList(env *cliEnv, args []string) int {
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		ws, err := st.Webhooks(ctx)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		out, err := o.Webhooks(ctx)
 		if err != nil {
-			return c.fail(err)
+			return c.opFail(err)
 		}
-		out := []webhookJSON{}
 		var rows [][]string
-		for _, w := range ws {
-			out = append(out, webhookJSON{ID: w.ID, Target: w.Target, URL: w.URL, Created: w.Created.UTC(), Pending: w.Pending})
+		for _, w := range out {
 			rows = append(rows, []string{fmt.Sprint(w.ID), w.Target, w.URL, fmt.Sprint(w.Pending), day(w.Created)})
 		}
 		return c.list(out, []string{"ID", "FOR", "URL", "PENDING", "CREATED"}, rows)
@@ -99,11 +81,10 @@ func webhookRemove(env *cliEnv, args []string) int {
 	if !ok {
 		return code
 	}
-	return c.withStore(func(ctx context.Context, st *store.Store) int {
-		if err := st.RemoveWebhook(ctx, id); err != nil {
-			return c.fail(err)
+	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
+		if err := o.RemoveWebhook(ctx, id); err != nil {
+			return c.opFail(err)
 		}
-		c.audit(ctx, st, "webhook.remove", fmt.Sprint(id), "")
 		fmt.Fprintf(env.stdout, "removed webhook %d\n", id)
 		return 0
 	})
