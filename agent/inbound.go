@@ -6,12 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"mime"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/hisp-project/hisp/mdn"
 	"github.com/hisp-project/hisp/smime"
 	"github.com/hisp-project/hisp/smime/cms"
 	"github.com/hisp-project/hisp/store"
@@ -157,7 +157,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 			return fail(refuse(554, "5.6.0", err, "signed message: unusable %v", err))
 		}
 	}
-	notification := isNotification(ih.get("content-type"))
+	notification := mdn.IsNotice(ih.get("content-type"))
 
 	// MF-05: the routing headers outside must say what the signed ones say.
 	oh, err := parseHeader(bytes.TrimRight(opened.Outer, "\r\n"))
@@ -373,22 +373,6 @@ func openError(err error) *Error {
 	// A local key that does not fit its certificate, and the like: ours
 	// to fix, so the sender should retry.
 	return refuse(451, "4.3.0", err, "local error opening the message")
-}
-
-// isNotification reports whether a Content-Type is that of an MDN or a DSN
-// (IN-03).
-func isNotification(ct string) bool {
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil {
-		l := strings.ToLower(ct)
-		return strings.HasPrefix(l, "multipart/report") &&
-			(strings.Contains(l, "disposition-notification") || strings.Contains(l, "delivery-status"))
-	}
-	if mt != "multipart/report" {
-		return false
-	}
-	rt := strings.ToLower(params["report-type"])
-	return rt == "disposition-notification" || rt == "delivery-status"
 }
 
 // writeVerification writes one VerificationHeader field, folded.

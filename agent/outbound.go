@@ -40,13 +40,11 @@ type OutboundResult struct {
 	// unless Options.Profiles sets different algorithms for recipients of
 	// this message.
 	Copies []SealedCopy
-	// Recipients has one result per envelope recipient, in order.
+	// Recipients has one result per envelope recipient, in order: the
+	// accepted ones, and the dropped ones with why (a 5xx status: refused
+	// for good, for the caller to tell the sender by DSN, TV-06, OUT-01; a
+	// 4xx one: for the caller to retry).
 	Recipients []RecipientResult
-	// DSN is a failure DSN (RFC 3464) from postmaster@<sender domain> to the
-	// sender naming each recipient dropped with a 5xx status and why
-	// (TV-06, OUT-01); nil if none was dropped. Deferred (4xx) recipients
-	// are not in it.
-	DSN []byte
 }
 
 // Outbound signs and encrypts a message from a local sender to its
@@ -97,7 +95,7 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	mailFrom := envAddr(env.MailFrom)
 	// hisp's own MDNs and DSNs may go out with a null reverse path (RFC
 	// 8098 §2.1, RFC 3464): never from a user, and never bounced.
-	nullNotification := mailFrom == "" && env.User == "" && isNotification(h.get("content-type"))
+	nullNotification := mailFrom == "" && env.User == "" && mdn.IsNotice(h.get("content-type"))
 	if !nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != sender)) {
 		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
 	}
@@ -196,12 +194,6 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 
 	if err := a.sealCopies(prepared, *signer, res); err != nil {
 		return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
-	}
-	if !nullNotification { // a notification with a null reverse path is never bounced
-		if res.DSN, err = a.failureDSN(mailFrom, senderDomain, msgID, prepared, res.Recipients); err != nil {
-			// The DSN is a courtesy; the message itself is fine.
-			a.log.Error("agent: failure DSN not built", "message-id", msgID, "err", err)
-		}
 	}
 	act := actor(env)
 	for _, r := range res.Recipients {
@@ -553,46 +545,6 @@ func joinReasons(r []string) string {
 		s += fmt.Sprintf("; and %d more", len(r)-most)
 	}
 	return s
-}
-
-// failureDSN builds the DSN for the recipients dropped with a permanent
-// failure (TV-06, OUT-01), or returns nil when there are none.
-func (a *Agent) failureDSN(to, senderDomain, msgID string, prepared []byte, results []RecipientResult) ([]byte, error) {
-	now := a.now()
-	var failed []mdn.DSNRecipient
-	for _, r := range results {
-		if r.Accepted || r.Status.Temporary() {
-			continue
-		}
-		addr := envAddr(r.Recipient)
-		failed = append(failed, mdn.DSNRecipient{
-			Recipient:   addr,
-			Action:      mdn.Failed,
-			Status:      r.Status.Enhanced,
-			Diagnostic:  r.Status.Reason,
-			LastAttempt: now,
-		})
-	}
-	if len(failed) == 0 {
-		return nil, nil
-	}
-	hdr, _ := splitMessage(prepared)
-	orig := make([]byte, 0, len(hdr)+2)
-	orig = append(append(orig, hdr...), "\r\n"...)
-	dsn, err := mdn.BuildDSN(mdn.DSN{
-		ReportingMTA:      a.host,
-		From:              "postmaster@" + senderDomain,
-		To:                to,
-		OriginalMessageID: msgID,
-		OriginalHeaders:   orig,
-		Arrival:           now,
-		Date:              now,
-		Recipients:        failed,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("failure DSN for %s: %w", msgID, err)
-	}
-	return dsn, nil
 }
 
 // senderFields are the header fields besides From that name who sent a

@@ -45,11 +45,7 @@ func (m *mail) deferRecipients(ctx context.Context, env envelopeLike, res *agent
 	if err != nil {
 		// Not kept: the sender must know now.
 		m.log.Error("defer recipients", "message", res.MessageID, "err", err)
-		if dsn := m.failureDSN(res, senderOf(env), agent.Status.Temporary); dsn != nil {
-			if err := m.deliver(context.WithoutCancel(ctx), senderOf(env), "INBOX", dsn, nil); err != nil {
-				m.log.Error("file DSN", "to", senderOf(env), "err", err)
-			}
-		}
+		m.reportDropped(context.WithoutCancel(ctx), env, res, agent.Status.Temporary)
 		return
 	}
 	m.log.Info("recipients deferred", "message", res.MessageID, "recipients", rcpts, "reason", reason)
@@ -78,8 +74,8 @@ func (m *mail) deferAll(ctx context.Context, env smtp.Envelope, res *agent.Outbo
 			m.log.Warn("file Sent copy", "user", sender, "err", err)
 		}
 	}
-	m.trackFailures(ctx, smtpEnv{env}, res, func(s agent.Status) bool { return !s.Temporary() })
-	m.fileDSN(ctx, smtpEnv{env}, res.DSN)
+	m.trackFailures(ctx, smtpEnv{env}, res, permanent)
+	m.reportDropped(ctx, smtpEnv{env}, res, permanent)
 	return nil
 }
 
@@ -132,7 +128,7 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 		}
 		all := func(agent.Status) bool { return true }
 		m.trackFailures(ctx, env, res, all)
-		m.fileDSN(ctx, env, m.failureDSN(res, senderOf(env), all))
+		m.reportDropped(ctx, env, res, all)
 		m.removeDeferred(ctx, d)
 		return
 	case err != nil:
@@ -164,9 +160,9 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 		m.wake()
 		m.trackQueued(q) // with the recipients refused for good
 	} else {
-		m.trackFailures(ctx, env, res, func(s agent.Status) bool { return !s.Temporary() })
+		m.trackFailures(ctx, env, res, permanent)
 	}
-	m.fileDSN(ctx, env, res.DSN) // recipients refused for good
+	m.reportDropped(ctx, env, res, permanent) // recipients refused for good
 	if len(still) == 0 {
 		m.removeDeferred(ctx, d)
 		return
@@ -195,7 +191,7 @@ func (m *mail) retryOne(ctx context.Context, d store.Deferred) {
 	if len(gaveUp.Recipients) > 0 {
 		all := func(agent.Status) bool { return true }
 		m.trackFailures(ctx, env, gaveUp, all)
-		m.fileDSN(ctx, env, m.failureDSN(gaveUp, senderOf(env), all))
+		m.reportDropped(ctx, env, gaveUp, all)
 	}
 	if len(still) == 0 {
 		m.removeDeferred(ctx, d)

@@ -132,35 +132,43 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		// to again later (deferred.go).
 		m.deferRecipients(ctx, smtpEnv{env}, res)
 	}
-	if res.DSN != nil {
-		if err := m.deliver(ctx, sender, "INBOX", res.DSN, nil); err != nil {
-			m.log.Error("file DSN", "to", sender, "err", err)
-		}
-	}
+	m.reportDropped(ctx, smtpEnv{env}, res, permanent)
 	return nil, nil
 }
 
-// failureDSN builds a failure notice to sender for the recipients of res
-// that want reports: those not accepted whose status passes keep.
-func (m *mail) failureDSN(res *agent.OutboundResult, sender string, keep func(agent.Status) bool) []byte {
+// reportDropped files in the sender's INBOX the DSN about the recipients
+// of res the agent dropped whose status keep selects (TV-06, OUT-01): those
+// refused for good at submission (permanent), or every one when the
+// retries ran out.
+func (m *mail) reportDropped(ctx context.Context, env envelopeLike, res *agent.OutboundResult, keep func(agent.Status) bool) {
+	now := m.now()
 	var rs []mdn.DSNRecipient
 	for _, r := range res.Recipients {
 		if r.Accepted || !keep(r.Status) {
 			continue
 		}
-		rs = append(rs, mdn.DSNRecipient{Recipient: r.Recipient, Action: mdn.Failed, Status: r.Status.Enhanced, Diagnostic: r.Status.Reason})
+		rs = append(rs, mdn.DSNRecipient{Recipient: envAddr(r.Recipient), Action: mdn.Failed, Status: r.Status.Enhanced,
+			Diagnostic: r.Status.Reason, LastAttempt: now})
 	}
-	if len(rs) == 0 {
-		return nil
+	sender := senderOf(env)
+	if sender == "" {
+		return // a null reverse path is never bounced (RFC 3464 §2, RFC 8098 §2.1)
 	}
-	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: m.hostname, From: postmaster(sender), To: sender,
-		OriginalMessageID: res.MessageID, OriginalHeaders: headerOf(res.Message), Recipients: rs})
+	dsn, err := mdn.BuildSenderDSN(mdn.SenderReport{ReportingMTA: m.hostname, Sender: sender, MessageID: res.MessageID,
+		Original: res.Message, Arrival: now, Date: now, Recipients: rs})
 	if err != nil {
-		m.log.Error("build DSN", "err", err)
-		return nil
+		// The DSN is a courtesy; the message itself is fine.
+		m.log.Error("build DSN", "message", res.MessageID, "err", err)
+		return
 	}
-	return dsn
+	m.fileDSN(ctx, env, dsn)
 }
+
+// permanent selects the statuses of recipients refused for good.
+func permanent(s agent.Status) bool { return !s.Temporary() }
+
+// envAddr is an envelope address without its angle brackets.
+func envAddr(a string) string { return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a), "<"), ">") }
 
 // Inbound handles a Direct message another HISP delivered on the
 // backbone: the agent opens and verifies it, and each accepted recipient
@@ -279,9 +287,8 @@ func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp
 			Diagnostic: fmt.Sprintf("%d %s %s", r.Reply.Code, r.Reply.Enhanced, r.Reply.Message), DiagnosticSMTP: r.RemoteMTA != "",
 			RemoteMTA: r.RemoteMTA, LastAttempt: r.LastAttempt, WillRetryUntil: r.RetryUntil})
 	}
-	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: m.hostname, From: postmaster(sender), To: sender,
-		OriginalMessageID: msg.MessageID, Arrival: msg.Created, Recipients: rs,
-		OriginalHeaders: []byte(fmt.Sprintf("Message-ID: %s\r\n", oneLine(msg.MessageID)))})
+	dsn, err := mdn.BuildSenderDSN(mdn.SenderReport{ReportingMTA: m.hostname, Sender: sender,
+		MessageID: msg.MessageID, Arrival: msg.Created, Recipients: rs})
 	if err != nil {
 		return err
 	}
@@ -294,25 +301,6 @@ func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp
 		return nil
 	}
 	return err
-}
-
-// postmaster is the postmaster address of an address's domain.
-func postmaster(addr string) string {
-	if _, d, ok := strings.Cut(addr, "@"); ok {
-		return "postmaster@" + d
-	}
-	return "postmaster@localhost"
-}
-
-// headerOf returns the header block of a message.
-func headerOf(msg []byte) []byte {
-	s := string(msg)
-	for _, sep := range []string{"\r\n\r\n", "\n\n"} {
-		if i := strings.Index(s, sep); i >= 0 {
-			return []byte(s[:i+len(sep)/2])
-		}
-	}
-	return msg
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

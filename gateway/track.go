@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -92,7 +91,7 @@ func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
 // mail are not tracked: nothing answers them; nil then. A failure is
 // logged; the message is queued either way.
 func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool) *store.TrackedMessage {
-	if m.track == nil || res == nil || env.from() == "" || isReport(res.Message) {
+	if m.track == nil || res == nil || env.from() == "" || isNotice(res.Message) {
 		return nil
 	}
 	sender := senderOf(env)
@@ -121,7 +120,7 @@ func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool)
 // (those whose status keep selects): the sender hears of them by DSN, and an
 // EHR through the API, as of any other recipient.
 func (m *mail) trackFailures(ctx context.Context, env envelopeLike, res *agent.OutboundResult, keep func(agent.Status) bool) {
-	if m.track == nil || res == nil || env.from() == "" || isReport(res.Message) {
+	if m.track == nil || res == nil || env.from() == "" || isNotice(res.Message) {
 		return
 	}
 	tm := track.Message{MessageID: res.MessageID, Sender: senderOf(env), Join: true}
@@ -224,10 +223,10 @@ func (m *mail) trackBounce(ctx context.Context, msg store.QueuedMessage, rcpts [
 	return out
 }
 
-// isReport reports whether a message is a multipart/report (an MDN or DSN).
-func isReport(msg []byte) bool {
-	mt, _, err := mime.ParseMediaType(headerValues(msg, "Content-Type"))
-	return err == nil && strings.EqualFold(mt, "multipart/report")
+// isNotice reports whether a message is an MDN or a DSN (mdn.IsNotice).
+func isNotice(msg []byte) bool {
+	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
+	return mdn.IsNotice(h.Get("Content-Type"))
 }
 
 // headerValues returns the values of a header field, joined with "; " when

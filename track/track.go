@@ -456,9 +456,8 @@ func (t *Tracker) fileDSN(ctx context.Context, m store.TrackedMessage, rs []mdn.
 	if t.opts.Notify == nil {
 		return nil
 	}
-	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: t.opts.Hostname, From: postmaster(m.Sender), To: m.Sender,
-		OriginalMessageID: m.MessageID, Arrival: m.Sent, Recipients: rs,
-		OriginalHeaders: []byte("Message-ID: " + m.MessageID + "\r\n")})
+	dsn, err := mdn.BuildSenderDSN(mdn.SenderReport{ReportingMTA: t.opts.Hostname, Sender: m.Sender,
+		MessageID: m.MessageID, Arrival: m.Sent, Recipients: rs})
 	if err != nil {
 		return err
 	}
@@ -483,13 +482,6 @@ func NormalizeMessageID(id string) string {
 		id += ">"
 	}
 	return id
-}
-
-func postmaster(addr string) string {
-	if d := domainOf(addr); d != "" {
-		return "postmaster@" + d
-	}
-	return "postmaster@localhost"
 }
 
 func domainOf(addr string) string {
