@@ -168,7 +168,9 @@ func (m *mail) reportDropped(ctx context.Context, env envelopeLike, res *agent.O
 func permanent(s agent.Status) bool { return !s.Temporary() }
 
 // envAddr is an envelope address without its angle brackets.
-func envAddr(a string) string { return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a), "<"), ">") }
+func envAddr(a string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a), "<"), ">")
+}
 
 // Inbound handles a Direct message another HISP delivered on the
 // backbone: the agent opens and verifies it, and each accepted recipient
