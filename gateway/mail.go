@@ -250,7 +250,7 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 	}
 	reported := plan.notifyFailures(ctx, failed)
 	if delivered == 0 {
-		if reported && len(failed) == len(res.Recipients) {
+		if mdn.LeaveToMDN(len(res.Recipients), len(failed), reported) {
 			return nil, nil // each failure went to the sender as a failed MDN (DN-04, notify.go)
 		}
 		if first == nil {

@@ -166,7 +166,7 @@ func (m *mail) trackNotice(ctx context.Context, res *agent.InboundResult) bool {
 	if !accepted {
 		return false
 	}
-	n, err := track.ParseNotice(res.Message)
+	n, err := mdn.ParseNotice(res.Message)
 	if err != nil {
 		m.log.Warn("notice not understood, filed as it is", "message", res.MessageID, "from", res.From, "err", err)
 		return false

@@ -4,6 +4,22 @@
 // disposition notifications (MDN, RFC 8098) that the recipient's HISP
 // sends back: processed, dispatched for timely and reliable delivery, or
 // failed (BuildMDN, ParseMDN, TimelyAndReliableRequested).
+//
+// It is the one home of hisp's rules about notices, so each question is
+// answered by opening one file:
+//
+//   - which message is a notice: IsNotice (notices.go);
+//   - the DSN hisp files for a sender about dropped, failed or delayed
+//     recipients: BuildSenderDSN (notices.go);
+//   - when the receiving side sends processed, dispatched and failed MDNs:
+//     OwedFor and LeaveToMDN (when.go);
+//   - how a notice that comes back is read: ParseNotice (read.go);
+//   - the sending side's one-final-outcome state machine that decides what
+//     each notice does to a recipient and whether it reaches the sender:
+//     Machine.Decide (outcome.go).
+//
+// The gateway and the tracker (package track) do the sending, queueing
+// and storing; the agent only says which recipients it dropped and why.
 package mdn
 
 import (
