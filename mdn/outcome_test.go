@@ -27,7 +27,9 @@ func TestMachine(t *testing.T) {
 		DispatchedDeadline: sent.Add(90 * time.Minute)}
 	notYet := store.TrackedRecipient{State: store.TrackQueued, Deadline: now.Add(time.Minute)}
 
-	mdnIn := func(kind string) Input { return Input{Kind: kind, By: "mdn", Detail: "MDN from bob", FinalDestination: true, Now: now} }
+	mdnIn := func(kind string) Input {
+		return Input{Kind: kind, By: "mdn", Detail: "MDN from bob", FinalDestination: true, Now: now}
+	}
 	for _, c := range []struct {
 		name     string
 		withhold bool
