@@ -78,7 +78,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	}
 	delayed := cfg.Outbound.DelayedDSN.Duration
 	deliverer, err := smtp.NewDeliverer(smtp.DelivererConfig{
-		Queue: s.st, Local: m, Bouncer: m, Hostname: cfg.Hostname, Resolver: cfg.DNS.Resolver,
+		Queue: s.st, Local: m, Bouncer: m, Sealer: m, Hostname: cfg.Hostname, Resolver: cfg.DNS.Resolver,
 		Port: cfg.Outbound.Port, Routes: routes, TLS: mxTLS,
 		Backoff:      retry,
 		DelayedAfter: delayed, Logger: s.log,
@@ -142,7 +142,6 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		fmt.Fprintf(out, "  %s (%s): %s\n", l.name, l.what, nl.Addr())
 	}
 	run("deliverer", deliverer.Run)
-	run("deferred", m.runDeferred)
 	return nil
 }
 

@@ -31,10 +31,10 @@ type mail struct {
 	// wake tells the deliverer that the queue has work.
 	wake  func()
 	track *tracking // delivery tracking (track.go); nil: none
-	// retry is the schedule of deferred recipients (deferred.go).
+	// retry is the schedule of deferred recipients (seal.go).
 	retry store.Backoff
 	// revocationGrace is how long a recipient deferred for a revocation
-	// outage is retried ([trust] revocation_grace, deferred.go).
+	// outage is retried ([trust] revocation_grace, seal.go).
 	revocationGrace time.Duration
 	now             func() time.Time
 }
@@ -80,7 +80,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	if len(rcpts) == 0 {
 		if revocationDeferred(res) {
 			// A revocation outage: keep the message and retry it for the
-			// grace (deferred.go), as if it were queued.
+			// grace (seal.go), as if it were queued.
 			return m.deferAll(ctx, env, res), nil
 		}
 		// Nothing to send: tell the client now rather than by DSN.
@@ -97,7 +97,8 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// The sender is the login's address; for a relay account (an EHR
 	// sending for its domains) the envelope sender, whose mailbox, when it
 	// has one, gets the notices. A relay gets no Sent copy.
-	sender := senderOf(smtpEnv{env})
+	sub := submitterOf(env)
+	sender := sub.address()
 	origin := "submission " + env.RemoteAddr
 	var sent *store.Filing
 	if env.RelayDomains != nil {
@@ -111,11 +112,16 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// the tracking).
 	// One queued message per partner profile among the recipients
 	// (profiles.go), committed together.
+	// Recipients whose certificates could not be looked up wait in the
+	// queue with the plain message, to be sealed to later (seal.go).
 	copies := queuedCopies(store.QueuedMessage{
-		MessageID: res.MessageID, MailFrom: env.MailFrom, User: smtpEnv{env}.user(), Origin: origin,
+		MessageID: res.MessageID, MailFrom: env.MailFrom, User: sub.user, Origin: origin,
 	}, res)
+	if d := m.deferredCopy(sub, res); d != nil {
+		copies = append(copies, *d)
+	}
 	q, err := m.queue.EnqueueWith(ctx, copies[0],
-		store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(smtpEnv{env}, res, false), More: copies[1:]})
+		store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(sub, res, false), More: copies[1:]})
 	if err != nil {
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil
@@ -127,12 +133,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	} else if sent != nil {
 		m.filed()
 	}
-	if temporary != nil {
-		// Recipients whose certificates could not be looked up are sealed
-		// to again later (deferred.go).
-		m.deferRecipients(ctx, smtpEnv{env}, res)
-	}
-	m.reportDropped(ctx, smtpEnv{env}, res, permanent)
+	m.reportDropped(ctx, sub, res, permanent)
 	return nil, nil
 }
 
@@ -140,7 +141,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 // of res the agent dropped whose status keep selects (TV-06, OUT-01): those
 // refused for good at submission (permanent), or every one when the
 // retries ran out.
-func (m *mail) reportDropped(ctx context.Context, env envelopeLike, res *agent.OutboundResult, keep func(agent.Status) bool) {
+func (m *mail) reportDropped(ctx context.Context, sub submitter, res *agent.OutboundResult, keep func(agent.Status) bool) {
 	now := m.now()
 	var rs []mdn.DSNRecipient
 	for _, r := range res.Recipients {
@@ -150,7 +151,7 @@ func (m *mail) reportDropped(ctx context.Context, env envelopeLike, res *agent.O
 		rs = append(rs, mdn.DSNRecipient{Recipient: envAddr(r.Recipient), Action: mdn.Failed, Status: r.Status.Enhanced,
 			Diagnostic: r.Status.Reason, LastAttempt: now})
 	}
-	sender := senderOf(env)
+	sender := sub.address()
 	if sender == "" {
 		return // a null reverse path is never bounced (RFC 3464 §2, RFC 8098 §2.1)
 	}
@@ -161,7 +162,7 @@ func (m *mail) reportDropped(ctx context.Context, env envelopeLike, res *agent.O
 		m.log.Error("build DSN", "message", res.MessageID, "err", err)
 		return
 	}
-	m.fileDSN(ctx, env, dsn)
+	m.fileDSN(ctx, sub, dsn)
 }
 
 // permanent selects the statuses of recipients refused for good.

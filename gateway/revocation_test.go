@@ -108,13 +108,18 @@ func newRevocationPair(t *testing.T, mode string, grace time.Duration) *revocati
 	return p
 }
 
-func (p *revocationPair) deferred(t *testing.T) []store.Deferred {
+// deferred returns the hospital's recipients waiting to be sealed to.
+func (p *revocationPair) deferred(t *testing.T) []store.QueuedRecipient {
 	t.Helper()
-	d, err := p.a.st.DueDeferred(context.Background(), time.Now().Add(1000*time.Hour), 100)
-	if err != nil {
-		t.Fatal(err)
+	var out []store.QueuedRecipient
+	for _, q := range p.a.queued(t) {
+		for _, r := range q.Recipients {
+			if r.State == store.StateDeferred || r.State == store.StateSealing {
+				out = append(out, r)
+			}
+		}
 	}
-	return d
+	return out
 }
 
 // TestRevocationDeferEndToEnd: [trust] revocation = "defer" over two
@@ -136,7 +141,7 @@ func TestRevocationDeferEndToEnd(t *testing.T) {
 	}
 	waitFor(t, "the recipient kept for the outage", func() bool {
 		d := p.deferred(t)
-		return len(d) == 1 && strings.Contains(d[0].LastError, "451 4.7.5") && strings.Contains(d[0].LastError, "503")
+		return len(d) == 1 && d[0].LastCode == 451 && d[0].LastEnhanced == "4.7.5" && strings.Contains(d[0].LastError, "503")
 	})
 	before := p.crl.hits.Load()
 	waitFor(t, "the deferred recipient retried", func() bool { return p.crl.hits.Load() > before+1 })

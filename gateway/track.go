@@ -90,17 +90,17 @@ func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
 // reliable delivery. Notices (hisp's own or a user's MDN) and null-sender
 // mail are not tracked: nothing answers them; nil then. A failure is
 // logged; the message is queued either way.
-func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool) *store.TrackedMessage {
-	if m.track == nil || res == nil || env.from() == "" || isNotice(res.Message) {
+func (m *mail) trackSent(sub submitter, res *agent.OutboundResult, join bool) *store.TrackedMessage {
+	if m.track == nil || res == nil || sub.mailFrom == "" || isNotice(res.Message) {
 		return nil
 	}
-	sender := senderOf(env)
-	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join, Relay: env.relay(),
+	sender := sub.address()
+	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join, Relay: sub.relay,
 		RequestedDispatched: mdn.TimelyAndReliableRequested(headerValues(res.Message, "Disposition-Notification-Options"))}
 	for _, r := range res.Recipients {
 		if r.Accepted {
 			tm.Recipients = append(tm.Recipients, r.Recipient)
-		} else if !r.Status.Temporary() { // deferred recipients are not failed (deferred.go)
+		} else if !r.Status.Temporary() { // deferred recipients are not failed (seal.go)
 			tm.Failed = append(tm.Failed, failedRecipient(r))
 		}
 	}
@@ -119,11 +119,11 @@ func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool)
 // of a deferred submission that failed for good without being queued
 // (those whose status keep selects): the sender hears of them by DSN, and an
 // EHR through the API, as of any other recipient.
-func (m *mail) trackFailures(ctx context.Context, env envelopeLike, res *agent.OutboundResult, keep func(agent.Status) bool) {
-	if m.track == nil || res == nil || env.from() == "" || isNotice(res.Message) {
+func (m *mail) trackFailures(ctx context.Context, sub submitter, res *agent.OutboundResult, keep func(agent.Status) bool) {
+	if m.track == nil || res == nil || sub.mailFrom == "" || isNotice(res.Message) {
 		return
 	}
-	tm := track.Message{MessageID: res.MessageID, Sender: senderOf(env), Join: true}
+	tm := track.Message{MessageID: res.MessageID, Sender: sub.address(), Join: true}
 	for _, r := range res.Recipients {
 		if !r.Accepted && keep(r.Status) {
 			tm.Failed = append(tm.Failed, failedRecipient(r))

@@ -23,7 +23,17 @@ import (
 //	                      │ attempts are used up
 //	                      └──5xx──▶ failed ──failure DSN sent──▶ bounced
 //
-// delivered and bounced are final. A claim (ClaimDue) moves due recipients
+// A recipient whose certificate could not be looked up at submission waits
+// in a message whose data is the plain submission (QueuedMessage.Plain),
+// to be sealed to again on the same schedule:
+//
+//	deferred ──claim──▶ sealing ──sealed and queued anew──▶ sealed
+//	   ▲                   │ still not found: deferred again, next_attempt
+//	   └───────────────────┘ from the sealer (a revocation outage is
+//	                       │ retried up to [trust] revocation_grace)
+//	                       └──failed for good, sender told──▶ bounced
+//
+// delivered, sealed and bounced are final. A claim (ClaimDue) moves due recipients
 // to delivering and, in the same transaction, counts the attempt and
 // records when the next one is due by the backoff, all before the
 // deliverer dials: a crash leaves the rows in delivering with the attempt
@@ -39,10 +49,18 @@ const (
 	StateDelivered  RecipientState = "delivered"  // accepted by the next hop or the local mailbox (final)
 	StateFailed     RecipientState = "failed"     // failed for good; the failure DSN is not sent yet
 	StateBounced    RecipientState = "bounced"    // failed for good; DSN sent or none due (final)
+	StateDeferred   RecipientState = "deferred"   // of a plain message: waiting to be sealed to
+	StateSealing    RecipientState = "sealing"    // of a plain message: claimed by the sealer
+	StateSealed     RecipientState = "sealed"     // of a plain message: sealed and queued anew (final)
 )
 
+// finalStates is the SQL list of the final states.
+const finalStates = `('delivered', 'bounced', 'sealed')`
+
 // Final reports whether no more work is due for a recipient in this state.
-func (st RecipientState) Final() bool { return st == StateDelivered || st == StateBounced }
+func (st RecipientState) Final() bool {
+	return st == StateDelivered || st == StateBounced || st == StateSealed
+}
 
 // QueuedMessage is a message in the outbound queue.
 type QueuedMessage struct {
@@ -58,7 +76,13 @@ type QueuedMessage struct {
 	Size          int64     // len(Data) when it was queued
 	Created       time.Time // set by Enqueue when zero
 	DelayNotified time.Time // when the delayed DSN went out; zero if not
-	Recipients    []QueuedRecipient
+	// Plain marks a message whose Data is the plain submission, kept for
+	// recipients deferred at submission (StateDeferred): it is never sent
+	// as it is, but sealed again for them when they are due. Enqueue puts
+	// its recipients in StateDeferred with their NextAttempt and last
+	// reply; their first attempt, at submission, is counted.
+	Plain      bool
+	Recipients []QueuedRecipient
 }
 
 // QueuedRecipient is one recipient of a queued message. For Enqueue only
@@ -93,14 +117,16 @@ type RecipientUpdate struct {
 	ID int64
 	// State is StateQueued for a temporary failure (retry), StateDelivered,
 	// StateFailed for a permanent failure, or StateBounced once the failure
-	// DSN is sent.
+	// DSN is sent; for a recipient being sealed (StateSealing),
+	// StateDeferred (retry), StateSealed, or StateBounced (failed, its
+	// sender told).
 	State     RecipientState
 	Code      int    // SMTP reply code, or hisp's equivalent
 	Enhanced  string // enhanced status code, "5.1.1"
 	Text      string // reply text or error
 	RemoteMTA string // host that replied, "" for hisp's own decision
-	// NextAttempt overrides, for StateQueued, the retry time recorded by the
-	// claim; zero keeps it.
+	// NextAttempt overrides, for StateQueued and StateDeferred, the retry
+	// time recorded by the claim; zero keeps it.
 	NextAttempt time.Time
 }
 
@@ -124,12 +150,12 @@ func scanRecipient(r rowScanner) (QueuedRecipient, error) {
 
 // messageColumns are the queue_messages columns scanMessage reads, without
 // the data.
-const messageColumns = `id, message_id, mail_from, auth_user, origin, size, created, delay_notified`
+const messageColumns = `id, message_id, mail_from, auth_user, origin, size, created, delay_notified, plain`
 
 func scanMessage(r rowScanner) (QueuedMessage, error) {
 	var m QueuedMessage
 	var created, notified int64
-	if err := r.Scan(&m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified); err != nil {
+	if err := r.Scan(&m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified, &m.Plain); err != nil {
 		return QueuedMessage{}, err
 	}
 	m.Created, m.DelayNotified = fromMillis(created), fromMillis(notified)
@@ -195,7 +221,7 @@ func getQueued(ctx context.Context, q queryer, id int64, withData bool, recipien
 	var err error
 	if withData {
 		var created, notified int64
-		err = row.Scan(&m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified, &m.Data)
+		err = row.Scan(&m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified, &m.Plain, &m.Data)
 		m.Created, m.DelayNotified = fromMillis(created), fromMillis(notified)
 	} else {
 		m, err = scanMessage(row)

@@ -13,7 +13,7 @@ import (
 // pendingMessages selects the queued messages with work left (a recipient
 // in no final state).
 const pendingMessages = `FROM queue_messages m WHERE EXISTS (SELECT 1 FROM queue_recipients r
-	WHERE r.queue_id = m.id AND r.state NOT IN ('delivered', 'bounced'))`
+	WHERE r.queue_id = m.id AND r.state NOT IN ` + finalStates + `)`
 
 // QueueList returns the queued messages (without Data) with all their
 // recipients, oldest first: those with work left, or every message kept
@@ -77,7 +77,7 @@ func listQueued(ctx context.Context, q queryer, heads string, limit int) ([]Queu
 		var created, notified int64
 		var state string
 		var next, last, updated int64
-		err := rows.Scan(&total, &m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified,
+		err := rows.Scan(&total, &m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified, &m.Plain,
 			&r.ID, &r.QueueID, &r.Address, &r.Domain, &r.Local, &state, &r.Attempts, &next, &last,
 			&r.LastCode, &r.LastEnhanced, &r.LastError, &r.RemoteMTA, &r.Status, &updated)
 		if err != nil {
@@ -110,7 +110,7 @@ func (s *Store) QueueMessage(ctx context.Context, id int64) (QueuedMessage, erro
 	return getQueued(ctx, s.db, id, true, "")
 }
 
-// QueueRetry makes the waiting (queued) recipients of a message due at now
+// QueueRetry makes the waiting (queued or deferred) recipients of a message due at now
 // and returns how many. A message that does not exist gives an error
 // wrapping ErrNotFound.
 func (s *Store) QueueRetry(ctx context.Context, id int64, now time.Time) (int64, error) {
@@ -122,7 +122,7 @@ func (s *Store) QueueRetry(ctx context.Context, id int64, now time.Time) (int64,
 			return fmt.Errorf("queued message %d: %w", id, ErrNotFound)
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET next_attempt = ?, updated = ?
-			WHERE queue_id = ? AND state = 'queued'`, millis(now), millis(now), id)
+			WHERE queue_id = ? AND state IN ('queued', 'deferred')`, millis(now), millis(now), id)
 		if err != nil {
 			return err
 		}

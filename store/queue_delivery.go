@@ -13,7 +13,8 @@ import (
 // recording outcomes, recovery after a crash, the notices due, purging.
 // ClaimDue claims the recipients due for an attempt at now, of at most limit
 // messages (oldest due first), for delivery: in one transaction it moves
-// them to delivering, counts the attempt, sets the last attempt to now and
+// them to delivering (a deferred recipient of a plain message to sealing),
+// counts the attempt, sets the last attempt to now and
 // records the next attempt by the backoff, so that the retry time is on
 // record before anything is dialed. It returns the messages (without Data,
 // see QueueMessageData) with the claimed recipients only.
@@ -29,26 +30,30 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backof
 	var out []QueuedMessage
 	err := s.tx(ctx, func(tx *txn) error {
 		ids, err := queryIDs(ctx, tx, `SELECT queue_id, MIN(next_attempt) AS due FROM queue_recipients
-			WHERE state = 'queued' AND next_attempt <= ?
+			WHERE state IN ('queued', 'deferred') AND next_attempt <= ?
 			GROUP BY queue_id ORDER BY due, queue_id LIMIT ?`, nowMs, limit)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
-			m, err := getQueued(ctx, tx, id, false, `state = 'queued' AND next_attempt <= ?`, nowMs)
+			m, err := getQueued(ctx, tx, id, false, `state IN ('queued', 'deferred') AND next_attempt <= ?`, nowMs)
 			if err != nil {
 				return err
 			}
 			for i := range m.Recipients {
 				r := &m.Recipients[i]
-				r.State = StateDelivering
+				if r.State == StateDeferred {
+					r.State = StateSealing
+				} else {
+					r.State = StateDelivering
+				}
 				r.Attempts++
 				r.LastAttempt = fromMillis(nowMs)
 				r.NextAttempt = fromMillis(millis(now.Add(b.Delay(r.Attempts))))
 				r.Updated = r.LastAttempt
 				_, err := tx.ExecContext(ctx, `UPDATE queue_recipients
-					SET state = 'delivering', attempts = ?, last_attempt = ?, next_attempt = ?, updated = ?
-					WHERE id = ?`, r.Attempts, nowMs, millis(r.NextAttempt), nowMs, r.ID)
+					SET state = ?, attempts = ?, last_attempt = ?, next_attempt = ?, updated = ?
+					WHERE id = ?`, string(r.State), r.Attempts, nowMs, millis(r.NextAttempt), nowMs, r.ID)
 				if err != nil {
 					return err
 				}
@@ -93,7 +98,8 @@ func statusLine(code int, enhanced, text string) string {
 // UpdateRecipients records the outcomes of delivery attempts at now, in one
 // transaction. An update applies only from the state it follows: queued,
 // delivered and failed from delivering (failed also from queued), bounced
-// from failed; others (a message dropped meanwhile, say) are skipped. The
+// from failed or sealing, deferred and sealed from sealing; others (a
+// message dropped meanwhile, say) are skipped. The
 // data of a message whose recipients are all final is emptied.
 func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []RecipientUpdate) error {
 	if len(updates) == 0 {
@@ -124,9 +130,24 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, status = ?, updated = ?
 					WHERE id = ? AND state IN ('delivering', 'queued')`,
 					u.Code, u.Enhanced, text, u.RemoteMTA, status, nowMs, u.ID)
+			case StateDeferred:
+				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'deferred',
+					next_attempt = CASE WHEN ? > 0 THEN ? ELSE next_attempt END,
+					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, updated = ?
+					WHERE id = ? AND state = 'sealing'`,
+					millis(u.NextAttempt), millis(u.NextAttempt), u.Code, u.Enhanced, text, u.RemoteMTA, nowMs, u.ID)
+			case StateSealed:
+				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'sealed',
+					last_code = ?, last_enhanced = ?, status = ?, updated = ?
+					WHERE id = ? AND state = 'sealing'`,
+					u.Code, u.Enhanced, status, nowMs, u.ID)
 			case StateBounced:
-				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'bounced', updated = ?
-					WHERE id = ? AND state = 'failed'`, nowMs, u.ID)
+				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'bounced',
+					last_code = CASE WHEN state = 'sealing' THEN ? ELSE last_code END,
+					last_enhanced = CASE WHEN state = 'sealing' THEN ? ELSE last_enhanced END,
+					last_error = CASE WHEN state = 'sealing' THEN ? ELSE last_error END,
+					status = CASE WHEN state = 'sealing' THEN ? ELSE status END, updated = ?
+					WHERE id = ? AND state IN ('failed', 'sealing')`, u.Code, u.Enhanced, text, status, nowMs, u.ID)
 			default:
 				return fmt.Errorf("recipient %d: cannot move to state %q", u.ID, u.State)
 			}
@@ -138,7 +159,7 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 			} else if n == 0 {
 				continue
 			}
-			if u.State == StateDelivered || u.State == StateBounced {
+			if u.State.Final() {
 				var qid int64
 				if err := tx.QueryRowContext(ctx, `SELECT queue_id FROM queue_recipients WHERE id = ?`, u.ID).Scan(&qid); err != nil {
 					return fmt.Errorf("recipient %d: %w", u.ID, err)
@@ -151,7 +172,7 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 			// not its bytes.
 			_, err := tx.ExecContext(ctx, `UPDATE queue_messages SET data = ? WHERE id = ?
 				AND NOT EXISTS (SELECT 1 FROM queue_recipients r WHERE r.queue_id = queue_messages.id
-					AND r.state NOT IN ('delivered', 'bounced'))`, []byte{}, qid)
+					AND r.state NOT IN `+finalStates+`)`, []byte{}, qid)
 			if err != nil {
 				return fmt.Errorf("release data of queued message %d: %w", qid, err)
 			}
@@ -164,14 +185,15 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 	return nil
 }
 
-// RecoverQueue makes recipients left in delivering by a stopped or crashed
+// RecoverQueue makes recipients left in delivering (or sealing) by a stopped or crashed
 // server due again at now, and returns how many. Their interrupted attempt
 // stays counted. Call it when the (single) deliverer starts, before it
 // claims.
 func (s *Store) RecoverQueue(ctx context.Context, now time.Time) (int64, error) {
 	nowMs := millis(now)
-	res, err := s.db.ExecContext(ctx, `UPDATE queue_recipients SET state = 'queued', next_attempt = ?,
-		last_error = ?, updated = ? WHERE state = 'delivering'`,
+	res, err := s.db.ExecContext(ctx, `UPDATE queue_recipients
+		SET state = CASE state WHEN 'sealing' THEN 'deferred' ELSE 'queued' END, next_attempt = ?,
+		last_error = ?, updated = ? WHERE state IN ('delivering', 'sealing')`,
 		nowMs, "delivery interrupted: hisp stopped during the attempt", nowMs)
 	if err != nil {
 		return 0, fmt.Errorf("recover queue: %w", err)
@@ -250,7 +272,7 @@ func (s *Store) MarkDelayNotified(ctx context.Context, id int64, at time.Time) e
 func (s *Store) PurgeQueue(ctx context.Context, createdBefore time.Time) (int64, error) {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM queue_messages WHERE created < ?
 		AND NOT EXISTS (SELECT 1 FROM queue_recipients r WHERE r.queue_id = queue_messages.id
-			AND r.state NOT IN ('delivered', 'bounced'))`, millis(createdBefore))
+			AND r.state NOT IN `+finalStates+`)`, millis(createdBefore))
 	if err != nil {
 		return 0, fmt.Errorf("purge queue: %w", err)
 	}

@@ -70,8 +70,17 @@ func prepareEnqueue(m QueuedMessage, now time.Time) (preparedMessage, error) {
 			continue
 		}
 		seen[strings.ToLower(addr)] = true
-		rcpts = append(rcpts, QueuedRecipient{Address: addr, Domain: domain, Local: r.Local,
-			State: StateQueued, NextAttempt: m.Created, Updated: m.Created})
+		q := QueuedRecipient{Address: addr, Domain: domain, Local: r.Local,
+			State: StateQueued, NextAttempt: m.Created, Updated: m.Created}
+		if m.Plain {
+			// Deferred at submission: that was the first attempt.
+			q.State, q.Attempts, q.LastAttempt = StateDeferred, 1, m.Created
+			q.LastCode, q.LastEnhanced, q.LastError = r.LastCode, r.LastEnhanced, strings.Join(strings.Fields(r.LastError), " ")
+			if !r.NextAttempt.IsZero() {
+				q.NextAttempt = fromMillis(millis(r.NextAttempt))
+			}
+		}
+		rcpts = append(rcpts, q)
 	}
 	m.Recipients = rcpts
 	m.ID = 0
@@ -109,15 +118,15 @@ type enqueueStmts struct {
 
 func prepareEnqueueStmts(ctx context.Context, tx *txn) (*enqueueStmts, error) {
 	msg, err := tx.PrepareContext(ctx, `INSERT INTO queue_messages
-		(message_id, mail_from, auth_user, origin, data, size, created, delay_notified)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 0) RETURNING id`)
+		(message_id, mail_from, auth_user, origin, data, size, created, delay_notified, plain)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id`)
 	if err != nil {
 		return nil, fmt.Errorf("prepare enqueue: %w", err)
 	}
 	rcpt, err := tx.PrepareContext(ctx, `INSERT INTO queue_recipients
 		(queue_id, recipient, domain, local, state, attempts, next_attempt, last_attempt,
 		 last_code, last_enhanced, last_error, remote_mta, status, updated)
-		VALUES (?, ?, ?, ?, 'queued', 0, ?, 0, 0, '', '', '', '', ?) RETURNING id`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?) RETURNING id`)
 	if err != nil {
 		msg.Close()
 		return nil, fmt.Errorf("prepare enqueue: %w", err)
@@ -134,14 +143,15 @@ func (st *enqueueStmts) close() {
 func (st *enqueueStmts) insert(ctx context.Context, p preparedMessage) (QueuedMessage, error) {
 	m := p.m
 	created := millis(m.Created)
-	if err := st.msg.QueryRowContext(ctx, m.MessageID, m.MailFrom, m.User, m.Origin, m.Data, m.Size, created).Scan(&m.ID); err != nil {
+	if err := st.msg.QueryRowContext(ctx, m.MessageID, m.MailFrom, m.User, m.Origin, m.Data, m.Size, created, m.Plain).Scan(&m.ID); err != nil {
 		return QueuedMessage{}, fmt.Errorf("insert queued message: %w", err)
 	}
 	m.Recipients = append([]QueuedRecipient(nil), m.Recipients...)
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		r.QueueID = m.ID
-		if err := st.rcpt.QueryRowContext(ctx, m.ID, r.Address, r.Domain, r.Local, created, created).Scan(&r.ID); err != nil {
+		if err := st.rcpt.QueryRowContext(ctx, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
+			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, created).Scan(&r.ID); err != nil {
 			return QueuedMessage{}, fmt.Errorf("insert queued recipient %s: %w", r.Address, err)
 		}
 	}
