@@ -61,7 +61,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 		return nil, e
 	}
 	if len(env.Recipients) == 0 {
-		return fail(refuse(554, "5.5.1", nil, "no recipients"))
+		return fail(refuse(RefusedNoRecipients, nil, "no recipients"))
 	}
 	snap, err := a.current(ctx)
 	if err != nil {
@@ -81,11 +81,11 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 		results[i].Recipient = r
 		addr, domain, err := store.NormalizeAddress(r)
 		if err != nil {
-			results[i].Status = status(550, "5.1.3", "bad recipient address <%s>: %v", r, err)
+			results[i].Status = status(RefusedBadAddress, "bad recipient address <%s>: %v", r, err)
 			continue
 		}
 		if !snap.domains[domain] {
-			results[i].Status = status(550, "5.7.1", "<%s> is not in a local domain: relaying denied", addr)
+			results[i].Status = status(RefusedRelaying, "<%s> is not in a local domain: relaying denied", addr)
 			continue
 		}
 		results[i].Local = true
@@ -94,7 +94,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 			return nil, fmt.Errorf("inbound: %w", err)
 		}
 		if !ok {
-			results[i].Status = status(550, "5.1.1", "<%s>: no such local address", addr)
+			results[i].Status = status(RefusedNoSuchAddress, "<%s>: no such local address", addr)
 			continue
 		}
 		n := 0
@@ -120,7 +120,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 			}
 		}
 		if n == 0 {
-			results[i].Status = status(550, "5.7.5", "<%s> holds no certificate with a key for decryption", addr)
+			results[i].Status = status(RefusedUndecryptable, "<%s> holds no certificate with a key for decryption", addr)
 			continue
 		}
 		cands = append(cands, candidate{i, addr, domain})
@@ -139,7 +139,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	innerHdr, innerBody := splitMessage(opened.Message)
 	ih, err := parseHeader(innerHdr)
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "malformed header in the signed message: %v", err))
+		return fail(refuse(RefusedMalformed, err, "malformed header in the signed message: %v", err))
 	}
 	if id := oneLine(ih.get("message-id")); id != "" {
 		msgID = id
@@ -149,12 +149,12 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 		err = errors.New("no From field")
 	}
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "signed message: unusable From: %v", err))
+		return fail(refuse(RefusedMalformed, err, "signed message: unusable From: %v", err))
 	}
 	inner := map[string][]string{"from": {from}}
 	for _, name := range []string{"sender", "to", "cc"} {
 		if inner[name], err = ih.addresses(name); err != nil {
-			return fail(refuse(554, "5.6.0", err, "signed message: unusable %v", err))
+			return fail(refuse(RefusedMalformed, err, "signed message: unusable %v", err))
 		}
 	}
 	notification := mdn.IsNotice(ih.get("content-type"))
@@ -162,7 +162,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	// MF-05: the routing headers outside must say what the signed ones say.
 	oh, err := parseHeader(bytes.TrimRight(opened.Outer, "\r\n"))
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "malformed outer header: %v", err))
+		return fail(refuse(RefusedMalformed, err, "malformed outer header: %v", err))
 	}
 	for _, name := range []string{"from", "sender", "to", "cc"} {
 		if !oh.has(name) {
@@ -170,7 +170,7 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 		}
 		outer, err := oh.addresses(name)
 		if err != nil || !sameSet(outer, inner[name]) {
-			return fail(refuse(550, "5.7.7", err, "outer %s field %q does not match the signed message's %q: refused as tampered (MF-05)",
+			return fail(refuse(RefusedTampered, err, "outer %s field %q does not match the signed message's %q: refused as tampered (MF-05)",
 				canonicalName(name), limit(strings.Join(oh.values(name), ", "), 200), limit(strings.Join(inner[name], ", "), 200)))
 		}
 	}
@@ -180,12 +180,12 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 	switch {
 	case mailFrom == "" && notification:
 	case mailFrom == "" || (mailFrom != from && !contains(inner["sender"], mailFrom)):
-		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From <%s> of the signed message: refused as tampered (MF-05)", env.MailFrom, from))
+		return fail(refuse(RefusedEnvelope, nil, "envelope sender <%s> is not the From <%s> of the signed message: refused as tampered (MF-05)", env.MailFrom, from))
 	}
 	listed := set(append(inner["to"], inner["cc"]...))
 	for _, r := range env.Recipients {
 		if !listed[envAddr(r)] {
-			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field of the signed message: refused as tampered (MF-05)", r))
+			return fail(refuse(RefusedEnvelope, nil, "recipient <%s> is not in the To or Cc field of the signed message: refused as tampered (MF-05)", r))
 		}
 	}
 
@@ -211,15 +211,15 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 		rr := &results[c.i]
 		if !sv.trusted && sv.provisional {
 			// [trust] revocation = "defer": the sender tries again (TV-04).
-			rr.Status = status(451, RevocationDeferred, "signer's revocation status could not be established for %s, try again later: %s", c.domain, sv.reason)
+			rr.Status = status(TemporaryRevocation, "signer's revocation status could not be established for %s, try again later: %s", c.domain, sv.reason)
 			continue
 		}
 		if !sv.trusted {
-			rr.Status = status(550, "5.7.1", "signer not trusted by %s: %s", c.domain, sv.reason)
+			rr.Status = status(RefusedUntrusted, "signer not trusted by %s: %s", c.domain, sv.reason)
 			continue
 		}
 		rr.Accepted = true
-		rr.Status = status(250, "2.0.0", "signed by %s, trusted through %s", sv.signer.Subject, sv.verdict.Anchor.Subject)
+		rr.Status = status(Accepted, "signed by %s, trusted through %s", sv.signer.Subject, sv.verdict.Anchor.Subject)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("inbound %s: %w", msgID, err)
@@ -352,27 +352,27 @@ func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.O
 func openError(err error) *Error {
 	switch {
 	case errors.Is(err, smime.ErrNotEncrypted):
-		return refuse(550, "5.7.1", err, "Direct mail must be encrypted; this message is not (IN-01)")
+		return refuse(RefusedUnprotected, err, "Direct mail must be encrypted; this message is not (IN-01)")
 	case errors.Is(err, smime.ErrNotSigned):
-		return refuse(550, "5.7.1", err, "Direct mail must be signed; this message is not (IN-01)")
+		return refuse(RefusedUnprotected, err, "Direct mail must be signed; this message is not (IN-01)")
 	case errors.Is(err, smime.ErrWeakCipher), errors.Is(err, smime.ErrWeakKeyTransport), errors.Is(err, smime.ErrWeakDigest), errors.Is(err, smime.ErrWeakSignature), errors.Is(err, smime.ErrWeakKey):
-		return refuse(550, "5.7.6", err, "algorithm or key refused by the Direct profile: %v", err)
+		return refuse(RefusedWeakAlgorithm, err, "algorithm or key refused by the Direct profile: %v", err)
 	case errors.Is(err, smime.ErrDigestMismatch), errors.Is(err, smime.ErrBadSignature), errors.Is(err, smime.ErrSignerCertMissing):
-		return refuse(550, "5.7.7", err, "signature check failed (TV-08): %v", err)
+		return refuse(RefusedTampered, err, "signature check failed (TV-08): %v", err)
 	case errors.Is(err, smime.ErrNoRecipient):
-		return refuse(550, "5.7.5", err, "the message is not encrypted to any certificate of its recipients")
+		return refuse(RefusedUndecryptable, err, "the message is not encrypted to any certificate of its recipients")
 	case errors.Is(err, smime.ErrDecryption):
 		// Which of key transport, padding or tag failed is not told
 		// (package cms).
-		return refuse(550, "5.7.5", err, "the message does not decrypt: damaged or tampered")
+		return refuse(RefusedUndecryptable, err, "the message does not decrypt: damaged or tampered")
 	case errors.Is(err, smime.ErrMalformed):
 		// Without integrity protection (CBC), tampered ciphertext often
 		// decrypts to garbage that ends up here: a security refusal.
-		return refuse(550, "5.7.5", err, "malformed Direct message: %v", err)
+		return refuse(RefusedUndecryptable, err, "malformed Direct message: %v", err)
 	}
 	// A local key that does not fit its certificate, and the like: ours
 	// to fix, so the sender should retry.
-	return refuse(451, "4.3.0", err, "local error opening the message")
+	return refuse(TemporaryLocal, err, "local error opening the message")
 }
 
 // writeVerification writes one VerificationHeader field, folded.

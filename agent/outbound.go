@@ -61,7 +61,7 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	hdrBlock, body := splitMessage(msg)
 	h, err := parseHeader(hdrBlock)
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "malformed message header: %v", err))
+		return fail(refuse(RefusedMalformed, err, "malformed message header: %v", err))
 	}
 	msgID = oneLine(h.get("message-id"))
 
@@ -69,25 +69,25 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	// key signs (OUT-02).
 	from, err := h.single("from")
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable From field: %v", err))
+		return fail(refuse(RefusedMalformed, err, "unusable From field: %v", err))
 	}
 	if from == "" {
-		return fail(refuse(554, "5.6.0", nil, "the message has no From field"))
+		return fail(refuse(RefusedMalformed, nil, "the message has no From field"))
 	}
 	if !h.has("to") {
-		return fail(refuse(554, "5.6.0", nil, "the message has no To field (required in Direct, MF-06)"))
+		return fail(refuse(RefusedMalformed, nil, "the message has no To field (required in Direct, MF-06)"))
 	}
 	sender, err := h.single("sender")
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable Sender field: %v", err))
+		return fail(refuse(RefusedMalformed, err, "unusable Sender field: %v", err))
 	}
 	to, err := h.addresses("to")
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable To field: %v", err))
+		return fail(refuse(RefusedMalformed, err, "unusable To field: %v", err))
 	}
 	cc, err := h.addresses("cc")
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable Cc field: %v", err))
+		return fail(refuse(RefusedMalformed, err, "unusable Cc field: %v", err))
 	}
 
 	// MF-05: MAIL FROM is the From or Sender; a user sends only as
@@ -97,13 +97,13 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	// 8098 §2.1, RFC 3464): never from a user, and never bounced.
 	nullNotification := mailFrom == "" && env.User == "" && mdn.IsNotice(h.get("content-type"))
 	if !nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != sender)) {
-		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
+		return fail(refuse(RefusedSender, nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
 	}
 	if env.User != "" && env.RelayDomains != nil {
 		relay := store.Relay{Name: env.User, Domains: env.RelayDomains}
 		for _, as := range []string{from, mailFrom} {
 			if !relay.SendsFor(as) {
-				return fail(refuse(550, "5.7.1", nil, "relay %s sends only for %s, not as <%s>", env.User, strings.Join(env.RelayDomains, ", "), as))
+				return fail(refuse(RefusedSender, nil, "relay %s sends only for %s, not as <%s>", env.User, strings.Join(env.RelayDomains, ", "), as))
 			}
 		}
 	} else if env.User != "" {
@@ -113,7 +113,7 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 			as = mailFrom
 		}
 		if as != user {
-			return fail(refuse(550, "5.7.1", nil, "%s may send only as <%s>, not as <%s>", env.User, user, as))
+			return fail(refuse(RefusedSender, nil, "%s may send only as <%s>, not as <%s>", env.User, user, as))
 		}
 	}
 
@@ -133,35 +133,35 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	// dropped below; one that names anybody refuses the message.
 	bcc, err := h.addresses("bcc")
 	if err != nil || len(bcc) > 0 {
-		return fail(refuse(550, "5.7.1", nil, "Bcc is not allowed in Direct messages (MF-05): send a message of its own to each hidden recipient"))
+		return fail(refuse(RefusedBcc, nil, "Bcc is not allowed in Direct messages (MF-05): send a message of its own to each hidden recipient"))
 	}
 	listed := set(append(to, cc...))
 	for _, r := range env.Recipients {
 		if !listed[envAddr(r)] {
-			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r))
+			return fail(refuse(RefusedBcc, nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r))
 		}
 	}
 	if len(env.Recipients) == 0 {
-		return fail(refuse(554, "5.5.1", nil, "no recipients"))
+		return fail(refuse(RefusedNoRecipients, nil, "no recipients"))
 	}
 
 	from, senderDomain, err := store.NormalizeAddress(from)
 	if err != nil {
-		return fail(refuse(550, "5.1.7", err, "From address: %v", err))
+		return fail(refuse(RefusedBadSender, err, "From address: %v", err))
 	}
 	snap, err := a.current(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if !snap.domains[senderDomain] {
-		return fail(refuse(550, "5.7.1", nil, "%s is not a local domain: hisp sends only for its own domains", senderDomain))
+		return fail(refuse(RefusedNotLocal, nil, "%s is not a local domain: hisp sends only for its own domains", senderDomain))
 	}
 	signer, err := a.signingIdentity(ctx, snap, from, senderDomain)
 	if err != nil {
 		return nil, err
 	}
 	if signer == nil {
-		return fail(refuse(554, "5.7.0", nil, "no signing certificate for %s: neither it nor %s has a valid certificate with a key for digitalSignature (OUT-02); issue one with `hisp cert issue %s` or import one with `hisp cert import`",
+		return fail(refuse(RefusedNoSigningCert, nil, "no signing certificate for %s: neither it nor %s has a valid certificate with a key for digitalSignature (OUT-02); issue one with `hisp cert issue %s` or import one with `hisp cert import`",
 			from, senderDomain, from))
 	}
 
@@ -193,7 +193,7 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 	}
 
 	if err := a.sealCopies(prepared, *signer, res); err != nil {
-		return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
+		return fail(refuse(RefusedSealing, err, "the message could not be signed and encrypted: %v", err))
 	}
 	act := actor(env)
 	for _, r := range res.Recipients {
@@ -364,7 +364,7 @@ func (a *Agent) resolveAll(ctx context.Context, snap *snapshot, rcpts []string, 
 		results[i].Recipient = r
 		addr, _, err := store.NormalizeAddress(r)
 		if err != nil {
-			results[i].Status = status(550, "5.1.3", "bad recipient address <%s>: %v", r, err)
+			results[i].Status = status(RefusedBadAddress, "bad recipient address <%s>: %v", r, err)
 			continue
 		}
 		if _, dup := first[addr]; dup {
@@ -405,7 +405,7 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 	rr := RecipientResult{Recipient: rcpt, Local: snap.domains[domain]}
 	anchors := snap.out[senderDomain]
 	if len(anchors.certs) == 0 {
-		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s has no outbound trust anchors (hisp anchor add %s CA.pem --direction out)",
+		rr.Status = status(RefusedUntrusted, "no trusted certificate for <%s>: %s has no outbound trust anchors (hisp anchor add %s CA.pem --direction out)",
 			addr, senderDomain, senderDomain)
 		return rr
 	}
@@ -429,20 +429,20 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 	res, err := a.disc.DiscoverJudged(ctx, addr, "agent-out|"+senderDomain+"|"+anchors.key, validate)
 	switch {
 	case res == nil:
-		rr.Status = status(550, "5.1.3", "bad recipient address <%s>: %v", addr, err)
+		rr.Status = status(RefusedBadAddress, "bad recipient address <%s>: %v", addr, err)
 	case len(res.Certs) > 0:
 		rr.Accepted, rr.Certs, rr.Step = true, res.Certs, res.Step.String()
-		rr.Status = status(250, "2.0.0", "encrypted to %d certificate(s) found by %s", len(res.Certs), res.Step)
+		rr.Status = status(Accepted, "encrypted to %d certificate(s) found by %s", len(res.Certs), res.Step)
 	case err != nil:
 		// A look-up failed and nothing was found: the certificate may
 		// well exist. Defer rather than bounce; the caller retries.
-		rr.Status = status(451, "4.4.3", "certificate discovery for <%s> failed, will retry: %v", addr, err)
+		rr.Status = status(TemporaryDiscovery, "certificate discovery for <%s> failed, will retry: %v", addr, err)
 	case res.Provisional:
 		// [trust] revocation = "defer": a CRL or OCSP responder is
 		// down. The caller retries up to its grace (TV-04).
-		rr.Status = status(451, RevocationDeferred, "certificate of <%s> not usable for now, will retry: %s", addr, discoveryReason(res))
+		rr.Status = status(TemporaryRevocation, "certificate of <%s> not usable for now, will retry: %s", addr, discoveryReason(res))
 	default:
-		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s", addr, discoveryReason(res))
+		rr.Status = status(RefusedUntrusted, "no trusted certificate for <%s>: %s", addr, discoveryReason(res))
 	}
 	return rr
 }
@@ -454,17 +454,17 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientResult, addr, domain string, validate certs.JudgeFunc) RecipientResult {
 	ok, err := snap.isAddress(ctx, a, addr)
 	if err != nil {
-		rr.Status = status(451, "4.3.0", "local look-up of <%s> failed: %v", addr, err)
+		rr.Status = status(TemporaryLocal, "local look-up of <%s> failed: %v", addr, err)
 		return rr
 	}
 	if !ok {
-		rr.Status = status(550, "5.1.1", "<%s> is not a local address", addr)
+		rr.Status = status(RefusedNoSuchAddress, "<%s> is not a local address", addr)
 		return rr
 	}
 	for _, owner := range []string{addr, domain} {
 		list, err := snap.owner(ctx, a, owner)
 		if err != nil {
-			rr.Status = status(451, "4.3.0", "local certificates of <%s>: %v", owner, err)
+			rr.Status = status(TemporaryLocal, "local certificates of <%s>: %v", owner, err)
 			return rr
 		}
 		if len(list) == 0 {
@@ -482,19 +482,19 @@ func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientRe
 			}
 		}
 		if len(trusted) == 0 && provisional {
-			rr.Status = status(451, RevocationDeferred, "local certificates of %s not usable for now, will retry: %s", owner, joinReasons(reasons))
+			rr.Status = status(TemporaryRevocation, "local certificates of %s not usable for now, will retry: %s", owner, joinReasons(reasons))
 			return rr
 		}
 		if len(trusted) == 0 {
-			rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: the local certificates of %s are not trusted: %s",
+			rr.Status = status(RefusedUntrusted, "no trusted certificate for <%s>: the local certificates of %s are not trusted: %s",
 				addr, owner, joinReasons(reasons))
 			return rr
 		}
 		rr.Accepted, rr.Certs, rr.Step = true, trusted, "local"
-		rr.Status = status(250, "2.0.0", "encrypted to %d local certificate(s) of %s", len(trusted), owner)
+		rr.Status = status(Accepted, "encrypted to %d local certificate(s) of %s", len(trusted), owner)
 		return rr
 	}
-	rr.Status = status(550, "5.7.1", "no certificate for <%s> in the local store (hisp cert issue %s)", addr, addr)
+	rr.Status = status(RefusedUntrusted, "no certificate for <%s> in the local store (hisp cert issue %s)", addr, addr)
 	return rr
 }
 
@@ -560,14 +560,14 @@ func mayAlsoName(h header, env Envelope) *Error {
 	for _, name := range senderFields {
 		list, err := h.addresses(name)
 		if err != nil {
-			return refuse(554, "5.6.0", err, "unusable %s field: %v", canonicalName(name), err)
+			return refuse(RefusedMalformed, err, "unusable %s field: %v", canonicalName(name), err)
 		}
 		for _, as := range list {
 			if env.RelayDomains != nil && !relay.SendsFor(as) {
-				return refuse(550, "5.7.1", nil, "%s <%s> is not in a domain of relay %s (%s)", canonicalName(name), as, env.User, strings.Join(env.RelayDomains, ", "))
+				return refuse(RefusedSender, nil, "%s <%s> is not in a domain of relay %s (%s)", canonicalName(name), as, env.User, strings.Join(env.RelayDomains, ", "))
 			}
 			if env.RelayDomains == nil && as != user {
-				return refuse(550, "5.7.1", nil, "%s <%s> is not an address of login %s: a user may name only themselves as sender", canonicalName(name), as, env.User)
+				return refuse(RefusedSender, nil, "%s <%s> is not an address of login %s: a user may name only themselves as sender", canonicalName(name), as, env.User)
 			}
 		}
 	}

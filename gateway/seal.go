@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/hisp-project/hisp/agent"
@@ -20,7 +19,7 @@ import (
 // not tracked for MDNs until they are sealed to.
 //
 // A recipient deferred because its certificate's revocation status could
-// not be established ([trust] revocation = "defer", agent.RevocationDeferred)
+// not be established ([trust] revocation = "defer", agent.TemporaryRevocation)
 // is retried on the same schedule but for [trust] revocation_grace from the
 // submission, however many attempts that takes, the last one at the end of
 // the grace; then it fails.
@@ -60,7 +59,7 @@ func (s submitter) address() string {
 // revocation outage.
 func revocationDeferred(res *agent.OutboundResult) bool {
 	for _, r := range res.Recipients {
-		if r.Status.Enhanced == agent.RevocationDeferred {
+		if r.Status.Outcome == agent.TemporaryRevocation {
 			return true
 		}
 	}
@@ -78,7 +77,7 @@ func (m *mail) deferredCopy(sub submitter, res *agent.OutboundResult) *store.Que
 		if r.Accepted || !r.Status.Temporary() {
 			continue
 		}
-		revocation := r.Status.Enhanced == agent.RevocationDeferred
+		revocation := r.Status.Outcome == agent.TemporaryRevocation
 		q.Recipients = append(q.Recipients, store.QueuedRecipient{Address: r.Recipient, Local: r.Local,
 			NextAttempt: m.nextTry(now, now, 1, revocation),
 			LastCode:    r.Status.Code, LastEnhanced: r.Status.Enhanced, LastError: r.Status.Reason})
@@ -181,11 +180,11 @@ func (m *mail) SealDeferred(ctx context.Context, q store.QueuedMessage, plain []
 			states[i] = store.StateSealed
 		case !r.Status.Temporary():
 			states[i] = store.StateBounced
-		case r.Status.Enhanced == agent.RevocationDeferred && !expired:
+		case r.Status.Outcome == agent.TemporaryRevocation && !expired:
 			states[i], revocation = store.StateDeferred, true
-		case r.Status.Enhanced == agent.RevocationDeferred:
-			res.Recipients[i].Status = agent.Status{Code: 550, Enhanced: "5.7.5", Reason: fmt.Sprintf(
-				"revocation status still unavailable after the %s grace ([trust] revocation_grace): %s", m.revocationGrace, r.Status.Reason)}
+		case r.Status.Outcome == agent.TemporaryRevocation:
+			res.Recipients[i].Status = agent.NewStatus(agent.RefusedRevocationUnknown,
+				"revocation status still unavailable after the %s grace ([trust] revocation_grace): %s", m.revocationGrace, r.Status.Reason)
 			gaveUp.Recipients = append(gaveUp.Recipients, res.Recipients[i])
 			states[i] = store.StateBounced
 		case q.Recipients[i].Attempts >= m.retry.MaxAttempts():
