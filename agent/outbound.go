@@ -53,99 +53,24 @@ type OutboundResult struct {
 // (store, context), and otherwise a result per recipient.
 func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*OutboundResult, error) {
 	const action = "outbound"
-	msgID := ""
+	out := &outbound{env: env, msg: msg}
 	fail := func(e *Error) (*OutboundResult, error) {
-		a.auditAll(ctx, action, env, msgID, e.Status)
+		a.auditAll(ctx, action, env, out.msgID, e.Status)
 		return nil, e
 	}
-	hdrBlock, body := splitMessage(msg)
-	h, err := parseHeader(hdrBlock)
-	if err != nil {
-		return fail(refuse(RefusedMalformed, err, "malformed message header: %v", err))
+	// 1. The header: From, To, Sender, Cc (MF-06).
+	if e := out.readHeader(); e != nil {
+		return fail(e)
 	}
-	msgID = oneLine(h.get("message-id"))
-
-	// MF-06: From and To are required. The From is the one author whose
-	// key signs (OUT-02).
-	from, err := h.single("from")
-	if err != nil {
-		return fail(refuse(RefusedMalformed, err, "unusable From field: %v", err))
+	// 2. Who may send it (MF-05, OUT-02), and to whom (no Bcc).
+	if e := out.checkSender(); e != nil {
+		return fail(e)
 	}
-	if from == "" {
-		return fail(refuse(RefusedMalformed, nil, "the message has no From field"))
+	if e := out.checkRecipients(); e != nil {
+		return fail(e)
 	}
-	if !h.has("to") {
-		return fail(refuse(RefusedMalformed, nil, "the message has no To field (required in Direct, MF-06)"))
-	}
-	sender, err := h.single("sender")
-	if err != nil {
-		return fail(refuse(RefusedMalformed, err, "unusable Sender field: %v", err))
-	}
-	to, err := h.addresses("to")
-	if err != nil {
-		return fail(refuse(RefusedMalformed, err, "unusable To field: %v", err))
-	}
-	cc, err := h.addresses("cc")
-	if err != nil {
-		return fail(refuse(RefusedMalformed, err, "unusable Cc field: %v", err))
-	}
-
-	// MF-05: MAIL FROM is the From or Sender; a user sends only as
-	// themselves.
-	mailFrom := envAddr(env.MailFrom)
-	// hisp's own MDNs and DSNs may go out with a null reverse path (RFC
-	// 8098 §2.1, RFC 3464): never from a user, and never bounced.
-	nullNotification := mailFrom == "" && env.User == "" && mdn.IsNotice(h.get("content-type"))
-	if !nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != sender)) {
-		return fail(refuse(RefusedSender, nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
-	}
-	if env.User != "" && env.RelayDomains != nil {
-		relay := store.Relay{Name: env.User, Domains: env.RelayDomains}
-		for _, as := range []string{from, mailFrom} {
-			if !relay.SendsFor(as) {
-				return fail(refuse(RefusedSender, nil, "relay %s sends only for %s, not as <%s>", env.User, strings.Join(env.RelayDomains, ", "), as))
-			}
-		}
-	} else if env.User != "" {
-		user := envAddr(env.User)
-		as := from
-		if from == user {
-			as = mailFrom
-		}
-		if as != user {
-			return fail(refuse(RefusedSender, nil, "%s may send only as <%s>, not as <%s>", env.User, user, as))
-		}
-	}
-
-	// The other fields that name who sent the message (Sender,
-	// Resent-From, Resent-Sender) name only addresses the login may send
-	// as (MF-05, OUT-02): the recipient's agent verifies the signer
-	// against From alone,
-	// and the message arrives marked verified, so a forged Sender would
-	// borrow that verdict.
-	if env.User != "" {
-		if err := mayAlsoName(h, env); err != nil {
-			return fail(err)
-		}
-	}
-
-	// MF-05: no Bcc. An empty Bcc field (some clients leave one) is
-	// dropped below; one that names anybody refuses the message.
-	bcc, err := h.addresses("bcc")
-	if err != nil || len(bcc) > 0 {
-		return fail(refuse(RefusedBcc, nil, "Bcc is not allowed in Direct messages (MF-05): send a message of its own to each hidden recipient"))
-	}
-	listed := set(append(to, cc...))
-	for _, r := range env.Recipients {
-		if !listed[envAddr(r)] {
-			return fail(refuse(RefusedBcc, nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r))
-		}
-	}
-	if len(env.Recipients) == 0 {
-		return fail(refuse(RefusedNoRecipients, nil, "no recipients"))
-	}
-
-	from, senderDomain, err := store.NormalizeAddress(from)
+	// 3. The signer: a local sender with a signing certificate (OUT-02).
+	from, senderDomain, err := store.NormalizeAddress(out.from)
 	if err != nil {
 		return fail(refuse(RefusedBadSender, err, "From address: %v", err))
 	}
@@ -164,35 +89,25 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		return fail(refuse(RefusedNoSigningCert, nil, "no signing certificate for %s: neither it nor %s has a valid certificate with a key for digitalSignature (OUT-02); issue one with `hisp cert issue %s` or import one with `hisp cert import`",
 			from, senderDomain, from))
 	}
-
-	prepared, msgID, err := a.prepare(h, body, msg, senderDomain)
+	// 4. The message to seal (MF-06, DN-02).
+	prepared, msgID, err := a.prepare(out.h, out.body, msg, senderDomain)
 	if err != nil {
 		return nil, err
 	}
+	out.msgID = msgID
 	res := &OutboundResult{MessageID: msgID, Message: prepared, Signer: signer.Cert}
-
-	// Recipients: each distinct address once, concurrently (remote ones may
-	// wait on DNS or LDAP).
+	// 5. The recipients' certificates: each distinct address once,
+	// concurrently (remote ones may wait on DNS or LDAP) (OUT-01).
 	res.Recipients = a.resolveAll(ctx, snap, env.Recipients, senderDomain)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("outbound %s: %w", msgID, err)
 	}
-
-	// The clinical content layer packages before signing (content.go).
-	if a.content != nil && !nullNotification {
-		var notes []string
-		var problem bool
-		prepared, notes, problem = a.packageOutbound(ctx, prepared, from, res.Recipients)
-		res.Message = prepared
-		if len(notes) > 0 {
-			verdict := map[bool]string{false: "ok", true: "noted"}[problem]
-			a.log.InfoContext(ctx, "agent outbound content", "message-id", msgID, "verdict", verdict, "notes", strings.Join(notes, "; "))
-			a.record(ctx, store.Event{Time: a.now(), Actor: actor(env), Action: "outbound-content", Subject: msgID,
-				Verdict: verdict, Reason: oneLine(limit(strings.Join(notes, "; "), 2000))})
-		}
+	// 6. The clinical content layer packages before signing (content.go).
+	if a.content != nil && !out.nullNotification {
+		res.Message = a.packageContent(ctx, env, msgID, from, res)
 	}
-
-	if err := a.sealCopies(prepared, *signer, res); err != nil {
+	// 7. Sealed once per profile among the accepted recipients (AS-07).
+	if err := a.sealCopies(res.Message, *signer, res); err != nil {
 		return fail(refuse(RefusedSealing, err, "the message could not be signed and encrypted: %v", err))
 	}
 	act := actor(env)
@@ -200,6 +115,125 @@ func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*Outbou
 		a.audit(ctx, action, act, auditSubject(msgID, r.Recipient), r.Status)
 	}
 	return res, nil
+}
+
+// outbound is a submission on its way through Outbound's phases.
+type outbound struct {
+	env   Envelope
+	msg   []byte
+	msgID string // as submitted, then as sealed
+
+	h                      header
+	body                   []byte
+	from, sender, mailFrom string
+	to, cc                 []string
+	nullNotification       bool // hisp's own MDN or DSN with a null reverse path
+}
+
+// readHeader reads the submission's header and the fields that name its
+// author and recipients. From and To are required (MF-06); From is the one
+// author whose key signs (OUT-02).
+func (out *outbound) readHeader() *Error {
+	hdrBlock, body := splitMessage(out.msg)
+	h, err := parseHeader(hdrBlock)
+	if err != nil {
+		return refuse(RefusedMalformed, err, "malformed message header: %v", err)
+	}
+	out.h, out.body = h, body
+	out.msgID = oneLine(h.get("message-id"))
+	if out.from, err = h.single("from"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable From field: %v", err)
+	}
+	if out.from == "" {
+		return refuse(RefusedMalformed, nil, "the message has no From field")
+	}
+	if !h.has("to") {
+		return refuse(RefusedMalformed, nil, "the message has no To field (required in Direct, MF-06)")
+	}
+	if out.sender, err = h.single("sender"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable Sender field: %v", err)
+	}
+	if out.to, err = h.addresses("to"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable To field: %v", err)
+	}
+	if out.cc, err = h.addresses("cc"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable Cc field: %v", err)
+	}
+	return nil
+}
+
+// checkSender refuses a submission sent as someone the login may not send
+// as (MF-05, OUT-02): MAIL FROM is the From or Sender, a user sends only as
+// themselves, a relay account only for its domains, and the other fields
+// that name who sent it (Sender, Resent-From, Resent-Sender) name only
+// addresses the login may send as: the recipient's agent verifies the
+// signer against From alone, and the message arrives marked verified, so
+// a forged Sender would borrow that verdict.
+func (out *outbound) checkSender() *Error {
+	env, from := out.env, out.from
+	out.mailFrom = envAddr(env.MailFrom)
+	mailFrom := out.mailFrom
+	// hisp's own MDNs and DSNs may go out with a null reverse path (RFC
+	// 8098 §2.1, RFC 3464): never from a user, and never bounced.
+	out.nullNotification = mailFrom == "" && env.User == "" && mdn.IsNotice(out.h.get("content-type"))
+	if !out.nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != out.sender)) {
+		return refuse(RefusedSender, nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from)
+	}
+	switch {
+	case env.User != "" && env.RelayDomains != nil:
+		relay := store.Relay{Name: env.User, Domains: env.RelayDomains}
+		for _, as := range []string{from, mailFrom} {
+			if !relay.SendsFor(as) {
+				return refuse(RefusedSender, nil, "relay %s sends only for %s, not as <%s>", env.User, strings.Join(env.RelayDomains, ", "), as)
+			}
+		}
+	case env.User != "":
+		user := envAddr(env.User)
+		as := from
+		if from == user {
+			as = mailFrom
+		}
+		if as != user {
+			return refuse(RefusedSender, nil, "%s may send only as <%s>, not as <%s>", env.User, user, as)
+		}
+	}
+	if env.User != "" {
+		return mayAlsoName(out.h, env)
+	}
+	return nil
+}
+
+// checkRecipients refuses a Bcc (MF-05): a Bcc field that names anybody
+// (an empty one, which some clients leave, is dropped by prepare), or an
+// envelope recipient not in To or Cc; and an envelope without recipients.
+func (out *outbound) checkRecipients() *Error {
+	bcc, err := out.h.addresses("bcc")
+	if err != nil || len(bcc) > 0 {
+		return refuse(RefusedBcc, nil, "Bcc is not allowed in Direct messages (MF-05): send a message of its own to each hidden recipient")
+	}
+	listed := set(append(out.to, out.cc...))
+	for _, r := range out.env.Recipients {
+		if !listed[envAddr(r)] {
+			return refuse(RefusedBcc, nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r)
+		}
+	}
+	if len(out.env.Recipients) == 0 {
+		return refuse(RefusedNoRecipients, nil, "no recipients")
+	}
+	return nil
+}
+
+// packageContent runs the clinical content layer over the message to seal
+// and returns what to seal; its notes go to the log and the audit.
+func (a *Agent) packageContent(ctx context.Context, env Envelope, msgID, from string, res *OutboundResult) []byte {
+	prepared, notes, problem := a.packageOutbound(ctx, res.Message, from, res.Recipients)
+	if len(notes) > 0 {
+		verdict := map[bool]string{false: "ok", true: "noted"}[problem]
+		a.log.InfoContext(ctx, "agent outbound content", "message-id", msgID, "verdict", verdict, "notes", strings.Join(notes, "; "))
+		a.record(ctx, store.Event{Time: a.now(), Actor: actor(env), Action: "outbound-content", Subject: msgID,
+			Verdict: verdict, Reason: oneLine(limit(strings.Join(notes, "; "), 2000))})
+	}
+	return prepared
 }
 
 // SealedCopy is the message sealed with one profile for the recipients
