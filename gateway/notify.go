@@ -1,14 +1,15 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"mime"
-	netmail "net/mail"
 	"strings"
 
+	"github.com/emersion/go-message/textproto"
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/mdn"
 	"github.com/hisp-project/hisp/smtp"
@@ -262,11 +263,8 @@ func (m *mail) reportingUA(recipient string) string {
 
 // subjectOf returns the decoded Subject of a message, "" if none.
 func subjectOf(msg []byte) string {
-	r, err := netmail.ReadMessage(bytes.NewReader(msg))
-	if err != nil {
-		return ""
-	}
-	s := r.Header.Get("Subject")
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	s := h.Get("Subject")
 	if d, err := new(mime.WordDecoder).DecodeHeader(s); err == nil {
 		s = d
 	}

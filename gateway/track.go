@@ -18,11 +18,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/mdn"
@@ -225,14 +226,14 @@ func (m *mail) trackBounce(ctx context.Context, msg store.QueuedMessage, rcpts [
 
 // isNotice reports whether a message is an MDN or a DSN (mdn.IsNotice).
 func isNotice(msg []byte) bool {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
 	return mdn.IsNotice(h.Get("Content-Type"))
 }
 
 // headerValues returns the values of a header field, joined with "; " when
 // it occurs more than once.
 func headerValues(msg []byte, name string) string {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
 	return strings.Join(h.Values(name), "; ")
 }
 

@@ -33,8 +33,11 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/textproto"
+
 	"strings"
 	"time"
+
+	gotextproto "github.com/emersion/go-message/textproto"
 )
 
 // Action is a DSN per-recipient action (RFC 3464 §2.3.3).
@@ -198,9 +201,9 @@ type ParsedDSN struct {
 
 // ParseDSN reads a multipart/report; report-type=delivery-status message.
 func ParseDSN(msg []byte) (*ParsedDSN, error) {
-	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
-	hdr, err := r.ReadMIMEHeader()
-	if err != nil && len(hdr) == 0 {
+	br := bufio.NewReader(bytes.NewReader(msg))
+	hdr, err := gotextproto.ReadHeader(br)
+	if err != nil && hdr.Len() == 0 {
 		return nil, fmt.Errorf("parse DSN header: %w", err)
 	}
 	mt, params, err := mime.ParseMediaType(hdr.Get("Content-Type"))
@@ -213,7 +216,7 @@ func ParseDSN(msg []byte) (*ParsedDSN, error) {
 	if params["boundary"] == "" {
 		return nil, errors.New("parse DSN: no boundary")
 	}
-	mr := multipart.NewReader(r.R, params["boundary"])
+	mr := multipart.NewReader(br, params["boundary"])
 	out := &ParsedDSN{}
 	found := false
 	for {
@@ -237,10 +240,8 @@ func ParseDSN(msg []byte) (*ParsedDSN, error) {
 			}
 		case "text/rfc822-headers", "message/rfc822":
 			if out.OriginalMessageID == "" {
-				hr := textproto.NewReader(bufio.NewReader(bytes.NewReader(body)))
-				if h, _ := hr.ReadMIMEHeader(); h != nil {
-					out.OriginalMessageID = strings.TrimSpace(h.Get("Message-Id"))
-				}
+				h, _ := gotextproto.ReadHeader(bufio.NewReader(bytes.NewReader(body)))
+				out.OriginalMessageID = strings.TrimSpace(h.Get("Message-Id"))
 			}
 		}
 	}
@@ -256,9 +257,8 @@ func ParseDSN(msg []byte) (*ParsedDSN, error) {
 func parseStatusFields(body []byte, out *ParsedDSN) error {
 	body = bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
 	for i, block := range bytes.Split(bytes.TrimSpace(body), []byte("\n\n")) {
-		r := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(block, "\n\n"...))))
-		h, err := r.ReadMIMEHeader()
-		if err != nil && len(h) == 0 {
+		h, err := gotextproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(block, "\n\n"...))))
+		if err != nil && h.Len() == 0 {
 			return fmt.Errorf("parse delivery-status block %d: %w", i+1, err)
 		}
 		if i == 0 {

@@ -12,6 +12,8 @@ import (
 	"mime/quotedprintable"
 	"net/mail"
 	"net/textproto"
+
+	gotextproto "github.com/emersion/go-message/textproto"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -448,11 +450,27 @@ func (h headerFields) lookup(name string) (string, bool) {
 	return "", false
 }
 
-// parseFields reads a block of header fields leniently: CRLF or LF line
-// ends, continuation lines unfolded, white space around names dropped;
-// lines that are not fields are skipped. It stops at the first empty line.
+// parseFields reads a block of header fields with go-message's textproto,
+// hisp's one header reader, leniently: CRLF or LF line ends, continuation
+// lines unfolded, white space around names dropped; lines that are not
+// fields are skipped (fieldLines). It stops at the first empty line.
 func parseFields(b []byte) headerFields {
-	var out headerFields
+	th, _ := gotextproto.ReadHeader(bufio.NewReader(bytes.NewReader(fieldLines(b))))
+	fs := th.Fields()
+	out := make(headerFields, 0, fs.Len())
+	for fs.Next() {
+		out = append(out, headerField{strings.ToLower(fs.Key()), fs.Value()})
+	}
+	return out
+}
+
+// fieldLines returns the lines of b up to its first empty line, without
+// those that are no header field (no colon, an empty name or one with
+// white space or other bytes a name may not hold) and their continuation
+// lines, each ended with CRLF, and an empty line.
+func fieldLines(b []byte) []byte {
+	out := make([]byte, 0, len(b)+2)
+	keep := false // the last field line was kept: its continuation lines are
 	for len(b) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -465,22 +483,19 @@ func parseFields(b []byte) headerFields {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(out); n > 0 {
-				out[n-1].value += " " + strings.TrimSpace(string(line))
+			if keep {
+				out = append(append(out, line...), "\r\n"...)
 			}
 			continue
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		name = bytes.TrimSpace(name)
+		keep = ok && len(name) > 0 && !bytes.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r > '~' })
+		if keep {
+			out = append(append(out, line...), "\r\n"...)
 		}
-		n := strings.ToLower(strings.TrimSpace(string(name)))
-		if n == "" || strings.ContainsAny(n, " \t") {
-			continue
-		}
-		out = append(out, headerField{n, strings.TrimSpace(string(value))})
 	}
-	return out
+	return append(out, "\r\n"...)
 }
 
 // splitMessage splits a message at the first empty line.

@@ -83,3 +83,34 @@ func TestBuildSenderDSN(t *testing.T) {
 		}
 	}
 }
+
+// TestParseFieldsLenient: the notification fields of a sloppy writer are
+// read through the one header reader: LF line ends, folded values, white
+// space before the colon, lines that are no field and their continuations
+// skipped, stopping at the first empty line.
+func TestParseFieldsLenient(t *testing.T) {
+	block := []byte("Reporting-UA : mx.b.example; hisp\n" +
+		"this line is no field\n" +
+		" nor its continuation\n" +
+		"Bad Name: x\n" +
+		": no name\n" +
+		"Final-Recipient: rfc822;\n bob@b.example\n" +
+		"Disposition: automatic-action/MDN-sent-automatically;\r\n\tprocessed\r\n" +
+		"\n" +
+		"Failure: after the empty line\n")
+	f := parseFields(block)
+	for name, want := range map[string]string{
+		"reporting-ua":    "mx.b.example; hisp",
+		"final-recipient": "rfc822; bob@b.example",
+		"disposition":     "automatic-action/MDN-sent-automatically; processed",
+		"failure":         "",
+		"bad name":        "",
+	} {
+		if got := f.get(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	if len(f) != 3 {
+		t.Errorf("%d fields: %+v", len(f), f)
+	}
+}

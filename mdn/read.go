@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
-	"net/textproto"
 	"strings"
+
+	"github.com/emersion/go-message/textproto"
 )
 
 // Notice is an MDN or a DSN about a sent message, as the tracker reads it
@@ -109,10 +110,7 @@ func FromDSN(d *ParsedDSN, from string) *Notice {
 
 // headerFrom returns the address of a message's From field, "" if none.
 func headerFrom(msg []byte) string {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
-	if h == nil {
-		return ""
-	}
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
 	a, err := mail.ParseAddress(h.Get("From"))
 	if err != nil {
 		return ""
