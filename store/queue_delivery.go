@@ -113,34 +113,29 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 			status := statusLine(u.Code, u.Enhanced, text)
 			var res sql.Result
 			var err error
+			// A retry or a success follows the claim: delivering, or
+			// sealing for a recipient of a plain message.
+			claimed := StateDelivering
+			if u.State == StateDeferred || u.State == StateSealed {
+				claimed = StateSealing
+			}
 			switch u.State {
-			case StateQueued:
-				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'queued',
+			case StateQueued, StateDeferred:
+				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?,
 					next_attempt = CASE WHEN ? > 0 THEN ? ELSE next_attempt END,
 					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, updated = ?
-					WHERE id = ? AND state = 'delivering'`,
-					millis(u.NextAttempt), millis(u.NextAttempt), u.Code, u.Enhanced, text, u.RemoteMTA, nowMs, u.ID)
-			case StateDelivered:
-				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'delivered',
+					WHERE id = ? AND state = ?`,
+					string(u.State), millis(u.NextAttempt), millis(u.NextAttempt), u.Code, u.Enhanced, text, u.RemoteMTA, nowMs, u.ID, string(claimed))
+			case StateDelivered, StateSealed:
+				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?,
 					last_code = ?, last_enhanced = ?, remote_mta = ?, status = ?, updated = ?
-					WHERE id = ? AND state = 'delivering'`,
-					u.Code, u.Enhanced, u.RemoteMTA, status, nowMs, u.ID)
+					WHERE id = ? AND state = ?`,
+					string(u.State), u.Code, u.Enhanced, u.RemoteMTA, status, nowMs, u.ID, string(claimed))
 			case StateFailed:
 				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'failed',
 					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, status = ?, updated = ?
 					WHERE id = ? AND state IN ('delivering', 'queued')`,
 					u.Code, u.Enhanced, text, u.RemoteMTA, status, nowMs, u.ID)
-			case StateDeferred:
-				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'deferred',
-					next_attempt = CASE WHEN ? > 0 THEN ? ELSE next_attempt END,
-					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, updated = ?
-					WHERE id = ? AND state = 'sealing'`,
-					millis(u.NextAttempt), millis(u.NextAttempt), u.Code, u.Enhanced, text, u.RemoteMTA, nowMs, u.ID)
-			case StateSealed:
-				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'sealed',
-					last_code = ?, last_enhanced = ?, status = ?, updated = ?
-					WHERE id = ? AND state = 'sealing'`,
-					u.Code, u.Enhanced, status, nowMs, u.ID)
 			case StateBounced:
 				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'bounced',
 					last_code = CASE WHEN state = 'sealing' THEN ? ELSE last_code END,
