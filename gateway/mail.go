@@ -117,7 +117,8 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	copies := queuedCopies(store.QueuedMessage{
 		MessageID: res.MessageID, MailFrom: env.MailFrom, User: sub.user, Origin: origin,
 	}, res)
-	if d := m.deferredCopy(sub, res); d != nil {
+	d := m.deferredCopy(sub, res)
+	if d != nil {
 		copies = append(copies, *d)
 	}
 	q, err := m.queue.EnqueueWith(ctx, copies[0],
@@ -127,6 +128,9 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		return localFailure, nil
 	}
 	m.wake()
+	if d != nil {
+		m.log.Info("recipients deferred", "message", res.MessageID, "recipients", len(d.Recipients))
+	}
 	m.trackQueued(q)
 	if q.FilingErr != nil {
 		m.log.Warn("file Sent copy", "user", sender, "err", q.FilingErr)

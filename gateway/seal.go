@@ -98,7 +98,8 @@ func (m *mail) deferAll(ctx context.Context, env smtp.Envelope, res *agent.Outbo
 	if env.RelayDomains == nil {
 		sent = &store.Filing{Address: sub.address(), Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()}
 	}
-	q, err := m.queue.EnqueueWith(ctx, *m.deferredCopy(sub, res), store.EnqueueExtras{Filing: sent})
+	d := m.deferredCopy(sub, res)
+	q, err := m.queue.EnqueueWith(ctx, *d, store.EnqueueExtras{Filing: sent})
 	if err != nil {
 		m.log.Error("enqueue deferred recipients", "message", res.MessageID, "err", err)
 		return localFailure
@@ -109,7 +110,7 @@ func (m *mail) deferAll(ctx context.Context, env smtp.Envelope, res *agent.Outbo
 	} else if sent != nil {
 		m.filed()
 	}
-	m.log.Info("recipients deferred", "message", res.MessageID)
+	m.log.Info("recipients deferred", "message", res.MessageID, "recipients", len(d.Recipients))
 	m.trackFailures(ctx, sub, res, permanent)
 	m.reportDropped(ctx, sub, res, permanent)
 	return nil
