@@ -168,13 +168,26 @@ func (m *mail) SealDeferred(ctx context.Context, q store.QueuedMessage, plain []
 	}
 	m.reportDropped(ctx, sub, res, permanent) // recipients refused for good
 
-	// Who has had enough: a revocation outage after the grace, anything
-	// else after the schedule's attempts.
 	now := m.now()
+	states, gaveUp, revocation := m.judgeRetried(q, res, now)
+	if len(gaveUp.Recipients) > 0 {
+		m.trackFailures(ctx, sub, gaveUp, all)
+		m.reportDropped(ctx, sub, gaveUp, all)
+	}
+	next := m.nextTry(now, q.Created, q.Recipients[0].Attempts, revocation)
+	return updatesOf(q, res, states, next)
+}
+
+// judgeRetried gives each deferred recipient of q the state the agent's
+// new result puts it in: sealed, bounced (refused for good), deferred
+// again, or bounced because it has had enough: a revocation outage after
+// the grace, anything else after the schedule's attempts. gaveUp holds
+// the last, for their DSN; revocation is set when a recipient waits for a
+// revocation status.
+func (m *mail) judgeRetried(q store.QueuedMessage, res *agent.OutboundResult, now time.Time) (states []store.RecipientState, gaveUp *agent.OutboundResult, revocation bool) {
 	expired := now.Sub(q.Created) >= m.revocationGrace
-	gaveUp := &agent.OutboundResult{MessageID: res.MessageID, Message: res.Message}
-	states := make([]store.RecipientState, len(res.Recipients))
-	revocation := false
+	gaveUp = &agent.OutboundResult{MessageID: res.MessageID, Message: res.Message}
+	states = make([]store.RecipientState, len(res.Recipients))
 	for i, r := range res.Recipients {
 		switch {
 		case r.Accepted:
@@ -195,12 +208,7 @@ func (m *mail) SealDeferred(ctx context.Context, q store.QueuedMessage, plain []
 			states[i] = store.StateDeferred
 		}
 	}
-	if len(gaveUp.Recipients) > 0 {
-		m.trackFailures(ctx, sub, gaveUp, all)
-		m.reportDropped(ctx, sub, gaveUp, all)
-	}
-	next := m.nextTry(now, q.Created, q.Recipients[0].Attempts, revocation)
-	return updatesOf(q, res, states, next)
+	return states, gaveUp, revocation
 }
 
 // updatesOf are the updates of q's recipients from the agent's results
