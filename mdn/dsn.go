@@ -94,14 +94,13 @@ func BuildDSN(d DSN) ([]byte, error) {
 	if date.IsZero() {
 		date = time.Now()
 	}
+	status, err := deliveryStatus(d)
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
-	worst := Delivered
-	for _, r := range d.Recipients {
-		if r.Action == Failed || (r.Action == Delayed && worst != Failed) {
-			worst = r.Action
-		}
-	}
+	worst := worstAction(d.Recipients)
 	subject := map[Action]string{Failed: "Delivery Status Notification (Failure)", Delayed: "Delivery Status Notification (Delay)",
 		Delivered: "Delivery Status Notification (Success)", Relayed: "Delivery Status Notification (Relayed)"}[worst]
 
@@ -120,6 +119,42 @@ func BuildDSN(d DSN) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	io.WriteString(pw, dsnText(d, worst))
+
+	// message/delivery-status (RFC 3464 §2.1).
+	pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"message/delivery-status"}})
+	if err != nil {
+		return nil, err
+	}
+	io.WriteString(pw, status)
+
+	if len(d.OriginalHeaders) > 0 {
+		pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/rfc822-headers"}})
+		if err != nil {
+			return nil, err
+		}
+		pw.Write(d.OriginalHeaders)
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return append(h.Bytes(), buf.Bytes()...), nil
+}
+
+// worstAction is the action a DSN's subject and text speak of: failed
+// before delayed before the others.
+func worstAction(rs []DSNRecipient) Action {
+	worst := Delivered
+	for _, r := range rs {
+		if r.Action == Failed || (r.Action == Delayed && worst != Failed) {
+			worst = r.Action
+		}
+	}
+	return worst
+}
+
+// dsnText is the human-readable part of a DSN.
+func dsnText(d DSN, worst Action) string {
 	var t strings.Builder
 	switch worst {
 	case Failed:
@@ -136,13 +171,12 @@ func BuildDSN(d DSN) ([]byte, error) {
 		}
 		t.WriteString("\r\n")
 	}
-	io.WriteString(pw, t.String())
+	return t.String()
+}
 
-	// message/delivery-status (RFC 3464 §2.1).
-	pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"message/delivery-status"}})
-	if err != nil {
-		return nil, err
-	}
+// deliveryStatus is the message/delivery-status part of a DSN (RFC 3464
+// §2.1): the per-message fields, then a block per recipient.
+func deliveryStatus(d DSN) (string, error) {
 	var s strings.Builder
 	fmt.Fprintf(&s, "Reporting-MTA: dns; %s\r\n", hostOr(d.ReportingMTA))
 	if d.OriginalMessageID != "" {
@@ -154,7 +188,7 @@ func BuildDSN(d DSN) ([]byte, error) {
 	}
 	for _, r := range d.Recipients {
 		if strings.ContainsAny(r.Recipient+r.Status+r.RemoteMTA, "\r\n") {
-			return nil, errors.New("build DSN: line break in a recipient field")
+			return "", errors.New("build DSN: line break in a recipient field")
 		}
 		s.WriteString("\r\n")
 		fmt.Fprintf(&s, "Final-Recipient: rfc822; %s\r\n", r.Recipient)
@@ -177,19 +211,7 @@ func BuildDSN(d DSN) ([]byte, error) {
 			fmt.Fprintf(&s, "Will-Retry-Until: %s\r\n", r.WillRetryUntil.Format(time.RFC1123Z))
 		}
 	}
-	io.WriteString(pw, s.String())
-
-	if len(d.OriginalHeaders) > 0 {
-		pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/rfc822-headers"}})
-		if err != nil {
-			return nil, err
-		}
-		pw.Write(d.OriginalHeaders)
-	}
-	if err := mw.Close(); err != nil {
-		return nil, err
-	}
-	return append(h.Bytes(), buf.Bytes()...), nil
+	return s.String(), nil
 }
 
 // ParsedDSN is what ParseDSN reads from a received DSN.

@@ -117,31 +117,9 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if m.From == "" || m.To == "" || m.Disposition == "" {
 		return nil, errors.New("build MDN: need From, To and a disposition")
 	}
-	if m.FinalRecipient == "" {
-		m.FinalRecipient = m.From
-	}
-	if m.ActionMode == "" {
-		m.ActionMode = AutomaticAction
-	}
-	if m.SendingMode == "" {
-		m.SendingMode = MDNSentAutomatically
-	}
-	if m.ReportingUA == "" {
-		m.ReportingUA = domainOf(m.From) + "; " + defaultReportingUAName
-	}
-	m.Failure, m.Error = oneLine(m.Failure), oneLine(m.Error)
-	if m.Disposition == DispositionFailed && m.Failure == "" {
-		return nil, errors.New("build MDN: a failed disposition needs a Failure text")
-	}
-	for _, s := range []string{m.From, m.To, m.MessageID, m.ReportingUA, m.OriginalRecipient, m.FinalRecipient, m.OriginalMessageID} {
-		if strings.ContainsAny(s, "\r\n\x00") {
-			return nil, errors.New("build MDN: line break in a header value")
-		}
-	}
-	for _, s := range append([]string{string(m.Disposition), m.ActionMode, m.SendingMode}, m.Modifiers...) {
-		if !isToken(s) {
-			return nil, fmt.Errorf("build MDN: %q is not a disposition token", s)
-		}
+	m, err := completeMDN(m)
+	if err != nil {
+		return nil, err
 	}
 	date := m.Date
 	if date.IsZero() {
@@ -151,18 +129,7 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if id == "" {
 		id = fmt.Sprintf("<%s@%s>", randomID(), hostOr(domainOf(m.From)))
 	}
-	subject := m.Subject
-	if subject == "" {
-		subject = subjectPrefix(m.Disposition)
-		if s := oneLine(m.OriginalSubject); s != "" {
-			subject += ": " + truncate(s, 200)
-		}
-	}
-	subject = oneLine(subject)
-	if !isASCII(subject) {
-		subject = mime.QEncoding.Encode("utf-8", subject)
-	}
-
+	subject := mdnSubject(m)
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	var h bytes.Buffer
@@ -200,6 +167,65 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	io.WriteString(pw, notificationFields(m))
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return append(h.Bytes(), buf.Bytes()...), nil
+}
+
+// completeMDN fills in the defaults of an MDN to build and checks it.
+func completeMDN(m MDN) (MDN, error) {
+	if m.FinalRecipient == "" {
+		m.FinalRecipient = m.From
+	}
+	if m.ActionMode == "" {
+		m.ActionMode = AutomaticAction
+	}
+	if m.SendingMode == "" {
+		m.SendingMode = MDNSentAutomatically
+	}
+	if m.ReportingUA == "" {
+		m.ReportingUA = domainOf(m.From) + "; " + defaultReportingUAName
+	}
+	m.Failure, m.Error = oneLine(m.Failure), oneLine(m.Error)
+	if m.Disposition == DispositionFailed && m.Failure == "" {
+		return m, errors.New("build MDN: a failed disposition needs a Failure text")
+	}
+	for _, s := range []string{m.From, m.To, m.MessageID, m.ReportingUA, m.OriginalRecipient, m.FinalRecipient, m.OriginalMessageID} {
+		if strings.ContainsAny(s, "\r\n\x00") {
+			return m, errors.New("build MDN: line break in a header value")
+		}
+	}
+	for _, s := range append([]string{string(m.Disposition), m.ActionMode, m.SendingMode}, m.Modifiers...) {
+		if !isToken(s) {
+			return m, fmt.Errorf("build MDN: %q is not a disposition token", s)
+		}
+	}
+	return m, nil
+}
+
+// mdnSubject is the Subject of an MDN: its own, or the disposition's with
+// the original subject, encoded when it is not ASCII.
+func mdnSubject(m MDN) string {
+	subject := m.Subject
+	if subject == "" {
+		subject = subjectPrefix(m.Disposition)
+		if s := oneLine(m.OriginalSubject); s != "" {
+			subject += ": " + truncate(s, 200)
+		}
+	}
+	subject = oneLine(subject)
+	if !isASCII(subject) {
+		subject = mime.QEncoding.Encode("utf-8", subject)
+	}
+
+	return subject
+}
+
+// notificationFields is the message/disposition-notification part of an
+// MDN (RFC 8098 §3.1, MDN-04, DN-03).
+func notificationFields(m MDN) string {
 	var f strings.Builder
 	fmt.Fprintf(&f, "Reporting-UA: %s\r\n", m.ReportingUA)
 	if m.OriginalRecipient != "" {
@@ -225,11 +251,7 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if m.Error != "" {
 		fmt.Fprintf(&f, "Error: %s\r\n", m.Error)
 	}
-	io.WriteString(pw, f.String())
-	if err := mw.Close(); err != nil {
-		return nil, err
-	}
-	return append(h.Bytes(), buf.Bytes()...), nil
+	return f.String()
 }
 
 func subjectPrefix(d Disposition) string {
