@@ -225,12 +225,20 @@ type Envelope struct {
 	RemoteAddr string
 }
 
-// Status is an SMTP-style outcome: 250 "2.0.0", 550 "5.7.1"... with a reason
-// a person can read.
+// Status is an outcome with its reply (Outcome.Reply: 250 "2.0.0", 550
+// "5.7.1"...) and a reason a person can read.
 type Status struct {
+	Outcome  Outcome
 	Code     int
 	Enhanced string
 	Reason   string
+}
+
+// NewStatus returns the status of an outcome, its reason made of format and
+// args and fit for one line.
+func NewStatus(o Outcome, format string, args ...any) Status {
+	r := o.Reply()
+	return Status{Outcome: o, Code: r.Code, Enhanced: r.Enhanced, Reason: oneLine(fmt.Sprintf(format, args...))}
 }
 
 // String returns the status as an SMTP reply line: "550 5.7.1 reason".
@@ -285,13 +293,11 @@ type RecipientResult struct {
 	Step string
 }
 
-func status(code int, enhanced, format string, args ...any) Status {
-	return Status{Code: code, Enhanced: enhanced, Reason: oneLine(fmt.Sprintf(format, args...))}
-}
+func status(o Outcome, format string, args ...any) Status { return NewStatus(o, format, args...) }
 
 // refuse returns an *Error.
-func refuse(code int, enhanced string, err error, format string, args ...any) *Error {
-	return &Error{Status: status(code, enhanced, format, args...), Err: err}
+func refuse(o Outcome, err error, format string, args ...any) *Error {
+	return &Error{Status: NewStatus(o, format, args...), Err: err}
 }
 
 // oneLine makes s fit an SMTP reply or a header: no line breaks or other

@@ -301,14 +301,47 @@ func certsEqual(a, b []*x509.Certificate) bool {
 }
 
 func TestStatusAndError(t *testing.T) {
-	e := &Error{Status: Status{550, "5.7.1", "no"}, Err: smime.ErrNotSigned}
+	e := &Error{Status: NewStatus(RefusedUnprotected, "no"), Err: smime.ErrNotSigned}
 	if got := e.Error(); got != "550 5.7.1 no: message is not signed" {
 		t.Errorf("Error() = %q", got)
 	}
 	if !errors.Is(e, smime.ErrNotSigned) {
 		t.Error("Unwrap does not reach the cause")
 	}
-	if !(Status{451, "4.4.3", ""}).Temporary() || (Status{550, "5.7.1", ""}).Temporary() || !(Status{250, "2.0.0", ""}).OK() {
+	if !NewStatus(TemporaryDiscovery, "").Temporary() || NewStatus(RefusedUntrusted, "").Temporary() || !NewStatus(Accepted, "").OK() {
 		t.Error("Temporary/OK wrong")
+	}
+}
+
+// TestOutcomeReplies: every outcome has its reply in the one table, the
+// temporary ones a 4xx, the refusals a 5xx, and a name.
+func TestOutcomeReplies(t *testing.T) {
+	for o := Accepted; o <= TemporaryRevocation; o++ {
+		r, ok := OutcomeReplies[o]
+		if !ok {
+			t.Errorf("%s: no reply", o)
+			continue
+		}
+		name := o.String()
+		var want int
+		switch {
+		case o == Accepted:
+			want = 2
+		case strings.HasPrefix(name, "temporary-"):
+			want = 4
+		case strings.HasPrefix(name, "refused-"):
+			want = 5
+		default:
+			t.Errorf("outcome %d has no name", o)
+		}
+		if r.Code/100 != want || r.Enhanced[0] != byte('0'+want) {
+			t.Errorf("%s: %d %s", name, r.Code, r.Enhanced)
+		}
+		if st := NewStatus(o, "why"); st.Code != r.Code || st.Enhanced != r.Enhanced || st.Outcome != o {
+			t.Errorf("%s: status %+v", name, st)
+		}
+	}
+	if len(OutcomeReplies) != int(TemporaryRevocation) {
+		t.Errorf("%d replies for %d outcomes", len(OutcomeReplies), TemporaryRevocation)
 	}
 }

@@ -73,13 +73,6 @@ func (c *ContentOptions) xdmPolicy(results []RecipientResult) string {
 	return best
 }
 
-// attachment is a leaf part with its decoded content.
-type attachment struct {
-	part *mimepart.Part
-	name string
-	data []byte
-}
-
 // zipLike, xmlLike: the media types a package or a C-CDA document comes
 // as (XD-02: application/zip or application/octet-stream).
 func zipLike(p *mimepart.Part) bool {

@@ -1,13 +1,15 @@
 package agent
 
 import (
+	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net/mail"
 	"strings"
+
+	"github.com/emersion/go-message/textproto"
 )
 
 // maxHeader is the largest header block the agent reads (header bombs). A To
@@ -17,24 +19,12 @@ const maxHeader = 1 << 20
 // field is one header field as it appears in a message.
 type field struct {
 	lname string // lower-case field name
-	raw   []byte // the whole field, continuation lines included, with its line end
+	raw   []byte // the whole field, continuation lines included, with its line end (CRLF)
+	val   string // the unfolded value, trimmed
 }
 
 // value returns the unfolded value, trimmed.
-func (f field) value() string {
-	v := f.raw[bytes.IndexByte(f.raw, ':')+1:]
-	if !bytes.ContainsAny(v, "\r\n") {
-		return strings.TrimSpace(string(v))
-	}
-	var b strings.Builder
-	b.Grow(len(v))
-	for _, c := range v {
-		if c != '\r' && c != '\n' {
-			b.WriteByte(c)
-		}
-	}
-	return strings.TrimSpace(b.String())
-}
+func (f field) value() string { return f.val }
 
 // header is a parsed header block.
 type header []field
@@ -89,48 +79,26 @@ func splitMessage(msg []byte) (hdr, body []byte) {
 	return msg, nil
 }
 
-// parseHeader reads a header block (RFC 5322 §2.2): fields of a name of
-// printable characters, a colon and a value, continued on lines that start
-// with white space.
+// parseHeader reads a header block (RFC 5322 §2.2) with go-message's
+// textproto, the one header reader of hisp: fields of a name of printable
+// characters, a colon and a value, continued on lines that start with white
+// space. A field's raw form ends its lines with CRLF.
 func parseHeader(block []byte) (header, error) {
 	if len(block) > maxHeader {
 		return nil, fmt.Errorf("header is larger than %d bytes", maxHeader)
 	}
-	var h header
-	for len(block) > 0 {
-		end := bytes.IndexByte(block, '\n') + 1
-		if end == 0 {
-			end = len(block)
+	th, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(block)))
+	if err != nil {
+		return nil, fmt.Errorf("malformed header: %s", strings.TrimPrefix(err.Error(), "message: "))
+	}
+	fields := th.Fields()
+	h := make(header, 0, fields.Len())
+	for fields.Next() {
+		raw, err := fields.Raw()
+		if err != nil {
+			return nil, fmt.Errorf("malformed header field %q: %v", truncate([]byte(fields.Key()), 40), err)
 		}
-		line := block[:end]
-		if line[0] == ' ' || line[0] == '\t' {
-			// Continuation lines are taken with their field below; only
-			// a header that starts with one gets here.
-			return nil, errors.New("header starts with a continuation line")
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return nil, fmt.Errorf("malformed header line %q", truncate(line, 40))
-		}
-		name := bytes.TrimRight(line[:colon], " \t")
-		if len(name) == 0 {
-			return nil, fmt.Errorf("malformed header line %q", truncate(line, 40))
-		}
-		for _, c := range name {
-			if c < 33 || c > 126 {
-				return nil, fmt.Errorf("malformed header field name %q", truncate(name, 40))
-			}
-		}
-		// Take the continuation lines with it.
-		for end < len(block) && (block[end] == ' ' || block[end] == '\t') {
-			next := bytes.IndexByte(block[end:], '\n') + 1
-			if next == 0 {
-				next = len(block) - end
-			}
-			end += next
-		}
-		h = append(h, field{lname: strings.ToLower(string(name)), raw: block[:end:end]})
-		block = block[end:]
+		h = append(h, field{lname: strings.ToLower(fields.Key()), raw: raw, val: fields.Value()})
 	}
 	return h, nil
 }

@@ -6,12 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"mime"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/hisp-project/hisp/mdn"
 	"github.com/hisp-project/hisp/smime"
 	"github.com/hisp-project/hisp/smime/cms"
 	"github.com/hisp-project/hisp/store"
@@ -48,60 +48,138 @@ type InboundResult struct {
 // another error on a local failure, and otherwise a result per recipient.
 func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*InboundResult, error) {
 	const action = "inbound"
-	// For the audit of early refusals: the outer Message-ID, if readable.
-	msgID := ""
-	if hb, _ := splitMessage(msg); len(hb) <= maxHeader {
-		if oh, err := parseHeader(hb); err == nil {
-			msgID = oneLine(oh.get("message-id"))
-		}
-	}
+	in := &inbound{env: env, msgID: outerMessageID(msg)}
 	fail := func(e *Error) (*InboundResult, error) {
-		a.log.Debug("agent: inbound refused", "message-id", msgID, "err", e.Err)
-		a.auditAll(ctx, action, env, msgID, e.Status)
+		a.log.Debug("agent: inbound refused", "message-id", in.msgID, "err", e.Err)
+		a.auditAll(ctx, action, env, in.msgID, e.Status)
 		return nil, e
 	}
 	if len(env.Recipients) == 0 {
-		return fail(refuse(554, "5.5.1", nil, "no recipients"))
+		return fail(refuse(RefusedNoRecipients, nil, "no recipients"))
 	}
-	snap, err := a.current(ctx)
-	if err != nil {
+	var err error
+	if in.snap, err = a.current(ctx); err != nil {
 		return nil, err
 	}
-
-	// The recipients, and every key held for them (IN-02).
-	type candidate struct {
-		i            int
-		addr, domain string
+	// 1. The recipients, and every key held for them (IN-02).
+	if err := a.inboundRecipients(ctx, in); err != nil {
+		return nil, err
 	}
-	results := make([]RecipientResult, len(env.Recipients))
-	var cands []candidate
-	var keys []cms.KeyPair
+	if len(in.cands) == 0 {
+		return a.refuseEach(ctx, env, in.msgID, in.results)
+	}
+	// 2. Decrypt, verify signatures, unwrap (IN-01, TV-08, MF-02, MF-08).
+	if in.opened, err = smime.Open(msg, in.keys); err != nil {
+		return fail(openError(err))
+	}
+	// 3. The inner message is the authoritative one: the routing fields
+	// outside and the envelope must agree with it (MF-05).
+	if e := in.readInner(); e != nil {
+		return fail(e)
+	}
+	if e := in.checkRouting(); e != nil {
+		return fail(e)
+	}
+	// 4. Trust: per recipient domain, against its inbound anchors, bound to
+	// the inner From (TV-01, TV-05, TV-07).
+	verdicts, order := a.trustRecipients(ctx, in)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("inbound %s: %w", in.msgID, err)
+	}
+	if len(order) == 0 {
+		return a.refuseEach(ctx, env, in.msgID, in.results)
+	}
+	// 5. The message to file.
+	first := verdicts[order[0]]
+	res := &InboundResult{
+		MessageID:          in.msgID,
+		From:               in.from,
+		Notification:       in.notification,
+		DispositionOptions: oneLine(in.ih.get("disposition-notification-options")),
+		Signer:             first.signer,
+		Anchor:             first.verdict.Anchor,
+		Recipients:         in.results,
+		Message:            a.filedMessage(ctx, in, verdicts, order),
+	}
+	act := actor(env)
+	for _, r := range in.results {
+		a.audit(ctx, action, act, auditSubject(in.msgID, r.Recipient), r.Status)
+	}
+	return res, nil
+}
+
+// inbound is a message on its way through Inbound's phases.
+type inbound struct {
+	env   Envelope
+	snap  *snapshot
+	msgID string // the outer Message-ID, then the inner one
+
+	// The recipients (phase 1): a result per envelope recipient, those
+	// still in the running and the keys held for them.
+	results []RecipientResult
+	cands   []inboundCandidate
+	keys    []cms.KeyPair
+
+	opened *smime.Opened // phase 2
+
+	// The inner message (phase 3): its header and body, its From and its
+	// routing fields (from, sender, to, cc), whether it is a notice.
+	ih           header
+	innerBody    []byte
+	from         string
+	inner        map[string][]string
+	notification bool
+}
+
+// inboundCandidate is a recipient that holds a key, to be judged on trust.
+type inboundCandidate struct {
+	i            int // in results
+	addr, domain string
+}
+
+// outerMessageID is the outer Message-ID of a message, if readable: for
+// the audit of early refusals.
+func outerMessageID(msg []byte) string {
+	if hb, _ := splitMessage(msg); len(hb) <= maxHeader {
+		if oh, err := parseHeader(hb); err == nil {
+			return oneLine(oh.get("message-id"))
+		}
+	}
+	return ""
+}
+
+// inboundRecipients sets the result of each envelope recipient that is no
+// known local address with a key for decryption, and collects the others
+// and every key held for them, address- and organization-bound (IN-02).
+func (a *Agent) inboundRecipients(ctx context.Context, in *inbound) error {
+	snap := in.snap
+	in.results = make([]RecipientResult, len(in.env.Recipients))
 	seenKey := map[int64]bool{}
-	for i, r := range env.Recipients {
-		results[i].Recipient = r
+	for i, r := range in.env.Recipients {
+		in.results[i].Recipient = r
 		addr, domain, err := store.NormalizeAddress(r)
 		if err != nil {
-			results[i].Status = status(550, "5.1.3", "bad recipient address <%s>: %v", r, err)
+			in.results[i].Status = status(RefusedBadAddress, "bad recipient address <%s>: %v", r, err)
 			continue
 		}
 		if !snap.domains[domain] {
-			results[i].Status = status(550, "5.7.1", "<%s> is not in a local domain: relaying denied", addr)
+			in.results[i].Status = status(RefusedRelaying, "<%s> is not in a local domain: relaying denied", addr)
 			continue
 		}
-		results[i].Local = true
+		in.results[i].Local = true
 		ok, err := snap.isAddress(ctx, a, addr)
 		if err != nil {
-			return nil, fmt.Errorf("inbound: %w", err)
+			return fmt.Errorf("inbound: %w", err)
 		}
 		if !ok {
-			results[i].Status = status(550, "5.1.1", "<%s>: no such local address", addr)
+			in.results[i].Status = status(RefusedNoSuchAddress, "<%s>: no such local address", addr)
 			continue
 		}
 		n := 0
 		for _, owner := range []string{addr, domain} {
 			list, err := snap.owner(ctx, a, owner)
 			if err != nil {
-				return nil, fmt.Errorf("inbound: certificates of %s: %w", owner, err)
+				return fmt.Errorf("inbound: certificates of %s: %w", owner, err)
 			}
 			for _, lc := range list {
 				if !lc.hasKey || lc.cert.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
@@ -113,129 +191,123 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 				}
 				k, err := snap.key(ctx, a, lc.id)
 				if err != nil {
-					return nil, fmt.Errorf("inbound: key of certificate %d of %s: %w", lc.id, owner, err)
+					return fmt.Errorf("inbound: key of certificate %d of %s: %w", lc.id, owner, err)
 				}
 				seenKey[lc.id] = true
-				keys = append(keys, cms.KeyPair{Cert: lc.cert, Key: k})
+				in.keys = append(in.keys, cms.KeyPair{Cert: lc.cert, Key: k})
 			}
 		}
 		if n == 0 {
-			results[i].Status = status(550, "5.7.5", "<%s> holds no certificate with a key for decryption", addr)
+			in.results[i].Status = status(RefusedUndecryptable, "<%s> holds no certificate with a key for decryption", addr)
 			continue
 		}
-		cands = append(cands, candidate{i, addr, domain})
+		in.cands = append(in.cands, inboundCandidate{i, addr, domain})
 	}
-	if len(cands) == 0 {
-		return a.refuseEach(ctx, env, msgID, results)
-	}
+	return nil
+}
 
-	// Decrypt, verify signatures, unwrap (IN-01, TV-08, MF-02, MF-08).
-	opened, err := smime.Open(msg, keys)
-	if err != nil {
-		return fail(openError(err))
-	}
-
-	// The inner message is the authoritative one (MF-05).
-	innerHdr, innerBody := splitMessage(opened.Message)
+// readInner reads the header of the opened inner message: its Message-ID,
+// From and routing fields (MF-05), and whether it is a notice (IN-03).
+func (in *inbound) readInner() *Error {
+	innerHdr, innerBody := splitMessage(in.opened.Message)
 	ih, err := parseHeader(innerHdr)
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "malformed header in the signed message: %v", err))
+		return refuse(RefusedMalformed, err, "malformed header in the signed message: %v", err)
 	}
+	in.ih, in.innerBody = ih, innerBody
 	if id := oneLine(ih.get("message-id")); id != "" {
-		msgID = id
+		in.msgID = id
 	}
 	from, err := ih.single("from")
 	if err == nil && from == "" {
 		err = errors.New("no From field")
 	}
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "signed message: unusable From: %v", err))
+		return refuse(RefusedMalformed, err, "signed message: unusable From: %v", err)
 	}
-	inner := map[string][]string{"from": {from}}
+	in.from = from
+	in.inner = map[string][]string{"from": {from}}
 	for _, name := range []string{"sender", "to", "cc"} {
-		if inner[name], err = ih.addresses(name); err != nil {
-			return fail(refuse(554, "5.6.0", err, "signed message: unusable %v", err))
+		if in.inner[name], err = ih.addresses(name); err != nil {
+			return refuse(RefusedMalformed, err, "signed message: unusable %v", err)
 		}
 	}
-	notification := isNotification(ih.get("content-type"))
+	in.notification = mdn.IsNotice(ih.get("content-type"))
+	return nil
+}
 
-	// MF-05: the routing headers outside must say what the signed ones say.
-	oh, err := parseHeader(bytes.TrimRight(opened.Outer, "\r\n"))
+// checkRouting refuses a message whose outer routing fields or envelope
+// disagree with the signed message (MF-05): MAIL FROM must be its From or
+// Sender (or null for a notice, which goes out with a null reverse path),
+// and every RCPT in its To or Cc.
+func (in *inbound) checkRouting() *Error {
+	oh, err := parseHeader(bytes.TrimRight(in.opened.Outer, "\r\n"))
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "malformed outer header: %v", err))
+		return refuse(RefusedMalformed, err, "malformed outer header: %v", err)
 	}
 	for _, name := range []string{"from", "sender", "to", "cc"} {
 		if !oh.has(name) {
 			continue
 		}
 		outer, err := oh.addresses(name)
-		if err != nil || !sameSet(outer, inner[name]) {
-			return fail(refuse(550, "5.7.7", err, "outer %s field %q does not match the signed message's %q: refused as tampered (MF-05)",
-				canonicalName(name), limit(strings.Join(oh.values(name), ", "), 200), limit(strings.Join(inner[name], ", "), 200)))
+		if err != nil || !sameSet(outer, in.inner[name]) {
+			return refuse(RefusedTampered, err, "outer %s field %q does not match the signed message's %q: refused as tampered (MF-05)",
+				canonicalName(name), limit(strings.Join(oh.values(name), ", "), 200), limit(strings.Join(in.inner[name], ", "), 200))
 		}
 	}
-	// MF-05: MAIL FROM is the From or Sender (empty only for an MDN or DSN,
-	// which go out with a null reverse path); every RCPT is in To or Cc.
-	mailFrom := envAddr(env.MailFrom)
+	mailFrom := envAddr(in.env.MailFrom)
 	switch {
-	case mailFrom == "" && notification:
-	case mailFrom == "" || (mailFrom != from && !contains(inner["sender"], mailFrom)):
-		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From <%s> of the signed message: refused as tampered (MF-05)", env.MailFrom, from))
+	case mailFrom == "" && in.notification:
+	case mailFrom == "" || (mailFrom != in.from && !contains(in.inner["sender"], mailFrom)):
+		return refuse(RefusedEnvelope, nil, "envelope sender <%s> is not the From <%s> of the signed message: refused as tampered (MF-05)", in.env.MailFrom, in.from)
 	}
-	listed := set(append(inner["to"], inner["cc"]...))
-	for _, r := range env.Recipients {
+	listed := set(append(in.inner["to"], in.inner["cc"]...))
+	for _, r := range in.env.Recipients {
 		if !listed[envAddr(r)] {
-			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field of the signed message: refused as tampered (MF-05)", r))
+			return refuse(RefusedEnvelope, nil, "recipient <%s> is not in the To or Cc field of the signed message: refused as tampered (MF-05)", r)
 		}
 	}
+	return nil
+}
 
-	// Trust: per recipient domain, against its inbound anchors, bound to
-	// the inner From (TV-01, TV-05, TV-07).
+// trustRecipients judges the signers once per recipient domain and sets
+// each candidate's result; it returns the verdicts and the domains that
+// trust a signer, in the order of their first recipient.
+func (a *Agent) trustRecipients(ctx context.Context, in *inbound) (map[string]*signerVerdict, []string) {
 	verdicts := map[string]*signerVerdict{}
-	var order []string // accepted domains, in order of first recipient
-	res := &InboundResult{
-		MessageID:          msgID,
-		From:               from,
-		Notification:       notification,
-		DispositionOptions: oneLine(ih.get("disposition-notification-options")),
-	}
-	for _, c := range cands {
+	var order []string
+	for _, c := range in.cands {
 		sv, ok := verdicts[c.domain]
 		if !ok {
-			sv = a.trustSigner(ctx, snap, opened, from, c.domain)
+			sv = a.trustSigner(ctx, in.snap, in.opened, in.from, c.domain)
 			verdicts[c.domain] = sv
 			if sv.trusted {
 				order = append(order, c.domain)
 			}
 		}
-		rr := &results[c.i]
-		if !sv.trusted && sv.provisional {
+		rr := &in.results[c.i]
+		switch {
+		case !sv.trusted && sv.provisional:
 			// [trust] revocation = "defer": the sender tries again (TV-04).
-			rr.Status = status(451, RevocationDeferred, "signer's revocation status could not be established for %s, try again later: %s", c.domain, sv.reason)
-			continue
+			rr.Status = status(TemporaryRevocation, "signer's revocation status could not be established for %s, try again later: %s", c.domain, sv.reason)
+		case !sv.trusted:
+			rr.Status = status(RefusedUntrusted, "signer not trusted by %s: %s", c.domain, sv.reason)
+		default:
+			rr.Accepted = true
+			rr.Status = status(Accepted, "signed by %s, trusted through %s", sv.signer.Subject, sv.verdict.Anchor.Subject)
 		}
-		if !sv.trusted {
-			rr.Status = status(550, "5.7.1", "signer not trusted by %s: %s", c.domain, sv.reason)
-			continue
-		}
-		rr.Accepted = true
-		rr.Status = status(250, "2.0.0", "signed by %s, trusted through %s", sv.signer.Subject, sv.verdict.Anchor.Subject)
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("inbound %s: %w", msgID, err)
-	}
-	if len(order) == 0 {
-		return a.refuseEach(ctx, env, msgID, results)
-	}
-	first := verdicts[order[0]]
-	res.Signer, res.Anchor = first.signer, first.verdict.Anchor
-	res.Recipients = results
+	return verdicts, order
+}
 
-	// The filed message: our verification fields, then the inner message
-	// without any that came with it (inside or, for an unwrapped message,
-	// outside).
+// filedMessage is the message to file: our verification fields, one per
+// accepting domain, then the inner message without any that came with it
+// (inside or, for an unwrapped message, outside) (IN-04). The clinical
+// content layer adds its notes, and documents and views beside the parts
+// that came (content.go); it never refuses (MF-09).
+func (a *Agent) filedMessage(ctx context.Context, in *inbound, verdicts map[string]*signerVerdict, order []string) []byte {
 	writeInner := func(w *bytes.Buffer) {
-		for _, f := range ih {
+		for _, f := range in.ih {
 			if f.lname == strings.ToLower(VerificationHeader) {
 				continue
 			}
@@ -245,41 +317,33 @@ func (a *Agent) Inbound(ctx context.Context, env Envelope, msg []byte) (*Inbound
 			}
 		}
 		w.WriteString("\r\n")
-		w.Write(innerBody)
+		w.Write(in.innerBody)
 	}
-	// The clinical content layer: notes, and documents and views added
-	// beside the parts that came (content.go). Never a refusal (MF-09).
 	var notes []string
 	var filed []byte
-	if a.content != nil && !notification {
+	if a.content != nil && !in.notification {
 		var rest bytes.Buffer
-		rest.Grow(len(opened.Message))
+		rest.Grow(len(in.opened.Message))
 		writeInner(&rest)
 		var cn []contentNote
 		filed, cn = a.inboundContent(rest.Bytes())
 		for _, n := range cn {
 			notes = append(notes, n.header()...)
 		}
-		a.auditContent(ctx, env, msgID, cn)
+		a.auditContent(ctx, in.env, in.msgID, cn)
 	}
 	var b bytes.Buffer
-	b.Grow(max(len(opened.Message), len(filed)) + 512*len(order) + 256*len(notes))
+	b.Grow(max(len(in.opened.Message), len(filed)) + 512*len(order) + 256*len(notes))
 	now := a.now().UTC()
 	for _, d := range order {
-		a.writeVerification(&b, d, verdicts[d], opened, now, notes...)
+		a.writeVerification(&b, d, verdicts[d], in.opened, now, notes...)
 	}
 	if filed != nil {
 		b.Write(filed)
 	} else {
 		writeInner(&b)
 	}
-	res.Message = b.Bytes()
-
-	act := actor(env)
-	for _, r := range results {
-		a.audit(ctx, action, act, auditSubject(msgID, r.Recipient), r.Status)
-	}
-	return res, nil
+	return b.Bytes()
 }
 
 // refuseEach refuses a message whose every recipient was refused: an audit
@@ -352,43 +416,27 @@ func (a *Agent) trustSigner(ctx context.Context, snap *snapshot, opened *smime.O
 func openError(err error) *Error {
 	switch {
 	case errors.Is(err, smime.ErrNotEncrypted):
-		return refuse(550, "5.7.1", err, "Direct mail must be encrypted; this message is not (IN-01)")
+		return refuse(RefusedUnprotected, err, "Direct mail must be encrypted; this message is not (IN-01)")
 	case errors.Is(err, smime.ErrNotSigned):
-		return refuse(550, "5.7.1", err, "Direct mail must be signed; this message is not (IN-01)")
+		return refuse(RefusedUnprotected, err, "Direct mail must be signed; this message is not (IN-01)")
 	case errors.Is(err, smime.ErrWeakCipher), errors.Is(err, smime.ErrWeakKeyTransport), errors.Is(err, smime.ErrWeakDigest), errors.Is(err, smime.ErrWeakSignature), errors.Is(err, smime.ErrWeakKey):
-		return refuse(550, "5.7.6", err, "algorithm or key refused by the Direct profile: %v", err)
+		return refuse(RefusedWeakAlgorithm, err, "algorithm or key refused by the Direct profile: %v", err)
 	case errors.Is(err, smime.ErrDigestMismatch), errors.Is(err, smime.ErrBadSignature), errors.Is(err, smime.ErrSignerCertMissing):
-		return refuse(550, "5.7.7", err, "signature check failed (TV-08): %v", err)
+		return refuse(RefusedTampered, err, "signature check failed (TV-08): %v", err)
 	case errors.Is(err, smime.ErrNoRecipient):
-		return refuse(550, "5.7.5", err, "the message is not encrypted to any certificate of its recipients")
+		return refuse(RefusedUndecryptable, err, "the message is not encrypted to any certificate of its recipients")
 	case errors.Is(err, smime.ErrDecryption):
 		// Which of key transport, padding or tag failed is not told
 		// (package cms).
-		return refuse(550, "5.7.5", err, "the message does not decrypt: damaged or tampered")
+		return refuse(RefusedUndecryptable, err, "the message does not decrypt: damaged or tampered")
 	case errors.Is(err, smime.ErrMalformed):
 		// Without integrity protection (CBC), tampered ciphertext often
 		// decrypts to garbage that ends up here: a security refusal.
-		return refuse(550, "5.7.5", err, "malformed Direct message: %v", err)
+		return refuse(RefusedUndecryptable, err, "malformed Direct message: %v", err)
 	}
 	// A local key that does not fit its certificate, and the like: ours
 	// to fix, so the sender should retry.
-	return refuse(451, "4.3.0", err, "local error opening the message")
-}
-
-// isNotification reports whether a Content-Type is that of an MDN or a DSN
-// (IN-03).
-func isNotification(ct string) bool {
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil {
-		l := strings.ToLower(ct)
-		return strings.HasPrefix(l, "multipart/report") &&
-			(strings.Contains(l, "disposition-notification") || strings.Contains(l, "delivery-status"))
-	}
-	if mt != "multipart/report" {
-		return false
-	}
-	rt := strings.ToLower(params["report-type"])
-	return rt == "disposition-notification" || rt == "delivery-status"
+	return refuse(TemporaryLocal, err, "local error opening the message")
 }
 
 // writeVerification writes one VerificationHeader field, folded.

@@ -40,13 +40,11 @@ type OutboundResult struct {
 	// unless Options.Profiles sets different algorithms for recipients of
 	// this message.
 	Copies []SealedCopy
-	// Recipients has one result per envelope recipient, in order.
+	// Recipients has one result per envelope recipient, in order: the
+	// accepted ones, and the dropped ones with why (a 5xx status: refused
+	// for good, for the caller to tell the sender by DSN, TV-06, OUT-01; a
+	// 4xx one: for the caller to retry).
 	Recipients []RecipientResult
-	// DSN is a failure DSN (RFC 3464) from postmaster@<sender domain> to the
-	// sender naming each recipient dropped with a 5xx status and why
-	// (TV-06, OUT-01); nil if none was dropped. Deferred (4xx) recipients
-	// are not in it.
-	DSN []byte
 }
 
 // Outbound signs and encrypts a message from a local sender to its
@@ -55,159 +53,187 @@ type OutboundResult struct {
 // (store, context), and otherwise a result per recipient.
 func (a *Agent) Outbound(ctx context.Context, env Envelope, msg []byte) (*OutboundResult, error) {
 	const action = "outbound"
-	msgID := ""
+	out := &outbound{env: env, msg: msg}
 	fail := func(e *Error) (*OutboundResult, error) {
-		a.auditAll(ctx, action, env, msgID, e.Status)
+		a.auditAll(ctx, action, env, out.msgID, e.Status)
 		return nil, e
 	}
-	hdrBlock, body := splitMessage(msg)
-	h, err := parseHeader(hdrBlock)
+	// 1. The header: From, To, Sender, Cc (MF-06).
+	if e := out.readHeader(); e != nil {
+		return fail(e)
+	}
+	// 2. Who may send it (MF-05, OUT-02), and to whom (no Bcc).
+	if e := out.checkSender(); e != nil {
+		return fail(e)
+	}
+	if e := out.checkRecipients(); e != nil {
+		return fail(e)
+	}
+	// 3. The signer: a local sender with a signing certificate (OUT-02).
+	from, senderDomain, err := store.NormalizeAddress(out.from)
 	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "malformed message header: %v", err))
-	}
-	msgID = oneLine(h.get("message-id"))
-
-	// MF-06: From and To are required. The From is the one author whose
-	// key signs (OUT-02).
-	from, err := h.single("from")
-	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable From field: %v", err))
-	}
-	if from == "" {
-		return fail(refuse(554, "5.6.0", nil, "the message has no From field"))
-	}
-	if !h.has("to") {
-		return fail(refuse(554, "5.6.0", nil, "the message has no To field (required in Direct, MF-06)"))
-	}
-	sender, err := h.single("sender")
-	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable Sender field: %v", err))
-	}
-	to, err := h.addresses("to")
-	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable To field: %v", err))
-	}
-	cc, err := h.addresses("cc")
-	if err != nil {
-		return fail(refuse(554, "5.6.0", err, "unusable Cc field: %v", err))
-	}
-
-	// MF-05: MAIL FROM is the From or Sender; a user sends only as
-	// themselves.
-	mailFrom := envAddr(env.MailFrom)
-	// hisp's own MDNs and DSNs may go out with a null reverse path (RFC
-	// 8098 §2.1, RFC 3464): never from a user, and never bounced.
-	nullNotification := mailFrom == "" && env.User == "" && isNotification(h.get("content-type"))
-	if !nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != sender)) {
-		return fail(refuse(550, "5.7.1", nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from))
-	}
-	if env.User != "" && env.RelayDomains != nil {
-		relay := store.Relay{Name: env.User, Domains: env.RelayDomains}
-		for _, as := range []string{from, mailFrom} {
-			if !relay.SendsFor(as) {
-				return fail(refuse(550, "5.7.1", nil, "relay %s sends only for %s, not as <%s>", env.User, strings.Join(env.RelayDomains, ", "), as))
-			}
-		}
-	} else if env.User != "" {
-		user := envAddr(env.User)
-		as := from
-		if from == user {
-			as = mailFrom
-		}
-		if as != user {
-			return fail(refuse(550, "5.7.1", nil, "%s may send only as <%s>, not as <%s>", env.User, user, as))
-		}
-	}
-
-	// The other fields that name who sent the message (Sender,
-	// Resent-From, Resent-Sender) name only addresses the login may send
-	// as (MF-05, OUT-02): the recipient's agent verifies the signer
-	// against From alone,
-	// and the message arrives marked verified, so a forged Sender would
-	// borrow that verdict.
-	if env.User != "" {
-		if err := mayAlsoName(h, env); err != nil {
-			return fail(err)
-		}
-	}
-
-	// MF-05: no Bcc. An empty Bcc field (some clients leave one) is
-	// dropped below; one that names anybody refuses the message.
-	bcc, err := h.addresses("bcc")
-	if err != nil || len(bcc) > 0 {
-		return fail(refuse(550, "5.7.1", nil, "Bcc is not allowed in Direct messages (MF-05): send a message of its own to each hidden recipient"))
-	}
-	listed := set(append(to, cc...))
-	for _, r := range env.Recipients {
-		if !listed[envAddr(r)] {
-			return fail(refuse(550, "5.7.1", nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r))
-		}
-	}
-	if len(env.Recipients) == 0 {
-		return fail(refuse(554, "5.5.1", nil, "no recipients"))
-	}
-
-	from, senderDomain, err := store.NormalizeAddress(from)
-	if err != nil {
-		return fail(refuse(550, "5.1.7", err, "From address: %v", err))
+		return fail(refuse(RefusedBadSender, err, "From address: %v", err))
 	}
 	snap, err := a.current(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if !snap.domains[senderDomain] {
-		return fail(refuse(550, "5.7.1", nil, "%s is not a local domain: hisp sends only for its own domains", senderDomain))
+		return fail(refuse(RefusedNotLocal, nil, "%s is not a local domain: hisp sends only for its own domains", senderDomain))
 	}
 	signer, err := a.signingIdentity(ctx, snap, from, senderDomain)
 	if err != nil {
 		return nil, err
 	}
 	if signer == nil {
-		return fail(refuse(554, "5.7.0", nil, "no signing certificate for %s: neither it nor %s has a valid certificate with a key for digitalSignature (OUT-02); issue one with `hisp cert issue %s` or import one with `hisp cert import`",
+		return fail(refuse(RefusedNoSigningCert, nil, "no signing certificate for %s: neither it nor %s has a valid certificate with a key for digitalSignature (OUT-02); issue one with `hisp cert issue %s` or import one with `hisp cert import`",
 			from, senderDomain, from))
 	}
-
-	prepared, msgID, err := a.prepare(h, body, msg, senderDomain)
+	// 4. The message to seal (MF-06, DN-02).
+	prepared, msgID, err := a.prepare(out.h, out.body, msg, senderDomain)
 	if err != nil {
 		return nil, err
 	}
+	out.msgID = msgID
 	res := &OutboundResult{MessageID: msgID, Message: prepared, Signer: signer.Cert}
-
-	// Recipients: each distinct address once, concurrently (remote ones may
-	// wait on DNS or LDAP).
+	// 5. The recipients' certificates: each distinct address once,
+	// concurrently (remote ones may wait on DNS or LDAP) (OUT-01).
 	res.Recipients = a.resolveAll(ctx, snap, env.Recipients, senderDomain)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("outbound %s: %w", msgID, err)
 	}
-
-	// The clinical content layer packages before signing (content.go).
-	if a.content != nil && !nullNotification {
-		var notes []string
-		var problem bool
-		prepared, notes, problem = a.packageOutbound(ctx, prepared, from, res.Recipients)
-		res.Message = prepared
-		if len(notes) > 0 {
-			verdict := map[bool]string{false: "ok", true: "noted"}[problem]
-			a.log.InfoContext(ctx, "agent outbound content", "message-id", msgID, "verdict", verdict, "notes", strings.Join(notes, "; "))
-			a.record(ctx, store.Event{Time: a.now(), Actor: actor(env), Action: "outbound-content", Subject: msgID,
-				Verdict: verdict, Reason: oneLine(limit(strings.Join(notes, "; "), 2000))})
-		}
+	// 6. The clinical content layer packages before signing (content.go).
+	if a.content != nil && !out.nullNotification {
+		res.Message = a.packageContent(ctx, env, msgID, from, res)
 	}
-
-	if err := a.sealCopies(prepared, *signer, res); err != nil {
-		return fail(refuse(554, "5.7.0", err, "the message could not be signed and encrypted: %v", err))
-	}
-	if !nullNotification { // a notification with a null reverse path is never bounced
-		if res.DSN, err = a.failureDSN(mailFrom, senderDomain, msgID, prepared, res.Recipients); err != nil {
-			// The DSN is a courtesy; the message itself is fine.
-			a.log.Error("agent: failure DSN not built", "message-id", msgID, "err", err)
-		}
+	// 7. Sealed once per profile among the accepted recipients (AS-07).
+	if err := a.sealCopies(res.Message, *signer, res); err != nil {
+		return fail(refuse(RefusedSealing, err, "the message could not be signed and encrypted: %v", err))
 	}
 	act := actor(env)
 	for _, r := range res.Recipients {
 		a.audit(ctx, action, act, auditSubject(msgID, r.Recipient), r.Status)
 	}
 	return res, nil
+}
+
+// outbound is a submission on its way through Outbound's phases.
+type outbound struct {
+	env   Envelope
+	msg   []byte
+	msgID string // as submitted, then as sealed
+
+	h                      header
+	body                   []byte
+	from, sender, mailFrom string
+	to, cc                 []string
+	nullNotification       bool // hisp's own MDN or DSN with a null reverse path
+}
+
+// readHeader reads the submission's header and the fields that name its
+// author and recipients. From and To are required (MF-06); From is the one
+// author whose key signs (OUT-02).
+func (out *outbound) readHeader() *Error {
+	hdrBlock, body := splitMessage(out.msg)
+	h, err := parseHeader(hdrBlock)
+	if err != nil {
+		return refuse(RefusedMalformed, err, "malformed message header: %v", err)
+	}
+	out.h, out.body = h, body
+	out.msgID = oneLine(h.get("message-id"))
+	if out.from, err = h.single("from"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable From field: %v", err)
+	}
+	if out.from == "" {
+		return refuse(RefusedMalformed, nil, "the message has no From field")
+	}
+	if !h.has("to") {
+		return refuse(RefusedMalformed, nil, "the message has no To field (required in Direct, MF-06)")
+	}
+	if out.sender, err = h.single("sender"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable Sender field: %v", err)
+	}
+	if out.to, err = h.addresses("to"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable To field: %v", err)
+	}
+	if out.cc, err = h.addresses("cc"); err != nil {
+		return refuse(RefusedMalformed, err, "unusable Cc field: %v", err)
+	}
+	return nil
+}
+
+// checkSender refuses a submission sent as someone the login may not send
+// as (MF-05, OUT-02): MAIL FROM is the From or Sender, a user sends only as
+// themselves, a relay account only for its domains, and the other fields
+// that name who sent it (Sender, Resent-From, Resent-Sender) name only
+// addresses the login may send as: the recipient's agent verifies the
+// signer against From alone, and the message arrives marked verified, so
+// a forged Sender would borrow that verdict.
+func (out *outbound) checkSender() *Error {
+	env, from := out.env, out.from
+	out.mailFrom = envAddr(env.MailFrom)
+	mailFrom := out.mailFrom
+	// hisp's own MDNs and DSNs may go out with a null reverse path (RFC
+	// 8098 §2.1, RFC 3464): never from a user, and never bounced.
+	out.nullNotification = mailFrom == "" && env.User == "" && mdn.IsNotice(out.h.get("content-type"))
+	if !out.nullNotification && (mailFrom == "" || (mailFrom != from && mailFrom != out.sender)) {
+		return refuse(RefusedSender, nil, "envelope sender <%s> is not the From address <%s> of the message (MF-05)", env.MailFrom, from)
+	}
+	switch {
+	case env.User != "" && env.RelayDomains != nil:
+		relay := store.Relay{Name: env.User, Domains: env.RelayDomains}
+		for _, as := range []string{from, mailFrom} {
+			if !relay.SendsFor(as) {
+				return refuse(RefusedSender, nil, "relay %s sends only for %s, not as <%s>", env.User, strings.Join(env.RelayDomains, ", "), as)
+			}
+		}
+	case env.User != "":
+		user := envAddr(env.User)
+		as := from
+		if from == user {
+			as = mailFrom
+		}
+		if as != user {
+			return refuse(RefusedSender, nil, "%s may send only as <%s>, not as <%s>", env.User, user, as)
+		}
+	}
+	if env.User != "" {
+		return mayAlsoName(out.h, env)
+	}
+	return nil
+}
+
+// checkRecipients refuses a Bcc (MF-05): a Bcc field that names anybody
+// (an empty one, which some clients leave, is dropped by prepare), or an
+// envelope recipient not in To or Cc; and an envelope without recipients.
+func (out *outbound) checkRecipients() *Error {
+	bcc, err := out.h.addresses("bcc")
+	if err != nil || len(bcc) > 0 {
+		return refuse(RefusedBcc, nil, "Bcc is not allowed in Direct messages (MF-05): send a message of its own to each hidden recipient")
+	}
+	listed := set(append(out.to, out.cc...))
+	for _, r := range out.env.Recipients {
+		if !listed[envAddr(r)] {
+			return refuse(RefusedBcc, nil, "recipient <%s> is not in the To or Cc field: Bcc is not allowed in Direct messages (MF-05)", r)
+		}
+	}
+	if len(out.env.Recipients) == 0 {
+		return refuse(RefusedNoRecipients, nil, "no recipients")
+	}
+	return nil
+}
+
+// packageContent runs the clinical content layer over the message to seal
+// and returns what to seal; its notes go to the log and the audit.
+func (a *Agent) packageContent(ctx context.Context, env Envelope, msgID, from string, res *OutboundResult) []byte {
+	prepared, notes, problem := a.packageOutbound(ctx, res.Message, from, res.Recipients)
+	if len(notes) > 0 {
+		verdict := map[bool]string{false: "ok", true: "noted"}[problem]
+		a.log.InfoContext(ctx, "agent outbound content", "message-id", msgID, "verdict", verdict, "notes", strings.Join(notes, "; "))
+		a.record(ctx, store.Event{Time: a.now(), Actor: actor(env), Action: "outbound-content", Subject: msgID,
+			Verdict: verdict, Reason: oneLine(limit(strings.Join(notes, "; "), 2000))})
+	}
+	return prepared
 }
 
 // SealedCopy is the message sealed with one profile for the recipients
@@ -372,7 +398,7 @@ func (a *Agent) resolveAll(ctx context.Context, snap *snapshot, rcpts []string, 
 		results[i].Recipient = r
 		addr, _, err := store.NormalizeAddress(r)
 		if err != nil {
-			results[i].Status = status(550, "5.1.3", "bad recipient address <%s>: %v", r, err)
+			results[i].Status = status(RefusedBadAddress, "bad recipient address <%s>: %v", r, err)
 			continue
 		}
 		if _, dup := first[addr]; dup {
@@ -413,7 +439,7 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 	rr := RecipientResult{Recipient: rcpt, Local: snap.domains[domain]}
 	anchors := snap.out[senderDomain]
 	if len(anchors.certs) == 0 {
-		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s has no outbound trust anchors (hisp anchor add %s CA.pem --direction out)",
+		rr.Status = status(RefusedUntrusted, "no trusted certificate for <%s>: %s has no outbound trust anchors (hisp anchor add %s CA.pem --direction out)",
 			addr, senderDomain, senderDomain)
 		return rr
 	}
@@ -437,20 +463,20 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 	res, err := a.disc.DiscoverJudged(ctx, addr, "agent-out|"+senderDomain+"|"+anchors.key, validate)
 	switch {
 	case res == nil:
-		rr.Status = status(550, "5.1.3", "bad recipient address <%s>: %v", addr, err)
+		rr.Status = status(RefusedBadAddress, "bad recipient address <%s>: %v", addr, err)
 	case len(res.Certs) > 0:
 		rr.Accepted, rr.Certs, rr.Step = true, res.Certs, res.Step.String()
-		rr.Status = status(250, "2.0.0", "encrypted to %d certificate(s) found by %s", len(res.Certs), res.Step)
+		rr.Status = status(Accepted, "encrypted to %d certificate(s) found by %s", len(res.Certs), res.Step)
 	case err != nil:
 		// A look-up failed and nothing was found: the certificate may
 		// well exist. Defer rather than bounce; the caller retries.
-		rr.Status = status(451, "4.4.3", "certificate discovery for <%s> failed, will retry: %v", addr, err)
+		rr.Status = status(TemporaryDiscovery, "certificate discovery for <%s> failed, will retry: %v", addr, err)
 	case res.Provisional:
 		// [trust] revocation = "defer": a CRL or OCSP responder is
 		// down. The caller retries up to its grace (TV-04).
-		rr.Status = status(451, RevocationDeferred, "certificate of <%s> not usable for now, will retry: %s", addr, discoveryReason(res))
+		rr.Status = status(TemporaryRevocation, "certificate of <%s> not usable for now, will retry: %s", addr, discoveryReason(res))
 	default:
-		rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: %s", addr, discoveryReason(res))
+		rr.Status = status(RefusedUntrusted, "no trusted certificate for <%s>: %s", addr, discoveryReason(res))
 	}
 	return rr
 }
@@ -462,17 +488,17 @@ func (a *Agent) resolve(ctx context.Context, snap *snapshot, rcpt, senderDomain 
 func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientResult, addr, domain string, validate certs.JudgeFunc) RecipientResult {
 	ok, err := snap.isAddress(ctx, a, addr)
 	if err != nil {
-		rr.Status = status(451, "4.3.0", "local look-up of <%s> failed: %v", addr, err)
+		rr.Status = status(TemporaryLocal, "local look-up of <%s> failed: %v", addr, err)
 		return rr
 	}
 	if !ok {
-		rr.Status = status(550, "5.1.1", "<%s> is not a local address", addr)
+		rr.Status = status(RefusedNoSuchAddress, "<%s> is not a local address", addr)
 		return rr
 	}
 	for _, owner := range []string{addr, domain} {
 		list, err := snap.owner(ctx, a, owner)
 		if err != nil {
-			rr.Status = status(451, "4.3.0", "local certificates of <%s>: %v", owner, err)
+			rr.Status = status(TemporaryLocal, "local certificates of <%s>: %v", owner, err)
 			return rr
 		}
 		if len(list) == 0 {
@@ -490,19 +516,19 @@ func (a *Agent) resolveLocal(ctx context.Context, snap *snapshot, rr RecipientRe
 			}
 		}
 		if len(trusted) == 0 && provisional {
-			rr.Status = status(451, RevocationDeferred, "local certificates of %s not usable for now, will retry: %s", owner, joinReasons(reasons))
+			rr.Status = status(TemporaryRevocation, "local certificates of %s not usable for now, will retry: %s", owner, joinReasons(reasons))
 			return rr
 		}
 		if len(trusted) == 0 {
-			rr.Status = status(550, "5.7.1", "no trusted certificate for <%s>: the local certificates of %s are not trusted: %s",
+			rr.Status = status(RefusedUntrusted, "no trusted certificate for <%s>: the local certificates of %s are not trusted: %s",
 				addr, owner, joinReasons(reasons))
 			return rr
 		}
 		rr.Accepted, rr.Certs, rr.Step = true, trusted, "local"
-		rr.Status = status(250, "2.0.0", "encrypted to %d local certificate(s) of %s", len(trusted), owner)
+		rr.Status = status(Accepted, "encrypted to %d local certificate(s) of %s", len(trusted), owner)
 		return rr
 	}
-	rr.Status = status(550, "5.7.1", "no certificate for <%s> in the local store (hisp cert issue %s)", addr, addr)
+	rr.Status = status(RefusedUntrusted, "no certificate for <%s> in the local store (hisp cert issue %s)", addr, addr)
 	return rr
 }
 
@@ -555,46 +581,6 @@ func joinReasons(r []string) string {
 	return s
 }
 
-// failureDSN builds the DSN for the recipients dropped with a permanent
-// failure (TV-06, OUT-01), or returns nil when there are none.
-func (a *Agent) failureDSN(to, senderDomain, msgID string, prepared []byte, results []RecipientResult) ([]byte, error) {
-	now := a.now()
-	var failed []mdn.DSNRecipient
-	for _, r := range results {
-		if r.Accepted || r.Status.Temporary() {
-			continue
-		}
-		addr := envAddr(r.Recipient)
-		failed = append(failed, mdn.DSNRecipient{
-			Recipient:   addr,
-			Action:      mdn.Failed,
-			Status:      r.Status.Enhanced,
-			Diagnostic:  r.Status.Reason,
-			LastAttempt: now,
-		})
-	}
-	if len(failed) == 0 {
-		return nil, nil
-	}
-	hdr, _ := splitMessage(prepared)
-	orig := make([]byte, 0, len(hdr)+2)
-	orig = append(append(orig, hdr...), "\r\n"...)
-	dsn, err := mdn.BuildDSN(mdn.DSN{
-		ReportingMTA:      a.host,
-		From:              "postmaster@" + senderDomain,
-		To:                to,
-		OriginalMessageID: msgID,
-		OriginalHeaders:   orig,
-		Arrival:           now,
-		Date:              now,
-		Recipients:        failed,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("failure DSN for %s: %w", msgID, err)
-	}
-	return dsn, nil
-}
-
 // senderFields are the header fields besides From that name who sent a
 // message (RFC 5322 §3.6.2, §3.6.6).
 var senderFields = []string{"sender", "resent-from", "resent-sender"}
@@ -608,14 +594,14 @@ func mayAlsoName(h header, env Envelope) *Error {
 	for _, name := range senderFields {
 		list, err := h.addresses(name)
 		if err != nil {
-			return refuse(554, "5.6.0", err, "unusable %s field: %v", canonicalName(name), err)
+			return refuse(RefusedMalformed, err, "unusable %s field: %v", canonicalName(name), err)
 		}
 		for _, as := range list {
 			if env.RelayDomains != nil && !relay.SendsFor(as) {
-				return refuse(550, "5.7.1", nil, "%s <%s> is not in a domain of relay %s (%s)", canonicalName(name), as, env.User, strings.Join(env.RelayDomains, ", "))
+				return refuse(RefusedSender, nil, "%s <%s> is not in a domain of relay %s (%s)", canonicalName(name), as, env.User, strings.Join(env.RelayDomains, ", "))
 			}
 			if env.RelayDomains == nil && as != user {
-				return refuse(550, "5.7.1", nil, "%s <%s> is not an address of login %s: a user may name only themselves as sender", canonicalName(name), as, env.User)
+				return refuse(RefusedSender, nil, "%s <%s> is not an address of login %s: a user may name only themselves as sender", canonicalName(name), as, env.User)
 			}
 		}
 	}

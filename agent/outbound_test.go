@@ -16,7 +16,6 @@ import (
 
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/internal/testpki"
-	"github.com/hisp-project/hisp/mdn"
 	"github.com/hisp-project/hisp/smime"
 	"github.com/hisp-project/hisp/store"
 )
@@ -30,9 +29,6 @@ func TestOutboundLocalAndRemote(t *testing.T) {
 		Recipients: []string{"bob@b.example", "CAROL@r.example"}, RemoteAddr: "127.0.0.1:9"}, msg)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if res.DSN != nil {
-		t.Errorf("unexpected DSN:\n%s", res.DSN)
 	}
 	if !res.Signer.Equal(p.alice.Cert) {
 		t.Errorf("signed by %s", res.Signer.Subject)
@@ -259,37 +255,12 @@ func TestOutboundDroppedRecipients(t *testing.T) {
 			t.Errorf("%s: %v", r.Recipient, r.Status)
 		}
 	}
-	if res.DSN == nil {
-		t.Fatal("no DSN")
-	}
-	dsn, err := mdn.ParseDSN(res.DSN)
-	if err != nil {
-		t.Fatalf("DSN does not parse: %v\n%s", err, res.DSN)
-	}
-	if dsn.OriginalMessageID != res.MessageID || len(dsn.Recipients) != 4 {
-		t.Errorf("DSN: %+v", dsn)
-	}
-	for _, r := range dsn.Recipients {
-		if w, ok := wants[r.Recipient]; !ok || r.Status != w[0] || r.Action != mdn.Failed {
-			t.Errorf("DSN recipient %+v", r)
-		}
-	}
-	hdr, _ := splitMessage(res.DSN)
-	h, err := parseHeader(hdr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if from, _ := h.single("from"); from != "postmaster@a.example" {
-		t.Errorf("DSN From %q", from)
-	}
-	if to, _ := h.single("to"); to != "alice@a.example" {
-		t.Errorf("DSN To %q", to)
-	}
-	// Nobody left: no sealed message, still a DSN.
+	// Nobody left: no sealed message, the dropped recipient with why
+	// (the gateway tells the sender by DSN).
 	res, err = f.agent.Outbound(ctx, Envelope{MailFrom: "alice@a.example", Recipients: []string{"nobody@r.example"}},
 		message("alice@a.example", []string{"nobody@r.example"}, nil, ""))
-	if err != nil || res.Sealed != nil || res.DSN == nil {
-		t.Errorf("only a dropped recipient: err %v, sealed %d bytes, DSN %d bytes", err, len(res.Sealed), len(res.DSN))
+	if err != nil || res.Sealed != nil || res.Recipients[0].Accepted || res.Recipients[0].Status.Enhanced != "5.7.1" {
+		t.Errorf("only a dropped recipient: err %v, sealed %d bytes, %+v", err, len(res.Sealed), res.Recipients)
 	}
 }
 
@@ -419,8 +390,8 @@ func TestOutboundDiscoveryFailureIsTemporary(t *testing.T) {
 	if r := res.Recipients[1]; r.Accepted || r.Status.Code != 451 || r.Status.Enhanced != "4.4.3" {
 		t.Errorf("carol: %+v", r)
 	}
-	if !res.Recipients[0].Accepted || res.DSN != nil {
-		t.Errorf("bob %+v, DSN %d bytes", res.Recipients[0], len(res.DSN))
+	if !res.Recipients[0].Accepted {
+		t.Errorf("bob %+v", res.Recipients[0])
 	}
 	if evs := f.audited("outbound", "carol@r.example"); len(evs) != 1 || evs[0].Verdict != "deferred" {
 		t.Errorf("audit %+v", evs)
@@ -456,14 +427,15 @@ func TestOutboundNotificationNullSender(t *testing.T) {
 	mdnMsg := []byte("From: bob@b.example\r\nTo: carol@r.example, nobody@r.example\r\nSubject: Processed\r\n" +
 		"Content-Type: multipart/report; report-type=disposition-notification; boundary=b\r\n\r\n" +
 		"--b\r\nContent-Type: text/plain\r\n\r\nprocessed\r\n--b--\r\n")
-	// hisp's own MDN, null reverse path: sealed, and no DSN for the
-	// recipient it cannot reach.
+	// hisp's own MDN, null reverse path: sealed, and the recipient it
+	// cannot reach dropped (never bounced: the gateway has no sender to
+	// tell).
 	res, err := f.agent.Outbound(ctx, Envelope{MailFrom: "<>", Recipients: rcpts}, mdnMsg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Recipients[0].Accepted || res.Recipients[1].Accepted || res.DSN != nil || res.Sealed == nil {
-		t.Errorf("%+v, DSN %d bytes", res.Recipients, len(res.DSN))
+	if !res.Recipients[0].Accepted || res.Recipients[1].Accepted || res.Sealed == nil {
+		t.Errorf("%+v", res.Recipients)
 	}
 	// A user may not send with a null reverse path.
 	_, err = f.agent.Outbound(ctx, Envelope{MailFrom: "", User: "bob@b.example", Recipients: rcpts}, mdnMsg)

@@ -85,66 +85,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	if err != nil {
 		return abort(err)
 	}
-	if cfg.Listen.DNS != "" {
-		pc, l, err := listenDNS(cfg.Listen.DNS)
-		if err != nil {
-			return abort(err)
-		}
-		l = s.limits.wrap("dns", l, nil)
-		limited := s.meter.get().dnsLimited // GET /metrics (metrics.go)
-		pub := certs.NewPublisher(storeCerts{st}, certs.PublisherOptions{Hostname: cfg.Hostname, Logger: logger,
-			RateLimit: certs.RateLimit{Limited: func(slipped bool) {
-				if slipped {
-					limited.Inc("slipped")
-				} else {
-					limited.Inc("dropped")
-				}
-			}}, LDAPTarget: ldapTarget, LDAPPort: ldapPort})
-		run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
-		fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
+	if err := s.startDNS(run, out, ldapTarget, ldapPort); err != nil {
+		return abort(err)
 	}
-	if cfg.Listen.Admin != "" || cfg.Listen.AdminHTTPS != "" {
-		handler := s.adminHandler()
-		serveHTTP := func(name string, l net.Listener) {
-			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-				ErrorLog: slog.NewLogLogger(logger.With("listener", name).Handler(), slog.LevelWarn)}
-			run(name, func(ctx context.Context) error {
-				go func() {
-					<-ctx.Done()
-					sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					defer cancel()
-					srv.Shutdown(sctx)
-				}()
-				if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-					return err
-				}
-				return nil
-			})
-		}
-		if cfg.Listen.Admin != "" {
-			l, err := net.Listen("tcp", cfg.Listen.Admin)
-			if err != nil {
-				return abort(fmt.Errorf("listen admin %s: %w", cfg.Listen.Admin, err))
-			}
-			if !isLoopbackListener(l) {
-				logger.Warn("the admin listener is not on loopback and has no TLS: admin logins and API tokens cross the network in clear; use [listen] admin_https",
-					"addr", l.Addr().String())
-			}
-			serveHTTP("admin", s.limits.wrap("admin", l, adminBusy))
-			fmt.Fprintf(out, "  admin (HTTP: CRLs at /crl/DOMAIN.crl, API at /api/v1/): http://%s/\n", l.Addr())
-		}
-		if cfg.Listen.AdminHTTPS != "" {
-			tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
-			if err != nil {
-				return abort(err)
-			}
-			l, err := net.Listen("tcp", cfg.Listen.AdminHTTPS)
-			if err != nil {
-				return abort(fmt.Errorf("listen admin_https %s: %w", cfg.Listen.AdminHTTPS, err))
-			}
-			serveHTTP("admin_https", s.limits.wrapTLS("admin_https", l, tlsConfig))
-			fmt.Fprintf(out, "  admin_https (HTTPS: the admin page, API, metrics and CRLs): https://%s/\n", l.Addr())
-		}
+	if err := s.startAdmin(run, out); err != nil {
+		return abort(err)
 	}
 	s.track = s.startTracking(run)
 	// The refreshed anchors reach validation through the store
@@ -174,6 +119,83 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		s.agent.Close()
 	}
 	return err
+}
+
+// startDNS starts the authoritative DNS server that publishes the local
+// certificates ([listen] dns), pointing at the LDAP directory when one
+// runs.
+func (s *server) startDNS(run func(string, func(context.Context) error), out io.Writer, ldapTarget string, ldapPort uint16) error {
+	if s.cfg.Listen.DNS == "" {
+		return nil
+	}
+	pc, l, err := listenDNS(s.cfg.Listen.DNS)
+	if err != nil {
+		return err
+	}
+	l = s.limits.wrap("dns", l, nil)
+	limited := s.meter.get().dnsLimited // GET /metrics (metrics.go)
+	pub := certs.NewPublisher(storeCerts{s.st}, certs.PublisherOptions{Hostname: s.cfg.Hostname, Logger: s.log,
+		RateLimit: certs.RateLimit{Limited: func(slipped bool) {
+			if slipped {
+				limited.Inc("slipped")
+			} else {
+				limited.Inc("dropped")
+			}
+		}}, LDAPTarget: ldapTarget, LDAPPort: ldapPort})
+	run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
+	fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
+	return nil
+}
+
+// startAdmin starts the admin listeners: plain HTTP ([listen] admin, meant
+// for loopback) and HTTPS ([listen] admin_https).
+func (s *server) startAdmin(run func(string, func(context.Context) error), out io.Writer) error {
+	cfg := s.cfg
+	if cfg.Listen.Admin == "" && cfg.Listen.AdminHTTPS == "" {
+		return nil
+	}
+	handler := s.adminHandler()
+	serveHTTP := func(name string, l net.Listener) {
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(s.log.With("listener", name).Handler(), slog.LevelWarn)}
+		run(name, func(ctx context.Context) error {
+			go func() {
+				<-ctx.Done()
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				srv.Shutdown(sctx)
+			}()
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	if cfg.Listen.Admin != "" {
+		l, err := net.Listen("tcp", cfg.Listen.Admin)
+		if err != nil {
+			return fmt.Errorf("listen admin %s: %w", cfg.Listen.Admin, err)
+		}
+		if !isLoopbackListener(l) {
+			s.log.Warn("the admin listener is not on loopback and has no TLS: admin logins and API tokens cross the network in clear; use [listen] admin_https",
+				"addr", l.Addr().String())
+		}
+		serveHTTP("admin", s.limits.wrap("admin", l, adminBusy))
+		fmt.Fprintf(out, "  admin (HTTP: CRLs at /crl/DOMAIN.crl, API at /api/v1/): http://%s/\n", l.Addr())
+	}
+	if cfg.Listen.AdminHTTPS != "" {
+		tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
+		if err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", cfg.Listen.AdminHTTPS)
+		if err != nil {
+			return fmt.Errorf("listen admin_https %s: %w", cfg.Listen.AdminHTTPS, err)
+		}
+		serveHTTP("admin_https", s.limits.wrapTLS("admin_https", l, tlsConfig))
+		fmt.Fprintf(out, "  admin_https (HTTPS: the admin page, API, metrics and CRLs): https://%s/\n", l.Addr())
+	}
+	return nil
 }
 
 // listenDNS opens UDP and TCP on the same address (port 0: one free port).

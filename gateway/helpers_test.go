@@ -79,7 +79,7 @@ func (m sources) Certificates(ctx context.Context, name string) ([][]byte, error
 type everyCert struct{ st *store.Store }
 
 func (e everyCert) Domains(ctx context.Context) ([]string, error) {
-	return storeCerts{e.st}.Domains(ctx)
+	return storeCerts(e).Domains(ctx)
 }
 
 func (e everyCert) Certificates(ctx context.Context, name string) ([][]byte, error) {

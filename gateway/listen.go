@@ -22,6 +22,48 @@ import (
 // starts a component that lives until ctx ends.
 func (s *server) startMail(ctx context.Context, run func(string, func(context.Context) error), out io.Writer) error {
 	cfg := s.cfg
+	var err error
+	if s.agent, err = s.newAgent(); err != nil {
+		return err
+	}
+	s.queue = store.NewQueue(s.st, store.QueueOptions{})
+	tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	// One login limiter for IMAP and submission: guesses at an address's
+	// password count together, whichever way they come.
+	logins := loginlimit.New(nil)
+	var imapSrv *imap.Server
+	if cfg.Listen.IMAP != "" || cfg.Listen.IMAPS != "" {
+		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true, Logins: logins,
+			MaxMessageSize: int64(cfg.Limits.MessageSize)})
+		if err != nil {
+			return err
+		}
+	}
+	m := s.newMail(imapSrv)
+	s.track.attach(m) // delivery tracking (track.go)
+	deliverer, err := s.newDeliverer(m)
+	if err != nil {
+		return err
+	}
+	m.wake = deliverer.Wake
+	ls, err := s.mailListeners(m, imapSrv, tlsConfig, logins)
+	if err != nil {
+		return err
+	}
+	if err := s.serveAll(ls, run, out); err != nil {
+		return err
+	}
+	run("deliverer", deliverer.Run)
+	return nil
+}
+
+// newAgent is the agent of the configuration: discovery, validation with
+// the [trust] revocation policy, per-partner algorithms, clinical content.
+func (s *server) newAgent() (*agent.Agent, error) {
+	cfg := s.cfg
 	policy := map[string]trust.RevocationPolicy{"refuse": trust.RefuseUnavailable, "allow": trust.AllowUnavailable,
 		"defer": trust.DeferUnavailable}[cfg.Trust.Revocation]
 	agentOpts, err := agentProfiles(agent.Options{
@@ -34,30 +76,24 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		Content:   contentOptions(cfg), // clinical content (issue 10)
 	}, cfg.Outbound) // per-partner algorithms (profiles.go)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.agent = agent.New(agentOpts)
-	s.queue = store.NewQueue(s.st, store.QueueOptions{})
-	tlsConfig, err := LoadTLS(cfg.TLS.Cert, cfg.TLS.Key, cfg.Data, cfg.Hostname)
-	if err != nil {
-		return err
-	}
+	return agent.New(agentOpts), nil
+}
 
-	// One login limiter for IMAP and submission: guesses at an address's
-	// password count together, whichever way they come.
-	logins := loginlimit.New(nil)
-	var imapSrv *imap.Server
-	if cfg.Listen.IMAP != "" || cfg.Listen.IMAPS != "" {
-		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true, Logins: logins,
-			MaxMessageSize: int64(cfg.Limits.MessageSize)})
-		if err != nil {
-			return err
-		}
-	}
-	retry := store.Backoff{First: cfg.Outbound.RetryFirst.Duration, Max: cfg.Outbound.RetryMax.Duration,
-		Attempts: cfg.Outbound.RetryAttempts, Jitter: 0.1}
-	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: cfg.Hostname, log: s.log, wake: func() {},
-		filed: func() {}, retry: retry, now: s.now, revocationGrace: cfg.Trust.RevocationGrace.Duration}
+// retrySchedule is the queue's one retry schedule, of deliveries and of
+// recipients deferred at submission alike ([outbound] retry_*).
+func (s *server) retrySchedule() store.Backoff {
+	o := s.cfg.Outbound
+	return store.Backoff{First: o.RetryFirst.Duration, Max: o.RetryMax.Duration, Attempts: o.RetryAttempts, Jitter: 0.1}
+}
+
+// newMail joins the agent, the queue and the mailboxes (filed through the
+// IMAP server when it runs, so that IDLE sessions hear of a message at
+// once).
+func (s *server) newMail(imapSrv *imap.Server) *mail {
+	m := &mail{st: s.st, agent: s.agent, queue: s.queue, hostname: s.cfg.Hostname, log: s.log, wake: func() {},
+		filed: func() {}, retry: s.retrySchedule(), now: s.now, revocationGrace: s.cfg.Trust.RevocationGrace.Duration}
 	if imapSrv != nil {
 		m.filed = imapSrv.Notify
 	}
@@ -70,41 +106,49 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		}
 		return err
 	}
-	s.track.attach(m) // delivery tracking (track.go)
+	return m
+}
 
+// newDeliverer is the queue's deliverer: remote recipients over MX or
+// [outbound.routes], local ones and DSNs through m, deferred recipients
+// sealed again by m.
+func (s *server) newDeliverer(m *mail) (*smtp.Deliverer, error) {
+	cfg := s.cfg
 	routes, mxTLS, err := outboundRoutes(cfg.Outbound) // outbound.go
 	if err != nil {
-		return err
+		return nil, err
 	}
-	delayed := cfg.Outbound.DelayedDSN.Duration
-	deliverer, err := smtp.NewDeliverer(smtp.DelivererConfig{
-		Queue: s.st, Local: m, Bouncer: m, Hostname: cfg.Hostname, Resolver: cfg.DNS.Resolver,
+	return smtp.NewDeliverer(smtp.DelivererConfig{
+		Queue: s.st, Local: m, Bouncer: m, Sealer: m, Hostname: cfg.Hostname, Resolver: cfg.DNS.Resolver,
 		Port: cfg.Outbound.Port, Routes: routes, TLS: mxTLS,
-		Backoff:      retry,
-		DelayedAfter: delayed, Logger: s.log,
+		Backoff:      s.retrySchedule(),
+		DelayedAfter: cfg.Outbound.DelayedDSN.Duration, Logger: s.log,
 		Attempts: s.meter.get().attempts, // GET /metrics (metrics.go)
 	})
-	if err != nil {
-		return err
-	}
-	m.wake = deliverer.Wake
+}
 
+// mailListener is one listener of the mail side.
+type mailListener struct {
+	name, addr, what string
+	serve            func(context.Context, net.Listener) error
+	busy             []byte // the answer over the connection limits
+}
+
+// mailListeners are the configured listeners of the mail side: backbone
+// and submission SMTP, IMAP and IMAPS.
+func (s *server) mailListeners(m *mail, imapSrv *imap.Server, tlsConfig *tls.Config, logins *loginlimit.Limiter) ([]mailListener, error) {
+	cfg := s.cfg
 	common := smtp.Config{Hostname: cfg.Hostname, TLSConfig: tlsConfig, Logger: s.log, Audit: s.st,
 		Transactions: s.meter.get().transactions, Refusals: s.meter.get().refusals} // GET /metrics (metrics.go)
-	type listener struct {
-		name, addr, what string
-		serve            func(context.Context, net.Listener) error
-		busy             []byte // the answer over the connection limits
-	}
-	var ls []listener
+	var ls []mailListener
 	if cfg.Listen.SMTP != "" {
 		bbCfg := common
 		bbCfg.MaxMessageBytes, _ = messageSizes(cfg.Limits) // outbound.go
 		bb, err := smtp.NewBackbone(smtp.BackboneConfig{Config: bbCfg, Recipients: smtp.LocalRecipients{Store: s.st}, Handler: m})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		ls = append(ls, listener{"smtp", cfg.Listen.SMTP, "backbone, other HISPs deliver here", bb.Serve, smtpBusy(cfg.Hostname)})
+		ls = append(ls, mailListener{"smtp", cfg.Listen.SMTP, "backbone, other HISPs deliver here", bb.Serve, smtpBusy(cfg.Hostname)})
 	}
 	if cfg.Listen.Submission != "" {
 		subCfg := common
@@ -113,18 +157,22 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		sub, err := smtp.NewSubmission(smtp.SubmissionConfig{Config: subCfg, Auth: smtp.StoreAuthenticator{Store: s.st}, Handler: m,
 			Logins: logins})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		ls = append(ls, listener{"submission", cfg.Listen.Submission, "mail clients and EHRs, STARTTLS and AUTH", sub.Serve, smtpBusy(cfg.Hostname)})
+		ls = append(ls, mailListener{"submission", cfg.Listen.Submission, "mail clients and EHRs, STARTTLS and AUTH", sub.Serve, smtpBusy(cfg.Hostname)})
 	}
 	if cfg.Listen.IMAP != "" {
-		ls = append(ls, listener{"imap", cfg.Listen.IMAP, "mailboxes, STARTTLS", imapSrv.Serve, imapBusy})
+		ls = append(ls, mailListener{"imap", cfg.Listen.IMAP, "mailboxes, STARTTLS", imapSrv.Serve, imapBusy})
 	}
 	if cfg.Listen.IMAPS != "" {
-		ls = append(ls, listener{"imaps", cfg.Listen.IMAPS, "mailboxes, implicit TLS", imapSrv.ServeTLS, nil})
+		ls = append(ls, mailListener{"imaps", cfg.Listen.IMAPS, "mailboxes, implicit TLS", imapSrv.ServeTLS, nil})
 	}
-	// Open every listener before serving any, so a taken port fails the
-	// start as a whole.
+	return ls, nil
+}
+
+// serveAll opens every listener before serving any, so that a taken port
+// fails the start as a whole, then serves each with run.
+func (s *server) serveAll(ls []mailListener, run func(string, func(context.Context) error), out io.Writer) error {
 	opened := make([]net.Listener, 0, len(ls))
 	for _, l := range ls {
 		nl, err := net.Listen("tcp", l.addr)
@@ -141,8 +189,6 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		run(l.name, func(ctx context.Context) error { return serve(ctx, nl) })
 		fmt.Fprintf(out, "  %s (%s): %s\n", l.name, l.what, nl.Addr())
 	}
-	run("deliverer", deliverer.Run)
-	run("deferred", m.runDeferred)
 	return nil
 }
 

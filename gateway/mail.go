@@ -31,10 +31,10 @@ type mail struct {
 	// wake tells the deliverer that the queue has work.
 	wake  func()
 	track *tracking // delivery tracking (track.go); nil: none
-	// retry is the schedule of deferred recipients (deferred.go).
+	// retry is the schedule of deferred recipients (seal.go).
 	retry store.Backoff
 	// revocationGrace is how long a recipient deferred for a revocation
-	// outage is retried ([trust] revocation_grace, deferred.go).
+	// outage is retried ([trust] revocation_grace, seal.go).
 	revocationGrace time.Duration
 	now             func() time.Time
 }
@@ -80,7 +80,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	if len(rcpts) == 0 {
 		if revocationDeferred(res) {
 			// A revocation outage: keep the message and retry it for the
-			// grace (deferred.go), as if it were queued.
+			// grace (seal.go), as if it were queued.
 			return m.deferAll(ctx, env, res), nil
 		}
 		// Nothing to send: tell the client now rather than by DSN.
@@ -97,7 +97,8 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// The sender is the login's address; for a relay account (an EHR
 	// sending for its domains) the envelope sender, whose mailbox, when it
 	// has one, gets the notices. A relay gets no Sent copy.
-	sender := senderOf(smtpEnv{env})
+	sub := submitterOf(env)
+	sender := sub.address()
 	origin := "submission " + env.RemoteAddr
 	var sent *store.Filing
 	if env.RelayDomains != nil {
@@ -111,55 +112,69 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// the tracking).
 	// One queued message per partner profile among the recipients
 	// (profiles.go), committed together.
+	// Recipients whose certificates could not be looked up wait in the
+	// queue with the plain message, to be sealed to later (seal.go).
 	copies := queuedCopies(store.QueuedMessage{
-		MessageID: res.MessageID, MailFrom: env.MailFrom, User: smtpEnv{env}.user(), Origin: origin,
+		MessageID: res.MessageID, MailFrom: env.MailFrom, User: sub.user, Origin: origin,
 	}, res)
+	d := m.deferredCopy(sub, res)
+	if d != nil {
+		copies = append(copies, *d)
+	}
 	q, err := m.queue.EnqueueWith(ctx, copies[0],
-		store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(smtpEnv{env}, res, false), More: copies[1:]})
+		store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(sub, res, false), More: copies[1:]})
 	if err != nil {
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil
 	}
 	m.wake()
+	if d != nil {
+		m.log.Info("recipients deferred", "message", res.MessageID, "recipients", len(d.Recipients))
+	}
 	m.trackQueued(q)
 	if q.FilingErr != nil {
 		m.log.Warn("file Sent copy", "user", sender, "err", q.FilingErr)
 	} else if sent != nil {
 		m.filed()
 	}
-	if temporary != nil {
-		// Recipients whose certificates could not be looked up are sealed
-		// to again later (deferred.go).
-		m.deferRecipients(ctx, smtpEnv{env}, res)
-	}
-	if res.DSN != nil {
-		if err := m.deliver(ctx, sender, "INBOX", res.DSN, nil); err != nil {
-			m.log.Error("file DSN", "to", sender, "err", err)
-		}
-	}
+	m.reportDropped(ctx, sub, res, permanent)
 	return nil, nil
 }
 
-// failureDSN builds a failure notice to sender for the recipients of res
-// that want reports: those not accepted whose status passes keep.
-func (m *mail) failureDSN(res *agent.OutboundResult, sender string, keep func(agent.Status) bool) []byte {
+// reportDropped files in the sender's INBOX the DSN about the recipients
+// of res the agent dropped whose status keep selects (TV-06, OUT-01): those
+// refused for good at submission (permanent), or every one when the
+// retries ran out.
+func (m *mail) reportDropped(ctx context.Context, sub submitter, res *agent.OutboundResult, keep func(agent.Status) bool) {
+	now := m.now()
 	var rs []mdn.DSNRecipient
 	for _, r := range res.Recipients {
 		if r.Accepted || !keep(r.Status) {
 			continue
 		}
-		rs = append(rs, mdn.DSNRecipient{Recipient: r.Recipient, Action: mdn.Failed, Status: r.Status.Enhanced, Diagnostic: r.Status.Reason})
+		rs = append(rs, mdn.DSNRecipient{Recipient: envAddr(r.Recipient), Action: mdn.Failed, Status: r.Status.Enhanced,
+			Diagnostic: r.Status.Reason, LastAttempt: now})
 	}
-	if len(rs) == 0 {
-		return nil
+	sender := sub.address()
+	if sender == "" {
+		return // a null reverse path is never bounced (RFC 3464 §2, RFC 8098 §2.1)
 	}
-	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: m.hostname, From: postmaster(sender), To: sender,
-		OriginalMessageID: res.MessageID, OriginalHeaders: headerOf(res.Message), Recipients: rs})
+	dsn, err := mdn.BuildSenderDSN(mdn.SenderReport{ReportingMTA: m.hostname, Sender: sender, MessageID: res.MessageID,
+		Original: res.Message, Arrival: now, Date: now, Recipients: rs})
 	if err != nil {
-		m.log.Error("build DSN", "err", err)
-		return nil
+		// The DSN is a courtesy; the message itself is fine.
+		m.log.Error("build DSN", "message", res.MessageID, "err", err)
+		return
 	}
-	return dsn
+	m.fileDSN(ctx, sub, dsn)
+}
+
+// permanent selects the statuses of recipients refused for good.
+func permanent(s agent.Status) bool { return !s.Temporary() }
+
+// envAddr is an envelope address without its angle brackets.
+func envAddr(a string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(a), "<"), ">")
 }
 
 // Inbound handles a Direct message another HISP delivered on the
@@ -240,7 +255,7 @@ func (m *mail) inbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smt
 	}
 	reported := plan.notifyFailures(ctx, failed)
 	if delivered == 0 {
-		if reported && len(failed) == len(res.Recipients) {
+		if mdn.LeaveToMDN(len(res.Recipients), len(failed), reported) {
 			return nil, nil // each failure went to the sender as a failed MDN (DN-04, notify.go)
 		}
 		if first == nil {
@@ -279,9 +294,8 @@ func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp
 			Diagnostic: fmt.Sprintf("%d %s %s", r.Reply.Code, r.Reply.Enhanced, r.Reply.Message), DiagnosticSMTP: r.RemoteMTA != "",
 			RemoteMTA: r.RemoteMTA, LastAttempt: r.LastAttempt, WillRetryUntil: r.RetryUntil})
 	}
-	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: m.hostname, From: postmaster(sender), To: sender,
-		OriginalMessageID: msg.MessageID, Arrival: msg.Created, Recipients: rs,
-		OriginalHeaders: []byte(fmt.Sprintf("Message-ID: %s\r\n", oneLine(msg.MessageID)))})
+	dsn, err := mdn.BuildSenderDSN(mdn.SenderReport{ReportingMTA: m.hostname, Sender: sender,
+		MessageID: msg.MessageID, Arrival: msg.Created, Recipients: rs})
 	if err != nil {
 		return err
 	}
@@ -294,25 +308,6 @@ func (m *mail) Bounce(ctx context.Context, msg store.QueuedMessage, rcpts []smtp
 		return nil
 	}
 	return err
-}
-
-// postmaster is the postmaster address of an address's domain.
-func postmaster(addr string) string {
-	if _, d, ok := strings.Cut(addr, "@"); ok {
-		return "postmaster@" + d
-	}
-	return "postmaster@localhost"
-}
-
-// headerOf returns the header block of a message.
-func headerOf(msg []byte) []byte {
-	s := string(msg)
-	for _, sep := range []string{"\r\n\r\n", "\n\n"} {
-		if i := strings.Index(s, sep); i >= 0 {
-			return []byte(s[:i+len(sep)/2])
-		}
-	}
-	return msg
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

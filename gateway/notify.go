@@ -1,40 +1,24 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"mime"
-	netmail "net/mail"
 	"strings"
 
+	"github.com/emersion/go-message/textproto"
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/mdn"
 	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
 )
 
-// The receiving side of Direct delivery notification (MDN-01..05,
-// DN-03..05): for every message the agent accepted that is not itself an
-// MDN or a DSN, each recipient's address answers the original sender with
-// a processed MDN; when the message asked for timely and reliable delivery
-// (a well-formed Disposition-Notification-Options request), a dispatched
-// MDN with the X-DIRECT-FINAL-DESTINATION-DELIVERY field follows once the
-// message is in the mailbox. A malformed request gets processed and no
-// dispatched MDN (DN-05).
-//
-// A recipient whose copy could not be filed (over quota, no such mailbox)
-// gets a failed MDN with a Failure field (DN-04), asked for or not, after
-// the processed MDN: the message was processed (it passed decryption and
-// trust) and then failed, the sequence the Implementation Guide for Delivery
-// Notification gives for failures after processing, whether or not timely
-// and reliable delivery was asked for. The sending side's tracker takes the
-// failed MDN as the final outcome even after a processed one. When no copy
-// could be filed and every failure went out as a failed MDN, the message is
-// accepted (250) rather than refused with 552, so that the sender learns the
-// outcome once, from the MDN, as from the reference implementation; if a
-// failed MDN could not be queued, the refusal stays.
+// The receiving side of Direct delivery notification: which MDNs a
+// message earns, and when, is mdn.OwedFor and the rules beside it
+// (mdn/when.go). This file sends them.
 //
 // The notices are Direct messages like any other: signed with the
 // recipient's certificate and encrypted to the sender by the same agent
@@ -42,11 +26,10 @@ import (
 // requires MAIL FROM to be the From), and queued durably before the SMTP
 // reply to the message they answer: those of a filed copy in the very
 // transaction that files it, so a store failure there refuses the message
-// with 451 and files nothing. They carry no Disposition-Notification-To of
-// their own. A notice that cannot be built or sealed is logged and audited
-// and the copy is filed without it; it never turns the message into a
-// refusal. A queued notice that cannot be delivered is not bounced to the
-// recipient (see mdnUndeliverable).
+// with 451 and files nothing. A notice that cannot be built or sealed is
+// logged and audited and the copy is filed without it; it never turns the
+// message into a refusal. A queued notice that cannot be delivered is not
+// bounced to the recipient (see mdnUndeliverable).
 
 // notifyOrigin starts the queue Origin of the MDNs hisp sends.
 const notifyOrigin = "mdn"
@@ -72,28 +55,28 @@ func fileFailure(err error) string {
 	return ""
 }
 
-// mdnPlan is what notices an inbound message the agent accepted earns
-// (DN-01..DN-04): a processed MDN from each recipient, then a dispatched
-// one once its copy is filed if the sender asked for timely and reliable
-// delivery, or a failed one if the copy cannot be filed. A nil plan sends
-// none (the message is itself a notice, or has no From to answer).
+// mdnPlan sends the notices an inbound message the agent accepted earns
+// (mdn.Owed). A nil plan sends none.
 type mdnPlan struct {
 	m       *mail
 	res     *agent.InboundResult
-	timely  bool
+	owed    mdn.Owed
 	subject string
 }
 
 func (m *mail) planMDNs(res *agent.InboundResult) *mdnPlan {
-	if res == nil || res.Notification || res.From == "" {
+	if res == nil {
 		return nil
 	}
-	timely := mdn.TimelyAndReliableRequested(res.DispositionOptions)
-	if res.DispositionOptions != "" && !timely {
+	owed := mdn.OwedFor(res.Notification, res.From, res.DispositionOptions)
+	if owed.None {
+		return nil
+	}
+	if owed.MalformedRequest {
 		m.log.Info("mdn: malformed or unsupported Disposition-Notification-Options, no dispatched MDN",
 			"message", res.MessageID, "options", limitString(res.DispositionOptions, 200))
 	}
-	return &mdnPlan{m: m, res: res, timely: timely, subject: subjectOf(res.Message)}
+	return &mdnPlan{m: m, res: res, owed: owed, subject: subjectOf(res.Message)}
 }
 
 // base is the MDN of a recipient, without its disposition.
@@ -115,13 +98,12 @@ func (p *mdnPlan) seal(ctx context.Context, recipient string) recipientMDNs {
 		return recipientMDNs{}
 	}
 	var out recipientMDNs
-	n := p.base(recipient)
-	n.Disposition = mdn.DispositionProcessed
-	out.processed = p.m.sealOrReport(ctx, n)
-	if p.timely {
-		n = p.base(recipient)
-		n.Disposition, n.FinalDestination = mdn.DispositionDispatched, true
-		out.dispatched = p.m.sealOrReport(ctx, n)
+	for _, n := range p.owed.OnFiled(p.base(recipient)) {
+		if n.Disposition == mdn.DispositionProcessed {
+			out.processed = p.m.sealOrReport(ctx, n)
+		} else {
+			out.dispatched = p.m.sealOrReport(ctx, n)
+		}
 	}
 	return out
 }
@@ -162,9 +144,7 @@ func (p *mdnPlan) notifyFailures(ctx context.Context, failed []filing) bool {
 		if f.notices.processed != nil {
 			p.m.enqueueMDN(ctx, f.notices.processed)
 		}
-		n := p.base(f.recipient)
-		n.Disposition, n.Failure = mdn.DispositionFailed, f.failure
-		s := p.m.sealOrReport(ctx, n)
+		s := p.m.sealOrReport(ctx, *p.owed.OnFilingFailed(p.base(f.recipient), f.failure))
 		reported = s != nil && p.m.enqueueMDN(ctx, s) && reported
 	}
 	return reported
@@ -283,11 +263,8 @@ func (m *mail) reportingUA(recipient string) string {
 
 // subjectOf returns the decoded Subject of a message, "" if none.
 func subjectOf(msg []byte) string {
-	r, err := netmail.ReadMessage(bytes.NewReader(msg))
-	if err != nil {
-		return ""
-	}
-	s := r.Header.Get("Subject")
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	s := h.Get("Subject")
 	if d, err := new(mime.WordDecoder).DecodeHeader(s); err == nil {
 		s = d
 	}

@@ -16,11 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime"
-	"net/textproto"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/mdn"
@@ -88,17 +88,17 @@ func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
 // reliable delivery. Notices (hisp's own or a user's MDN) and null-sender
 // mail are not tracked: nothing answers them; nil then. A failure is
 // logged; the message is queued either way.
-func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool) *store.TrackedMessage {
-	if m.track == nil || res == nil || env.from() == "" || isReport(res.Message) {
+func (m *mail) trackSent(sub submitter, res *agent.OutboundResult, join bool) *store.TrackedMessage {
+	if m.track == nil || res == nil || sub.mailFrom == "" || isNotice(res.Message) {
 		return nil
 	}
-	sender := senderOf(env)
-	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join, Relay: env.relay(),
+	sender := sub.address()
+	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join, Relay: sub.relay,
 		RequestedDispatched: mdn.TimelyAndReliableRequested(headerValues(res.Message, "Disposition-Notification-Options"))}
 	for _, r := range res.Recipients {
 		if r.Accepted {
 			tm.Recipients = append(tm.Recipients, r.Recipient)
-		} else if !r.Status.Temporary() { // deferred recipients are not failed (deferred.go)
+		} else if !r.Status.Temporary() { // deferred recipients are not failed (seal.go)
 			tm.Failed = append(tm.Failed, failedRecipient(r))
 		}
 	}
@@ -117,11 +117,11 @@ func (m *mail) trackSent(env envelopeLike, res *agent.OutboundResult, join bool)
 // of a deferred submission that failed for good without being queued
 // (those whose status keep selects): the sender hears of them by DSN, and an
 // EHR through the API, as of any other recipient.
-func (m *mail) trackFailures(ctx context.Context, env envelopeLike, res *agent.OutboundResult, keep func(agent.Status) bool) {
-	if m.track == nil || res == nil || env.from() == "" || isReport(res.Message) {
+func (m *mail) trackFailures(ctx context.Context, sub submitter, res *agent.OutboundResult, keep func(agent.Status) bool) {
+	if m.track == nil || res == nil || sub.mailFrom == "" || isNotice(res.Message) {
 		return
 	}
-	tm := track.Message{MessageID: res.MessageID, Sender: senderOf(env), Join: true}
+	tm := track.Message{MessageID: res.MessageID, Sender: sub.address(), Join: true}
 	for _, r := range res.Recipients {
 		if !r.Accepted && keep(r.Status) {
 			tm.Failed = append(tm.Failed, failedRecipient(r))
@@ -164,7 +164,7 @@ func (m *mail) trackNotice(ctx context.Context, res *agent.InboundResult) bool {
 	if !accepted {
 		return false
 	}
-	n, err := track.ParseNotice(res.Message)
+	n, err := mdn.ParseNotice(res.Message)
 	if err != nil {
 		m.log.Warn("notice not understood, filed as it is", "message", res.MessageID, "from", res.From, "err", err)
 		return false
@@ -243,16 +243,16 @@ func (m *mail) trackBounce(ctx context.Context, msg store.QueuedMessage, rcpts [
 	return out
 }
 
-// isReport reports whether a message is a multipart/report (an MDN or DSN).
-func isReport(msg []byte) bool {
-	mt, _, err := mime.ParseMediaType(headerValues(msg, "Content-Type"))
-	return err == nil && strings.EqualFold(mt, "multipart/report")
+// isNotice reports whether a message is an MDN or a DSN (mdn.IsNotice).
+func isNotice(msg []byte) bool {
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	return mdn.IsNotice(h.Get("Content-Type"))
 }
 
 // headerValues returns the values of a header field, joined with "; " when
 // it occurs more than once.
 func headerValues(msg []byte, name string) string {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
 	return strings.Join(h.Values(name), "; ")
 }
 

@@ -4,6 +4,22 @@
 // disposition notifications (MDN, RFC 8098) that the recipient's HISP
 // sends back: processed, dispatched for timely and reliable delivery, or
 // failed (BuildMDN, ParseMDN, TimelyAndReliableRequested).
+//
+// It is the one home of hisp's rules about notices, so each question is
+// answered by opening one file:
+//
+//   - which message is a notice: IsNotice (notices.go);
+//   - the DSN hisp files for a sender about dropped, failed or delayed
+//     recipients: BuildSenderDSN (notices.go);
+//   - when the receiving side sends processed, dispatched and failed MDNs:
+//     OwedFor and LeaveToMDN (when.go);
+//   - how a notice that comes back is read: ParseNotice (read.go);
+//   - the sending side's one-final-outcome state machine that decides what
+//     each notice does to a recipient and whether it reaches the sender:
+//     Machine.Decide (outcome.go).
+//
+// The gateway and the tracker (package track) do the sending, queueing
+// and storing; the agent only says which recipients it dropped and why.
 package mdn
 
 import (
@@ -17,8 +33,11 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/textproto"
+
 	"strings"
 	"time"
+
+	gotextproto "github.com/emersion/go-message/textproto"
 )
 
 // Action is a DSN per-recipient action (RFC 3464 §2.3.3).
@@ -75,14 +94,13 @@ func BuildDSN(d DSN) ([]byte, error) {
 	if date.IsZero() {
 		date = time.Now()
 	}
+	status, err := deliveryStatus(d)
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
-	worst := Delivered
-	for _, r := range d.Recipients {
-		if r.Action == Failed || (r.Action == Delayed && worst != Failed) {
-			worst = r.Action
-		}
-	}
+	worst := worstAction(d.Recipients)
 	subject := map[Action]string{Failed: "Delivery Status Notification (Failure)", Delayed: "Delivery Status Notification (Delay)",
 		Delivered: "Delivery Status Notification (Success)", Relayed: "Delivery Status Notification (Relayed)"}[worst]
 
@@ -101,6 +119,42 @@ func BuildDSN(d DSN) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	io.WriteString(pw, dsnText(d, worst))
+
+	// message/delivery-status (RFC 3464 §2.1).
+	pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"message/delivery-status"}})
+	if err != nil {
+		return nil, err
+	}
+	io.WriteString(pw, status)
+
+	if len(d.OriginalHeaders) > 0 {
+		pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/rfc822-headers"}})
+		if err != nil {
+			return nil, err
+		}
+		pw.Write(d.OriginalHeaders)
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return append(h.Bytes(), buf.Bytes()...), nil
+}
+
+// worstAction is the action a DSN's subject and text speak of: failed
+// before delayed before the others.
+func worstAction(rs []DSNRecipient) Action {
+	worst := Delivered
+	for _, r := range rs {
+		if r.Action == Failed || (r.Action == Delayed && worst != Failed) {
+			worst = r.Action
+		}
+	}
+	return worst
+}
+
+// dsnText is the human-readable part of a DSN.
+func dsnText(d DSN, worst Action) string {
 	var t strings.Builder
 	switch worst {
 	case Failed:
@@ -117,13 +171,12 @@ func BuildDSN(d DSN) ([]byte, error) {
 		}
 		t.WriteString("\r\n")
 	}
-	io.WriteString(pw, t.String())
+	return t.String()
+}
 
-	// message/delivery-status (RFC 3464 §2.1).
-	pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"message/delivery-status"}})
-	if err != nil {
-		return nil, err
-	}
+// deliveryStatus is the message/delivery-status part of a DSN (RFC 3464
+// §2.1): the per-message fields, then a block per recipient.
+func deliveryStatus(d DSN) (string, error) {
 	var s strings.Builder
 	fmt.Fprintf(&s, "Reporting-MTA: dns; %s\r\n", hostOr(d.ReportingMTA))
 	if d.OriginalMessageID != "" {
@@ -135,7 +188,7 @@ func BuildDSN(d DSN) ([]byte, error) {
 	}
 	for _, r := range d.Recipients {
 		if strings.ContainsAny(r.Recipient+r.Status+r.RemoteMTA, "\r\n") {
-			return nil, errors.New("build DSN: line break in a recipient field")
+			return "", errors.New("build DSN: line break in a recipient field")
 		}
 		s.WriteString("\r\n")
 		fmt.Fprintf(&s, "Final-Recipient: rfc822; %s\r\n", r.Recipient)
@@ -158,19 +211,7 @@ func BuildDSN(d DSN) ([]byte, error) {
 			fmt.Fprintf(&s, "Will-Retry-Until: %s\r\n", r.WillRetryUntil.Format(time.RFC1123Z))
 		}
 	}
-	io.WriteString(pw, s.String())
-
-	if len(d.OriginalHeaders) > 0 {
-		pw, err = mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"text/rfc822-headers"}})
-		if err != nil {
-			return nil, err
-		}
-		pw.Write(d.OriginalHeaders)
-	}
-	if err := mw.Close(); err != nil {
-		return nil, err
-	}
-	return append(h.Bytes(), buf.Bytes()...), nil
+	return s.String(), nil
 }
 
 // ParsedDSN is what ParseDSN reads from a received DSN.
@@ -182,9 +223,9 @@ type ParsedDSN struct {
 
 // ParseDSN reads a multipart/report; report-type=delivery-status message.
 func ParseDSN(msg []byte) (*ParsedDSN, error) {
-	r := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg)))
-	hdr, err := r.ReadMIMEHeader()
-	if err != nil && len(hdr) == 0 {
+	br := bufio.NewReader(bytes.NewReader(msg))
+	hdr, err := gotextproto.ReadHeader(br)
+	if err != nil && hdr.Len() == 0 {
 		return nil, fmt.Errorf("parse DSN header: %w", err)
 	}
 	mt, params, err := mime.ParseMediaType(hdr.Get("Content-Type"))
@@ -197,7 +238,7 @@ func ParseDSN(msg []byte) (*ParsedDSN, error) {
 	if params["boundary"] == "" {
 		return nil, errors.New("parse DSN: no boundary")
 	}
-	mr := multipart.NewReader(r.R, params["boundary"])
+	mr := multipart.NewReader(br, params["boundary"])
 	out := &ParsedDSN{}
 	found := false
 	for {
@@ -221,10 +262,8 @@ func ParseDSN(msg []byte) (*ParsedDSN, error) {
 			}
 		case "text/rfc822-headers", "message/rfc822":
 			if out.OriginalMessageID == "" {
-				hr := textproto.NewReader(bufio.NewReader(bytes.NewReader(body)))
-				if h, _ := hr.ReadMIMEHeader(); h != nil {
-					out.OriginalMessageID = strings.TrimSpace(h.Get("Message-Id"))
-				}
+				h, _ := gotextproto.ReadHeader(bufio.NewReader(bytes.NewReader(body)))
+				out.OriginalMessageID = strings.TrimSpace(h.Get("Message-Id"))
 			}
 		}
 	}
@@ -240,9 +279,8 @@ func ParseDSN(msg []byte) (*ParsedDSN, error) {
 func parseStatusFields(body []byte, out *ParsedDSN) error {
 	body = bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
 	for i, block := range bytes.Split(bytes.TrimSpace(body), []byte("\n\n")) {
-		r := textproto.NewReader(bufio.NewReader(bytes.NewReader(append(block, "\n\n"...))))
-		h, err := r.ReadMIMEHeader()
-		if err != nil && len(h) == 0 {
+		h, err := gotextproto.ReadHeader(bufio.NewReader(bytes.NewReader(append(block, "\n\n"...))))
+		if err != nil && h.Len() == 0 {
 			return fmt.Errorf("parse delivery-status block %d: %w", i+1, err)
 		}
 		if i == 0 {

@@ -12,6 +12,8 @@ import (
 	"mime/quotedprintable"
 	"net/mail"
 	"net/textproto"
+
+	gotextproto "github.com/emersion/go-message/textproto"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -115,31 +117,9 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if m.From == "" || m.To == "" || m.Disposition == "" {
 		return nil, errors.New("build MDN: need From, To and a disposition")
 	}
-	if m.FinalRecipient == "" {
-		m.FinalRecipient = m.From
-	}
-	if m.ActionMode == "" {
-		m.ActionMode = AutomaticAction
-	}
-	if m.SendingMode == "" {
-		m.SendingMode = MDNSentAutomatically
-	}
-	if m.ReportingUA == "" {
-		m.ReportingUA = domainOf(m.From) + "; " + defaultReportingUAName
-	}
-	m.Failure, m.Error = oneLine(m.Failure), oneLine(m.Error)
-	if m.Disposition == DispositionFailed && m.Failure == "" {
-		return nil, errors.New("build MDN: a failed disposition needs a Failure text")
-	}
-	for _, s := range []string{m.From, m.To, m.MessageID, m.ReportingUA, m.OriginalRecipient, m.FinalRecipient, m.OriginalMessageID} {
-		if strings.ContainsAny(s, "\r\n\x00") {
-			return nil, errors.New("build MDN: line break in a header value")
-		}
-	}
-	for _, s := range append([]string{string(m.Disposition), m.ActionMode, m.SendingMode}, m.Modifiers...) {
-		if !isToken(s) {
-			return nil, fmt.Errorf("build MDN: %q is not a disposition token", s)
-		}
+	m, err := completeMDN(m)
+	if err != nil {
+		return nil, err
 	}
 	date := m.Date
 	if date.IsZero() {
@@ -149,18 +129,7 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if id == "" {
 		id = fmt.Sprintf("<%s@%s>", randomID(), hostOr(domainOf(m.From)))
 	}
-	subject := m.Subject
-	if subject == "" {
-		subject = subjectPrefix(m.Disposition)
-		if s := oneLine(m.OriginalSubject); s != "" {
-			subject += ": " + truncate(s, 200)
-		}
-	}
-	subject = oneLine(subject)
-	if !isASCII(subject) {
-		subject = mime.QEncoding.Encode("utf-8", subject)
-	}
-
+	subject := mdnSubject(m)
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	var h bytes.Buffer
@@ -198,6 +167,65 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	io.WriteString(pw, notificationFields(m))
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return append(h.Bytes(), buf.Bytes()...), nil
+}
+
+// completeMDN fills in the defaults of an MDN to build and checks it.
+func completeMDN(m MDN) (MDN, error) {
+	if m.FinalRecipient == "" {
+		m.FinalRecipient = m.From
+	}
+	if m.ActionMode == "" {
+		m.ActionMode = AutomaticAction
+	}
+	if m.SendingMode == "" {
+		m.SendingMode = MDNSentAutomatically
+	}
+	if m.ReportingUA == "" {
+		m.ReportingUA = domainOf(m.From) + "; " + defaultReportingUAName
+	}
+	m.Failure, m.Error = oneLine(m.Failure), oneLine(m.Error)
+	if m.Disposition == DispositionFailed && m.Failure == "" {
+		return m, errors.New("build MDN: a failed disposition needs a Failure text")
+	}
+	for _, s := range []string{m.From, m.To, m.MessageID, m.ReportingUA, m.OriginalRecipient, m.FinalRecipient, m.OriginalMessageID} {
+		if strings.ContainsAny(s, "\r\n\x00") {
+			return m, errors.New("build MDN: line break in a header value")
+		}
+	}
+	for _, s := range append([]string{string(m.Disposition), m.ActionMode, m.SendingMode}, m.Modifiers...) {
+		if !isToken(s) {
+			return m, fmt.Errorf("build MDN: %q is not a disposition token", s)
+		}
+	}
+	return m, nil
+}
+
+// mdnSubject is the Subject of an MDN: its own, or the disposition's with
+// the original subject, encoded when it is not ASCII.
+func mdnSubject(m MDN) string {
+	subject := m.Subject
+	if subject == "" {
+		subject = subjectPrefix(m.Disposition)
+		if s := oneLine(m.OriginalSubject); s != "" {
+			subject += ": " + truncate(s, 200)
+		}
+	}
+	subject = oneLine(subject)
+	if !isASCII(subject) {
+		subject = mime.QEncoding.Encode("utf-8", subject)
+	}
+
+	return subject
+}
+
+// notificationFields is the message/disposition-notification part of an
+// MDN (RFC 8098 §3.1, MDN-04, DN-03).
+func notificationFields(m MDN) string {
 	var f strings.Builder
 	fmt.Fprintf(&f, "Reporting-UA: %s\r\n", m.ReportingUA)
 	if m.OriginalRecipient != "" {
@@ -223,11 +251,7 @@ func BuildMDN(m MDN) ([]byte, error) {
 	if m.Error != "" {
 		fmt.Fprintf(&f, "Error: %s\r\n", m.Error)
 	}
-	io.WriteString(pw, f.String())
-	if err := mw.Close(); err != nil {
-		return nil, err
-	}
-	return append(h.Bytes(), buf.Bytes()...), nil
+	return f.String()
 }
 
 func subjectPrefix(d Disposition) string {
@@ -448,11 +472,27 @@ func (h headerFields) lookup(name string) (string, bool) {
 	return "", false
 }
 
-// parseFields reads a block of header fields leniently: CRLF or LF line
-// ends, continuation lines unfolded, white space around names dropped;
-// lines that are not fields are skipped. It stops at the first empty line.
+// parseFields reads a block of header fields with go-message's textproto,
+// hisp's one header reader, leniently: CRLF or LF line ends, continuation
+// lines unfolded, white space around names dropped; lines that are not
+// fields are skipped (fieldLines). It stops at the first empty line.
 func parseFields(b []byte) headerFields {
-	var out headerFields
+	th, _ := gotextproto.ReadHeader(bufio.NewReader(bytes.NewReader(fieldLines(b))))
+	fs := th.Fields()
+	out := make(headerFields, 0, fs.Len())
+	for fs.Next() {
+		out = append(out, headerField{strings.ToLower(fs.Key()), fs.Value()})
+	}
+	return out
+}
+
+// fieldLines returns the lines of b up to its first empty line, without
+// those that are no header field (no colon, an empty name or one with
+// white space or other bytes a name may not hold) and their continuation
+// lines, each ended with CRLF, and an empty line.
+func fieldLines(b []byte) []byte {
+	out := make([]byte, 0, len(b)+2)
+	keep := false // the last field line was kept: its continuation lines are
 	for len(b) > 0 {
 		var line []byte
 		if i := bytes.IndexByte(b, '\n'); i >= 0 {
@@ -465,22 +505,19 @@ func parseFields(b []byte) headerFields {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(out); n > 0 {
-				out[n-1].value += " " + strings.TrimSpace(string(line))
+			if keep {
+				out = append(append(out, line...), "\r\n"...)
 			}
 			continue
 		}
-		name, value, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		name = bytes.TrimSpace(name)
+		keep = ok && len(name) > 0 && !bytes.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r > '~' })
+		if keep {
+			out = append(append(out, line...), "\r\n"...)
 		}
-		n := strings.ToLower(strings.TrimSpace(string(name)))
-		if n == "" || strings.ContainsAny(n, " \t") {
-			continue
-		}
-		out = append(out, headerField{n, strings.TrimSpace(string(value))})
 	}
-	return out
+	return append(out, "\r\n"...)
 }
 
 // splitMessage splits a message at the first empty line.

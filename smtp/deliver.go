@@ -106,6 +106,7 @@ type DelivererConfig struct {
 	Queue   Queue          // required
 	Local   LocalDeliverer // recipients in local domains; without it they wait
 	Bouncer Bouncer        // DSNs; without it failures are only logged
+	Sealer  Sealer         // recipients deferred at submission; without it they wait
 
 	Hostname string // EHLO name; "localhost" if empty
 	// Resolver is the DNS server (host:port) for MX and address look-ups;
@@ -194,6 +195,7 @@ type destQueue struct {
 	key     string
 	domain  string
 	local   bool
+	seal    bool // the Sealer's: plain messages, their deferred recipients
 	jobs    []job
 	workers int
 }
@@ -340,6 +342,10 @@ func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
 	// so that a destination's jobs of this claim share its connection.
 	var jobs []job
 	for _, m := range msgs {
+		if m.Plain { // never sent as it is: sealed again (Sealer)
+			jobs = append(jobs, job{msg: m})
+			continue
+		}
 		var local []store.QueuedRecipient
 		byDomain := map[string][]store.QueuedRecipient{}
 		var order []string
@@ -368,12 +374,15 @@ func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
 	d.mu.Lock()
 	for _, j := range jobs {
 		key := "remote:" + j.domain
-		if j.domain == "" {
+		switch {
+		case j.msg.Plain:
+			key = "seal"
+		case j.domain == "":
 			key = "local"
 		}
 		dq := d.dests[key]
 		if dq == nil {
-			dq = &destQueue{key: key, domain: j.domain, local: j.domain == ""}
+			dq = &destQueue{key: key, domain: j.domain, local: j.domain == "" && !j.msg.Plain, seal: j.msg.Plain}
 			d.dests[key] = dq
 		}
 		dq.jobs = append(dq.jobs, j)
@@ -384,7 +393,7 @@ func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
 		// local delivery (no connection to share), one per 8 jobs for a
 		// remote domain up to ConnsPerDestination.
 		want := 1
-		if dq.local {
+		if dq.local || dq.seal {
 			want = min(len(dq.jobs), d.cfg.Workers)
 		} else {
 			want = min((len(dq.jobs)+7)/8, d.cfg.ConnsPerDestination)
@@ -478,9 +487,12 @@ func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
 			return
 		}
 		var updates []store.RecipientUpdate
-		if dq.local {
+		switch {
+		case dq.seal:
+			updates = d.sealDeferred(hard, j)
+		case dq.local:
 			updates = d.deliverLocal(hard, j)
-		} else {
+		default:
 			updates = d.deliverRemote(hard, &w, dq, j)
 		}
 		d.record(ctx, j, updates)
@@ -493,8 +505,12 @@ func (d *Deliverer) putBack(ctx context.Context, jobs []job) {
 	now := d.cfg.Now()
 	var updates []store.RecipientUpdate
 	for _, j := range jobs {
+		state := store.StateQueued
+		if j.msg.Plain {
+			state = store.StateDeferred
+		}
 		for _, r := range j.msg.Recipients {
-			updates = append(updates, store.RecipientUpdate{ID: r.ID, State: store.StateQueued, NextAttempt: now,
+			updates = append(updates, store.RecipientUpdate{ID: r.ID, State: state, NextAttempt: now,
 				Text: "delivery not started: hisp shutting down"})
 		}
 	}
@@ -532,9 +548,11 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 		d.log.Error("record delivery outcomes", slog.Int64("queue_id", j.msg.ID), slog.String("error", err.Error()))
 	}
 	// Counted once recorded, so that a scrape that sees the attempt sees
-	// the recipient's new state too.
+	// the recipient's new state too. Sealing is no delivery attempt.
 	for _, u := range updates {
-		d.cfg.Attempts.Inc(attemptOutcome(u.State))
+		if !j.msg.Plain {
+			d.cfg.Attempts.Inc(attemptOutcome(u.State))
+		}
 	}
 	if failed {
 		d.failedSince.Store(true)
@@ -622,6 +640,30 @@ func (d *Deliverer) messageData(ctx context.Context, j job) ([]byte, []store.Rec
 			Message: "reading the queued message: " + err.Error()}, ""), false
 	}
 	return data, nil, true
+}
+
+// sealDeferred hands a plain message's due deferred recipients to the
+// Sealer.
+func (d *Deliverer) sealDeferred(ctx context.Context, j job) []store.RecipientUpdate {
+	retry := func(why string) []store.RecipientUpdate { // at the retry time the claim recorded
+		var out []store.RecipientUpdate
+		for _, r := range j.msg.Recipients {
+			out = append(out, store.RecipientUpdate{ID: r.ID, State: store.StateDeferred, Code: 451, Enhanced: "4.3.0", Text: why})
+		}
+		return out
+	}
+	if d.cfg.Sealer == nil {
+		return retry("no sealer configured")
+	}
+	data, err := d.q.QueueMessageData(ctx, j.msg.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		d.log.Info("queued message dropped before sealing", slog.Int64("queue_id", j.msg.ID))
+		return nil
+	}
+	if err != nil {
+		return retry("reading the queued message: " + err.Error())
+	}
+	return d.cfg.Sealer.SealDeferred(ctx, j.msg, data)
 }
 
 // deliverLocal hands a message to the LocalDeliverer, once per recipient

@@ -127,6 +127,17 @@ type LocalDeliverer interface {
 	DeliverLocal(ctx context.Context, env Envelope, msg []byte) (*Reply, error)
 }
 
+// Sealer seals a plain queued message (store.QueuedMessage.Plain) again for
+// its recipients that were deferred at submission, now due (msg.Recipients,
+// in StateSealing; plain is the submission), and returns an update for
+// each: StateSealed once sealed and queued anew, StateDeferred to try again
+// (NextAttempt set, or zero for the retry time the claim recorded), or
+// StateBounced once failed for good with the sender told. The Deliverer
+// never sends a plain message itself.
+type Sealer interface {
+	SealDeferred(ctx context.Context, msg store.QueuedMessage, plain []byte) []store.RecipientUpdate
+}
+
 // Bouncer sends delivery status notifications for queued messages: a
 // delayed notice (final false) for recipients still being retried after a
 // few hours, once per message, and a failure notice (final true) for

@@ -244,7 +244,9 @@ func scanMailbox(r rowScanner) (Mailbox, error) {
 		return Mailbox{}, err
 	}
 	m.UIDValidity = uint32(uidValidity)
-	m.UIDNext = uint32(uidNext)
+	// The UID after the last one a mailbox can give (RFC 9051: UIDs are
+	// 32-bit) reads as the largest, which refuses the next append.
+	m.UIDNext = uint32(min(uidNext, math.MaxUint32))
 	m.Subscribed = subscribed != 0
 	return m, nil
 }

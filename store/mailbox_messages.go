@@ -390,7 +390,7 @@ func appendMessage(ctx context.Context, tx *txn, account int64, name string, cre
 	if err != nil {
 		return AppendResult{}, err
 	}
-	if m.UIDNext >= math.MaxUint32 {
+	if m.UIDNext == math.MaxUint32 { // no UID left (scanMailbox)
 		return AppendResult{}, fmt.Errorf("mailbox %s: UIDs exhausted", name)
 	}
 	if err := checkQuota(ctx, tx, account, int64(len(msg))); err != nil {

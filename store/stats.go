@@ -83,7 +83,7 @@ func (s *Store) Stats(ctx context.Context, q StatsQuery) (Stats, error) {
 		return fail("oldest queued", err)
 	}
 	st.OldestQueued = nullMillis(oldest)
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM deferred_submissions`).Scan(&st.Deferred); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(DISTINCT queue_id) FROM queue_recipients WHERE state IN ('deferred', 'sealing')`).Scan(&st.Deferred); err != nil {
 		return fail("deferred", err)
 	}
 	if err := countBy(ctx, s.db, `SELECT r.state, COUNT(*) FROM tracked_messages m

@@ -92,8 +92,9 @@ func TestStats(t *testing.T) {
 		t.Fatalf("claim of message 2: %v %+v", err, claimed)
 	}
 
-	_, err = s.AddDeferred(ctx, Deferred{MessageID: "<d@a.example>", MailFrom: "soon@a.example", Recipients: []string{"v@c.example"},
-		Data: []byte("Subject: d\r\n\r\nd\r\n"), NextAttempt: now.Add(time.Minute)})
+	_, err = s.Enqueue(ctx, QueuedMessage{MessageID: "<d@a.example>", MailFrom: "soon@a.example", Plain: true,
+		Recipients: []QueuedRecipient{{Address: "v@c.example", NextAttempt: now.Add(time.Minute)}},
+		Data:       []byte("Subject: d\r\n\r\nd\r\n"), Created: now})
 	tcheck(t, err, "add deferred")
 
 	// Tracking: a message sent two days ago (outside the window) and one

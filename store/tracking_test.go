@@ -144,7 +144,8 @@ func TestTrackedRelayedFromQueue(t *testing.T) {
 	if len(rel) != 0 {
 		t.Fatalf("relayed before delivery: %+v", rel)
 	}
-	claimed, err := s.ClaimDue(ctx, now, 10, Backoff{})
+	// Enqueue dates the message by its own clock, after now.
+	claimed, err := s.ClaimDue(ctx, time.Now(), 10, Backoff{})
 	tcheck(t, err, "claim")
 	if len(claimed) != 1 || claimed[0].ID != qid {
 		t.Fatalf("claimed %+v", claimed)

@@ -216,7 +216,7 @@ func (t *Tracker) changed() {
 // an untracked one is no error.
 func (t *Tracker) Relayed(ctx context.Context, messageID, recipient, detail string) error {
 	_, err := t.apply(ctx, store.TrackRef{MessageID: NormalizeMessageID(messageID), Recipients: []string{recipient}},
-		input{kind: kindRelayed, detail: detail})
+		mdn.Input{Kind: mdn.KindRelayed, Detail: detail})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -239,9 +239,9 @@ func (t *Tracker) RelayedAll(ctx context.Context, messageID string, rs []Relay) 
 	if id == "" || len(rs) == 0 {
 		return nil
 	}
-	refs, ins := make([]store.TrackRef, len(rs)), make([]input, len(rs))
+	refs, ins := make([]store.TrackRef, len(rs)), make([]mdn.Input, len(rs))
 	for i, r := range rs {
-		refs[i], ins[i] = store.TrackRef{MessageID: id, Recipients: []string{r.Recipient}}, input{kind: kindRelayed, detail: r.Detail}
+		refs[i], ins[i] = store.TrackRef{MessageID: id, Recipients: []string{r.Recipient}}, mdn.Input{Kind: mdn.KindRelayed, Detail: r.Detail}
 	}
 	us, err := t.applyMany(ctx, refs, ins)
 	if err != nil {
@@ -271,7 +271,7 @@ type Verdict struct {
 // tracked message is filed; one about a tracked message is filed when at
 // least one of its recipients' decisions says so. An error of the store is
 // returned with File set: the notice is better filed than lost.
-func (t *Tracker) Notification(ctx context.Context, n *Notice) (Verdict, error) {
+func (t *Tracker) Notification(ctx context.Context, n *mdn.Notice) (Verdict, error) {
 	file := Verdict{File: true}
 	if n == nil {
 		return file, nil
@@ -296,7 +296,7 @@ func (t *Tracker) Notification(ctx context.Context, n *Notice) (Verdict, error) 
 			continue
 		}
 		c, err := t.apply(ctx, store.TrackRef{MessageID: id, Recipients: cands},
-			input{kind: nr.Kind, by: n.Type, detail: nr.Detail, finalDestination: nr.FinalDestination})
+			mdn.Input{Kind: nr.Kind, By: n.Type, Detail: nr.Detail, FinalDestination: nr.FinalDestination})
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -304,7 +304,7 @@ func (t *Tracker) Notification(ctx context.Context, n *Notice) (Verdict, error) 
 			return file, err
 		}
 		v.Tracked = true
-		if c.Notice == NoticeFiled {
+		if c.Notice == mdn.NoticeFiled {
 			v.File = true
 		}
 	}
@@ -320,24 +320,24 @@ func (t *Tracker) Notification(ctx context.Context, n *Notice) (Verdict, error) 
 // DSN may name the recipient: not when the sender already has a final
 // outcome for it (a timeout failure, say). An untracked recipient may.
 func (t *Tracker) Bounced(ctx context.Context, messageID, recipient, reason string, final bool) (bool, error) {
-	kind := kindQueueDelayed
+	kind := mdn.KindQueueDelayed
 	if final {
-		kind = kindQueueFailed
+		kind = mdn.KindQueueFailed
 	}
 	c, err := t.apply(ctx, store.TrackRef{MessageID: NormalizeMessageID(messageID), Recipients: []string{recipient}},
-		input{kind: kind, by: "queue", detail: reason})
+		mdn.Input{Kind: kind, By: "queue", Detail: reason})
 	if errors.Is(err, store.ErrNotFound) {
 		return true, nil
 	}
 	if err != nil {
 		return true, err
 	}
-	return c.Notice == NoticeFiled, nil
+	return c.Notice == mdn.NoticeFiled, nil
 }
 
 // apply decides and records one input about one recipient.
-func (t *Tracker) apply(ctx context.Context, ref store.TrackRef, in input) (store.TrackChange, error) {
-	us, err := t.applyMany(ctx, []store.TrackRef{ref}, []input{in})
+func (t *Tracker) apply(ctx context.Context, ref store.TrackRef, in mdn.Input) (store.TrackChange, error) {
+	us, err := t.applyMany(ctx, []store.TrackRef{ref}, []mdn.Input{in})
 	if err != nil {
 		return store.TrackChange{}, err
 	}
@@ -346,12 +346,12 @@ func (t *Tracker) apply(ctx context.Context, ref store.TrackRef, in input) (stor
 
 // applyMany decides and records inputs about several recipients in one
 // transaction.
-func (t *Tracker) applyMany(ctx context.Context, refs []store.TrackRef, ins []input) ([]store.TrackUpdate, error) {
+func (t *Tracker) applyMany(ctx context.Context, refs []store.TrackRef, ins []mdn.Input) ([]store.TrackUpdate, error) {
 	now := t.now()
 	us, err := t.st.UpdateTrackedMany(ctx, refs, now, func(i int, m store.TrackedMessage, r store.TrackedRecipient) store.TrackChange {
 		in := ins[i]
-		in.now = now
-		return t.decide(m, r, in)
+		in.Now = now
+		return mdn.Machine{WithholdProcessed: t.opts.WithholdProcessed}.Decide(m, r, in)
 	})
 	if err != nil {
 		return nil, err
@@ -400,13 +400,13 @@ func (t *Tracker) Check(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	if len(rel) > 0 {
-		refs, ins := make([]store.TrackRef, len(rel)), make([]input, len(rel))
+		refs, ins := make([]store.TrackRef, len(rel)), make([]mdn.Input, len(rel))
 		for i, r := range rel {
 			detail := r.Status
 			if r.RemoteMTA != "" {
 				detail = r.RemoteMTA + ": " + detail
 			}
-			refs[i], ins[i] = store.TrackRef{RecipientID: r.RecipientID}, input{kind: kindRelayed, detail: detail}
+			refs[i], ins[i] = store.TrackRef{RecipientID: r.RecipientID}, mdn.Input{Kind: mdn.KindRelayed, Detail: detail}
 		}
 		errs = append(errs, updateErrors(t.applyMany(ctx, refs, ins))...)
 	}
@@ -416,9 +416,9 @@ func (t *Tracker) Check(ctx context.Context) error {
 			errs = append(errs, err)
 			break
 		}
-		refs, ins := make([]store.TrackRef, len(ids)), make([]input, len(ids))
+		refs, ins := make([]store.TrackRef, len(ids)), make([]mdn.Input, len(ids))
 		for i, id := range ids {
-			refs[i], ins[i] = store.TrackRef{RecipientID: id}, input{kind: kindTimeout, by: "timeout"}
+			refs[i], ins[i] = store.TrackRef{RecipientID: id}, mdn.Input{Kind: mdn.KindTimeout, By: "timeout"}
 		}
 		uerrs := updateErrors(t.applyMany(ctx, refs, ins))
 		errs = append(errs, uerrs...)
@@ -491,9 +491,8 @@ func (t *Tracker) fileDSN(ctx context.Context, m store.TrackedMessage, rs []mdn.
 	if t.opts.Notify == nil {
 		return nil
 	}
-	dsn, err := mdn.BuildDSN(mdn.DSN{ReportingMTA: t.opts.Hostname, From: postmaster(m.Sender), To: m.Sender,
-		OriginalMessageID: m.MessageID, Arrival: m.Sent, Recipients: rs,
-		OriginalHeaders: []byte("Message-ID: " + m.MessageID + "\r\n")})
+	dsn, err := mdn.BuildSenderDSN(mdn.SenderReport{ReportingMTA: t.opts.Hostname, Sender: m.Sender,
+		MessageID: m.MessageID, Arrival: m.Sent, Recipients: rs})
 	if err != nil {
 		return err
 	}
@@ -518,13 +517,6 @@ func NormalizeMessageID(id string) string {
 		id += ">"
 	}
 	return id
-}
-
-func postmaster(addr string) string {
-	if d := domainOf(addr); d != "" {
-		return "postmaster@" + d
-	}
-	return "postmaster@localhost"
 }
 
 func domainOf(addr string) string {

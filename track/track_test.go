@@ -94,21 +94,21 @@ func (f *fixture) restart(t *testing.T) {
 	f.open(t)
 }
 
-func mdnNotice(t *testing.T, from string, d mdn.Disposition, ext bool) *Notice {
+func mdnNotice(t *testing.T, from string, d mdn.Disposition, ext bool) *mdn.Notice {
 	t.Helper()
 	msg, err := mdn.BuildMDN(mdn.MDN{From: from, To: alice, OriginalMessageID: msgID, Disposition: d, FinalDestination: ext,
 		Failure: map[bool]string{true: "mailbox full"}[d == mdn.DispositionFailed]})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := ParseNotice(msg)
+	n, err := mdn.ParseNotice(msg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
-func (f *fixture) notice(t *testing.T, n *Notice, wantFile bool) {
+func (f *fixture) notice(t *testing.T, n *mdn.Notice, wantFile bool) {
 	t.Helper()
 	v, err := f.tr.Notification(context.Background(), n)
 	if err != nil {
@@ -302,7 +302,7 @@ func TestRemoteDSNIsFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := ParseNotice(dsn)
+	n, err := mdn.ParseNotice(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,8 +344,8 @@ func TestQueueFailureAndUntracked(t *testing.T) {
 	if ok, _ := f.tr.Bounced(ctx, "<other@a.example>", bob, "x", true); !ok {
 		t.Fatal("untracked bounce held back")
 	}
-	v, err := f.tr.Notification(ctx, &Notice{Type: "mdn", OriginalMessageID: "<other@a.example>", From: bob,
-		Recipients: []NoticeRecipient{{Addresses: []string{bob}, Kind: kindProcessed}}})
+	v, err := f.tr.Notification(ctx, &mdn.Notice{Type: "mdn", OriginalMessageID: "<other@a.example>", From: bob,
+		Recipients: []mdn.NoticeRecipient{{Addresses: []string{bob}, Kind: mdn.KindProcessed}}})
 	if err != nil || v.Tracked || !v.File {
 		t.Fatalf("untracked notice: %+v %v", v, err)
 	}

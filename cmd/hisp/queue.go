@@ -25,7 +25,7 @@ func init() {
 // queueList is "hisp queue list [--all] [--json]".
 func queueList(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "queue list", "", true)
-	all := c.fs.Bool("all", false, "include messages whose recipients are all final (delivered, bounced)")
+	all := c.fs.Bool("all", false, "include messages whose recipients are all final (delivered, sealed, bounced)")
 	if _, code, ok := c.parse(args, 0, 0); !ok {
 		return code
 	}

@@ -28,7 +28,7 @@ func TestTrackCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := track.ParseNotice(msg)
+	n, err := mdn.ParseNotice(msg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package track
+package mdn
 
 import (
 	"bufio"
@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
-	"net/textproto"
 	"strings"
 
-	"github.com/hisp-project/hisp/mdn"
+	"github.com/emersion/go-message/textproto"
 )
 
-// Notice is an MDN or a DSN about a sent message, as the tracker reads it.
+// Notice is an MDN or a DSN about a sent message, as the tracker reads it
+// (the sending side of delivery notification, DN-06, DN-07).
 type Notice struct {
 	Type              string // "mdn" or "dsn"
 	OriginalMessageID string
@@ -41,11 +41,11 @@ type NoticeRecipient struct {
 // report-type=disposition-notification) or a DSN (report-type
 // delivery-status).
 func ParseNotice(msg []byte) (*Notice, error) {
-	m, mdnErr := mdn.ParseMDN(msg)
+	m, mdnErr := ParseMDN(msg)
 	if mdnErr == nil {
 		return FromMDN(m), nil
 	}
-	d, dsnErr := mdn.ParseDSN(msg)
+	d, dsnErr := ParseDSN(msg)
 	if dsnErr == nil {
 		return FromDSN(d, headerFrom(msg)), nil
 	}
@@ -55,7 +55,7 @@ func ParseNotice(msg []byte) (*Notice, error) {
 // FromMDN turns a parsed MDN into a Notice. A disposition with the error
 // modifier, failed and denied are failures; processed and dispatched are
 // themselves; others (displayed, deleted) are information.
-func FromMDN(m *mdn.MDN) *Notice {
+func FromMDN(m *MDN) *Notice {
 	n := &Notice{Type: "mdn", OriginalMessageID: m.OriginalMessageID, From: strings.ToLower(m.From)}
 	nr := NoticeRecipient{FinalDestination: m.FinalDestination}
 	for _, a := range []string{m.FinalRecipient, m.OriginalRecipient, m.From} {
@@ -70,15 +70,15 @@ func FromMDN(m *mdn.MDN) *Notice {
 		}
 	}
 	switch {
-	case failed, m.Disposition == mdn.DispositionFailed, m.Disposition == mdn.DispositionDenied:
-		nr.Kind = kindFailed
-		nr.Detail = join(join(m.Failure, m.Error), "disposition "+string(m.Disposition))
-	case m.Disposition == mdn.DispositionProcessed:
-		nr.Kind = kindProcessed
-	case m.Disposition == mdn.DispositionDispatched:
-		nr.Kind = kindDispatched
+	case failed, m.Disposition == DispositionFailed, m.Disposition == DispositionDenied:
+		nr.Kind = KindFailed
+		nr.Detail = joinDetail(joinDetail(m.Failure, m.Error), "disposition "+string(m.Disposition))
+	case m.Disposition == DispositionProcessed:
+		nr.Kind = KindProcessed
+	case m.Disposition == DispositionDispatched:
+		nr.Kind = KindDispatched
 	default:
-		nr.Kind = kindInformation
+		nr.Kind = KindInformation
 		nr.Detail = "disposition " + string(m.Disposition)
 	}
 	if nr.Detail == "" {
@@ -90,18 +90,18 @@ func FromMDN(m *mdn.MDN) *Notice {
 
 // FromDSN turns a parsed DSN into a Notice; from is the DSN's From.
 // Action failed is a failure, delayed a delay, others information.
-func FromDSN(d *mdn.ParsedDSN, from string) *Notice {
+func FromDSN(d *ParsedDSN, from string) *Notice {
 	n := &Notice{Type: "dsn", OriginalMessageID: d.OriginalMessageID, From: strings.ToLower(from)}
 	for _, r := range d.Recipients {
-		nr := NoticeRecipient{Addresses: []string{r.Recipient}, Detail: join(r.Status, r.Diagnostic)}
+		nr := NoticeRecipient{Addresses: []string{r.Recipient}, Detail: joinDetail(r.Status, r.Diagnostic)}
 		switch r.Action {
-		case mdn.Failed:
-			nr.Kind = kindFailed
-		case mdn.Delayed:
-			nr.Kind = kindDelayed
+		case Failed:
+			nr.Kind = KindFailed
+		case Delayed:
+			nr.Kind = KindDelayed
 		default:
-			nr.Kind = kindInformation
-			nr.Detail = join("DSN action "+string(r.Action), nr.Detail)
+			nr.Kind = KindInformation
+			nr.Detail = joinDetail("DSN action "+string(r.Action), nr.Detail)
 		}
 		n.Recipients = append(n.Recipients, nr)
 	}
@@ -110,10 +110,7 @@ func FromDSN(d *mdn.ParsedDSN, from string) *Notice {
 
 // headerFrom returns the address of a message's From field, "" if none.
 func headerFrom(msg []byte) string {
-	h, _ := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
-	if h == nil {
-		return ""
-	}
+	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
 	a, err := mail.ParseAddress(h.Get("From"))
 	if err != nil {
 		return ""
