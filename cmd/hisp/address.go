@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/hisp-project/hisp/certs/certfile"
+	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
@@ -105,7 +105,7 @@ func addressQuota(env *cliEnv, args []string) int {
 		case "none", "0":
 			size = store.QuotaNone
 		default:
-			if size, err = parseSize(pos[1]); err != nil {
+			if size, err = config.ParseSize(pos[1]); err != nil {
 				return c.usageError("%v", err)
 			}
 			if size == 0 { // "0MB": no limit, as "0"
@@ -134,27 +134,6 @@ func addressQuota(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stdout, "%s: quota %s, %s in use\n", addr, quota, formatSize(q.Used))
 		return 0
 	})
-}
-
-// parseSize reads a size in bytes, or with a unit KB, MB, GB (powers of
-// 1024).
-func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
-		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
-			t, mult = strings.TrimSpace(rest), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("size %q: want bytes, or a number with KB, MB or GB (0: no quota)", s)
-	}
-	return n * mult, nil
 }
 
 // formatSize writes a byte count for people.
