@@ -135,15 +135,7 @@ func oneLine(s string) string {
 // anchors it brought.
 func bundleRemove(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "bundle remove", "DOMAIN ID", false)
-	pos, code, ok := c.parse(args, 2, 2)
-	if !ok {
-		return code
-	}
-	domain, code, ok := normalizeDomainArg(c, pos[0])
-	if !ok {
-		return code
-	}
-	id, code, ok := parseID(c, "bundle", pos[1])
+	domain, id, code, ok := parseDomainID(c, "bundle", args)
 	if !ok {
 		return code
 	}
@@ -160,15 +152,7 @@ func bundleRemove(env *cliEnv, args []string) int {
 // bundleRefresh is "hisp bundle refresh DOMAIN ID": fetch now.
 func bundleRefresh(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "bundle refresh", "DOMAIN ID", false)
-	pos, code, ok := c.parse(args, 2, 2)
-	if !ok {
-		return code
-	}
-	domain, code, ok := normalizeDomainArg(c, pos[0])
-	if !ok {
-		return code
-	}
-	id, code, ok := parseID(c, "bundle", pos[1])
+	domain, id, code, ok := parseDomainID(c, "bundle", args)
 	if !ok {
 		return code
 	}
@@ -186,15 +170,7 @@ func bundleRefresh(env *cliEnv, args []string) int {
 // anchors it holds now.
 func bundleShow(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "bundle show", "DOMAIN ID", true)
-	pos, code, ok := c.parse(args, 2, 2)
-	if !ok {
-		return code
-	}
-	domain, code, ok := normalizeDomainArg(c, pos[0])
-	if !ok {
-		return code
-	}
-	id, code, ok := parseID(c, "bundle", pos[1])
+	domain, id, code, ok := parseDomainID(c, "bundle", args)
 	if !ok {
 		return code
 	}

@@ -273,6 +273,21 @@ func parseID(c *adminCmd, what, arg string) (int64, int, bool) {
 	return id, 0, true
 }
 
+// parseDomainID reads the DOMAIN ID arguments of a command on one entry
+// (a bundle, an anchor) of a local domain.
+func parseDomainID(c *adminCmd, what string, args []string) (string, int64, int, bool) {
+	pos, code, ok := c.parse(args, 2, 2)
+	if !ok {
+		return "", 0, code, false
+	}
+	domain, code, ok := normalizeDomainArg(c, pos[0])
+	if !ok {
+		return "", 0, code, false
+	}
+	id, code, ok := parseID(c, what, pos[1])
+	return domain, id, code, ok
+}
+
 // adminTable prints rows as aligned columns under a header.
 func adminTable(w io.Writer, header []string, rows [][]string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
