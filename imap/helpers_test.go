@@ -204,7 +204,18 @@ type rawConn struct {
 
 func dialRaw(t testing.TB, addr string) *rawConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	return dialRawFrom(t, "", addr)
+}
+
+// dialRawFrom is dialRaw from a local address ("": any), such as another
+// loopback address (127.0.0.2) standing for another client IP.
+func dialRawFrom(t testing.TB, local, addr string) *rawConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if local != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
+	}
+	c, err := d.Dial("tcp", addr)
 	tcheck(t, err, "dial")
 	t.Cleanup(func() { c.Close() })
 	c.SetDeadline(time.Now().Add(60 * time.Second))

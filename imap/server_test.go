@@ -613,3 +613,34 @@ func TestAbandonedLogins(t *testing.T) {
 		t.Fatalf("the owner's login took %v", d)
 	}
 }
+
+// TestGuessesFromManyIPs: guesses at one address from many client IPs take
+// turns at the address's gate, each after the delay its failures earned,
+// while its owner, known-good at their own IP, logs in without waiting.
+func TestGuessesFromManyIPs(t *testing.T) {
+	e := newTestEnv(t, envOptions{loopback: true})
+	owner := dialRawFrom(t, "127.0.0.1", e.addr)
+	owner.login(alice, alicePW) // 127.0.0.1 is now known-good for alice
+	owner.cmd("LOGOUT")
+	for i := 2; i <= 4; i++ { // three guessers, one failure each
+		rc := dialRawFrom(t, fmt.Sprintf("127.0.0.%d", i), e.addr)
+		if st := rc.no("LOGIN %s %s", quote(alice), quote("guess")); !strings.Contains(st, "AUTHENTICATIONFAILED") {
+			t.Fatalf("guess from 127.0.0.%d: %s", i, st)
+		}
+	}
+	before := len(e.recordedSleeps())
+	// A fourth IP, never seen: it waits the name's turn (3 failures: 4
+	// delays) before its password is checked.
+	rc := dialRawFrom(t, "127.0.0.5", e.addr)
+	rc.no("LOGIN %s %s", quote(alice), quote("another guess"))
+	sleeps := e.recordedSleeps()[before:]
+	if len(sleeps) != 2 || sleeps[0] != 4*loginlimit.DelayBase {
+		t.Fatalf("a guess from a new IP: delays %v, want the name's turn (%v) then its failure delay", sleeps, 4*loginlimit.DelayBase)
+	}
+	// The owner from their known-good IP: no wait at all.
+	before = len(e.recordedSleeps())
+	dialRawFrom(t, "127.0.0.1", e.addr).login(alice, alicePW)
+	if sleeps := e.recordedSleeps()[before:]; len(sleeps) != 0 {
+		t.Fatalf("the owner waited %v", sleeps)
+	}
+}
