@@ -48,6 +48,10 @@ type PublisherOptions struct {
 	// at hisp's LDAPServer.
 	LDAPTarget string
 	LDAPPort   uint16
+	// MX, when set, is published as the MX record (preference 10) of every
+	// local domain: a Direct domain delegated to this server needs one, or
+	// partners find no mail host for it. "" publishes none.
+	MX string
 }
 
 // publishUDPSize is the largest UDP answer sent, whatever a client
@@ -60,9 +64,9 @@ const sourceTimeout = 3 * time.Second
 
 // Publisher is an authoritative DNS server for the local domains. It
 // publishes certificates as CERT records of type PKIX (key tag 0, algorithm
-// 0) at address names and domain apexes (CD-10), answers SOA and NS at each
-// apex, NXDOMAIN or NODATA with the SOA for names without records, and
-// REFUSED for names outside its zones. It serves UDP and TCP, supports
+// 0) at address names and domain apexes (CD-10), answers SOA and NS (and
+// MX, when set) at each apex, NXDOMAIN or NODATA with the SOA for names
+// without records, and REFUSED for names outside its zones. It serves UDP and TCP, supports
 // EDNS0, and truncates UDP answers above 1232 bytes (or 512 without EDNS0)
 // so clients retry over TCP (CD-04). UDP answers are rate limited per
 // client (RateLimit), so that it is no amplifier for reflection attacks.
@@ -70,6 +74,7 @@ type Publisher struct {
 	src      CertSource
 	hostname string
 	ldap     *dns.SRV // Hdr.Name unset; nil: no LDAP
+	mx       string   // fully qualified; "": no MX
 	ttl      uint32
 	log      *slog.Logger
 	serial   uint32
@@ -85,6 +90,9 @@ func NewPublisher(src CertSource, opts PublisherOptions) *Publisher {
 	p.hostname = dns.Fqdn(strings.ToLower(p.hostname))
 	if opts.LDAPTarget != "" && opts.LDAPPort != 0 {
 		p.ldap = &dns.SRV{Target: dns.Fqdn(strings.ToLower(opts.LDAPTarget)), Port: opts.LDAPPort}
+	}
+	if opts.MX != "" {
+		p.mx = dns.Fqdn(strings.ToLower(opts.MX))
 	}
 	if p.ttl == 0 {
 		p.ttl = 300
@@ -281,6 +289,10 @@ func (p *Publisher) fill(ctx context.Context, m *dns.Msg, q dns.Question) {
 		}
 		if q.Qtype == dns.TypeNS || q.Qtype == dns.TypeANY {
 			m.Answer = append(m.Answer, &dns.NS{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: p.ttl}, Ns: p.hostname})
+		}
+		if p.mx != "" && (q.Qtype == dns.TypeMX || q.Qtype == dns.TypeANY) {
+			m.Answer = append(m.Answer, &dns.MX{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeMX, Class: dns.ClassINET, Ttl: p.ttl},
+				Preference: 10, Mx: p.mx})
 		}
 	}
 	if len(m.Answer) == 0 {

@@ -344,3 +344,24 @@ func TestOwnerOfName(t *testing.T) {
 		}
 	}
 }
+
+// TestPublisherMX: with an MX host, every local domain's apex answers MX
+// (a domain delegated to hisp's DNS needs one for partners to route mail);
+// without, NODATA.
+func TestPublisherMX(t *testing.T) {
+	env := startPublisherWith(t, PublisherOptions{Hostname: "ns.hisp.example", MX: "Mail.Hisp.Example"})
+	r := env.ask(t, "udp", "b.example", dns.TypeMX, true)
+	if len(r.Answer) != 1 {
+		t.Fatalf("MX of b.example: %v", r.Answer)
+	}
+	if mx, ok := r.Answer[0].(*dns.MX); !ok || mx.Mx != "mail.hisp.example." || mx.Preference != 10 || !r.Authoritative {
+		t.Fatalf("MX record %v", r.Answer[0])
+	}
+	if r := env.ask(t, "udp", "bob.b.example", dns.TypeMX, true); len(r.Answer) != 0 || r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("MX below the apex: rcode %d, %v", r.Rcode, r.Answer)
+	}
+	none := startPublisher(t)
+	if r := none.ask(t, "udp", "b.example", dns.TypeMX, true); len(r.Answer) != 0 || r.Rcode != dns.RcodeSuccess || len(r.Ns) != 1 {
+		t.Fatalf("without MX: rcode %d, answers %v, authority %v", r.Rcode, r.Answer, r.Ns)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"sort"
@@ -91,6 +92,11 @@ type DNS struct {
 	Timeout Duration `toml:"timeout"`
 	// LDAPTimeout of one LDAP connect, bind or search; default 5s.
 	LDAPTimeout Duration `toml:"ldap_timeout"`
+	// MX is the mail host the DNS listener publishes as the MX record of
+	// every local domain, for a Direct domain delegated to hisp's DNS: ""
+	// (the default) is hostname, unless hostname is local (localhost,
+	// *.localhost, an IP address); "none" publishes no MX.
+	MX string `toml:"mx"`
 }
 
 // Outbound configures delivery to other HISPs.
@@ -400,6 +406,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("notifications.%s = %q: want a positive duration", d.key, d.v.String()))
 		}
 	}
+	if mx := c.DNS.MX; mx != "" && mx != "none" {
+		if _, err := netip.ParseAddr(mx); err == nil || strings.ContainsAny(mx, " /:@") || !strings.Contains(strings.TrimSuffix(mx, "."), ".") {
+			errs = append(errs, fmt.Errorf("dns.mx = %q: want a host name, \"\" (hostname) or \"none\"", mx))
+		}
+	}
 	if c.Limits.Connections < 1 || c.Limits.ConnectionsPerIP < 1 || c.Limits.CredentialCache.Duration < 0 {
 		errs = append(errs, errors.New("limits.connections and connections_per_ip must be at least 1, credential_cache not negative"))
 	}
@@ -409,4 +420,21 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("tls.cert and tls.key go together"))
 	}
 	return errors.Join(errs...)
+}
+
+// PublishedMX is the MX host the DNS listener publishes for the local
+// domains ([dns] mx), "" for none.
+func (c *Config) PublishedMX() string {
+	switch mx := c.DNS.MX; mx {
+	case "none":
+		return ""
+	case "":
+		h := strings.ToLower(strings.TrimSuffix(c.Hostname, "."))
+		if _, err := netip.ParseAddr(h); err == nil || h == "localhost" || strings.HasSuffix(h, ".localhost") || !strings.Contains(h, ".") {
+			return ""
+		}
+		return h
+	default:
+		return mx
+	}
 }

@@ -190,3 +190,32 @@ func TestBaseURL(t *testing.T) {
 		}
 	}
 }
+
+// TestPublishedMX: the MX the DNS listener publishes is hostname unless it
+// is local, [dns] mx when set, none for "none"; a malformed mx is refused.
+func TestPublishedMX(t *testing.T) {
+	for _, c := range []struct{ hostname, mx, want string }{
+		{"hisp.hospital.example", "", "hisp.hospital.example"},
+		{"localhost", "", ""},
+		{"hisp.localhost", "", ""},
+		{"127.0.0.1", "", ""},
+		{"hisp.hospital.example", "mx.hospital.example", "mx.hospital.example"},
+		{"hisp.hospital.example", "none", ""},
+	} {
+		cfg := Default()
+		cfg.Hostname, cfg.DNS.MX = c.hostname, c.mx
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+		if got := cfg.PublishedMX(); got != c.want {
+			t.Errorf("hostname %q, mx %q: published %q, want %q", c.hostname, c.mx, got, c.want)
+		}
+	}
+	for _, bad := range []string{"10.0.0.5", "mx", "a b.example", "mx.example:25"} {
+		cfg := Default()
+		cfg.DNS.MX = bad
+		if err := cfg.Validate(); err == nil {
+			t.Errorf("mx %q accepted", bad)
+		}
+	}
+}

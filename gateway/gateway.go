@@ -141,7 +141,7 @@ func (s *server) startDNS(run func(string, func(context.Context) error), out io.
 			} else {
 				limited.Inc("dropped")
 			}
-		}}, LDAPTarget: ldapTarget, LDAPPort: ldapPort})
+		}}, LDAPTarget: ldapTarget, LDAPPort: ldapPort, MX: s.cfg.PublishedMX()})
 	run("dns", func(ctx context.Context) error { return pub.Serve(ctx, pc, l) })
 	fmt.Fprintf(out, "  dns (CERT publishing, UDP and TCP): %s\n", l.Addr())
 	return nil
