@@ -41,7 +41,7 @@ const (
 type Options struct {
 	Name  string // the listener, in logs and metrics
 	Max   int    // open connections in all; 0: no limit
-	PerIP int    // open connections per client IP; 0: no limit
+	PerIP int    // open connections per client IP (IPv6: per /64); 0: no limit
 	// Busy is written to a refused connection before it is closed; nil:
 	// closed at once (TLS listeners, where plain text means nothing).
 	Busy []byte
@@ -165,7 +165,11 @@ func (l *Listener) note(reason string, ip netip.Addr) {
 		attrs = append(attrs, slog.Int(r, n))
 	}
 	if l.lastIP.IsValid() {
-		attrs = append(attrs, slog.String("last_client", l.lastIP.String()))
+		client := l.lastIP.String()
+		if l.lastIP.Is6() {
+			client += "/64"
+		}
+		attrs = append(attrs, slog.String("last_client", client))
 	}
 	clear(l.pending)
 	l.mu.Unlock()
@@ -204,14 +208,21 @@ func (c *conn) Close() error {
 	return err
 }
 
+// remoteIP is the client a connection is counted under: its IPv4
+// address, or the /64 network of its IPv6 address (one subscriber's
+// allocation; a single host can pick any address in it).
 func remoteIP(c net.Conn) netip.Addr {
+	var ip netip.Addr
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
+		ip, _ = netip.AddrFromSlice(a.IP)
+	} else if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		ip = ap.Addr()
 	}
-	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-	if err != nil {
-		return netip.Addr{}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
 	}
-	return ap.Addr().Unmap()
+	return ip
 }

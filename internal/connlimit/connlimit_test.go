@@ -157,3 +157,38 @@ func TestRelease(t *testing.T) {
 		t.Fatalf("over the limit: %q", got)
 	}
 }
+
+// TestIPv6PerNetwork: IPv6 clients count per /64, so one host cannot take
+// more than its share by changing its address.
+func TestIPv6PerNetwork(t *testing.T) {
+	inner, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	l := New(inner, Options{Name: "smtp", PerIP: 1, Busy: []byte("421 busy\r\n")})
+	serveGreeting(t, l)
+	if _, got := dialFrom(t, "::1", inner.Addr().String()); got != "220 hello" {
+		t.Fatalf("first: %q", got)
+	}
+	if _, got := dialFrom(t, "::1", inner.Addr().String()); got != "421 busy" {
+		t.Fatalf("second from the same /64: %q", got)
+	}
+	for _, c := range []struct{ addr, want string }{
+		{"2001:db8:1:2:aaaa::1", "2001:db8:1:2::"},
+		{"2001:db8:1:2:bbbb::7", "2001:db8:1:2::"},
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+	} {
+		conn := fakeConn{remote: &net.TCPAddr{IP: net.ParseIP(c.addr), Port: 1}}
+		if got := remoteIP(conn).String(); got != c.want {
+			t.Errorf("%s counts as %s, want %s", c.addr, got, c.want)
+		}
+	}
+}
+
+type fakeConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (f fakeConn) RemoteAddr() net.Addr { return f.remote }
