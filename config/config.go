@@ -57,7 +57,8 @@ type Limits struct {
 	// IMAP BYE, HTTP 503). Default 2000. hisp lowers it when the process's
 	// file descriptor limit could not hold every listener full.
 	Connections int `toml:"connections"`
-	// ConnectionsPerIP is the same per client IP address; default 100.
+	// ConnectionsPerIP is the same per client IP address (IPv6: per
+	// /64); default 100.
 	ConnectionsPerIP int `toml:"connections_per_ip"`
 	// CredentialCache is how long a login and password that passed their
 	// hash check are accepted again without one (a keyed hash of them is
