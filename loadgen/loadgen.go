@@ -128,30 +128,8 @@ func (r *Report) String() string {
 
 // Run measures the RSA ceiling, then submits the messages.
 func Run(ctx context.Context, o Options) (*Report, error) {
-	if o.Addr == "" || len(o.To) == 0 {
-		return nil, errors.New("loadgen: need an address and at least one recipient")
-	}
-	if o.From == "" {
-		o.From = o.User
-	}
-	if o.Concurrency <= 0 {
-		o.Concurrency = 16
-	}
-	if o.Messages <= 0 {
-		o.Messages = 1000
-	}
-	if o.Size <= 0 {
-		o.Size = 10 << 10
-	}
-	if o.StartTLS == "" {
-		o.StartTLS = "auto"
-	}
-	if o.StartTLS == "auto" {
-		ok, err := probeStartTLS(o.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("loadgen: connect %s: %w", o.Addr, err)
-		}
-		o.StartTLS = map[bool]string{true: "require", false: "off"}[ok]
+	if err := o.setDefaults(); err != nil {
+		return nil, err
 	}
 	r := &Report{Concurrency: o.Concurrency, Size: o.Size}
 	if !o.NoCeiling {
@@ -179,20 +157,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	// the steady state, not of the logins.
 	clients := make([]*smtp.Client, o.Concurrency)
 	if o.Reuse {
-		for w := range clients {
-			t0 := time.Now()
-			c, err := dial(o, tlsConfig)
-			if err != nil {
-				for _, c := range clients[:w] {
-					c.Close()
-				}
-				return nil, fmt.Errorf("loadgen: connect: %w", err)
-			}
-			conns = append(conns, time.Since(t0))
-			if st, ok := c.TLSConnectionState(); ok && st.DidResume {
-				r.Resumed++
-			}
-			clients[w] = c
+		var err error
+		if conns, err = dialAll(o, tlsConfig, clients, r); err != nil {
+			return nil, err
 		}
 	}
 	var serverCPU0 time.Duration
@@ -269,6 +236,70 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			r.ServerCPUPerMessage = cpu / time.Duration(len(lat))
 		}
 	}
+	r.summarize(lat, conns)
+	if o.ServerPID > 0 {
+		r.ServerPeakRSSKiB = peakRSS(o.ServerPID)
+	}
+	return r, ctx.Err()
+}
+
+// setDefaults checks o and fills in its defaults; "auto" STARTTLS asks
+// the server.
+func (o *Options) setDefaults() error {
+	if o.Addr == "" || len(o.To) == 0 {
+		return errors.New("loadgen: need an address and at least one recipient")
+	}
+	if o.From == "" {
+		o.From = o.User
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 16
+	}
+	if o.Messages <= 0 {
+		o.Messages = 1000
+	}
+	if o.Size <= 0 {
+		o.Size = 10 << 10
+	}
+	if o.StartTLS == "" {
+		o.StartTLS = "auto"
+	}
+	if o.StartTLS == "auto" {
+		ok, err := probeStartTLS(o.Addr)
+		if err != nil {
+			return fmt.Errorf("loadgen: connect %s: %w", o.Addr, err)
+		}
+		o.StartTLS = map[bool]string{true: "require", false: "off"}[ok]
+	}
+	return nil
+}
+
+// dialAll connects and logs in a client for each slot of clients, one
+// after the other, and returns how long each setup took; it counts the
+// resumed TLS sessions in r.
+func dialAll(o Options, tlsConfig *tls.Config, clients []*smtp.Client, r *Report) ([]time.Duration, error) {
+	var setup []time.Duration
+	for w := range clients {
+		t0 := time.Now()
+		c, err := dial(o, tlsConfig)
+		if err != nil {
+			for _, c := range clients[:w] {
+				c.Close()
+			}
+			return nil, fmt.Errorf("loadgen: connect: %w", err)
+		}
+		setup = append(setup, time.Since(t0))
+		if st, ok := c.TLSConnectionState(); ok && st.DidResume {
+			r.Resumed++
+		}
+		clients[w] = c
+	}
+	return setup, nil
+}
+
+// summarize fills in the report's figures from the latencies of the
+// messages sent and the setup times of the connections.
+func (r *Report) summarize(lat, conns []time.Duration) {
 	r.Messages = len(lat)
 	if r.Elapsed > 0 {
 		r.PerSecond = float64(r.Messages) / r.Elapsed.Seconds()
@@ -291,10 +322,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if r.SealPerSecond > 0 {
 		r.SealRatio = r.PerSecond / r.SealPerSecond
 	}
-	if o.ServerPID > 0 {
-		r.ServerPeakRSSKiB = peakRSS(o.ServerPID)
-	}
-	return r, ctx.Err()
 }
 
 func dial(o Options, tlsConfig *tls.Config) (*smtp.Client, error) {
