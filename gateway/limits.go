@@ -96,7 +96,9 @@ func (ll *listenerLimits) families() []metrics.Family {
 // countListeners counts the listeners a configuration opens.
 func countListeners(l config.Listen) int {
 	n := 0
-	for _, a := range []string{l.SMTP, l.Submission, l.IMAP, l.IMAPS, l.DNS, l.Admin, l.AdminHTTPS} {
+	// LDAP counts for the descriptor budget though its library takes no
+	// listener of ours to limit.
+	for _, a := range []string{l.SMTP, l.Submission, l.IMAP, l.IMAPS, l.DNS, l.Admin, l.AdminHTTPS, l.LDAP} {
 		if a != "" {
 			n++
 		}

@@ -119,18 +119,18 @@ func TestBadLogins(t *testing.T) {
 		b,        // alice, failure 1
 		b, 2 * b, // alice again: the wait before the check, failure 2
 		2 * b, 4 * b, // ALICE: before, failure 3
-		8 * b,          // admin: a new name; the IP's fourth failure
-		16 * b,         // nobody: the fifth
-		16 * b, 32 * b, // alice without a domain: the IP's turn, then the sixth
+		8 * b,     // admin: a new name; the IP's fourth failure
+		16 * b,    // nobody: the fifth
+		b, 32 * b, // alice without a domain: the IP's gentler turn, then the sixth
 	}
 	if sleeps := e.recordedSleeps(); !slices.Equal(sleeps, want) {
 		t.Fatalf("delays %v, want %v", sleeps, want)
 	}
 	// The right password waits its turn too (a guesser learns nothing
-	// sooner), then forgets the failures of the address, not those of the
-	// IP.
+	// sooner: the address's turn, later than the IP's), then forgets the
+	// failures of the address, not those of the IP.
 	rc.login(alice, alicePW)
-	if sleeps := e.recordedSleeps(); len(sleeps) != len(want)+1 || sleeps[len(want)] != 32*b {
+	if sleeps := e.recordedSleeps(); len(sleeps) != len(want)+1 || sleeps[len(want)] != 4*b {
 		t.Fatalf("good login: delays %v", sleeps)
 	}
 	if d := e.srv.logins.Fail(alice, "192.0.2.1"); d != loginlimit.DelayBase {

@@ -27,6 +27,7 @@ package loginlimit
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -43,8 +44,13 @@ const (
 	// MaxWaiters is how many attempts may wait at one gate.
 	MaxWaiters = 4
 	// IPGateFailures is how many recent failures from one IP make its
-	// attempts at names it has not logged in as take turns.
+	// attempts at names it has not logged in as take turns; they are let
+	// through one per IPGateDelay at most (doubling from DelayBase), and up
+	// to IPGateWaiters may wait: many users behind one NAT, one of them
+	// failing, are slowed a little, not locked out.
 	IPGateFailures = 5
+	IPGateDelay    = 4 * time.Second
+	IPGateWaiters  = 16
 	// KnownGoodFor is how long an IP stays known-good for a name after a
 	// successful login from it; KnownGoodPerName IPs are kept per name.
 	KnownGoodFor     = 30 * 24 * time.Hour
@@ -69,11 +75,28 @@ type Limiter struct {
 
 // gate is the failure count and turn schedule of a name, an IP or a pair.
 type gate struct {
+	ip   bool // an IP's gate (ipKey), gentler than the others
 	n    int
 	last time.Time
 	// free is when the next attempt through this gate may run.
 	free    time.Time
 	waiting int
+}
+
+// spacing is how far apart the gate lets attempts through.
+func (g *gate) spacing() time.Duration {
+	if g.ip {
+		return min(Delay(g.n-IPGateFailures+1), IPGateDelay)
+	}
+	return Delay(g.n)
+}
+
+// maxWaiting is how many attempts may wait at the gate.
+func (g *gate) maxWaiting() int {
+	if g.ip {
+		return IPGateWaiters
+	}
+	return MaxWaiters
 }
 
 // New returns a Limiter on a clock (nil: time.Now).
@@ -84,20 +107,43 @@ func New(now func() time.Time) *Limiter {
 	return &Limiter{now: now, entries: make(map[string]*gate), good: make(map[string]map[string]time.Time)}
 }
 
-// normalName is the form of a login name the counts are kept under: an
-// address's case and a final dot of its domain do not make another name.
+// normalName is the form of a login name the counts are kept under: every
+// spelling the store takes for the same address (store.NormalizeAddress:
+// case, white space around the whole and before the domain, a final dot
+// of the domain) is one name, so that guesses cannot dodge its gates.
 func normalName(username string) string {
-	u := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(username)), ".")
+	u := strings.TrimSpace(username)
+	if i := strings.LastIndexByte(u, '@'); i >= 0 {
+		u = u[:i+1] + strings.TrimSpace(u[i+1:])
+	}
+	u = strings.TrimSuffix(strings.ToLower(u), ".")
 	if len(u) > maxUsername {
 		u = u[:maxUsername]
 	}
 	return u
 }
 
+// client is the form of a client IP the counts are kept under: an IPv4
+// address, or the /64 network of an IPv6 address (one host can pick any
+// address of its /64, as connlimit counts it too).
+func client(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
+}
+
 func nameKey(username string) string { return "user:" + normalName(username) }
-func ipKey(ip string) string         { return "ip:" + ip }
+func ipKey(ip string) string         { return "ip:" + client(ip) }
 func pairKey(username, ip string) string {
-	return "pair:" + normalName(username) + "\x00" + ip
+	return "pair:" + normalName(username) + "\x00" + client(ip)
 }
 
 // recentLocked returns the entry of key if its failures are recent.
@@ -163,13 +209,13 @@ func (l *Limiter) Book(a Attempt) (*Ticket, error) {
 	}
 	if t.Wait > 0 {
 		for _, g := range gates {
-			if g.waiting >= MaxWaiters {
+			if g.waiting >= g.maxWaiting() {
 				return nil, ErrBusy
 			}
 		}
 	}
 	for _, g := range gates {
-		b := booking{g: g, prev: g.free, ends: slot.Add(Delay(g.n))}
+		b := booking{g: g, prev: g.free, ends: slot.Add(g.spacing())}
 		g.free = b.ends
 		if t.Wait > 0 {
 			g.waiting++
@@ -205,7 +251,7 @@ func (t *Ticket) end(abandon bool) {
 
 // knownGoodLocked reports whether name logged in from ip lately.
 func (l *Limiter) knownGoodLocked(username, ip string, now time.Time) bool {
-	at, ok := l.good[normalName(username)][ip]
+	at, ok := l.good[normalName(username)][client(ip)]
 	return ok && now.Sub(at) <= KnownGoodFor
 }
 
@@ -219,13 +265,13 @@ func (l *Limiter) Fail(username, ip string) time.Duration {
 		e := l.recentLocked(k, now)
 		if e == nil {
 			l.makeRoomLocked(now)
-			e = &gate{}
+			e = &gate{ip: strings.HasPrefix(k, "ip:")}
 			l.entries[k] = e
 		}
 		e.n++
 		e.last = now
 		// The gate's next attempt waits the delay it has now earned.
-		if free := now.Add(Delay(e.n)); free.After(e.free) {
+		if free := now.Add(e.spacing()); free.After(e.free) {
 			e.free = free
 		}
 		return e
@@ -283,6 +329,7 @@ func (l *Limiter) Succeed(username, ip string) {
 		ips = make(map[string]time.Time)
 		l.good[name] = ips
 	}
+	ip = client(ip)
 	if _, ok := ips[ip]; !ok && len(ips) >= KnownGoodPerName {
 		oldest := ""
 		for k, at := range ips {

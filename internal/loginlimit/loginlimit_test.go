@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/hisp-project/hisp/store"
 )
 
 func TestLoginLimiter(t *testing.T) {
@@ -173,10 +175,64 @@ func TestSpraying(t *testing.T) {
 		t.Fatalf("below the IP gate's threshold: %v", d)
 	}
 	l.Fail("n9@clinic.example", ip)
-	if d := book(t, l, "fresh2@clinic.example", ip); d != Delay(IPGateFailures) {
-		t.Fatalf("at the IP gate: %v, want %v", d, Delay(IPGateFailures))
+	if d := book(t, l, "fresh2@clinic.example", ip); d != DelayBase {
+		t.Fatalf("at the IP gate: %v, want %v", d, DelayBase)
 	}
 	if d := book(t, l, "dave@clinic.example", ip); d != 0 {
 		t.Fatalf("a name known-good at the IP waits %v", d)
+	}
+}
+
+// TestSharedIP: many users behind one address (a clinic's NAT) where one
+// client keeps failing are let through the IP's gate a few seconds apart
+// at most, up to IPGateWaiters at once, not locked out.
+func TestSharedIP(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := New(func() time.Time { return now })
+	const nat = "198.51.100.9"
+	for range 20 {
+		l.Fail("old-phone@clinic.example", nat)
+	}
+	var waits []time.Duration
+	for i := range IPGateWaiters {
+		tk, err := l.Book(Attempt{Name: fmt.Sprintf("user%d@clinic.example", i), IP: nat})
+		if err != nil {
+			t.Fatalf("user %d: %v", i, err)
+		}
+		waits = append(waits, tk.Wait)
+	}
+	if last := waits[len(waits)-1]; last > time.Duration(IPGateWaiters)*IPGateDelay {
+		t.Fatalf("waits %v", waits)
+	}
+	for i := 1; i < len(waits); i++ {
+		if d := waits[i] - waits[i-1]; d > IPGateDelay {
+			t.Fatalf("users %d apart by %v (waits %v)", i, d, waits)
+		}
+	}
+}
+
+// TestSpellings: every spelling of an address the store takes as the same
+// login counts as one name; IPv6 clients count per /64.
+func TestSpellings(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := New(func() time.Time { return now })
+	for range 3 {
+		l.Fail("alice@x.org", "192.0.2.1")
+	}
+	for _, v := range []string{"alice@x.org", " ALICE@X.ORG. ", "alice@ x.org", "alice@\tx.org", "alice@\u00a0\u2003x.org"} {
+		addr, _, err := store.NormalizeAddress(v)
+		if err != nil || addr != "alice@x.org" {
+			t.Fatalf("the store reads %q as %q, %v", v, addr, err)
+		}
+		if d := book(t, l, v, "203.0.113.50"); d == 0 {
+			t.Errorf("%q from a new IP did not wait at the name's gate", v)
+		}
+	}
+	l2 := New(func() time.Time { return now })
+	for range 3 {
+		l2.Fail("bob@x.org", "2001:db8:1:2::1")
+	}
+	if d := book(t, l2, "bob@x.org", "2001:db8:1:2:ffff::9"); d == 0 {
+		t.Error("another address of the same /64 did not wait at the pair's gate")
 	}
 }
