@@ -145,7 +145,8 @@ func (m *mail) SealDeferred(ctx context.Context, q store.QueuedMessage, plain []
 		}
 		return updatesOf(q, res, states, time.Time{})
 	case err != nil:
-		return updatesOf(q, nil, nil, time.Time{}) // at the retry time the claim recorded
+		m.log.Error("seal deferred recipients", "message", q.MessageID, "err", err)
+		return m.retryLocal(ctx, q, sub, rcpts, plain, err)
 	}
 	accepted := false
 	for _, r := range res.Recipients {
@@ -159,7 +160,7 @@ func (m *mail) SealDeferred(ctx context.Context, q store.QueuedMessage, plain []
 			store.EnqueueExtras{Tracking: m.trackSent(sub, res, true), More: copies[1:]})
 		if err != nil {
 			m.log.Error("enqueue sealed deferred recipients", "message", q.MessageID, "err", err)
-			return updatesOf(q, nil, nil, time.Time{})
+			return m.retryLocal(ctx, q, sub, rcpts, plain, err)
 		}
 		m.wake()
 		m.trackQueued(enq) // with the recipients refused for good
@@ -176,6 +177,29 @@ func (m *mail) SealDeferred(ctx context.Context, q store.QueuedMessage, plain []
 	}
 	next := m.nextTry(now, q.Created, q.Recipients[0].Attempts, revocation)
 	return updatesOf(q, res, states, next)
+}
+
+// retryLocal is SealDeferred's answer to a failure of ours (the store, a
+// key): every recipient waits for its next try, on the same schedule as
+// any other temporary failure, and past its last attempt fails with a DSN
+// to the sender, so that an accepted message is never retried forever. A
+// failure because hisp is stopping only waits for the next start.
+func (m *mail) retryLocal(ctx context.Context, q store.QueuedMessage, sub submitter, rcpts []string, plain []byte, cause error) []store.RecipientUpdate {
+	if ctx.Err() != nil {
+		return updatesOf(q, nil, nil, time.Time{}) // at the retry time the claim recorded
+	}
+	res := &agent.OutboundResult{MessageID: q.MessageID, Message: plain}
+	for _, r := range rcpts {
+		res.Recipients = append(res.Recipients, agent.RecipientResult{Recipient: r,
+			Status: agent.NewStatus(agent.TemporaryLocal, "local error sealing the message: %v", cause)})
+	}
+	now := m.now()
+	states, gaveUp, _ := m.judgeRetried(q, res, now)
+	if len(gaveUp.Recipients) > 0 {
+		m.trackFailures(ctx, sub, gaveUp, all)
+		m.reportDropped(ctx, sub, gaveUp, all)
+	}
+	return updatesOf(q, res, states, m.nextTry(now, q.Created, q.Recipients[0].Attempts, false))
 }
 
 // judgeRetried gives each deferred recipient of q the state the agent's
