@@ -128,13 +128,17 @@ func TestBadLogins(t *testing.T) {
 	}
 	// The right password waits its turn too (a guesser learns nothing
 	// sooner: the address's turn, later than the IP's), then forgets the
-	// failures of the address, not those of the IP.
+	// failures of the address from this IP, which is now known-good for
+	// it; not those of the address from elsewhere, nor those of the IP.
 	rc.login(alice, alicePW)
 	if sleeps := e.recordedSleeps(); len(sleeps) != len(want)+1 || sleeps[len(want)] != 4*b {
 		t.Fatalf("good login: delays %v", sleeps)
 	}
-	if d := e.srv.logins.Fail(alice, "192.0.2.1"); d != loginlimit.DelayBase {
-		t.Fatalf("failures of the address not forgotten: %v", d)
+	if tk, err := e.srv.logins.Book(loginlimit.Attempt{Name: alice, IP: "127.0.0.1"}); err != nil || tk.Wait != 0 {
+		t.Fatalf("the owner's IP after the good login: %v, %v", tk, err)
+	}
+	if d := e.srv.logins.Fail(alice, "192.0.2.1"); d != 8*loginlimit.DelayBase {
+		t.Fatalf("a guess from elsewhere after the owner's login: delay %v, want the address's fourth failure's", d)
 	}
 	if d := e.srv.logins.Fail("other@clinic.example", "127.0.0.1"); d <= 32*loginlimit.DelayBase {
 		t.Fatalf("failures of the IP forgotten: %v", d)

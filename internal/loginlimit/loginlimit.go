@@ -305,20 +305,23 @@ func (l *Limiter) makeRoomLocked(now time.Time) {
 	}
 }
 
-// Succeed forgets the failures of a name, and of the name from that IP
-// (not those of the IP: one good login must not reset the count of guesses
-// at other names), and makes ip known-good for the name.
+// Succeed forgets the failures of the name from that IP, and makes ip
+// known-good for the name. The failures of the name from anywhere stay
+// (they fade after Forget): an owner whose client logs in every few
+// minutes must not reset the pace of guesses at their account from other
+// IPs; the owner's own known-good IPs do not wait for them. Nor do those
+// of the IP go: one good login must not reset the count of guesses at
+// other names.
 func (l *Limiter) Succeed(username, ip string) {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, k := range []string{nameKey(username), pairKey(username, ip)} {
-		// A gate with attempts waiting keeps its schedule; its count goes.
-		if e := l.entries[k]; e != nil && e.waiting > 0 {
-			e.n = 0
-		} else {
-			delete(l.entries, k)
-		}
+	k := pairKey(username, ip)
+	// A gate with attempts waiting keeps its schedule; its count goes.
+	if e := l.entries[k]; e != nil && e.waiting > 0 {
+		e.n = 0
+	} else {
+		delete(l.entries, k)
 	}
 	name := normalName(username)
 	ips := l.good[name]

@@ -130,6 +130,12 @@ func TestAccountAcrossIPs(t *testing.T) {
 	if tk, err := l.Book(Attempt{Name: name, IP: "203.0.116.1", Trusted: true}); err != nil || tk.Wait != 0 {
 		t.Fatalf("trusted attempt: %v %v", tk, err)
 	}
+	// The owner's client logging in again does not reset the pace of the
+	// guesses from elsewhere.
+	l.Succeed(name, owner)
+	if tk, err := l.Book(Attempt{Name: name, IP: "203.0.117.1"}); err == nil && tk.Wait == 0 {
+		t.Fatal("a good login of the owner let a guess from a new IP through at once")
+	}
 }
 
 // TestAbandon: an attempt whose client leaves gives its turn back, so a
