@@ -1,6 +1,7 @@
 package cms
 
 import (
+	"bytes"
 	"encoding/asn1"
 	"fmt"
 )
@@ -170,6 +171,59 @@ func berChildren(e berElement, depth int) ([]berElement, error) {
 		p = rest
 	}
 	return out, nil
+}
+
+// parseContentInfo reads the ContentInfo (RFC 5652 section 3) at the
+// start of b: its content type, and its content, the one SEQUENCE inside
+// [0] EXPLICIT. Only zero bytes may follow it, and only when zeroPadding
+// is set.
+func parseContentInfo(b []byte, zeroPadding bool) (asn1.ObjectIdentifier, berElement, error) {
+	ci, rest, err := parseBER(b, 0)
+	if err != nil {
+		return nil, berElement{}, err
+	}
+	if zeroPadding {
+		rest = bytes.Trim(rest, "\x00")
+	}
+	if len(rest) != 0 {
+		return nil, berElement{}, malformed("%d bytes of trailing data after the ContentInfo", len(rest))
+	}
+	if !ci.is(asn1.ClassUniversal, asn1.TagSequence) || !ci.constructed {
+		return nil, berElement{}, malformed("ContentInfo is %s, want SEQUENCE", ci.describe())
+	}
+	fields, err := berChildren(ci, 0)
+	if err != nil {
+		return nil, berElement{}, err
+	}
+	if len(fields) != 2 {
+		return nil, berElement{}, malformed("ContentInfo has %d fields, want 2", len(fields))
+	}
+	var contentType asn1.ObjectIdentifier
+	if err := unmarshalBER(fields[0].full, &contentType, "ContentInfo content type"); err != nil {
+		return nil, berElement{}, err
+	}
+	if !fields[1].is(asn1.ClassContextSpecific, 0) || !fields[1].constructed {
+		return nil, berElement{}, malformed("ContentInfo content is %s, want [0] EXPLICIT", fields[1].describe())
+	}
+	inner, err := berChildren(fields[1], 1)
+	if err != nil {
+		return nil, berElement{}, err
+	}
+	if len(inner) != 1 || !inner[0].is(asn1.ClassUniversal, asn1.TagSequence) || !inner[0].constructed {
+		return nil, berElement{}, malformed("ContentInfo content is not one SEQUENCE")
+	}
+	return contentType, inner[0], nil
+}
+
+// takeField takes the first of fields when it has class and tag: how the
+// parsers read a SEQUENCE whose optional fields are told by their tags.
+func takeField(fields *[]berElement, class, tag int) (berElement, bool) {
+	if len(*fields) > 0 && (*fields)[0].is(class, tag) {
+		f := (*fields)[0]
+		*fields = (*fields)[1:]
+		return f, true
+	}
+	return berElement{}, false
 }
 
 // isStringTag reports whether a universal tag is a string type, whose

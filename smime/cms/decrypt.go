@@ -138,25 +138,8 @@ func Decrypt(der []byte, keys []KeyPair) (*Decrypted, error) {
 // parseEnvelope reads ContentInfo (RFC 5652 section 3) holding EnvelopedData
 // (RFC 5652 section 6.1) or AuthEnvelopedData (RFC 5083 section 2.1).
 func parseEnvelope(der []byte) (*envelope, error) {
-	ci, rest, err := parseBER(der, 0)
+	contentType, content, err := parseContentInfo(der, false)
 	if err != nil {
-		return nil, err
-	}
-	if len(rest) != 0 {
-		return nil, malformed("%d bytes of trailing data after the ContentInfo", len(rest))
-	}
-	if !ci.is(asn1.ClassUniversal, asn1.TagSequence) || !ci.constructed {
-		return nil, malformed("ContentInfo is %s, want SEQUENCE", ci.describe())
-	}
-	fields, err := berChildren(ci, 0)
-	if err != nil {
-		return nil, err
-	}
-	if len(fields) != 2 {
-		return nil, malformed("ContentInfo has %d fields, want 2", len(fields))
-	}
-	var contentType asn1.ObjectIdentifier
-	if err := unmarshalBER(fields[0].full, &contentType, "ContentInfo content type"); err != nil {
 		return nil, err
 	}
 	env := &envelope{}
@@ -167,29 +150,12 @@ func parseEnvelope(der []byte) (*envelope, error) {
 	default:
 		return nil, malformed("content type %s is neither enveloped-data nor auth-enveloped-data", contentType)
 	}
-	if !fields[1].is(asn1.ClassContextSpecific, 0) || !fields[1].constructed {
-		return nil, malformed("ContentInfo content is %s, want [0] EXPLICIT", fields[1].describe())
-	}
-	inner, err := berChildren(fields[1], 1)
-	if err != nil {
-		return nil, err
-	}
-	if len(inner) != 1 || !inner[0].is(asn1.ClassUniversal, asn1.TagSequence) || !inner[0].constructed {
-		return nil, malformed("ContentInfo content is not one SEQUENCE")
-	}
-	fields, err = berChildren(inner[0], 2)
+	fields, err := berChildren(content, 2)
 	if err != nil {
 		return nil, err
 	}
 
-	next := func(class, tag int) (berElement, bool) {
-		if len(fields) > 0 && fields[0].is(class, tag) {
-			f := fields[0]
-			fields = fields[1:]
-			return f, true
-		}
-		return berElement{}, false
-	}
+	next := func(class, tag int) (berElement, bool) { return takeField(&fields, class, tag) }
 
 	v, ok := next(asn1.ClassUniversal, asn1.TagInteger)
 	if !ok {

@@ -87,52 +87,18 @@ func (si *SignerInfo) Identifier() string {
 // der is not modified, and the result does not share storage with it.
 func ParseSignedData(der []byte) (*SignedData, error) {
 	b := bytes.Clone(der) // the content is compacted in place
-	ci, rest, err := parseBER(b, 0)
+	contentType, content, err := parseContentInfo(b, true)
 	if err != nil {
-		return nil, err
-	}
-	if len(bytes.Trim(rest, "\x00")) != 0 {
-		return nil, malformed("%d bytes of trailing data after the ContentInfo", len(rest))
-	}
-	if !ci.is(asn1.ClassUniversal, asn1.TagSequence) || !ci.constructed {
-		return nil, malformed("ContentInfo is %s, want SEQUENCE", ci.describe())
-	}
-	fields, err := berChildren(ci, 1)
-	if err != nil {
-		return nil, err
-	}
-	if len(fields) != 2 {
-		return nil, malformed("ContentInfo has %d fields, want 2", len(fields))
-	}
-	var contentType asn1.ObjectIdentifier
-	if err := unmarshalBER(fields[0].full, &contentType, "ContentInfo content type"); err != nil {
 		return nil, err
 	}
 	if !contentType.Equal(oidSignedData) {
 		return nil, malformed("content type %s is not signed-data", contentType)
 	}
-	if !fields[1].is(asn1.ClassContextSpecific, 0) || !fields[1].constructed {
-		return nil, malformed("ContentInfo content is %s, want [0] EXPLICIT", fields[1].describe())
-	}
-	inner, err := berChildren(fields[1], 2)
+	fields, err := berChildren(content, 3)
 	if err != nil {
 		return nil, err
 	}
-	if len(inner) != 1 || !inner[0].is(asn1.ClassUniversal, asn1.TagSequence) || !inner[0].constructed {
-		return nil, malformed("SignedData is not one SEQUENCE")
-	}
-	fields, err = berChildren(inner[0], 3)
-	if err != nil {
-		return nil, err
-	}
-	next := func(class, tag int) (berElement, bool) {
-		if len(fields) > 0 && fields[0].is(class, tag) {
-			f := fields[0]
-			fields = fields[1:]
-			return f, true
-		}
-		return berElement{}, false
-	}
+	next := func(class, tag int) (berElement, bool) { return takeField(&fields, class, tag) }
 
 	if _, ok := next(asn1.ClassUniversal, asn1.TagInteger); !ok {
 		return nil, malformed("SignedData version missing")
@@ -258,14 +224,7 @@ func parseSignerInfo(e berElement) (SignerInfo, error) {
 	if err != nil {
 		return si, err
 	}
-	next := func(class, tag int) (berElement, bool) {
-		if len(fields) > 0 && fields[0].is(class, tag) {
-			f := fields[0]
-			fields = fields[1:]
-			return f, true
-		}
-		return berElement{}, false
-	}
+	next := func(class, tag int) (berElement, bool) { return takeField(&fields, class, tag) }
 	v, ok := next(asn1.ClassUniversal, asn1.TagInteger)
 	if !ok {
 		return si, malformed("version missing")
