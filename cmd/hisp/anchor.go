@@ -73,15 +73,9 @@ func anchorAdd(env *cliEnv, args []string) int {
 // anchorList is "hisp anchor list [DOMAIN] [--json]".
 func anchorList(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "anchor list", "[DOMAIN]", true)
-	pos, code, ok := c.parse(args, 0, 1)
+	domain, code, ok := parseOptionalDomain(c, args)
 	if !ok {
 		return code
-	}
-	domain := ""
-	if len(pos) == 1 {
-		if domain, code, ok = normalizeDomainArg(c, pos[0]); !ok {
-			return code
-		}
 	}
 	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
 		out, err := o.Anchors(ctx, domain)

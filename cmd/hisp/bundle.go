@@ -98,15 +98,9 @@ func bundleAdd(env *cliEnv, args []string) int {
 // bundleList is "hisp bundle list [DOMAIN] [--json]".
 func bundleList(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "bundle list", "[DOMAIN]", true)
-	pos, code, ok := c.parse(args, 0, 1)
+	domain, code, ok := parseOptionalDomain(c, args)
 	if !ok {
 		return code
-	}
-	domain := ""
-	if len(pos) == 1 {
-		if domain, code, ok = normalizeDomainArg(c, pos[0]); !ok {
-			return code
-		}
 	}
 	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
 		out, err := o.Bundles(ctx, domain)

@@ -273,6 +273,16 @@ func parseID(c *adminCmd, what, arg string) (int64, int, bool) {
 	return id, 0, true
 }
 
+// parseOptionalDomain reads the [DOMAIN] argument of a list command: ""
+// for all domains.
+func parseOptionalDomain(c *adminCmd, args []string) (string, int, bool) {
+	pos, code, ok := c.parse(args, 0, 1)
+	if !ok || len(pos) == 0 {
+		return "", code, ok
+	}
+	return normalizeDomainArg(c, pos[0])
+}
+
 // parseDomainID reads the DOMAIN ID arguments of a command on one entry
 // (a bundle, an anchor) of a local domain.
 func parseDomainID(c *adminCmd, what string, args []string) (string, int64, int, bool) {

@@ -81,15 +81,9 @@ func policyAdd(env *cliEnv, args []string) int {
 // asks in plain words.
 func policyList(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "policy list", "[DOMAIN]", true)
-	pos, code, ok := c.parse(args, 0, 1)
+	domain, code, ok := parseOptionalDomain(c, args)
 	if !ok {
 		return code
-	}
-	domain := ""
-	if len(pos) == 1 {
-		if domain, code, ok = normalizeDomainArg(c, pos[0]); !ok {
-			return code
-		}
 	}
 	return c.withOps(func(ctx context.Context, o *ops.Ops) int {
 		out, err := o.Policies(ctx, domain)
