@@ -132,14 +132,9 @@ func scanAnchor(r rowScanner) (Anchor, error) {
 // from bundles, ordered by domain and id.
 func (s *Store) Anchors(ctx context.Context, domain string) ([]Anchor, error) {
 	q := `SELECT ` + anchorColumns + ` FROM anchors`
-	var args []any
-	if domain != "" {
-		d, err := NormalizeDomain(domain)
-		if err != nil {
-			return nil, err
-		}
-		q += ` WHERE domain = ?`
-		args = append(args, d)
+	q, args, err := whereDomain(q, "domain", domain)
+	if err != nil {
+		return nil, err
 	}
 	return queryAll(ctx, s.db, "list anchors", scanAnchor, q+` ORDER BY domain, id`, args...)
 }
@@ -265,14 +260,9 @@ func scanBundle(r rowScanner) (Bundle, error) {
 // domain and id.
 func (s *Store) Bundles(ctx context.Context, domain string) ([]Bundle, error) {
 	q := bundleQuery
-	var args []any
-	if domain != "" {
-		d, err := NormalizeDomain(domain)
-		if err != nil {
-			return nil, err
-		}
-		q += ` WHERE b.domain = ?`
-		args = append(args, d)
+	q, args, err := whereDomain(q, "b.domain", domain)
+	if err != nil {
+		return nil, err
 	}
 	return queryAll(ctx, s.db, "list bundles", scanBundle, q+` ORDER BY b.domain, b.id`, args...)
 }

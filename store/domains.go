@@ -234,18 +234,27 @@ func (s *Store) Address(ctx context.Context, address string) (Address, error) {
 	return a, nil
 }
 
+// whereDomain narrows the query q of a listing to one domain in column,
+// when domain is not "" (for all domains); it returns the query and its
+// arguments.
+func whereDomain(q, column, domain string) (string, []any, error) {
+	if domain == "" {
+		return q, nil, nil
+	}
+	d, err := NormalizeDomain(domain)
+	if err != nil {
+		return "", nil, err
+	}
+	return q + " WHERE " + column + " = ?", []any{d}, nil
+}
+
 // Addresses returns the addresses of a domain, or of all domains when
 // domain is "".
 func (s *Store) Addresses(ctx context.Context, domain string) ([]Address, error) {
 	q := `SELECT address, domain, created FROM addresses`
-	var args []any
-	if domain != "" {
-		d, err := NormalizeDomain(domain)
-		if err != nil {
-			return nil, err
-		}
-		q += ` WHERE domain = ?`
-		args = append(args, d)
+	q, args, err := whereDomain(q, "domain", domain)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY domain, address`, args...)
 	if err != nil {

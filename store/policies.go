@@ -59,14 +59,9 @@ func (s *Store) AddTrustPolicy(ctx context.Context, p TrustPolicy) (TrustPolicy,
 // by domain and name.
 func (s *Store) TrustPolicies(ctx context.Context, domain string) ([]TrustPolicy, error) {
 	q := `SELECT id, domain, name, direction, expr, created FROM trust_policies`
-	var args []any
-	if domain != "" {
-		d, err := NormalizeDomain(domain)
-		if err != nil {
-			return nil, err
-		}
-		q += ` WHERE domain = ?`
-		args = append(args, d)
+	q, args, err := whereDomain(q, "domain", domain)
+	if err != nil {
+		return nil, err
 	}
 	rows, err := s.db.QueryContext(ctx, q+` ORDER BY domain, name`, args...)
 	if err != nil {
