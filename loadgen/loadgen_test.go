@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/hisp-project/hisp/gateway"
 )
 
 // sink is an SMTP server that counts what it accepts. With refuse set it
@@ -158,5 +161,37 @@ func TestSealRate(t *testing.T) {
 	rate, err := SealRate(context.Background(), 200*time.Millisecond, 10<<10)
 	if err != nil || rate <= 0 {
 		t.Fatalf("seal rate %v, %v", rate, err)
+	}
+}
+
+// TestResumptionAndServerCPU: with a connection per message the clients
+// resume their TLS sessions unless told not to, and with a server process
+// to watch the report gives its CPU per message in RSA-2048 signatures.
+func TestResumptionAndServerCPU(t *testing.T) {
+	tlsConfig, err := gateway.LoadTLS("", "", t.TempDir(), "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(&sink{})
+	srv.Domain, srv.TLSConfig, srv.AllowInsecureAuth = "sink.localhost", tlsConfig, true
+	go srv.Serve(l)
+	defer srv.Close()
+	for _, noResume := range []bool{false, true} {
+		r, err := Run(context.Background(), Options{Addr: l.Addr().String(), User: "alice@hospital.example", Password: "secret pw",
+			To: []string{"bob@clinic.example"}, Concurrency: 2, Messages: 60, Size: 10240, StartTLS: "require",
+			NoResume: noResume, ServerPID: os.Getpid(), CeilingTime: 200 * time.Millisecond})
+		if err != nil || r.Failed != 0 {
+			t.Fatalf("no-resume=%v: %v, %+v", noResume, err, r)
+		}
+		if noResume && r.Resumed != 0 || !noResume && r.Resumed < 50 {
+			t.Errorf("no-resume=%v: %d of %d connections resumed", noResume, r.Resumed, r.Connections)
+		}
+		if r.ServerCPUPerMessage <= 0 || r.RSASignCPU <= 0 || !strings.Contains(r.String(), "RSA-2048 signatures") {
+			t.Errorf("no server CPU in the report: %+v\n%s", r, r)
+		}
 	}
 }
