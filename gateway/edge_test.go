@@ -419,41 +419,26 @@ func TestOutboundTLSConfig(t *testing.T) {
 // plainSMTP is an SMTP server that offers no STARTTLS and takes nothing.
 func plainSMTP(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	return loopbackServer(t, func(conn net.Conn) {
+		conn.SetDeadline(time.Now().Add(time.Minute))
+		conn.Write([]byte("220 plain.example ESMTP\r\n"))
+		r := newLineReader(conn)
 		for {
-			conn, err := l.Accept()
+			line, err := r.line()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer conn.Close()
-				conn.SetDeadline(time.Now().Add(time.Minute))
-				conn.Write([]byte("220 plain.example ESMTP\r\n"))
-				r := newLineReader(conn)
-				for {
-					line, err := r.line()
-					if err != nil {
-						return
-					}
-					switch cmd := strings.ToUpper(strings.Fields(line + " x")[0]); cmd {
-					case "EHLO", "HELO":
-						conn.Write([]byte("250-plain.example\r\n250 8BITMIME\r\n"))
-					case "QUIT":
-						conn.Write([]byte("221 bye\r\n"))
-						return
-					default:
-						conn.Write([]byte("554 5.7.0 nothing here\r\n"))
-					}
-				}
-			}()
+			switch cmd := strings.ToUpper(strings.Fields(line + " x")[0]); cmd {
+			case "EHLO", "HELO":
+				conn.Write([]byte("250-plain.example\r\n250 8BITMIME\r\n"))
+			case "QUIT":
+				conn.Write([]byte("221 bye\r\n"))
+				return
+			default:
+				conn.Write([]byte("554 5.7.0 nothing here\r\n"))
+			}
 		}
-	}()
-	return l.Addr().String()
+	})
 }
 
 // line reads one line without its end.

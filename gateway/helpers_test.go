@@ -261,6 +261,16 @@ func replyIs(code int, msg string, wantCode int, enhanced string) bool {
 // server meanwhile.
 func unavailableSMTP(t *testing.T) string {
 	t.Helper()
+	return loopbackServer(t, func(c net.Conn) {
+		c.Write([]byte("421 4.3.2 not now\r\n"))
+	})
+}
+
+// loopbackServer serves each connection to a loopback port with handle,
+// which the connection is closed after, for the length of the test; it
+// returns the address.
+func loopbackServer(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -272,8 +282,10 @@ func unavailableSMTP(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			c.Write([]byte("421 4.3.2 not now\r\n"))
-			c.Close()
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
 		}
 	}()
 	return l.Addr().String()
