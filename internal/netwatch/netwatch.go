@@ -73,14 +73,3 @@ func Peer(ctx context.Context, c net.Conn) (context.Context, context.CancelFunc)
 	}()
 	return wctx, cancel
 }
-
-// PeerGone reports whether the peer of c has closed or reset it; false
-// when that cannot be told.
-func PeerGone(c net.Conn) bool {
-	tc := TCP(c)
-	if tc == nil {
-		return false
-	}
-	gone, _ := peerGone(tc)
-	return gone
-}
