@@ -46,16 +46,8 @@ func (a StoreAuthenticator) TrustedClient(ctx context.Context, c Credentials) bo
 	if len(c.PeerCertificates) == 0 || strings.Contains(c.Username, "@") {
 		return false
 	}
-	relays, err := a.Store.Relays(ctx)
-	if err != nil {
-		return false
-	}
-	for _, r := range relays {
-		if strings.EqualFold(r.Name, strings.TrimSpace(c.Username)) {
-			return len(r.ClientCAs) > 0 && checkRelayClient(r, c) == nil
-		}
-	}
-	return false
+	r, err := a.Store.Relay(ctx, c.Username)
+	return err == nil && len(r.ClientCAs) > 0 && checkRelayClient(r, c) == nil
 }
 
 // checkRelayClient checks a relay's network and client certificate

@@ -211,6 +211,28 @@ func (s *Store) CheckRelayPassword(ctx context.Context, name, password string) (
 	return r, nil
 }
 
+// Relay returns one relay account by name, without checking a password;
+// ErrNotFound if there is none.
+func (s *Store) Relay(ctx context.Context, name string) (Relay, error) {
+	n, err := normalizeRelayName(name)
+	if err != nil {
+		return Relay{}, fmt.Errorf("relay %q: %w", name, ErrNotFound)
+	}
+	var r Relay
+	var created int64
+	err = s.db.QueryRowContext(ctx, `SELECT id, name, created FROM relay_accounts WHERE name = ?`, n).Scan(&r.ID, &r.Name, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Relay{}, fmt.Errorf("relay %s: %w", n, ErrNotFound)
+	} else if err != nil {
+		return Relay{}, fmt.Errorf("relay %s: %w", n, err)
+	}
+	r.Created = fromMillis(created)
+	if err := readRelayDetails(ctx, s.db, &r); err != nil {
+		return Relay{}, fmt.Errorf("relay %s: %w", n, err)
+	}
+	return r, nil
+}
+
 // RelaysWantClientCertificates reports whether any relay account needs a
 // TLS client certificate, so that the submission listener asks for one
 // only then (a mail client might otherwise prompt its user for one).

@@ -45,6 +45,14 @@ func TestRelays(t *testing.T) {
 	if !got.SendsFor("dr.who@LAB.example") || got.SendsFor("x@elsewhere.example") || len(got.Networks) != 1 {
 		t.Fatalf("relay as checked %+v", got)
 	}
+	// Read without a password (a client certificate's check before it):
+	// the same account.
+	if r, err := s.Relay(ctx, " EHR-prod "); err != nil || r.ID != got.ID || len(r.Networks) != 1 || !r.SendsFor("dr.who@lab.example") {
+		t.Fatalf("relay by name: %+v, %v", r, err)
+	}
+	if _, err := s.Relay(ctx, "nobody"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown relay: %v", err)
+	}
 	for _, bad := range [][2]string{{"ehr-prod", "wrong password"}, {"nobody", "relay password 1"}, {"alice@clinic.example", "relay password 1"}} {
 		if _, err := s.CheckRelayPassword(ctx, bad[0], bad[1]); !errors.Is(err, ErrBadCredentials) {
 			t.Errorf("login %s: %v", bad[0], err)
