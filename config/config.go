@@ -39,12 +39,29 @@ type Config struct {
 	Inbound Inbound `toml:"inbound"`
 	// Limits bounds what clients may take of the server.
 	Limits Limits `toml:"limits"`
+	// Store says where the state is: SQLite in the data directory (the
+	// default), or PostgreSQL shared by several nodes.
+	Store Store `toml:"store"`
 
 	// PublicURL is the base URL at which others reach the admin listener:
 	// the CRL distribution point of certificates from hisp cert issue is
 	// PublicURL/crl/DOMAIN.crl. "" derives it from [listen] admin (else
 	// admin_https), an unspecified host replaced by hostname (BaseURL).
 	PublicURL string `toml:"public_url"`
+}
+
+// Store is the [store] table.
+type Store struct {
+	// URL is a PostgreSQL connection URL
+	// ("postgres://user:pass@host:5432/db?sslmode=verify-full") that
+	// several hisp nodes share; "" keeps SQLite in the data directory.
+	// HISP_STORE_URL takes precedence.
+	URL string `toml:"url"`
+	// MasterKeyFile is the file of the key that encrypts private keys at
+	// rest (32 bytes, mode 0600); "" is master.key in the data directory.
+	// Every node of one PostgreSQL store needs the same file: the key is
+	// never kept in the database.
+	MasterKeyFile string `toml:"master_key_file"`
 }
 
 // Limits are the [limits] table: the connections and logins of clients,
@@ -345,6 +362,12 @@ func (c *Config) Validate() error {
 	check("listen.ldap", c.Listen.LDAP)
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)
+	if c.Store.URL != "" {
+		u, err := url.Parse(c.Store.URL)
+		if err != nil || u.Scheme != "postgres" && u.Scheme != "postgresql" || u.Host == "" {
+			errs = append(errs, errors.New("store.url: want a PostgreSQL URL such as \"postgres://hisp:PASSWORD@db.example.org:5432/hisp?sslmode=verify-full\""))
+		}
+	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {

@@ -49,11 +49,17 @@ type cachedCRL struct {
 	until   time.Time
 }
 
+// StoreLocation is where the store of cfg is: SQLite in the data
+// directory, or the PostgreSQL database of [store] url.
+func StoreLocation(cfg config.Config) store.Location {
+	return store.Location{Dir: cfg.Data, URL: cfg.Store.URL, MasterKeyFile: cfg.Store.MasterKeyFile}
+}
+
 // Run serves cfg until ctx ends, then shuts down in order: stop accepting,
 // let running transactions finish, stop the deliverer, close the store. It
 // prints what it listens on to out.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Writer) error {
-	st, err := store.Open(ctx, cfg.Data)
+	st, err := store.OpenAt(ctx, StoreLocation(cfg))
 	if err != nil {
 		return err
 	}

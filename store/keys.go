@@ -1,11 +1,13 @@
 package store
 
 import (
+	"context"
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
 	"crypto/x509"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -20,16 +22,80 @@ const masterKeySize = 32 // AES-256
 // following, then the sealed PKCS#8 DER.
 const keyFormatV1 = 1
 
-// loadMasterKey reads the master key file, creating it when missing, and
-// returns its AEAD.
-func loadMasterKey(path string) (cipher.AEAD, error) {
+// loadMasterKey reads the master key file into s.aead and checks it against
+// the store's key check: a value sealed under the master key when the store
+// was first opened with it. A wrong or missing key file is refused at open
+// (with what to do) instead of failing later on the first private key: the
+// key is never in the database, so every node of a PostgreSQL store needs
+// a copy of the same file. The file is made only for a store without a
+// check (a new one, or one from before the check existed).
+func (s *Store) loadMasterKey(ctx context.Context, path string) error {
+	var check []byte
+	err := s.db.QueryRowContext(ctx, `SELECT sealed FROM master_key_check WHERE id = 1`).Scan(&check)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read master key check: %w", err)
+	}
+	if len(check) > 0 {
+		key, err := readMasterKey(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("store %s holds private keys sealed with a master key, but %s does not exist: copy the master key file of the node (or backup) that made this store", s.loc, path)
+		}
+		if err != nil {
+			return err
+		}
+		s.aead, err = newMasterAEAD(key)
+		if err != nil {
+			return err
+		}
+		return s.verifyMasterKey(check, path)
+	}
 	key, err := readMasterKey(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		key, err = createMasterKey(path)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
+	if s.aead, err = newMasterAEAD(key); err != nil {
+		return err
+	}
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return fmt.Errorf("master key check: %w", err)
+	}
+	sealed := s.aead.Seal(nonce, nonce, []byte(masterKeyCheck), []byte(masterKeyCheck))
+	// Another node may record its check at the same moment: the first one
+	// wins, and the others compare against it.
+	err = s.tx(ctx, func(tx *txn) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO master_key_check (id, sealed) VALUES (1, ?)
+			ON CONFLICT (id) DO NOTHING`, sealed); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT sealed FROM master_key_check WHERE id = 1`).Scan(&check)
+	})
+	if err != nil {
+		return fmt.Errorf("record master key check: %w", err)
+	}
+	return s.verifyMasterKey(check, path)
+}
+
+// masterKeyCheck is the plain text (and associated data) of the key check.
+const masterKeyCheck = "hisp master key check v1"
+
+func (s *Store) verifyMasterKey(check []byte, path string) error {
+	ns := s.aead.NonceSize()
+	if len(check) < ns {
+		return errors.New("master key check: malformed")
+	}
+	if _, err := s.aead.Open(nil, check[:ns], check[ns:], []byte(masterKeyCheck)); err != nil {
+		return fmt.Errorf("master key %s is not the key of store %s (its private keys would not decrypt): use the master key file of the node that made the store", path, s.loc)
+	}
+	return nil
+}
+
+// newMasterAEAD returns the AES-256-GCM AEAD of a master key, clearing the
+// key bytes.
+func newMasterAEAD(key []byte) (cipher.AEAD, error) {
 	defer clear(key)
 	block, err := aes.NewCipher(key)
 	if err != nil {

@@ -112,7 +112,7 @@ func TestQueueDeferred(t *testing.T) {
 func TestMigrateDeferred(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	ms, err := migrations()
+	ms, err := migrations(engineSQLite)
 	tcheck(t, err, "migrations")
 	db, err := sql.Open("sqlite3", sqliteDSN(filepath.Join(dir, DBFile)))
 	tcheck(t, err, "open raw")

@@ -13,7 +13,7 @@ import (
 // costs the store. A statement is prepared once on the database and, by
 // database/sql, once per connection it runs on.
 type stmtCache struct {
-	db *sql.DB
+	db *sqlDB
 	mu sync.Mutex
 	m  map[string]*sql.Stmt
 }
@@ -22,7 +22,7 @@ type stmtCache struct {
 // a query built with a variable number of arguments makes one per count.
 const maxCachedStmts = 500
 
-func newStmtCache(db *sql.DB) *stmtCache {
+func newStmtCache(db *sqlDB) *stmtCache {
 	return &stmtCache{db: db, m: make(map[string]*sql.Stmt)}
 }
 
@@ -64,7 +64,7 @@ func (c *stmtCache) close() {
 
 // txn is a write transaction that runs its statements from the cache.
 type txn struct {
-	*sql.Tx
+	*dbTx
 	cache *stmtCache
 	// defaultQuota is the store's default mailbox quota when the
 	// transaction began (SetDefaultQuota).
@@ -76,7 +76,7 @@ func (t *txn) stmt(ctx context.Context, query string) *sql.Stmt {
 		return nil // several statements: a prepared statement is one
 	}
 	if st := t.cache.get(ctx, query); st != nil {
-		return t.Tx.StmtContext(ctx, st)
+		return t.dbTx.StmtContext(ctx, st)
 	}
 	return nil
 }
@@ -86,7 +86,7 @@ func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 	if st := t.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return t.Tx.ExecContext(ctx, query, args...)
+	return t.dbTx.ExecContext(ctx, query, args...)
 }
 
 // QueryContext runs a query in the transaction.
@@ -94,7 +94,7 @@ func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
-	return t.Tx.QueryContext(ctx, query, args...)
+	return t.dbTx.QueryContext(ctx, query, args...)
 }
 
 // QueryRowContext runs a query for one row in the transaction.
@@ -102,7 +102,7 @@ func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *s
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
-	return t.Tx.QueryRowContext(ctx, query, args...)
+	return t.dbTx.QueryRowContext(ctx, query, args...)
 }
 
 // PrepareContext returns the statement prepared for the transaction, from
@@ -111,5 +111,5 @@ func (t *txn) PrepareContext(ctx context.Context, query string) (*sql.Stmt, erro
 	if st := t.stmt(ctx, query); st != nil {
 		return st, nil
 	}
-	return t.Tx.PrepareContext(ctx, query)
+	return t.dbTx.PrepareContext(ctx, query)
 }

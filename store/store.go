@@ -64,34 +64,75 @@ var ErrNoStore = errors.New("no hisp data")
 // ErrNoKey is returned (wrapped) when a certificate has no private key.
 var ErrNoKey = errors.New("no private key stored")
 
-// Store is an open data directory. Its methods are safe for concurrent use,
-// and several Stores (in several processes) may use one data directory.
+// Store is an open store. Its methods are safe for concurrent use, and
+// several Stores (in several processes, on several nodes with PostgreSQL)
+// may use one store.
 type Store struct {
 	// writeMu queues this process's write transactions in Go: SQLite lets
 	// one writer in at a time, and waiting on a mutex is far cheaper than
 	// its busy-retry sleeping (other processes still wait on the busy
-	// timeout).
+	// timeout). On PostgreSQL it keeps one node's writers from deadlocking
+	// each other; nodes take turns on row locks (forUpdate).
 	writeMu sync.Mutex
-	db      *sql.DB
+	db      *sqlDB
 	stmts   *stmtCache // of write transactions
 	// rdb is a pool for snapshot reads (read), whose transactions begin
 	// DEFERRED: in WAL mode they see one consistent state without taking
 	// the write lock, so an admin listing the queue does not stall it.
-	rdb  *sql.DB
+	// With PostgreSQL it is db (reads run REPEATABLE READ, READ ONLY).
+	rdb  *sqlDB
 	dir  string
+	loc  Location
 	aead cipher.AEAD // master key, for private keys at rest
 	// creds is the verified-credential cache of password checks.
 	creds *credentialCache
 	// defaultQuota is the quota of mail accounts without one of their
 	// own, in bytes; 0: none (SetDefaultQuota).
 	defaultQuota atomic.Int64
+	// pg holds what only a PostgreSQL store has (postgres.go); nil for
+	// SQLite.
+	pg *pgState
+}
+
+// Location says where a store is: SQLite in a data directory (the
+// default), or a PostgreSQL database that several nodes share.
+type Location struct {
+	// Dir is the data directory: it holds the SQLite database (when URL
+	// is empty) and, unless MasterKeyFile names another, the master key.
+	Dir string
+	// URL is a PostgreSQL connection URL (postgres://user:pass@host/db);
+	// empty: SQLite in Dir.
+	URL string
+	// MasterKeyFile is the file of the master key that encrypts private
+	// keys at rest; empty: master.key in Dir. Every node of one
+	// PostgreSQL store needs a copy of the same file: the key is never
+	// kept in the database.
+	MasterKeyFile string
+}
+
+// Postgres reports whether the store is a PostgreSQL database.
+func (l Location) Postgres() bool { return l.URL != "" }
+
+// String names the store for messages, without a password.
+func (l Location) String() string {
+	if l.URL == "" {
+		return l.Dir
+	}
+	return redactURL(l.URL)
+}
+
+func (l Location) masterKeyPath() string {
+	if l.MasterKeyFile != "" {
+		return l.MasterKeyFile
+	}
+	return filepath.Join(l.Dir, MasterKeyFile)
 }
 
 // Open opens the store in dataDir, creating the directory (mode 0700), the
 // master key and the database on first use, and brings the schema up to
 // date. It refuses a master.key readable by others than its owner.
 func Open(ctx context.Context, dataDir string) (*Store, error) {
-	return open(ctx, dataDir, true)
+	return open(ctx, Location{Dir: dataDir}, true)
 }
 
 // OpenExisting is Open for a data directory that must hold a store
@@ -100,19 +141,43 @@ func Open(ctx context.Context, dataDir string) (*Store, error) {
 // that read or change a store use it, so that a mistyped directory is not
 // silently a new, empty one.
 func OpenExisting(ctx context.Context, dataDir string) (*Store, error) {
-	return open(ctx, dataDir, false)
+	return open(ctx, Location{Dir: dataDir}, false)
 }
 
-func open(ctx context.Context, dataDir string, create bool) (*Store, error) {
-	if dataDir == "" {
+// OpenAt is Open for a store at loc: SQLite in loc.Dir, or the PostgreSQL
+// database at loc.URL (its schema made or brought up to date, once, when
+// several nodes start at the same moment).
+func OpenAt(ctx context.Context, loc Location) (*Store, error) {
+	return open(ctx, loc, true)
+}
+
+// OpenExistingAt is OpenExisting for a store at loc: a PostgreSQL database
+// without hisp's schema gives ErrNoStore as an empty data directory does.
+func OpenExistingAt(ctx context.Context, loc Location) (*Store, error) {
+	return open(ctx, loc, false)
+}
+
+func open(ctx context.Context, loc Location, create bool) (*Store, error) {
+	if loc.Dir == "" && loc.URL == "" {
 		return nil, errors.New("open store: no data directory given")
 	}
-	// SQLite takes a file: URI; a relative name would read as its host.
-	abs, err := filepath.Abs(dataDir)
-	if err != nil {
-		return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
+	if loc.Dir != "" {
+		// SQLite takes a file: URI; a relative name would read as its host.
+		abs, err := filepath.Abs(loc.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("data directory %s: %w", loc.Dir, err)
+		}
+		loc.Dir = abs
 	}
-	dataDir = abs
+	if loc.Postgres() {
+		return openPostgres(ctx, loc, create)
+	}
+	return openSQLite(ctx, loc, create)
+}
+
+func openSQLite(ctx context.Context, loc Location, create bool) (*Store, error) {
+	dataDir := loc.Dir
+	keyPath := loc.masterKeyPath()
 	if !create {
 		fi, err := os.Stat(filepath.Join(dataDir, DBFile))
 		if errors.Is(err, fs.ErrNotExist) || err == nil && !fi.Mode().IsRegular() {
@@ -122,16 +187,12 @@ func open(ctx context.Context, dataDir string, create bool) (*Store, error) {
 			return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
 		}
 		// A new master key could not decrypt the stored private keys.
-		if _, err := os.Stat(filepath.Join(dataDir, MasterKeyFile)); err != nil {
-			return nil, fmt.Errorf("data directory %s has a database but no readable %s (restore it from a backup): %w", dataDir, MasterKeyFile, err)
+		if _, err := os.Stat(keyPath); err != nil {
+			return nil, fmt.Errorf("data directory %s has a database but no readable %s (restore it from a backup): %w", dataDir, keyPath, err)
 		}
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
-	}
-	aead, err := loadMasterKey(filepath.Join(dataDir, MasterKeyFile))
-	if err != nil {
-		return nil, err
 	}
 	path := filepath.Join(dataDir, DBFile)
 	// Create the database file ourselves so it is not readable by others;
@@ -154,7 +215,8 @@ func open(ctx context.Context, dataDir string, create bool) (*Store, error) {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
 	rdb.SetMaxIdleConns(4)
-	s := &Store{db: db, rdb: rdb, stmts: newStmtCache(db), dir: dataDir, aead: aead,
+	w := newSQLDB(db, engineSQLite)
+	s := &Store{db: w, rdb: newSQLDB(rdb, engineSQLite), stmts: newStmtCache(w), dir: dataDir, loc: loc,
 		creds: newCredentialCache(DefaultCredentialCacheTTL)}
 	// Switching a new database to WAL and migrating it take locks that
 	// SQLite's busy timeout does not always wait for; a second process
@@ -165,15 +227,19 @@ func open(ctx context.Context, dataDir string, create bool) (*Store, error) {
 			err = s.migrate(ctx)
 		}
 		if err == nil {
-			return s, nil
+			break
 		}
 		if attempt >= 50 || !strings.Contains(err.Error(), "database is locked") || ctx.Err() != nil {
-			db.Close()
-			rdb.Close()
+			s.Close()
 			return nil, fmt.Errorf("open database %s: %w", path, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if err := s.loadMasterKey(ctx, keyPath); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // sqliteDSN returns the connection string: every connection of the pool
@@ -210,7 +276,11 @@ func sqliteReadDSN(path string) string {
 // read runs fn in a read-only transaction: a consistent snapshot that
 // does not block writers (nor wait for them).
 func (s *Store) read(ctx context.Context, fn func(q queryer) error) error {
-	tx, err := s.rdb.BeginTx(ctx, nil)
+	var opts *sql.TxOptions
+	if s.db.engine == enginePostgres {
+		opts = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+	}
+	tx, err := s.rdb.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
@@ -221,12 +291,23 @@ func (s *Store) read(ctx context.Context, fn func(q queryer) error) error {
 // Close closes the database.
 func (s *Store) Close() error {
 	s.stmts.close()
-	s.rdb.Close()
+	if s.pg != nil {
+		s.pg.close()
+	}
+	if s.rdb != s.db {
+		s.rdb.Close()
+	}
 	return s.db.Close()
 }
 
 // Dir returns the data directory.
 func (s *Store) Dir() string { return s.dir }
+
+// Location returns where the store is.
+func (s *Store) Location() Location { return s.loc }
+
+// Engine names the SQL database: "sqlite" or "postgres".
+func (s *Store) Engine() string { return s.db.engine.String() }
 
 // Changed returns a counter that increases with every committed change to
 // configuration: domains, addresses, certificates, anchors, bundles and
@@ -249,7 +330,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx *txn) error) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	tx := &txn{Tx: sqlTx, cache: s.stmts, defaultQuota: s.defaultQuota.Load()}
+	tx := &txn{dbTx: sqlTx, cache: s.stmts, defaultQuota: s.defaultQuota.Load()}
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err
@@ -277,7 +358,10 @@ func bump(ctx context.Context, tx *txn) error {
 	return nil
 }
 
-//go:embed migrations/*.sql
+// The migrations of each engine: one numbered list, a file of each number
+// in migrations/ (SQLite) and migrations_pg/ (PostgreSQL).
+//
+//go:embed migrations/*.sql migrations_pg/*.sql
 var migrationFiles embed.FS
 
 type migration struct {
@@ -288,8 +372,12 @@ type migration struct {
 
 // migrations returns the embedded migrations in order, checking that they
 // are numbered 1, 2, 3...
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
+func migrations(e engine) ([]migration, error) {
+	dir := "migrations"
+	if e == enginePostgres {
+		dir = "migrations_pg"
+	}
+	entries, err := fs.ReadDir(migrationFiles, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -300,7 +388,7 @@ func migrations() ([]migration, error) {
 		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
 			return nil, fmt.Errorf("migration file %s: want NNNN_name.sql", e.Name())
 		}
-		data, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		data, err := migrationFiles.ReadFile(dir + "/" + e.Name())
 		if err != nil {
 			return nil, err
 		}
@@ -319,7 +407,7 @@ func migrations() ([]migration, error) {
 // each in its own transaction. Concurrent openers serialize on the write
 // lock and skip what the other applied.
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := migrations()
+	ms, err := migrations(s.db.engine)
 	if err != nil {
 		return err
 	}
@@ -348,7 +436,7 @@ func (s *Store) migrate(ctx context.Context) error {
 			}
 			// Several statements: run unprepared (a prepared statement is
 			// one statement).
-			if _, err := tx.Tx.ExecContext(ctx, m.sql); err != nil {
+			if err := tx.execRaw(ctx, m.sql); err != nil {
 				return err
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)`,
@@ -437,6 +525,9 @@ func nullBytes(b []byte) any {
 // useless without the master key (MasterKeyFile), which encrypts the
 // private keys in it.
 func (s *Store) Backup(ctx context.Context, path string) error {
+	if s.db.engine == enginePostgres {
+		return errors.New("backup: a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump, or its replication); keep a copy of the master key file with it")
+	}
 	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("backup to %s: %w", path, ErrExists)
 	}

@@ -100,7 +100,7 @@ func TestOpenTwiceAndPragmas(t *testing.T) {
 	s = openTest(t, dir)
 	v, err := s.SchemaVersion(ctx)
 	tcheck(t, err, "schema version")
-	ms, err := migrations()
+	ms, err := migrations(engineSQLite)
 	tcheck(t, err, "migrations")
 	if v != len(ms) || v < 1 {
 		t.Errorf("schema version %d, want %d", v, len(ms))

@@ -93,7 +93,6 @@ func certImport(env *cliEnv, args []string) int {
 // the domain's local CA.
 func certIssue(env *cliEnv, args []string) int {
 	c := newAdminCmd(env, "cert issue", "ADDRESS|DOMAIN", false)
-	cfgFile := c.fs.String("config", "", "configuration `file` of hisp serve (default $HISP_CONFIG): its public_url, else its [listen] admin address, is where the CRL is served")
 	base := c.fs.String("crl-url", "", "base `URL` of hisp's admin listener, where the CRL is served as URL/crl/DOMAIN.crl (default: from the config)")
 	pos, code, ok := c.parse(args, 1, 1)
 	if !ok {
@@ -102,12 +101,9 @@ func certIssue(env *cliEnv, args []string) int {
 	// The CRL distribution point must be where the server serves it: the
 	// same config as hisp serve, read the same way (and its data
 	// directory, as hisp serve takes it).
-	cfg, given, err := loadConfig(env, *cfgFile)
+	cfg, _, err := loadConfig(env, c.config)
 	if err != nil {
 		return c.usageError("%v", err)
-	}
-	if given && c.data == "" && env.getenv("HISP_DATA") == "" {
-		c.data = cfg.Data
 	}
 	baseURL := *base
 	if baseURL == "" {

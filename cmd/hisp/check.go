@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -90,7 +88,11 @@ func checkCmd(env *cliEnv, args []string) int {
 		ctx, cancel = context.WithTimeout(env.ctx, *timeout)
 	}
 	defer cancel()
-	st, why, err := checkStore(ctx, dataDir(env, c.data), domain)
+	loc, err := c.location()
+	if err != nil {
+		return c.fail(err)
+	}
+	st, why, err := checkStore(ctx, loc, domain)
 	if err != nil {
 		return c.fail(err)
 	}
@@ -116,11 +118,12 @@ func checkCmd(env *cliEnv, args []string) int {
 // checkStore opens the data directory for the checks that need it, when
 // it exists and holds the domain; otherwise it says why not. It never
 // creates a data directory.
-func checkStore(ctx context.Context, dir, domain string) (*store.Store, string, error) {
-	if _, err := os.Stat(filepath.Join(dir, store.DBFile)); err != nil {
+func checkStore(ctx context.Context, loc store.Location, domain string) (*store.Store, string, error) {
+	dir := loc.String()
+	st, err := store.OpenExistingAt(ctx, loc)
+	if errors.Is(err, store.ErrNoStore) {
 		return nil, fmt.Sprintf("no data directory at %s", dir), nil
 	}
-	st, err := store.Open(ctx, dir)
 	if err != nil {
 		return nil, "", err
 	}

@@ -17,6 +17,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
@@ -47,6 +48,9 @@ type adminCmd struct {
 	args string // positional synopsis: "DOMAIN"
 	fs   *flag.FlagSet
 	data string
+	// config is --config: the file of hisp serve, whose store (data,
+	// [store] url and master_key_file) the command uses.
+	config string
 	json bool
 	// creates is set for the one admin command that may make a new store
 	// (domain add); every other refuses a directory without one.
@@ -58,7 +62,8 @@ func newAdminCmd(env *cliEnv, name, args string, list bool) *adminCmd {
 	c := &adminCmd{env: env, name: name, args: args}
 	c.fs = flag.NewFlagSet("hisp "+name, flag.ContinueOnError)
 	c.fs.SetOutput(env.stderr)
-	c.fs.StringVar(&c.data, "data", "", "data `DIR` (default $HISP_DATA, else "+defaultDataDir+")")
+	c.fs.StringVar(&c.data, "data", "", "data `DIR` (default $HISP_DATA, else the config's data, else "+defaultDataDir+")")
+	c.fs.StringVar(&c.config, "config", "", "configuration `file` of hisp serve (default $HISP_CONFIG): its store ([store] url, master_key_file, data) is the one used")
 	if list {
 		c.fs.BoolVar(&c.json, "json", false, "print JSON instead of a table")
 	}
@@ -149,28 +154,69 @@ func adminGroup(env *cliEnv, group string, args []string, subs map[string]func(*
 			}
 			break
 		}
-		if name := strings.TrimLeft(a, "-"); name == "data" {
+		if name := strings.TrimLeft(a, "-"); name == "data" || name == "config" {
 			i++ // its value
 		}
 	}
 	return subcommand(env, group, args, subs)
 }
 
-// openStore opens the data directory of the command. Only a command that
-// creates stores (c.creates) makes a new one; for the others a directory
-// without a store is an error wrapping store.ErrNoStore, and nothing is
-// created.
+// openStore opens the store of the command. Only a command that creates
+// stores (c.creates) makes a new one; for the others a data directory (or
+// PostgreSQL database) without a store is an error wrapping
+// store.ErrNoStore, and nothing is created.
 func (c *adminCmd) openStore(ctx context.Context) (*store.Store, error) {
-	dir := dataDir(c.env, c.data)
-	if c.creates {
-		return store.Open(ctx, dir)
+	loc, err := c.location()
+	if err != nil {
+		return nil, err
 	}
-	st, err := store.OpenExisting(ctx, dir)
+	if c.creates {
+		return store.OpenAt(ctx, loc)
+	}
+	st, err := store.OpenExistingAt(ctx, loc)
 	if errors.Is(err, store.ErrNoStore) {
-		return nil, noStoreError{dir: dir, prog: c.env.progName()}
+		return nil, noStoreError{dir: loc.String(), prog: c.env.progName()}
 	}
 	return st, err
 }
+
+// location is where the command's store is: the config's (--config, else
+// $HISP_CONFIG) when there is one, the data directory from --data, else
+// $HISP_DATA, else the config's data; $HISP_STORE_URL over the config's
+// [store] url. A config that does not load is a setup error.
+func (c *adminCmd) location() (store.Location, error) {
+	cfg, given, err := loadConfig(c.env, c.config)
+	if err != nil {
+		return store.Location{}, setupError{err}
+	}
+	return storeLocation(c.env, cfg, given, c.data), nil
+}
+
+// storeLocation resolves a command's store from its config (given: read
+// from a file) and --data: the data directory from --data, else
+// $HISP_DATA, else the config's data (when given), else ./hisp-data; the
+// PostgreSQL URL from $HISP_STORE_URL, else the config's [store] url.
+func storeLocation(env *cliEnv, cfg config.Config, given bool, dataFlag string) store.Location {
+	loc := store.Location{Dir: dataDir(env, dataFlag)}
+	if given {
+		if dataFlag == "" && env.getenv("HISP_DATA") == "" {
+			loc.Dir = cfg.Data
+		}
+		loc.URL = cfg.Store.URL
+		loc.MasterKeyFile = cfg.Store.MasterKeyFile
+	}
+	if u := env.getenv("HISP_STORE_URL"); u != "" {
+		loc.URL = u
+	}
+	return loc
+}
+
+// setupError is an error of the command's setup (a config that does not
+// load): exit code 2.
+type setupError struct{ err error }
+
+func (e setupError) Error() string { return e.err.Error() }
+func (e setupError) Unwrap() error { return e.err }
 
 // noStoreError is a data directory that holds no store, with what to do.
 type noStoreError struct{ dir, prog string }
@@ -186,7 +232,8 @@ func (e noStoreError) Unwrap() error { return store.ErrNoStore }
 // store in the data directory), else 1.
 func (c *adminCmd) fail(err error) int {
 	fmt.Fprintf(c.env.stderr, "hisp: %v\n", err)
-	if errors.Is(err, store.ErrNoStore) {
+	var setup setupError
+	if errors.Is(err, store.ErrNoStore) || errors.As(err, &setup) {
 		return 2
 	}
 	return 1

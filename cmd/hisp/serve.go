@@ -48,6 +48,12 @@ func serveCmd(env *cliEnv, args []string) int {
 	case env.getenv("HISP_DATA") != "":
 		cfg.Data = env.getenv("HISP_DATA")
 	}
+	if u := env.getenv("HISP_STORE_URL"); u != "" {
+		cfg.Store.URL = u
+		if err := cfg.Validate(); err != nil {
+			return usageErr(env, "serve", fmt.Errorf("HISP_STORE_URL: %w", err))
+		}
+	}
 	// A second server on the same data directory stops here, before it
 	// opens the store or prints anything.
 	unlock, err := lockDataDir(cfg.Data)
@@ -113,7 +119,7 @@ func loadConfig(env *cliEnv, flagValue string) (cfg config.Config, given bool, e
 // public_url was set).
 func warnCRLURLs(ctx context.Context, cfg config.Config, logger *slog.Logger) {
 	base := cfg.BaseURL()
-	st, err := store.OpenExisting(ctx, cfg.Data)
+	st, err := store.OpenExistingAt(ctx, gateway.StoreLocation(cfg))
 	if err != nil || base == "" {
 		return // a new data directory, or no listener serves CRLs
 	}

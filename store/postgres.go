@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// A PostgreSQL store: several hisp nodes share one database (one queue, one
+// set of mailboxes, one tracking table, one configuration), so that the
+// nodes stay stateless and mail keeps flowing when one of them dies.
+
+// pgState is what only a PostgreSQL store holds.
+type pgState struct {
+	connConfig *pgx.ConnConfig
+}
+
+func (p *pgState) close() {}
+
+// migrationLock is the key of the session advisory lock the nodes take
+// while they bring the schema up to date, so that nodes started at the same
+// moment migrate once, one after the other.
+const migrationLock = 0x6869_7370_0001 // "hisp", 1
+
+func openPostgres(ctx context.Context, loc Location, create bool) (*Store, error) {
+	cc, err := pgx.ParseConfig(loc.URL)
+	if err != nil {
+		return nil, fmt.Errorf("store url %s: %w", redactURL(loc.URL), err)
+	}
+	db := stdlib.OpenDB(*cc)
+	// A node's writers queue on writeMu, its readers (IMAP, the admin
+	// page, the deliverer) run beside them.
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	w := newSQLDB(db, enginePostgres)
+	s := &Store{db: w, rdb: w, stmts: newStmtCache(w), dir: loc.Dir, loc: loc,
+		creds: newCredentialCache(DefaultCredentialCacheTTL),
+		pg:    &pgState{connConfig: cc}}
+	fail := func(err error) (*Store, error) {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: %w", loc, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		return fail(err)
+	}
+	if !create {
+		ok, err := s.pgHasSchema(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		if !ok {
+			s.Close()
+			return nil, fmt.Errorf("%w in %s", ErrNoStore, loc)
+		}
+		if _, err := os.Stat(loc.masterKeyPath()); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("store %s: no readable master key file %s (copy it from another node): %w", loc, loc.masterKeyPath(), err)
+		}
+	}
+	if err := s.migrateLocked(ctx); err != nil {
+		return fail(err)
+	}
+	if err := s.loadMasterKey(ctx, loc.masterKeyPath()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// pgHasSchema reports whether the database holds hisp's schema.
+func (s *Store) pgHasSchema(ctx context.Context) (bool, error) {
+	var name sql.NullString
+	if err := s.db.QueryRowContext(ctx, `SELECT to_regclass('schema_migrations')::text`).Scan(&name); err != nil {
+		return false, fmt.Errorf("look for hisp's schema: %w", err)
+	}
+	return name.Valid, nil
+}
+
+// migrateLocked runs migrate holding the migration advisory lock on a
+// connection of its own.
+func (s *Store) migrateLocked(ctx context.Context) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, int64(migrationLock)); err != nil {
+		return fmt.Errorf("wait for the migration lock: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, int64(migrationLock))
+	return s.migrate(ctx)
+}
+
+// redactURL returns a connection URL without its password.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable store url)"
+	}
+	return u.Redacted()
+}
+
+// errNotPostgres is returned by what only a PostgreSQL store does.
+var errNotPostgres = errors.New("not a PostgreSQL store")
