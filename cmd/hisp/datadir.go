@@ -51,7 +51,7 @@ type adminCmd struct {
 	// config is --config: the file of hisp serve, whose store (data,
 	// [store] url and master_key_file) the command uses.
 	config string
-	json bool
+	json   bool
 	// creates is set for the one admin command that may make a new store
 	// (domain add); every other refuses a directory without one.
 	creates bool
