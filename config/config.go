@@ -62,6 +62,12 @@ type Store struct {
 	// Every node of one PostgreSQL store needs the same file: the key is
 	// never kept in the database.
 	MasterKeyFile string `toml:"master_key_file"`
+	// Lease is how long a node's claims (a queued recipient it delivers)
+	// and jobs (tracking timeouts, bundle refreshes, queue notices) stay
+	// its own without a renewal; a node renews every third of it, and a
+	// node that dies has its work taken over by another within it.
+	// Default 1m.
+	Lease Duration `toml:"lease"`
 }
 
 // Limits are the [limits] table: the connections and logins of clients,
@@ -288,6 +294,7 @@ func Default() Config {
 			WithholdProcessed: true, CheckInterval: Duration{5 * time.Second}, WebhookTimeout: Duration{10 * time.Second},
 			WebhookRetryFirst: Duration{10 * time.Second}, WebhookRetryMax: Duration{time.Hour}, WebhookGiveUp: Duration{72 * time.Hour}},
 		Inbound: Inbound{XDMDocuments: true, CCDAHTML: true},
+		Store:   Store{Lease: Duration{time.Minute}},
 	}
 }
 
@@ -362,6 +369,9 @@ func (c *Config) Validate() error {
 	check("listen.ldap", c.Listen.LDAP)
 	check("listen.admin", c.Listen.Admin)
 	check("dns.resolver", c.DNS.Resolver)
+	if c.Store.Lease.Duration < time.Second {
+		errs = append(errs, fmt.Errorf("store.lease = %q: want a duration of at least 1s", c.Store.Lease.String()))
+	}
 	if c.Store.URL != "" {
 		u, err := url.Parse(c.Store.URL)
 		if err != nil || u.Scheme != "postgres" && u.Scheme != "postgresql" || u.Host == "" {

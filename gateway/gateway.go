@@ -64,6 +64,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		return err
 	}
 	defer st.Close()
+	// This process as a node of the store: its claims on the queue and its
+	// jobs last [store] lease without a renewal.
+	st.SetNode(store.DefaultNode(st.Dir()), cfg.Store.Lease.Duration)
 	// [limits] mailbox_quota: the quota of addresses without their own.
 	st.SetDefaultQuota(int64(cfg.Limits.MailboxQuota))
 	// A failing component stops the others through ctx.

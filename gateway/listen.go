@@ -123,7 +123,8 @@ func (s *server) newDeliverer(m *mail) (*smtp.Deliverer, error) {
 		Port: cfg.Outbound.Port, Routes: routes, TLS: mxTLS,
 		Backoff:      s.retrySchedule(),
 		DelayedAfter: cfg.Outbound.DelayedDSN.Duration, Logger: s.log,
-		Attempts: s.meter.get().attempts, // GET /metrics (metrics.go)
+		Attempts:     s.meter.get().attempts, // GET /metrics (metrics.go)
+		ClaimRenewal: cfg.Store.Lease.Duration / 3,
 	})
 }
 

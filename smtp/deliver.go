@@ -94,7 +94,9 @@ type Queue interface {
 	ClaimDue(ctx context.Context, now time.Time, limit int, b store.Backoff) ([]store.QueuedMessage, error)
 	QueueMessageData(ctx context.Context, id int64) ([]byte, error)
 	UpdateRecipients(ctx context.Context, now time.Time, updates []store.RecipientUpdate) error
-	RecoverQueue(ctx context.Context, now time.Time) (int64, error)
+	RecoverQueue(ctx context.Context, now time.Time, own bool) (int64, error)
+	RenewClaims(ctx context.Context, now time.Time) (int64, error)
+	TakeLease(ctx context.Context, job string, now time.Time) (bool, error)
 	QueueFailed(ctx context.Context, limit int) ([]store.QueuedMessage, error)
 	QueueDelayed(ctx context.Context, createdBefore time.Time, limit int) ([]store.QueuedMessage, error)
 	MarkDelayNotified(ctx context.Context, id int64, at time.Time) error
@@ -133,9 +135,13 @@ type DelivererConfig struct {
 	ConnsPerDestination int           // connections to one domain at once; 2
 	Batch               int           // messages per claim; 100
 	PollInterval        time.Duration // look for due work at least this often; 2 s
-	DialTimeout         time.Duration // 30 s
-	CommandTimeout      time.Duration // 5 min
-	DataTimeout         time.Duration // message transfer and its reply; 10 min
+	// ClaimRenewal is how often this node renews its claims and its hold
+	// on the queue's notices, and takes over the claims of nodes whose
+	// lease ran out: a third of the store's lease (store.DefaultLease).
+	ClaimRenewal   time.Duration
+	DialTimeout    time.Duration // 30 s
+	CommandTimeout time.Duration // 5 min
+	DataTimeout    time.Duration // message transfer and its reply; 10 min
 	// ShutdownGrace is how long a transaction in flight may go on after
 	// Run's context ends before its connection is cut; 10 s.
 	ShutdownGrace time.Duration
@@ -176,7 +182,16 @@ type Deliverer struct {
 	// failedSince is set by record when a recipient failed for good: its
 	// failure DSN is looked for at the next round, not a poll later.
 	failedSince atomic.Bool
+	// lastRenewal is when claims were last renewed (maintain); notifier
+	// is whether this node holds the lease of the queue's notices then.
+	lastRenewal time.Time
+	notifier    bool
 }
+
+// noticesLease is the job whose lease lets one node at a time send the
+// queue's failure and delay notices (and purge), so that a sender gets
+// each notice once when several nodes share the queue.
+const noticesLease = "queue-notices"
 
 type noticeKey struct {
 	id    int64
@@ -227,6 +242,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		}
 	}
 	def(&cfg.PollInterval, 2*time.Second)
+	def(&cfg.ClaimRenewal, store.DefaultLease/3)
 	def(&cfg.DialTimeout, 30*time.Second)
 	def(&cfg.CommandTimeout, 5*time.Minute)
 	def(&cfg.DataTimeout, 10*time.Minute)
@@ -288,13 +304,14 @@ func (d *Deliverer) Wake() {
 // started go back to the queue, due at once. Run returns when every worker
 // has recorded its outcomes.
 func (d *Deliverer) Run(ctx context.Context) error {
-	n, err := d.q.RecoverQueue(ctx, d.cfg.Now())
+	n, err := d.q.RecoverQueue(ctx, d.cfg.Now(), true)
 	if err != nil {
 		return fmt.Errorf("deliverer: %w", err)
 	}
 	if n > 0 {
 		d.log.Info("recipients of an interrupted run are due again", slog.Int64("recipients", n))
 	}
+	d.maintain(ctx)
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.ShutdownGrace, cancelHard) })
@@ -302,6 +319,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	tick := time.NewTicker(d.cfg.PollInterval)
 	defer tick.Stop()
 	for ctx.Err() == nil {
+		d.maintain(ctx)
 		more := d.dispatch(ctx, hard)
 		d.notices(ctx)
 		if more {
@@ -316,6 +334,35 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	d.wg.Wait()
 	d.log.Info("deliverer stopped")
 	return nil
+}
+
+// maintain keeps this node's share of a queue that several nodes may use,
+// every ClaimRenewal: it renews the node's claims (an attempt in flight
+// stays this node's), takes over the claims of nodes whose lease ran out
+// (a node that died: its recipients are due again, here or elsewhere) and
+// takes or renews the lease of the queue's notices.
+func (d *Deliverer) maintain(ctx context.Context) {
+	now := d.cfg.Now()
+	if !d.lastRenewal.IsZero() && now.Sub(d.lastRenewal) < d.cfg.ClaimRenewal {
+		return
+	}
+	d.lastRenewal = now
+	if _, err := d.q.RenewClaims(ctx, now); err != nil && ctx.Err() == nil {
+		d.log.Error("renew claims", slog.String("error", err.Error()))
+	}
+	if n, err := d.q.RecoverQueue(ctx, now, false); err != nil && ctx.Err() == nil {
+		d.log.Error("take over expired claims", slog.String("error", err.Error()))
+	} else if n > 0 {
+		d.log.Warn("recipients claimed by a node whose lease ran out are due again", slog.Int64("recipients", n))
+	}
+	held, err := d.q.TakeLease(ctx, noticesLease, now)
+	if err != nil && ctx.Err() == nil {
+		d.log.Error("take the lease of queue notices", slog.String("error", err.Error()))
+	}
+	if held != d.notifier {
+		d.log.Info("queue notices", slog.Bool("this_node", held))
+	}
+	d.notifier = held
 }
 
 // dispatch claims due work and hands it to workers. It reports whether
@@ -894,6 +941,9 @@ func (d *Deliverer) tlsConfig(host string, verify bool) *tls.Config {
 // that failed for good, delayed notices for messages still being retried
 // after DelayedAfter. It also purges old finished messages.
 func (d *Deliverer) notices(ctx context.Context) {
+	if !d.notifier {
+		return // another node sends them
+	}
 	now := d.cfg.Now()
 	// Failure notices are looked for when a recipient failed since the
 	// last look, else once per poll interval (failures recorded by an

@@ -87,7 +87,7 @@ func TestQueueDeferred(t *testing.T) {
 	if len(claimed) != 1 || len(claimed[0].Recipients) != 1 {
 		t.Fatalf("claimed: %+v", claimed)
 	}
-	n, err := s.RecoverQueue(ctx, later)
+	n, err := s.RecoverQueue(ctx, later, true)
 	tcheck(t, err, "recover")
 	if r := queuedByID(t, s, id).Recipients[1]; n != 1 || r.State != StateDeferred {
 		t.Errorf("recovered %d: %+v", n, r)

@@ -14,29 +14,57 @@ import (
 // ClaimDue claims the recipients due for an attempt at now, of at most limit
 // messages (oldest due first), for delivery: in one transaction it moves
 // them to delivering (a deferred recipient of a plain message to sealing),
-// counts the attempt, sets the last attempt to now and
-// records the next attempt by the backoff, so that the retry time is on
-// record before anything is dialed. It returns the messages (without Data,
-// see QueueMessageData) with the claimed recipients only.
+// records this node's claim on them until now plus its lease (SetNode),
+// counts the attempt, sets the last attempt to now and records the next
+// attempt by the backoff, so that the retry time is on record before
+// anything is dialed. It returns the messages (without Data, see
+// QueueMessageData) with the claimed recipients only.
 //
-// The claim is atomic because the transaction holds SQLite's write lock
-// (BEGIN IMMEDIATE); a PostgreSQL store selects the due rows with FOR UPDATE
-// SKIP LOCKED instead, so that several nodes can share one queue.
+// Several nodes may claim from one queue at once: on PostgreSQL the due
+// rows are selected FOR UPDATE SKIP LOCKED, so each node passes over the
+// rows another is claiming, and a claimed row is no longer due; on SQLite
+// the transaction holds the database's write lock. A recipient is thus
+// claimed by one node at a time.
 func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backoff) ([]QueuedMessage, error) {
 	if limit <= 0 {
 		limit = 100
 	}
+	node, lease := s.Node()
 	nowMs := millis(now)
 	var out []QueuedMessage
 	err := s.tx(ctx, func(tx *txn) error {
-		ids, err := queryIDs(ctx, tx, `SELECT queue_id, MIN(next_attempt) AS due FROM queue_recipients
+		out = nil
+		// Recipient rows, oldest due first; a message's due recipients
+		// come along up to claimRowsPerMessage each on average.
+		rows, err := tx.QueryContext(ctx, `SELECT id, queue_id FROM queue_recipients
 			WHERE state IN ('queued', 'deferred') AND next_attempt <= ?
-			GROUP BY queue_id ORDER BY due, queue_id LIMIT ?`, nowMs, limit)
+			ORDER BY next_attempt, queue_id, id LIMIT ?`+s.skipLocked(), nowMs, limit*claimRowsPerMessage)
 		if err != nil {
 			return err
 		}
-		for _, id := range ids {
-			m, err := getQueued(ctx, tx, id, false, `state IN ('queued', 'deferred') AND next_attempt <= ?`, nowMs)
+		var order []int64
+		byMessage := map[int64][]any{}
+		for rows.Next() {
+			var id, qid int64
+			if err := rows.Scan(&id, &qid); err != nil {
+				rows.Close()
+				return err
+			}
+			if _, ok := byMessage[qid]; !ok {
+				if len(order) == limit {
+					continue
+				}
+				order = append(order, qid)
+			}
+			byMessage[qid] = append(byMessage[qid], id)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, qid := range order {
+			ids := byMessage[qid]
+			m, err := getQueued(ctx, tx, qid, false, `id IN (`+placeholders(len(ids))+`)`, ids...)
 			if err != nil {
 				return err
 			}
@@ -52,8 +80,10 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backof
 				r.NextAttempt = fromMillis(millis(now.Add(b.Delay(r.Attempts))))
 				r.Updated = r.LastAttempt
 				_, err := tx.ExecContext(ctx, `UPDATE queue_recipients
-					SET state = ?, attempts = ?, last_attempt = ?, next_attempt = ?, updated = ?
-					WHERE id = ?`, string(r.State), r.Attempts, nowMs, millis(r.NextAttempt), nowMs, r.ID)
+					SET state = ?, attempts = ?, last_attempt = ?, next_attempt = ?, updated = ?,
+					claimed_by = ?, claimed_until = ?
+					WHERE id = ?`, string(r.State), r.Attempts, nowMs, millis(r.NextAttempt), nowMs,
+					node, millis(now.Add(lease)), r.ID)
 				if err != nil {
 					return err
 				}
@@ -66,6 +96,41 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backof
 		return nil, fmt.Errorf("claim due recipients: %w", err)
 	}
 	return out, nil
+}
+
+// claimRowsPerMessage is how many due recipient rows ClaimDue reads per
+// message it may claim: messages have few recipients, and one with more
+// has the rest claimed by the next call.
+const claimRowsPerMessage = 16
+
+// placeholders returns n "?" separated by commas.
+func placeholders(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strings.Repeat("?, ", n-1) + "?"
+}
+
+// RenewClaims extends this node's claims (recipients it delivers or seals)
+// until now plus its lease; the deliverer calls it at least every third of
+// the lease while it works, so that no other node takes over an attempt
+// that is merely slow.
+func (s *Store) RenewClaims(ctx context.Context, now time.Time) (int64, error) {
+	node, lease := s.Node()
+	var n int64
+	err := s.tx(ctx, func(tx *txn) error {
+		res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET claimed_until = ?
+			WHERE state IN ('delivering', 'sealing') AND claimed_by = ?`, millis(now.Add(lease)), node)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("renew claims: %w", err)
+	}
+	return n, nil
 }
 
 // QueueMessageData returns the bytes of a queued message.
@@ -106,6 +171,10 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 		return nil
 	}
 	nowMs := millis(now)
+	// An outcome counts only while this node's claim stands: a node whose
+	// lease ran out (another node took the recipient over) records
+	// nothing.
+	node, _ := s.Node()
 	err := s.tx(ctx, func(tx *txn) error {
 		touched := map[int64]bool{}
 		for _, u := range updates {
@@ -124,25 +193,25 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?,
 					next_attempt = CASE WHEN ? > 0 THEN ? ELSE next_attempt END,
 					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, updated = ?
-					WHERE id = ? AND state = ?`,
-					string(u.State), millis(u.NextAttempt), millis(u.NextAttempt), u.Code, u.Enhanced, text, u.RemoteMTA, nowMs, u.ID, string(claimed))
+					WHERE id = ? AND state = ? AND claimed_by = ?`,
+					string(u.State), millis(u.NextAttempt), millis(u.NextAttempt), u.Code, u.Enhanced, text, u.RemoteMTA, nowMs, u.ID, string(claimed), node)
 			case StateDelivered, StateSealed:
 				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?,
 					last_code = ?, last_enhanced = ?, remote_mta = ?, status = ?, updated = ?
-					WHERE id = ? AND state = ?`,
-					string(u.State), u.Code, u.Enhanced, u.RemoteMTA, status, nowMs, u.ID, string(claimed))
+					WHERE id = ? AND state = ? AND claimed_by = ?`,
+					string(u.State), u.Code, u.Enhanced, u.RemoteMTA, status, nowMs, u.ID, string(claimed), node)
 			case StateFailed:
 				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'failed',
 					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, status = ?, updated = ?
-					WHERE id = ? AND state IN ('delivering', 'queued')`,
-					u.Code, u.Enhanced, text, u.RemoteMTA, status, nowMs, u.ID)
+					WHERE id = ? AND (state = 'queued' OR state = 'delivering' AND claimed_by = ?)`,
+					u.Code, u.Enhanced, text, u.RemoteMTA, status, nowMs, u.ID, node)
 			case StateBounced:
 				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = 'bounced',
 					last_code = CASE WHEN state = 'sealing' THEN ? ELSE last_code END,
 					last_enhanced = CASE WHEN state = 'sealing' THEN ? ELSE last_enhanced END,
 					last_error = CASE WHEN state = 'sealing' THEN ? ELSE last_error END,
 					status = CASE WHEN state = 'sealing' THEN ? ELSE status END, updated = ?
-					WHERE id = ? AND state IN ('failed', 'sealing')`, u.Code, u.Enhanced, text, status, nowMs, u.ID)
+					WHERE id = ? AND (state = 'failed' OR state = 'sealing' AND claimed_by = ?)`, u.Code, u.Enhanced, text, status, nowMs, u.ID, node)
 			default:
 				return fmt.Errorf("recipient %d: cannot move to state %q", u.ID, u.State)
 			}
@@ -180,20 +249,32 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 	return nil
 }
 
-// RecoverQueue makes recipients left in delivering (or sealing) by a stopped or crashed
-// server due again at now, and returns how many. Their interrupted attempt
-// stays counted. Call it when the (single) deliverer starts, before it
-// claims.
-func (s *Store) RecoverQueue(ctx context.Context, now time.Time) (int64, error) {
+// RecoverQueue makes due again at now the recipients whose claim was left
+// behind: this node's own (a run that stopped or crashed, so a restarted
+// node takes them back at once) when own is set, and any node's whose
+// lease ran out (a node that died). It returns how many. Their interrupted
+// attempt stays counted. The deliverer calls it with own set when it
+// starts, and without it every poll.
+func (s *Store) RecoverQueue(ctx context.Context, now time.Time, own bool) (int64, error) {
 	nowMs := millis(now)
-	res, err := s.db.ExecContext(ctx, `UPDATE queue_recipients
-		SET state = CASE state WHEN 'sealing' THEN 'deferred' ELSE 'queued' END, next_attempt = ?,
-		last_error = ?, updated = ? WHERE state IN ('delivering', 'sealing')`,
-		nowMs, "delivery interrupted: hisp stopped during the attempt", nowMs)
-	if err != nil {
-		return 0, fmt.Errorf("recover queue: %w", err)
+	node, _ := s.Node()
+	whose, args := `claimed_until <= ?`, []any{nowMs}
+	if own {
+		whose, args = `(claimed_by = ? OR claimed_until <= ?)`, []any{node, nowMs}
 	}
-	n, err := res.RowsAffected()
+	var n int64
+	err := s.tx(ctx, func(tx *txn) error {
+		res, err := tx.ExecContext(ctx, `UPDATE queue_recipients
+			SET state = CASE state WHEN 'sealing' THEN 'deferred' ELSE 'queued' END, next_attempt = ?,
+			last_error = ?, updated = ?, claimed_by = '', claimed_until = 0
+			WHERE state IN ('delivering', 'sealing') AND `+whose,
+			append([]any{nowMs, "delivery interrupted: hisp stopped during the attempt", nowMs}, args...)...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("recover queue: %w", err)
 	}

@@ -397,7 +397,7 @@ func TestQueueCrashRecovery(t *testing.T) {
 
 	s = openTest(t, dir)
 	later := now.Add(time.Minute)
-	n, err := s.RecoverQueue(ctx, later)
+	n, err := s.RecoverQueue(ctx, later, true)
 	tcheck(t, err, "recover")
 	if n != 2 {
 		t.Fatalf("recovered %d rows, want 2", n)
@@ -418,7 +418,7 @@ func TestQueueCrashRecovery(t *testing.T) {
 			}
 		}
 	}
-	if n, _ := s.RecoverQueue(ctx, later); n != 3 {
+	if n, _ := s.RecoverQueue(ctx, later, true); n != 3 {
 		t.Fatalf("second recovery: %d", n)
 	}
 }

@@ -89,6 +89,8 @@ type Store struct {
 	// defaultQuota is the quota of mail accounts without one of their
 	// own, in bytes; 0: none (SetDefaultQuota).
 	defaultQuota atomic.Int64
+	// node is this process as a node of the store (leases.go).
+	node atomic.Pointer[nodeInfo]
 	// pg holds what only a PostgreSQL store has (postgres.go); nil for
 	// SQLite.
 	pg *pgState

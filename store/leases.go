@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Nodes and leases: what lets several nodes share one store. A node has a
+// name (SetNode); the queue's claims carry it with a lease the node renews
+// (RenewClaims) while it works, and jobs that one node at a time must run
+// (tracking timeouts, bundle refreshes, the queue's notices) are held
+// through TakeLease. A node that dies stops renewing: its claims and jobs
+// pass to another node when their leases run out. With SQLite (one node)
+// the same rules hold, and cost a row each.
+
+// DefaultLease is how long a claim or a job stays with its node without a
+// renewal.
+const DefaultLease = time.Minute
+
+// DefaultNode is the name of this process as a node: the host name and
+// the data directory, so that a node restarted on the same machine knows
+// its own claims from before (and takes them back at once) and two nodes
+// on one machine differ by their data directories.
+func DefaultNode(dataDir string) string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return host + ":" + dataDir
+}
+
+// SetNode names this process as a node of the store and sets how long its
+// claims and jobs last without a renewal (0: DefaultLease). Call it before
+// the store is used by a deliverer.
+func (s *Store) SetNode(name string, lease time.Duration) {
+	if lease <= 0 {
+		lease = DefaultLease
+	}
+	s.node.Store(&nodeInfo{name: name, lease: lease})
+}
+
+type nodeInfo struct {
+	name  string
+	lease time.Duration
+}
+
+// Node returns the name of this process as a node and its lease.
+func (s *Store) Node() (name string, lease time.Duration) {
+	if n := s.node.Load(); n != nil {
+		return n.name, n.lease
+	}
+	return DefaultNode(s.dir), DefaultLease
+}
+
+// TakeLease takes or renews the lease of job for this node until now plus
+// the node's lease, and reports whether the node holds it: true when no
+// node held it, the lease had run out, or this node held it already. A
+// node runs the job only while it holds the lease, and renews it at least
+// every third of the lease.
+func (s *Store) TakeLease(ctx context.Context, job string, now time.Time) (bool, error) {
+	node, lease := s.Node()
+	var n int64
+	err := s.tx(ctx, func(tx *txn) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+			WHERE leases.holder = excluded.holder OR leases.expires <= ?`,
+			job, node, millis(now.Add(lease)), millis(now))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("take lease %s: %w", job, err)
+	}
+	return n > 0, nil
+}
+
+// ReleaseLease gives up this node's lease of job (a node that stops), so
+// that another node takes the job at once.
+func (s *Store) ReleaseLease(ctx context.Context, job string) error {
+	node, _ := s.Node()
+	err := s.tx(ctx, func(tx *txn) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM leases WHERE name = ? AND holder = ?`, job, node)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("release lease %s: %w", job, err)
+	}
+	return nil
+}
+
+// Lease is a job's lease as stored.
+type Lease struct {
+	Job    string
+	Holder string
+	Until  time.Time
+}
+
+// Leases lists the jobs' leases (for monitoring: which node runs what).
+func (s *Store) Leases(ctx context.Context) ([]Lease, error) {
+	return queryAll(ctx, s.db, "list leases", func(r rowScanner) (Lease, error) {
+		var l Lease
+		var until int64
+		err := r.Scan(&l.Job, &l.Holder, &until)
+		l.Until = fromMillis(until)
+		return l, err
+	}, `SELECT name, holder, expires FROM leases ORDER BY name`)
+}

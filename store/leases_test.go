@@ -1,0 +1,110 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// openNode opens a second view of the store in dir as another node, as a
+// second hisp node on the same database would.
+func openNode(t *testing.T, dir, node string, lease time.Duration) *Store {
+	t.Helper()
+	s := openTest(t, dir)
+	s.SetNode(node, lease)
+	return s
+}
+
+// TestClaimsAcrossNodes: a recipient claimed by one node is not claimed by
+// another; its claim passes to another node only when its lease runs out
+// (a node that died), after which the first node's late outcome counts for
+// nothing; a live node's renewal keeps its claim.
+func TestClaimsAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := openNode(t, dir, "node-a", time.Minute)
+	b := openNode(t, dir, "node-b", time.Minute)
+	q := NewQueue(a, QueueOptions{})
+	defer q.Close()
+	for i := range 3 {
+		_, err := q.Enqueue(ctx, testMessage(i, "bob@b.example"))
+		tcheck(t, err, "enqueue")
+	}
+	now := time.Now()
+	got, err := a.ClaimDue(ctx, now, 2, Backoff{})
+	tcheck(t, err, "claim on a")
+	if len(got) != 2 {
+		t.Fatalf("a claimed %d messages, want 2", len(got))
+	}
+	// b sees only the third; then nothing.
+	gotB, err := b.ClaimDue(ctx, now, 10, Backoff{})
+	tcheck(t, err, "claim on b")
+	if len(gotB) != 1 || gotB[0].ID == got[0].ID || gotB[0].ID == got[1].ID {
+		t.Fatalf("b claimed %+v, a had %d and %d", gotB, got[0].ID, got[1].ID)
+	}
+	if more, _ := b.ClaimDue(ctx, now.Add(time.Hour), 10, Backoff{}); len(more) != 0 {
+		t.Fatalf("claimed twice: %+v", more)
+	}
+	// a renews at +50s: its claims hold past the first minute; b's lapse.
+	if n, err := a.RenewClaims(ctx, now.Add(50*time.Second)); err != nil || n != 2 {
+		t.Fatalf("renew: %d, %v", n, err)
+	}
+	n, err := a.RecoverQueue(ctx, now.Add(90*time.Second), false)
+	tcheck(t, err, "recover")
+	if n != 1 {
+		t.Fatalf("recovered %d at +90s, want b's one", n)
+	}
+	// b, late, records a delivery of the recipient a node took over:
+	// nothing changes; a claims it and its outcome counts.
+	r := gotB[0].Recipients[0]
+	tcheck(t, b.UpdateRecipients(ctx, now, []RecipientUpdate{{ID: r.ID, State: StateDelivered, Code: 250}}), "late update")
+	if m := queuedByID(t, a, gotB[0].ID); m.Recipients[0].State != StateQueued {
+		t.Fatalf("late outcome of an expired claim applied: %+v", m.Recipients[0])
+	}
+	again, err := a.ClaimDue(ctx, now.Add(90*time.Second), 10, Backoff{})
+	tcheck(t, err, "claim again")
+	if len(again) != 1 || again[0].ID != gotB[0].ID {
+		t.Fatalf("a took over %+v", again)
+	}
+	tcheck(t, a.UpdateRecipients(ctx, now, []RecipientUpdate{{ID: r.ID, State: StateDelivered, Code: 250}}), "update")
+	if m := queuedByID(t, a, gotB[0].ID); m.Recipients[0].State != StateDelivered || m.Recipients[0].Attempts != 2 {
+		t.Fatalf("after takeover: %+v", m.Recipients[0])
+	}
+	// A restarted node takes its own claims back at once.
+	n, err = a.RecoverQueue(ctx, now.Add(time.Second), true)
+	tcheck(t, err, "recover own")
+	if n != 2 {
+		t.Fatalf("own claims recovered: %d, want 2", n)
+	}
+}
+
+// TestLeases: one node at a time holds a job; the holder renews it; another
+// takes it when it runs out or is released.
+func TestLeases(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := openNode(t, dir, "node-a", time.Minute)
+	b := openNode(t, dir, "node-b", time.Minute)
+	now := time.Now()
+	take := func(s *Store, at time.Time) bool {
+		t.Helper()
+		ok, err := s.TakeLease(ctx, "tracking", at)
+		tcheck(t, err, "take lease")
+		return ok
+	}
+	if !take(a, now) || take(b, now) || !take(a, now.Add(40*time.Second)) || take(b, now.Add(90*time.Second)) {
+		t.Fatal("a should hold the job and renew it; b should not get it")
+	}
+	if !take(b, now.Add(101*time.Second)) || take(a, now.Add(102*time.Second)) {
+		t.Fatal("b should take the lapsed job from a")
+	}
+	tcheck(t, b.ReleaseLease(ctx, "tracking"), "release")
+	if !take(a, now.Add(103*time.Second)) {
+		t.Fatal("a should take the released job")
+	}
+	ls, err := a.Leases(ctx)
+	tcheck(t, err, "leases")
+	if len(ls) != 1 || ls[0].Holder != "node-a" || ls[0].Job != "tracking" {
+		t.Fatalf("leases: %+v", ls)
+	}
+}
