@@ -240,6 +240,13 @@ type crashInstance struct {
 	bin, dir, caFile   string
 	config             string
 	ports              []int // smtp, submission, imap, dns, admin
+	// host is the config's hostname; "" is hisp.DOMAIN.
+	host string
+	// extra is TOML added at the end of the config (a [store] table).
+	extra string
+	// byConfig makes admin commands reach the store through --config
+	// (a PostgreSQL store shared by several nodes) instead of --data.
+	byConfig bool
 
 	cmd    *exec.Cmd
 	stdout *syncBuffer
@@ -257,7 +264,11 @@ func (in *crashInstance) addr(name string) string {
 // directory and returns its standard output.
 func (in *crashInstance) admin(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(in.bin, append(args, "--data", in.dir)...)
+	where := []string{"--data", in.dir}
+	if in.byConfig {
+		where = []string{"--config", in.config}
+	}
+	cmd := exec.Command(in.bin, append(args, where...)...)
 	cmd.Env = append(os.Environ(), "HISP_DATA=")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -269,9 +280,20 @@ func (in *crashInstance) admin(t *testing.T, args ...string) string {
 
 func (in *crashInstance) writeConfig(t *testing.T, peer *crashInstance) {
 	t.Helper()
+	in.writeConfigTo(t, peer.addr("dns"), map[string]string{peer.domain: peer.addr("smtp")})
+}
+
+// writeConfigTo writes the instance's config: its resolver is the DNS
+// server at resolver, routes maps partner domains to backbone addresses.
+func (in *crashInstance) writeConfigTo(t *testing.T, resolver string, routes map[string]string) {
+	t.Helper()
 	in.config = filepath.Join(filepath.Dir(in.dir), in.name+".toml")
+	host := in.host
+	if host == "" {
+		host = "hisp." + in.domain
+	}
 	cfg := fmt.Sprintf(`data = %q
-hostname = "hisp.%s"
+hostname = %q
 [listen]
 smtp = %q
 submission = %q
@@ -285,9 +307,16 @@ retry_first = "1s"
 retry_max = "4s"
 retry_attempts = 30
 [outbound.routes]
-%q = %q
-`, in.dir, in.domain, in.addr("smtp"), in.addr("submission"), in.addr("imap"), in.addr("dns"), in.addr("admin"),
-		peer.addr("dns"), peer.domain, peer.addr("smtp"))
+`, in.dir, host, in.addr("smtp"), in.addr("submission"), in.addr("imap"), in.addr("dns"), in.addr("admin"), resolver)
+	domains := make([]string, 0, len(routes))
+	for d := range routes {
+		domains = append(domains, d)
+	}
+	sort.Strings(domains)
+	for _, d := range domains {
+		cfg += fmt.Sprintf("%q = %q\n", d, routes[d])
+	}
+	cfg += in.extra
 	if err := os.WriteFile(in.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +324,13 @@ retry_attempts = 30
 
 // start runs `hisp serve` and waits for "hisp ready".
 func (in *crashInstance) start(t *testing.T) {
+	t.Helper()
+	in.launch(t)
+	in.waitReady(t)
+}
+
+// launch runs `hisp serve` without waiting for it to be ready.
+func (in *crashInstance) launch(t *testing.T) {
 	t.Helper()
 	if in.stderr != nil {
 		in.logs = append(in.logs, in.stderr.String())
@@ -317,6 +353,12 @@ func (in *crashInstance) start(t *testing.T) {
 			<-exited
 		}
 	})
+}
+
+// waitReady waits for the "hisp ready" of the last launch.
+func (in *crashInstance) waitReady(t *testing.T) {
+	t.Helper()
+	cmd, exited := in.cmd, in.exited
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if strings.Contains(in.stdout.String(), "hisp ready") {
 			return
