@@ -60,11 +60,17 @@ func (s *Store) QueueHead(ctx context.Context, limit int) ([]QueuedMessage, int,
 // each with all its recipients, and how many heads selects in all: one
 // query, its rows a message's columns and one recipient's.
 func listQueued(ctx context.Context, q queryer, heads string, limit int) ([]QueuedMessage, int, error) {
-	query := `WITH heads AS (` + heads + `), page AS (SELECT id FROM heads ORDER BY id LIMIT ?)
+	// No LIMIT for all: PostgreSQL refuses a negative one (SQLite reads
+	// it as none).
+	page, args := `SELECT id FROM heads`, []any{}
+	if limit >= 0 {
+		page, args = `SELECT id FROM heads ORDER BY id LIMIT ?`, []any{limit}
+	}
+	query := `WITH heads AS (` + heads + `), page AS (` + page + `)
 		SELECT (SELECT COUNT(*) FROM heads), ` + prefixed("m.", messageColumns) + `, ` + prefixed("r.", recipientColumns) + `
 		FROM page JOIN queue_messages m ON m.id = page.id JOIN queue_recipients r ON r.queue_id = m.id
 		ORDER BY m.id, r.id`
-	rows, err := q.QueryContext(ctx, query, limit)
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, 0, err
 	}
