@@ -95,6 +95,11 @@ func TestClusterFailover(t *testing.T) {
 	b := &crashInstance{name: "B", domain: "clinic.example", user: "bob@clinic.example", bin: bin,
 		dir: filepath.Join(tmp, "b"), ports: ports[10:]}
 	const carol = "carol@lab.example"
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s\n%s\n%s", a1.logTail(), a2.logTail(), b.logTail())
+		}
+	})
 	pwFile := filepath.Join(tmp, "pw")
 	if err := os.WriteFile(pwFile, []byte(clusterPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -254,10 +259,12 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("bob's message to alice: %v\n%s", err, b.logTail())
 	}
 	sent := time.Now()
-	if !idle.wait(time.Minute) {
-		t.Errorf("alice's IDLE at A2 did not wake within a minute of bob's message to A1\n%s\n%s", a1.logTail(), b.logTail())
+	came, others := idle.waitFor(bobID, time.Minute)
+	if !came {
+		t.Errorf("alice's IDLE at A2 was not told of bob's message to A1 within a minute")
 	}
 	woke := time.Since(sent)
+	idle.idle = nil
 	idle.close()
 	var found bool
 	for deadline := time.Now().Add(time.Minute); !found && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
@@ -269,7 +276,8 @@ func TestClusterFailover(t *testing.T) {
 	if !strings.Contains(a1.stderr.String(), bobID) && !strings.Contains(a1.stderr.String(), "<"+bobID+">") {
 		t.Logf("A1's log does not name %s (it may not log inbound Message-IDs)", bobID)
 	}
-	t.Logf("bob's message to alice, delivered to A1, woke IDLE at A2 %s after its submission at B", woke.Round(time.Millisecond))
+	t.Logf("bob's message to alice, delivered to A1, announced in IDLE at A2 %s after its submission at B (%d other new messages first)",
+		woke.Round(time.Millisecond), others)
 
 	// (c) An anchor added through A1's config, used by A2.
 	submit := func() error {
@@ -548,7 +556,7 @@ func imapMessageIDs(t *testing.T, addr, user, mailbox string) map[string]int {
 	all.AddRange(1, sel.NumMessages)
 	msgs, err := c.Fetch(all, &imap.FetchOptions{Envelope: true}).Collect()
 	if err != nil {
-		t.Fatalf("imap %s: fetch %s: %v", addr, mailbox, err)
+		t.Fatalf("imap %s: fetch %s of %s: %v", addr, mailbox, user, err)
 	}
 	for _, m := range msgs {
 		if m.Envelope == nil || m.Envelope.MessageID == "" {
@@ -561,26 +569,25 @@ func imapMessageIDs(t *testing.T, addr, user, mailbox string) map[string]int {
 	return out
 }
 
-// imapWatch is an IMAP client in IDLE on a mailbox, noticing new messages.
+// imapWatch is an IMAP client in IDLE on a mailbox, told of new messages.
 type imapWatch struct {
+	t     *testing.T
 	c     *imapclient.Client
 	idle  *imapclient.IdleCommand
-	grown chan struct{}
-	once  sync.Once
+	seen  uint32        // messages in the mailbox when last looked at
+	grown chan struct{} // a message came (EXISTS)
 }
 
 func newIMAPWatch(t *testing.T, addr, user, mailbox string) *imapWatch {
 	t.Helper()
-	w := &imapWatch{grown: make(chan struct{})}
-	var base uint32
-	var baseSet bool
-	var mu sync.Mutex
+	w := &imapWatch{t: t, grown: make(chan struct{}, 1)}
 	opts := &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-			mu.Lock()
-			defer mu.Unlock()
-			if d.NumMessages != nil && baseSet && *d.NumMessages > base {
-				w.once.Do(func() { close(w.grown) })
+			if d.NumMessages != nil {
+				select {
+				case w.grown <- struct{}{}:
+				default:
+				}
 			}
 		},
 	}}
@@ -597,28 +604,61 @@ func newIMAPWatch(t *testing.T, addr, user, mailbox string) *imapWatch {
 	if err != nil {
 		t.Fatalf("imap %s: select %s: %v", addr, mailbox, err)
 	}
-	mu.Lock()
-	base, baseSet = sel.NumMessages, true
-	mu.Unlock()
-	if w.idle, err = c.Idle(); err != nil {
-		t.Fatalf("imap %s: idle: %v", addr, err)
-	}
+	w.seen = sel.NumMessages
+	w.startIdle()
 	return w
 }
 
-// wait reports whether the mailbox grew within d.
-func (w *imapWatch) wait(d time.Duration) bool {
-	select {
-	case <-w.grown:
-		return true
-	case <-time.After(d):
-		return false
+func (w *imapWatch) startIdle() {
+	var err error
+	if w.idle, err = w.c.Idle(); err != nil {
+		w.t.Fatalf("imap: idle: %v", err)
+	}
+}
+
+// waitFor waits in IDLE until a message with Message-ID id is announced,
+// looking at each new message when IDLE reports one, for at most d. It
+// reports whether it came, and how many other new messages came first.
+func (w *imapWatch) waitFor(id string, d time.Duration) (bool, int) {
+	timeout := time.After(d)
+	others := 0
+	for {
+		select {
+		case <-w.grown:
+		case <-timeout:
+			return false, others
+		}
+		if err := w.idle.Close(); err != nil {
+			w.t.Fatalf("imap: end idle: %v", err)
+		}
+		if err := w.idle.Wait(); err != nil {
+			w.t.Fatalf("imap: idle: %v", err)
+		}
+		n := w.c.Mailbox().NumMessages
+		if n > w.seen {
+			var fresh imap.SeqSet
+			fresh.AddRange(w.seen+1, n)
+			msgs, err := w.c.Fetch(fresh, &imap.FetchOptions{Envelope: true}).Collect()
+			if err != nil {
+				w.t.Fatalf("imap: fetch new messages: %v", err)
+			}
+			w.seen = n
+			for _, m := range msgs {
+				if m.Envelope != nil && msgID(m.Envelope.MessageID) == id {
+					return true, others
+				}
+				others++
+			}
+		}
+		w.startIdle()
 	}
 }
 
 func (w *imapWatch) close() {
-	w.idle.Close()
-	w.idle.Wait()
+	if w.idle != nil {
+		w.idle.Close()
+		w.idle.Wait()
+	}
 	w.c.Logout().Wait()
 	w.c.Close()
 }
