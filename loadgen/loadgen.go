@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,12 @@ type Options struct {
 	NoResume bool
 	// ServerPID, when set, is read for its peak resident set (VmHWM).
 	ServerPID int
+	// DBPID, when set, is the database server's main process (PostgreSQL's
+	// postmaster): its CPU time and its children's (the backends, exited
+	// ones included once reaped) over the submissions is reported per
+	// message, the part of a message's cost that a PostgreSQL store moves
+	// out of hisp's process.
+	DBPID int
 	// CeilingTime is how long to measure the RSA signing rate; default 2 s.
 	CeilingTime time.Duration
 	// NoCeiling skips the RSA measurement: RSASignPerSecond and Ratio stay
@@ -90,7 +97,10 @@ type Report struct {
 	// (logins included) divided by the messages sent; RSASignCPU is the
 	// CPU time of one RSA-2048 signature measured in the same run.
 	ServerCPUPerMessage, RSASignCPU time.Duration
-	Concurrency, Size               int
+	// DBCPUPerMessage is DBPID's CPU time and its children's over the
+	// submissions divided by the messages sent.
+	DBCPUPerMessage   time.Duration
+	Concurrency, Size int
 }
 
 // String formats the report for people.
@@ -117,6 +127,14 @@ func (r *Report) String() string {
 		fmt.Fprintf(&b, "server CPU:      %s per message", r.ServerCPUPerMessage.Round(time.Microsecond))
 		if r.RSASignCPU > 0 {
 			fmt.Fprintf(&b, " = %.2f RSA-2048 signatures (%s CPU each)", float64(r.ServerCPUPerMessage)/float64(r.RSASignCPU), r.RSASignCPU.Round(time.Microsecond))
+		}
+		b.WriteString("\n")
+	}
+	if r.DBCPUPerMessage > 0 {
+		fmt.Fprintf(&b, "database CPU:    %s per message", r.DBCPUPerMessage.Round(time.Microsecond))
+		if r.RSASignCPU > 0 {
+			fmt.Fprintf(&b, " = %.2f RSA-2048 signatures; server and database %.2f",
+				float64(r.DBCPUPerMessage)/float64(r.RSASignCPU), float64(r.ServerCPUPerMessage+r.DBCPUPerMessage)/float64(r.RSASignCPU))
 		}
 		b.WriteString("\n")
 	}
@@ -162,9 +180,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	var serverCPU0 time.Duration
+	var serverCPU0, dbCPU0 time.Duration
 	if o.ServerPID > 0 {
 		serverCPU0 = processCPU(o.ServerPID)
+	}
+	if o.DBPID > 0 {
+		dbCPU0 = processTreeCPU(o.DBPID)
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -234,6 +255,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.ServerPID > 0 && len(lat) > 0 {
 		if cpu := processCPU(o.ServerPID) - serverCPU0; cpu > 0 {
 			r.ServerCPUPerMessage = cpu / time.Duration(len(lat))
+		}
+	}
+	if o.DBPID > 0 && len(lat) > 0 {
+		if cpu := processTreeCPU(o.DBPID) - dbCPU0; cpu > 0 {
+			r.DBCPUPerMessage = cpu / time.Duration(len(lat))
 		}
 	}
 	r.summarize(lat, conns)
@@ -452,24 +478,60 @@ func rsaSign(ctx context.Context, d time.Duration) (float64, time.Duration, erro
 // processCPU is the user and system CPU time a process has used, from
 // /proc (0 where it cannot be read).
 func processCPU(pid int) time.Duration {
+	f := procStat(pid)
+	if len(f) < 13 {
+		return 0
+	}
+	return ticks(f[11], f[12])
+}
+
+// processTreeCPU is the CPU time of pid, of its reaped children (cutime,
+// cstime) and of its live children with theirs: a server of one process
+// per connection (PostgreSQL) over the life of its connections.
+func processTreeCPU(pid int) time.Duration {
+	f := procStat(pid)
+	if len(f) < 15 {
+		return 0
+	}
+	cpu := ticks(f[11], f[12], f[13], f[14])
+	procs, _ := os.ReadDir("/proc")
+	parent := strconv.Itoa(pid)
+	for _, p := range procs {
+		child, err := strconv.Atoi(p.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		if f := procStat(child); len(f) >= 15 && f[1] == parent {
+			cpu += ticks(f[11], f[12], f[13], f[14])
+		}
+	}
+	return cpu
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name
+// (field 3, the state, first); nil if it cannot be read.
+func procStat(pid int) []string {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return nil
 	}
 	// The command name (field 2) may hold spaces: count from its ")".
 	i := strings.LastIndexByte(string(data), ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0
+	return strings.Fields(string(data[i+1:]))
+}
+
+// ticks adds up clock ticks given as decimal fields of /proc/PID/stat.
+func ticks(fields ...string) time.Duration {
+	var sum int64
+	for _, f := range fields {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		sum += n
 	}
-	var utime, stime int64
-	fmt.Sscan(f[11], &utime)
-	fmt.Sscan(f[12], &stime)
 	const clockTicks = 100 // USER_HZ, 100 on every Linux platform Go runs on
-	return time.Duration(utime+stime) * time.Second / clockTicks
+	return time.Duration(sum) * time.Second / clockTicks
 }
 
 // SealRate measures how many messages of about size bytes smime.Seal makes

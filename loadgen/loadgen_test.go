@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,7 +184,7 @@ func TestResumptionAndServerCPU(t *testing.T) {
 	for _, noResume := range []bool{false, true} {
 		r, err := Run(context.Background(), Options{Addr: l.Addr().String(), User: "alice@hospital.example", Password: "secret pw",
 			To: []string{"bob@clinic.example"}, Concurrency: 2, Messages: 60, Size: 10240, StartTLS: "require",
-			NoResume: noResume, ServerPID: os.Getpid(), CeilingTime: 200 * time.Millisecond})
+			NoResume: noResume, ServerPID: os.Getpid(), DBPID: os.Getpid(), CeilingTime: 200 * time.Millisecond})
 		if err != nil || r.Failed != 0 {
 			t.Fatalf("no-resume=%v: %v, %+v", noResume, err, r)
 		}
@@ -193,5 +194,34 @@ func TestResumptionAndServerCPU(t *testing.T) {
 		if r.ServerCPUPerMessage <= 0 || r.RSASignCPU <= 0 || !strings.Contains(r.String(), "RSA-2048 signatures") {
 			t.Errorf("no server CPU in the report: %+v\n%s", r, r)
 		}
+		// The "database" here is this process too.
+		if r.DBCPUPerMessage <= 0 || !strings.Contains(r.String(), "database CPU:") {
+			t.Errorf("no database CPU in the report: %+v\n%s", r, r)
+		}
+	}
+}
+
+// TestProcessTreeCPU: a server's CPU with its children counts a child
+// that has exited (PostgreSQL's backends end with their connections).
+func TestProcessTreeCPU(t *testing.T) {
+	if os.Getenv("LOADGEN_BURN") == "1" {
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+		}
+		return
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	own0, tree0 := processCPU(os.Getpid()), processTreeCPU(os.Getpid())
+	cmd := exec.Command(os.Args[0], "-test.run=^TestProcessTreeCPU$")
+	cmd.Env = append(os.Environ(), "LOADGEN_BURN=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	child := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	own, tree := processCPU(os.Getpid())-own0, processTreeCPU(os.Getpid())-tree0
+	// Ticks are 10 ms: allow two of them.
+	if tree-own < child-20*time.Millisecond {
+		t.Errorf("tree CPU grew %s, own %s: the exited child's %s is missing", tree, own, child)
 	}
 }

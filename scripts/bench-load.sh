@@ -20,6 +20,10 @@
 # HISP_BENCH_PORT (default 41000) up, A on +0..+4, B on +10..+14. With
 # HISP_BENCH_LOGS=DIR the servers' logs are kept there. The environment
 # reaches the servers (GOMEMLIMIT, GODEBUG=gctrace=1, GOGC...);
+# HISP_BENCH_STORE_URL=postgres://... puts A's store in that (empty)
+# PostgreSQL database instead of SQLite in its data directory, and
+# HISP_BENCH_DB_PID (the postmaster's pid) has hisp bench report the
+# database's CPU per message too (scripts/bench-store.sh does both).
 # HISP_BENCH_ARGS adds options to hisp bench (--compare-reuse: reused connections, then --reuse=false: a connection,
 # STARTTLS and AUTH per message); HISP_BENCH_WRAP is a command put before it
 # (HISP_BENCH_WRAP="/usr/bin/time -v": the client's own CPU and memory).
@@ -57,22 +61,22 @@ a=$tmp/a b=$tmp/b
 aport() { echo $((base + $1)); }
 bport() { echo $((base + 10 + $1)); }
 h() { "$hisp" "$@" >/dev/null; }
+store_url=${HISP_BENCH_STORE_URL:-}
+ha() { HISP_STORE_URL=$store_url "$hisp" "$@" --data "$a" >/dev/null; } # A's store
 
-h domain add hospital.example --data "$a"
+ha domain add hospital.example
 h domain add clinic.example --data "$b"
 for u in alice carol; do
-	h address add $u@hospital.example --password-file "$tmp/pw" --data "$a"
-	h cert issue $u@hospital.example --crl-url "http://127.0.0.1:$(aport 4)" --data "$a"
+	ha address add $u@hospital.example --password-file "$tmp/pw"
+	ha cert issue $u@hospital.example --crl-url "http://127.0.0.1:$(aport 4)"
 done
 h address add bob@clinic.example --password-file "$tmp/pw" --data "$b"
 h cert issue bob@clinic.example --crl-url "http://127.0.0.1:$(bport 4)" --data "$b"
-"$hisp" cert ca hospital.example --data "$a" >"$tmp/a-ca.pem"
+HISP_STORE_URL=$store_url "$hisp" cert ca hospital.example --data "$a" >"$tmp/a-ca.pem"
 "$hisp" cert ca clinic.example --data "$b" >"$tmp/b-ca.pem"
-for d in a b; do
-	dom=hospital.example dir=$a
-	[ $d = b ] && dom=clinic.example dir=$b
-	h anchor add $dom "$tmp/a-ca.pem" --direction both --data "$dir"
-	h anchor add $dom "$tmp/b-ca.pem" --direction both --data "$dir"
+for ca in a b; do
+	ha anchor add hospital.example "$tmp/$ca-ca.pem" --direction both
+	h anchor add clinic.example "$tmp/$ca-ca.pem" --direction both --data "$b"
 done
 
 route=127.0.0.1:$(bport 0)
@@ -99,6 +103,8 @@ retry_max = "16h"
 "clinic.example" = "$route"
 [limits]
 mailbox_quota = 0 # long runs fill the Sent folder
+[store]
+url = "$store_url"
 EOF
 if [ "$mode" = queue ]; then
 	b_listen="smtp = \"\"
@@ -147,7 +153,8 @@ to=bob@clinic.example
 [ "$mode" = local ] && to=carol@hospital.example
 echo "mode $mode: $messages messages of $size bytes, $conc clients, alice@hospital.example -> $to"
 ${HISP_BENCH_WRAP:-} "$hisp" bench --addr "127.0.0.1:$(aport 1)" --user alice@hospital.example --password-file "$tmp/pw" \
-	--to "$to" --concurrency "$conc" --messages "$messages" --size "$size" --server-pid "$apid" ${HISP_BENCH_ARGS:-}
+	--to "$to" --concurrency "$conc" --messages "$messages" --size "$size" --server-pid "$apid" \
+	${HISP_BENCH_DB_PID:+--db-pid "$HISP_BENCH_DB_PID"} ${HISP_BENCH_ARGS:-}
 # The server's CPU time (user + system) for the whole run, setup included.
 ticks=$(getconf CLK_TCK)
 awk -v t="$ticks" -v n="$messages" '{ s = ($14 + $15) / t; printf "server CPU:      %.1f s (%.2f ms per message)\n", s, 1000 * s / n }' "/proc/$apid/stat"

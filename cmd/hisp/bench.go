@@ -20,7 +20,7 @@ func init() {
 
 // benchCmd implements
 //
-//	hisp bench [--concurrency N] [--messages M] [--size BYTES] [--reuse=false|--compare-reuse] --user U --password-file F --to R [--addr host:port]
+//	hisp bench [--concurrency N] [--messages M] [--size BYTES] [--reuse=false|--compare-reuse] [--server-pid P [--db-pid Q]] --user U --password-file F --to R [--addr host:port]
 func benchCmd(env *cliEnv, args []string) int {
 	fs := flag.NewFlagSet("hisp bench", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
@@ -38,7 +38,8 @@ func benchCmd(env *cliEnv, args []string) int {
 	fs.BoolVar(&o.Reuse, "reuse", true, "send all of a client's messages over one connection")
 	fs.BoolVar(&o.NoResume, "no-resume", false, "a full TLS handshake on every connection (no session resumption)")
 	compare := fs.Bool("compare-reuse", false, "run twice, reused connections then a connection per message, and report the ratios")
-	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of hisp serve, to report its peak RSS")
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "process id of hisp serve, to report its CPU per message and peak RSS")
+	fs.IntVar(&o.DBPID, "db-pid", 0, "process id of the PostgreSQL server (postmaster) of a node on a PostgreSQL store, to report its CPU per message (its backends included)")
 	if code, ok := parseFlags(env, "bench", fs, args); !ok {
 		return code
 	}
