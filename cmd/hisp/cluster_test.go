@@ -431,6 +431,37 @@ func TestClusterDrainOnce(t *testing.T) {
 		messages, enqueued.Round(time.Millisecond), drained.Round(time.Millisecond), byNode, dupCopies)
 }
 
+// TestClusterFirstNode: the first admin command of a new node on a
+// PostgreSQL store, through a config that names only [store] url, makes
+// the store, the data directory (0700) and the master key in it (0600),
+// and a second node's config with its own data directory but without a
+// copy of that key is told to copy it.
+func TestClusterFirstNode(t *testing.T) {
+	url := pgtest.URL(t)
+	tmp := t.TempDir()
+	write := func(name, data string) string {
+		f := filepath.Join(tmp, name+".toml")
+		cfg := fmt.Sprintf("data = %q\n[store]\nurl = %q\n", data, url)
+		if err := os.WriteFile(f, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	data := filepath.Join(tmp, "node1", "data")
+	if code, _, stderr := runCLI(t, nil, "domain", "add", "hospital.example", "--config", write("node1", data)); code != 0 {
+		t.Fatalf("domain add on a new PostgreSQL store: exit %d\n%s", code, stderr)
+	}
+	for path, want := range map[string]os.FileMode{data: 0o700 | os.ModeDir, filepath.Join(data, store.MasterKeyFile): 0o600} {
+		if fi, err := os.Stat(path); err != nil || fi.Mode() != want {
+			t.Errorf("%s: %v, %v; want mode %v", path, fi, err, want)
+		}
+	}
+	code, _, stderr := runCLI(t, nil, "domain", "list", "--config", write("node2", filepath.Join(tmp, "node2")))
+	if code == 0 || !strings.Contains(stderr, "copy") {
+		t.Errorf("a node without the master key: exit %d, %q; want an error telling to copy the key", code, stderr)
+	}
+}
+
 // clusterBinaries caches the hisp binary built for the cluster tests.
 var clusterBinaries struct {
 	once sync.Once
