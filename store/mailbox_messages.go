@@ -512,13 +512,13 @@ func (s *Store) MessageBody(ctx context.Context, account, mailboxID int64, uid u
 // MessageHeader returns the header of a message as stored, with the empty
 // line that ends it.
 func (s *Store) MessageHeader(ctx context.Context, account, mailboxID int64, uid uint32) ([]byte, error) {
-	return s.messageData(ctx, `substr(b.data, 1, b.header_size)`, account, mailboxID, uid)
+	return s.messageData(ctx, `substr(b.data, 1, CAST(b.header_size AS INTEGER))`, account, mailboxID, uid)
 }
 
 // MessageHeaders returns the headers of the messages of a mailbox with
 // UIDs from first to last (inclusive), by UID, in one query.
 func (s *Store) MessageHeaders(ctx context.Context, account, mailboxID int64, first, last uint32) (map[uint32][]byte, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT m.uid, substr(b.data, 1, b.header_size) FROM messages m
+	rows, err := s.db.QueryContext(ctx, `SELECT m.uid, substr(b.data, 1, CAST(b.header_size AS INTEGER)) FROM messages m
 		JOIN mailboxes x ON x.id = m.mailbox_id JOIN mail_bodies b ON b.id = m.body_id
 		WHERE m.mailbox_id = ? AND x.account_id = ? AND m.uid >= ? AND m.uid <= ?`,
 		mailboxID, account, int64(first), int64(last))

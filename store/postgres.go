@@ -30,6 +30,13 @@ func (p *pgState) close() {}
 const migrationLock = 0x6869_7370_0001 // "hisp", 1
 
 func openPostgres(ctx context.Context, loc Location, create bool) (*Store, error) {
+	if create && loc.Dir != "" {
+		// The data directory still holds this node's own files (TLS
+		// keys made on first start, by default the master key).
+		if err := os.MkdirAll(loc.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+	}
 	cc, err := pgx.ParseConfig(loc.URL)
 	if err != nil {
 		return nil, fmt.Errorf("store url %s: %w", redactURL(loc.URL), err)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -56,10 +57,13 @@ func (s *Store) QueueHead(ctx context.Context, limit int) ([]QueuedMessage, int,
 }
 
 // listQueued returns the messages heads selects (a query of m.id over
-// queue_messages m), oldest first and at most limit of them (< 0: all),
+// queue_messages m), oldest first and at most limit of them,
 // each with all its recipients, and how many heads selects in all: one
 // query, its rows a message's columns and one recipient's.
 func listQueued(ctx context.Context, q queryer, heads string, limit int) ([]QueuedMessage, int, error) {
+	if limit < 0 {
+		limit = math.MaxInt64 // all (PostgreSQL has no LIMIT -1)
+	}
 	query := `WITH heads AS (` + heads + `), page AS (SELECT id FROM heads ORDER BY id LIMIT ?)
 		SELECT (SELECT COUNT(*) FROM heads), ` + prefixed("m.", messageColumns) + `, ` + prefixed("r.", recipientColumns) + `
 		FROM page JOIN queue_messages m ON m.id = page.id JOIN queue_recipients r ON r.queue_id = m.id
