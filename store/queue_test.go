@@ -142,8 +142,9 @@ func TestQueueGroupCommit(t *testing.T) {
 		}()
 	}
 	// Wait until most requests wait in the writer's channel (the first
-	// batch is blocked on the lock), then let the writer go.
-	deadline := time.Now().Add(20 * time.Second)
+	// batch is blocked on the lock), then let the writer go: at the latest
+	// well before the blocked batch's busy timeout (10 s) on a slow machine.
+	deadline := time.Now().Add(5 * time.Second)
 	for len(q.reqs) < n-10 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
