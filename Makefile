@@ -5,7 +5,7 @@ FUZZTIME ?= 60s
 PREFIX ?= /usr/local
 CC ?= cc
 
-.PHONY: build run install test test-deps bench fuzz lint race cc-check
+.PHONY: build run install test test-deps test-postgres bench fuzz lint race cc-check
 
 # SQLite (go-sqlite3) is C: without a C compiler Go would build a binary that
 # fails at its first store access, so the build asks for cgo and says why.
@@ -35,7 +35,13 @@ test-deps:
 test: test-deps
 	$(MAKE) lint
 	$(GO) test -count=1 ./...
+	$(MAKE) test-postgres
 	$(MAKE) race
+
+# The store's tests again on PostgreSQL (a server of their own, started by
+# internal/pgtest from the Debian postgresql package, stopped at the end).
+test-postgres:
+	HISP_TEST_STORE=postgres $(GO) test -count=1 ./store/
 
 # The packages whose state goes between goroutines (the store's caches and
 # group commits, the SMTP sessions and deliverer, the login limiter, the

@@ -23,6 +23,7 @@ import (
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/certs/devca"
 	"github.com/hisp-project/hisp/config"
+	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
 	"github.com/hisp-project/hisp/trust"
 	"github.com/hisp-project/hisp/web"
@@ -103,7 +104,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	s.track = s.startTracking(run)
 	// The refreshed anchors reach validation through the store
 	// (storeBundles.SaveState); the Refresher's own set is its bookkeeping.
-	refresher := trust.NewRefresher(storeBundles{st}, &trust.Bundles{}, trust.RefresherOptions{Logger: logger})
+	refresher := trust.NewRefresher(storeBundles{st}, &trust.Bundles{}, trust.RefresherOptions{Logger: logger,
+		Leader: s.leader("bundles")})
 	run("bundles", refresher.Run)
 
 	if err := s.startMail(ctx, run, out); err != nil {
@@ -126,6 +128,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	}
 	if s.agent != nil {
 		s.agent.Close()
+	}
+	// Hand this node's jobs over at once (a drained node), instead of when
+	// their leases run out.
+	for _, job := range []string{"tracking", "webhooks", "bundles", smtp.NoticesLease} {
+		if rerr := st.ReleaseLease(context.WithoutCancel(ctx), job); rerr != nil {
+			logger.Warn("release job lease", "job", job, "err", rerr)
+		}
 	}
 	return err
 }
@@ -357,6 +366,24 @@ func (s storeCerts) Certificates(ctx context.Context, name string) ([][]byte, er
 		out = append(out, c.DER)
 	}
 	return out, nil
+}
+
+// leader returns whether this node runs a job that one node at a time runs
+// when several share the store (tracking timeouts, webhooks, bundle
+// refreshes): the job's lease in the store, taken or renewed as the job's
+// loop asks (store.Job). A change of hands is logged.
+func (s *server) leader(job string) func(context.Context) bool {
+	j := s.st.Job(job)
+	return func(ctx context.Context) bool {
+		held, changed, err := j.Held(ctx, time.Now())
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("job lease", "job", job, "err", err)
+		}
+		if changed {
+			s.log.Info("job lease", "job", job, "this_node", held)
+		}
+		return held
+	}
 }
 
 // storeBundles lets the trust bundle refresher read bundle sources from

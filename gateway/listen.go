@@ -36,8 +36,11 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	logins := loginlimit.New(nil)
 	var imapSrv *imap.Server
 	if cfg.Listen.IMAP != "" || cfg.Listen.IMAPS != "" {
+		// Mail filed by other nodes of a PostgreSQL store wakes IDLE
+		// clients here at once (LISTEN/NOTIFY); nil for SQLite.
+		changes := s.st.MailNotifications(ctx, func(msg string, err error) { s.log.Warn(msg, "err", err) })
 		imapSrv, err = imap.New(imap.Options{Store: s.st, TLSConfig: tlsConfig, Logger: s.log, Loopback: true, Logins: logins,
-			MaxMessageSize: int64(cfg.Limits.MessageSize)})
+			MaxMessageSize: int64(cfg.Limits.MessageSize), Changes: changes})
 		if err != nil {
 			return err
 		}

@@ -47,10 +47,11 @@ func (s *server) startTracking(run func(string, func(context.Context) error)) *t
 	tk := &tracking{st: s.st, log: s.log}
 	tk.hooks = track.NewWebhooks(track.WebhookOptions{Store: s.st, Timeout: n.WebhookTimeout.Duration,
 		RetryFirst: n.WebhookRetryFirst.Duration, RetryMax: n.WebhookRetryMax.Duration, GiveUp: n.WebhookGiveUp.Duration,
-		Interval: n.CheckInterval.Duration, Logger: s.log})
+		Interval: n.CheckInterval.Duration, Logger: s.log, Leader: s.leader("webhooks")})
 	tk.tr = track.New(track.Options{Store: s.st, Notify: tk.file, Hostname: s.cfg.Hostname,
 		ProcessedTimeout: n.ProcessedTimeout.Duration, DispatchedTimeout: n.DispatchedTimeout.Duration,
-		WithholdProcessed: n.WithholdProcessed, Interval: n.CheckInterval.Duration, Changed: tk.hooks.Wake, Logger: s.log})
+		WithholdProcessed: n.WithholdProcessed, Interval: n.CheckInterval.Duration, Changed: tk.hooks.Wake, Logger: s.log,
+		Leader: s.leader("tracking")})
 	run("tracker", tk.tr.Run)
 	run("webhooks", tk.hooks.Run)
 	return tk

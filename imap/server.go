@@ -67,6 +67,10 @@ type Options struct {
 	// PollInterval is how often the server looks for mail changes made
 	// outside it; 0: DefaultPollInterval.
 	PollInterval time.Duration
+	// Changes, if set, receives a value when mail changed elsewhere (on
+	// another node: store.MailNotifications); the server then looks at
+	// once instead of at its next poll.
+	Changes <-chan struct{}
 	// Logins slows down password guessing; share one with SMTP submission
 	// so that guesses at an address count together. nil: one of its own.
 	Logins *loginlimit.Limiter
@@ -90,6 +94,8 @@ type Server struct {
 	debugLog      func(format string, args ...any) // imapserver's own errors
 
 	kick chan struct{} // wakes the poller
+	// changes wakes the poller for changes made elsewhere (Options.Changes).
+	changes <-chan struct{}
 	// connLogLimit bounds imapserver's per-connection log lines.
 	connLogLimit *lograte.Limiter
 
@@ -118,6 +124,7 @@ func New(opts Options) (*Server, error) {
 		checkPassword:  opts.Store.CheckPassword,
 		isLoopback:     isLoopbackAddr,
 		kick:           make(chan struct{}, 1),
+		changes:        opts.Changes,
 		connLogLimit:   &lograte.Limiter{Every: time.Minute, Burst: 20},
 		mailboxes:      make(map[int64]*mailboxState),
 	}
@@ -347,6 +354,7 @@ func (s *Server) poll(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-s.kick:
+		case <-s.changes:
 		}
 		v, err := s.store.MailChanged(ctx)
 		if err != nil {

@@ -5,8 +5,10 @@
 # unzip, zip: Info-ZIP checks and writes IHE XDM packages; gpgsm, gpg-agent:
 # GnuPG's S/MIME, a second interop peer (gpgsm alone does not pull in the
 # agent that holds its keys); chromium, chromium-driver: the admin page's
-# test in a real (headless) browser. Also staticcheck (a Go tool, not a
-# Debian package) for `make lint`.
+# test in a real (headless) browser; postgresql: a PostgreSQL server that
+# internal/pgtest starts for the store's tests on PostgreSQL (Debian keeps
+# initdb and postgres in /usr/lib/postgresql/N/bin, off PATH). Also
+# staticcheck (a Go tool, not a Debian package) for `make lint`.
 set -e
 
 # staticcheck for `make lint`, pinned, built into .tools/ (ignored by git).
@@ -32,6 +34,7 @@ have gpgsm || need="$need gpgsm"
 have gpg-agent || need="$need gpg-agent"
 have chromium || need="$need chromium"
 have chromedriver || need="$need chromium-driver"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 [ -z "$need" ] && exit 0
 echo "installing:$need"
 SUDO=""

@@ -188,10 +188,10 @@ type Deliverer struct {
 	notifier    bool
 }
 
-// noticesLease is the job whose lease lets one node at a time send the
+// NoticesLease is the job whose lease lets one node at a time send the
 // queue's failure and delay notices (and purge), so that a sender gets
 // each notice once when several nodes share the queue.
-const noticesLease = "queue-notices"
+const NoticesLease = "queue-notices"
 
 type noticeKey struct {
 	id    int64
@@ -355,7 +355,7 @@ func (d *Deliverer) maintain(ctx context.Context) {
 	} else if n > 0 {
 		d.log.Warn("recipients claimed by a node whose lease ran out are due again", slog.Int64("recipients", n))
 	}
-	held, err := d.q.TakeLease(ctx, noticesLease, now)
+	held, err := d.q.TakeLease(ctx, NoticesLease, now)
 	if err != nil && ctx.Err() == nil {
 		d.log.Error("take the lease of queue notices", slog.String("error", err.Error()))
 	}

@@ -12,7 +12,7 @@ import (
 func TestPasswords(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := Open(ctx, dir)
+	s, err := testOpen(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +59,7 @@ func TestPasswords(t *testing.T) {
 
 // TestOpenRelativeDir: the default data directory is relative (./hisp-data).
 func TestOpenRelativeDir(t *testing.T) {
+	sqliteOnly(t)
 	t.Chdir(t.TempDir())
 	s, err := Open(context.Background(), "./hisp-data")
 	if err != nil {

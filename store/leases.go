@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -109,4 +110,40 @@ func (s *Store) Leases(ctx context.Context) ([]Lease, error) {
 		l.Until = fromMillis(until)
 		return l, err
 	}, `SELECT name, holder, expires FROM leases ORDER BY name`)
+}
+
+// Job is a job that one node at a time runs, through its lease: Held takes
+// or renews the lease, at most every third of the node's lease (between
+// calls it answers from memory), so a loop may ask before every round.
+type Job struct {
+	s    *Store
+	name string
+
+	mu      sync.Mutex
+	held    bool
+	checked time.Time
+}
+
+// Job returns the job of that name.
+func (s *Store) Job(name string) *Job { return &Job{s: s, name: name} }
+
+// Held reports whether this node runs the job now; changed is set when
+// that differs from the previous answer (for a log line).
+func (j *Job) Held(ctx context.Context, now time.Time) (held, changed bool, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	_, lease := j.s.Node()
+	if !j.checked.IsZero() && now.Sub(j.checked) < lease/3 && now.After(j.checked) {
+		return j.held, false, nil
+	}
+	ok, err := j.s.TakeLease(ctx, j.name, now)
+	if err != nil {
+		// Unsure: run nothing that must run once.
+		changed = j.held
+		j.held, j.checked = false, time.Time{}
+		return false, changed, err
+	}
+	changed = ok != j.held || j.checked.IsZero()
+	j.held, j.checked = ok, now
+	return ok, changed, nil
 }

@@ -510,8 +510,7 @@ func (s *Store) MessageBody(ctx context.Context, account, mailboxID int64, uid u
 }
 
 // MessageHeader returns the header of a message as stored, with the empty
-// line that ends it. (PostgreSQL has substr of bytea with int lengths only:
-// header_size, a BIGINT there, is cast.)
+// line that ends it.
 func (s *Store) MessageHeader(ctx context.Context, account, mailboxID int64, uid uint32) ([]byte, error) {
 	return s.messageData(ctx, `substr(b.data, 1, CAST(b.header_size AS INTEGER))`, account, mailboxID, uid)
 }

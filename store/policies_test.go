@@ -10,7 +10,7 @@ import (
 // removed by name, and go with their domain.
 func TestTrustPolicies(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	s, err := testOpen(t, t.TempDir())
 	tcheck(t, err, "open")
 	defer s.Close()
 	_, err = s.AddDomain(ctx, "a.example")

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -30,6 +29,13 @@ func (p *pgState) close() {}
 const migrationLock = 0x6869_7370_0001 // "hisp", 1
 
 func openPostgres(ctx context.Context, loc Location, create bool) (*Store, error) {
+	if create && loc.Dir != "" {
+		// The data directory still holds this node's own files (TLS
+		// keys made on first start, by default the master key).
+		if err := os.MkdirAll(loc.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+	}
 	cc, err := pgx.ParseConfig(loc.URL)
 	if err != nil {
 		return nil, fmt.Errorf("store url %s: %w", redactURL(loc.URL), err)
@@ -108,5 +114,63 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
-// errNotPostgres is returned by what only a PostgreSQL store does.
-var errNotPostgres = errors.New("not a PostgreSQL store")
+// mailChannel is the channel of the mail change notifications (migration
+// 0016).
+const mailChannel = "hisp_mail"
+
+// MailNotifications returns a channel that receives a value soon after
+// another node (or process) changes mail, until ctx ends: a PostgreSQL
+// LISTEN on a connection of its own, made again after a failure. It is nil
+// for SQLite, whose readers poll (MailChanged). Values are not queued: a
+// receiver that was busy gets one for several changes.
+func (s *Store) MailNotifications(ctx context.Context, log func(msg string, err error)) <-chan struct{} {
+	if s.pg == nil {
+		return nil
+	}
+	ch := make(chan struct{}, 1)
+	go func() {
+		for wait := time.Second; ctx.Err() == nil; {
+			err := s.listen(ctx, ch)
+			if ctx.Err() != nil {
+				return
+			}
+			if log != nil {
+				log("listen for mail changes (retrying)", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Minute)
+		}
+	}()
+	return ch
+}
+
+// listen runs one LISTEN connection until it fails or ctx ends.
+func (s *Store) listen(ctx context.Context, ch chan<- struct{}) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pg.connConfig)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+mailChannel); err != nil {
+		return err
+	}
+	// A change made while this connection was being made is not missed:
+	// the receiver looks once now.
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

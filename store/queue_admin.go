@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -56,21 +57,18 @@ func (s *Store) QueueHead(ctx context.Context, limit int) ([]QueuedMessage, int,
 }
 
 // listQueued returns the messages heads selects (a query of m.id over
-// queue_messages m), oldest first and at most limit of them (< 0: all),
+// queue_messages m), oldest first and at most limit of them,
 // each with all its recipients, and how many heads selects in all: one
 // query, its rows a message's columns and one recipient's.
 func listQueued(ctx context.Context, q queryer, heads string, limit int) ([]QueuedMessage, int, error) {
-	// No LIMIT for all: PostgreSQL refuses a negative one (SQLite reads
-	// it as none).
-	page, args := `SELECT id FROM heads`, []any{}
-	if limit >= 0 {
-		page, args = `SELECT id FROM heads ORDER BY id LIMIT ?`, []any{limit}
+	if limit < 0 {
+		limit = math.MaxInt64 // all (PostgreSQL has no LIMIT -1)
 	}
-	query := `WITH heads AS (` + heads + `), page AS (` + page + `)
+	query := `WITH heads AS (` + heads + `), page AS (SELECT id FROM heads ORDER BY id LIMIT ?)
 		SELECT (SELECT COUNT(*) FROM heads), ` + prefixed("m.", messageColumns) + `, ` + prefixed("r.", recipientColumns) + `
 		FROM page JOIN queue_messages m ON m.id = page.id JOIN queue_recipients r ON r.queue_id = m.id
 		ORDER BY m.id, r.id`
-	rows, err := q.QueryContext(ctx, query, args...)
+	rows, err := q.QueryContext(ctx, query, limit)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -15,7 +15,7 @@ import (
 // sealed, or to bounced; a crash while sealing leaves them deferred.
 func TestQueueDeferred(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	s, err := testOpen(t, t.TempDir())
 	tcheck(t, err, "open")
 	defer s.Close()
 	now := time.Now().Truncate(time.Millisecond)
@@ -110,6 +110,7 @@ func TestQueueDeferred(t *testing.T) {
 // TestMigrateDeferred: the deferred submissions of a store from before
 // migration 0012 become plain queue messages with deferred recipients.
 func TestMigrateDeferred(t *testing.T) {
+	sqliteOnly(t) // a SQLite store from before 0013
 	ctx := context.Background()
 	dir := t.TempDir()
 	ms, err := migrations(engineSQLite)
@@ -138,7 +139,7 @@ func TestMigrateDeferred(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err := Open(ctx, dir)
+	s, err := testOpen(t, dir)
 	tcheck(t, err, "open and migrate")
 	defer s.Close()
 	list, err := s.QueueList(ctx, false)

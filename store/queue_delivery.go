@@ -191,7 +191,7 @@ func (s *Store) UpdateRecipients(ctx context.Context, now time.Time, updates []R
 			switch u.State {
 			case StateQueued, StateDeferred:
 				res, err = tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?,
-					next_attempt = CASE WHEN ? > 0 THEN ? ELSE next_attempt END,
+					next_attempt = CASE WHEN CAST(? AS BIGINT) > 0 THEN CAST(? AS BIGINT) ELSE next_attempt END,
 					last_code = ?, last_enhanced = ?, last_error = ?, remote_mta = ?, updated = ?
 					WHERE id = ? AND state = ? AND claimed_by = ?`,
 					string(u.State), millis(u.NextAttempt), millis(u.NextAttempt), u.Code, u.Enhanced, text, u.RemoteMTA, nowMs, u.ID, string(claimed), node)

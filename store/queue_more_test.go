@@ -12,7 +12,7 @@ import (
 // recipients; a bad copy queues none of them.
 func TestQueueEnqueueMore(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	s, err := testOpen(t, t.TempDir())
 	tcheck(t, err, "open")
 	defer s.Close()
 	q := NewQueue(s, QueueOptions{})
@@ -54,7 +54,7 @@ func TestQueueEnqueueMore(t *testing.T) {
 // message with work left, not only the page.
 func TestQueueListings(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	s, err := testOpen(t, t.TempDir())
 	tcheck(t, err, "open")
 	defer s.Close()
 	var ids []int64

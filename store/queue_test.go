@@ -45,7 +45,7 @@ func queuedByID(t *testing.T, s *Store, id int64) QueuedMessage {
 func TestQueueEnqueueDurable(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := Open(ctx, dir)
+	s, err := testOpen(t, dir)
 	tcheck(t, err, "open")
 	q := NewQueue(s, QueueOptions{})
 	m := testMessage(1, "bob@B.Example", "carol@a.example", "BOB@b.example")
@@ -142,8 +142,9 @@ func TestQueueGroupCommit(t *testing.T) {
 		}()
 	}
 	// Wait until most requests wait in the writer's channel (the first
-	// batch is blocked on the lock), then let the writer go.
-	deadline := time.Now().Add(20 * time.Second)
+	// batch is blocked on the lock), then let the writer go: at the latest
+	// well before the blocked batch's busy timeout (10 s) on a slow machine.
+	deadline := time.Now().Add(5 * time.Second)
 	for len(q.reqs) < n-10 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
@@ -379,7 +380,7 @@ func TestQueueRetryDrop(t *testing.T) {
 func TestQueueCrashRecovery(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := Open(ctx, dir)
+	s, err := testOpen(t, dir)
 	tcheck(t, err, "open")
 	b := Backoff{First: time.Hour, Attempts: 5}
 	now := time.Now().Add(time.Second) // after Enqueue stamps its rows, whatever the clock resolution
@@ -464,7 +465,7 @@ func TestQueueDelayedOnce(t *testing.T) {
 // callers (the submission load of the design goal), 10 KB each.
 func BenchmarkQueueEnqueue(b *testing.B) {
 	ctx := context.Background()
-	s, err := Open(ctx, b.TempDir())
+	s, err := testOpen(b, b.TempDir())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -492,7 +493,7 @@ func BenchmarkQueueEnqueue(b *testing.B) {
 // quota) leaves the message queued and says why.
 func TestQueueEnqueueWith(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	s, err := testOpen(t, t.TempDir())
 	tcheck(t, err, "open")
 	defer s.Close()
 	_, err = s.AddDomain(ctx, "a.example")
@@ -547,7 +548,7 @@ func TestQueueEnqueueWith(t *testing.T) {
 
 func TestQueueHead(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
+	s, err := testOpen(t, t.TempDir())
 	tcheck(t, err, "open")
 	defer s.Close()
 	for i := range 5 {

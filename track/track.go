@@ -86,6 +86,10 @@ type Options struct {
 	Interval time.Duration
 	// Keep is how long finished records are kept; DefaultKeep when zero.
 	Keep time.Duration
+	// Leader, if set, says whether this node runs the checks now: when
+	// several nodes share one store, one node at a time does (a job
+	// lease, store.Job); nil runs it always.
+	Leader func(context.Context) bool
 	// Changed, if set, is called after every recorded state change (to
 	// wake a webhook worker). It must not block.
 	Changed func()
@@ -378,7 +382,9 @@ func (t *Tracker) Run(ctx context.Context) error {
 	tick := time.NewTicker(t.opts.Interval)
 	defer tick.Stop()
 	for {
-		if err := t.Check(ctx); err != nil && ctx.Err() == nil {
+		if !leads(ctx, t.opts.Leader) {
+			// another node checks
+		} else if err := t.Check(ctx); err != nil && ctx.Err() == nil {
 			t.log.Error("track: check", "err", err)
 		}
 		select {
@@ -387,6 +393,11 @@ func (t *Tracker) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// leads reports whether this node runs a job now (leader nil: always).
+func leads(ctx context.Context, leader func(context.Context) bool) bool {
+	return leader == nil || leader(ctx)
 }
 
 // Check does one round of Run's work: it records relays the queue made,

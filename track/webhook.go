@@ -94,8 +94,12 @@ type WebhookOptions struct {
 	GiveUp     time.Duration // after this long since the event, stop trying; 72h
 	Interval   time.Duration // look for due deliveries at least this often; 5s
 	Workers    int           // requests at once; 4
-	Now        func() time.Time
-	Logger     *slog.Logger
+	// Leader, if set, says whether this node runs the deliveries now: when
+	// several nodes share one store, one node at a time does (a job
+	// lease, store.Job); nil runs it always.
+	Leader func(context.Context) bool
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Webhooks delivers the webhook outbox.
@@ -160,7 +164,9 @@ func (w *Webhooks) Run(ctx context.Context) error {
 	tick := time.NewTicker(w.opts.Interval)
 	defer tick.Stop()
 	for {
-		if _, err := w.Deliver(ctx); err != nil && ctx.Err() == nil {
+		if !leads(ctx, w.opts.Leader) {
+			// another node delivers
+		} else if _, err := w.Deliver(ctx); err != nil && ctx.Err() == nil {
 			w.log.Error("webhooks", "err", err)
 		}
 		if any, err := w.st.HasWebhooks(ctx); err == nil {

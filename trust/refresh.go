@@ -58,6 +58,11 @@ type RefresherOptions struct {
 	After func(time.Duration) <-chan time.Time
 	// Poll is the interval between polls; zero means DefaultPoll.
 	Poll time.Duration
+	// Leader, if set, says whether this node runs the refreshes now: when
+	// several nodes share one store, one node at a time does (a job
+	// lease, store.Job); nil runs it always.
+	Leader func(context.Context) bool
+
 	// Logger receives fetch outcomes; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -74,6 +79,7 @@ type Refresher struct {
 	after   func(time.Duration) <-chan time.Time
 	poll    time.Duration
 	log     *slog.Logger
+	leader  func(context.Context) bool
 
 	runMu sync.Mutex // serializes RefreshDue
 	mu    sync.Mutex // protects known and the tracked states, held briefly
@@ -95,6 +101,7 @@ func NewRefresher(store BundleStore, bundles *Bundles, opts RefresherOptions) *R
 		now:     opts.Now,
 		after:   opts.After,
 		poll:    opts.Poll,
+		leader:  opts.Leader,
 		log:     opts.Logger,
 		known:   map[int64]*trackedBundle{},
 	}
@@ -120,7 +127,10 @@ func NewRefresher(store BundleStore, bundles *Bundles, opts RefresherOptions) *R
 // until ctx is done. It returns ctx's error.
 func (r *Refresher) Run(ctx context.Context) error {
 	for {
-		if err := r.RefreshDue(ctx); err != nil && ctx.Err() == nil {
+		if r.leader != nil && !r.leader(ctx) {
+			// another node refreshes; its fetches reach this node's
+			// trust through the store
+		} else if err := r.RefreshDue(ctx); err != nil && ctx.Err() == nil {
 			r.log.Debug("trust bundle refresh pass had errors", "err", err)
 		}
 		select {
