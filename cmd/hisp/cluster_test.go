@@ -322,6 +322,9 @@ func TestClusterFailover(t *testing.T) {
 	a1.stop(t)
 	a2.stop(t)
 	b.stop(t)
+	for _, in := range []*crashInstance{a1, a2, b} {
+		logErrors(t, in)
+	}
 	t.Logf("TestClusterFailover took %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -492,6 +495,26 @@ func clusterBinary(t *testing.T) string {
 		t.Fatal(clusterBinaries.err)
 	}
 	return clusterBinaries.path
+}
+
+// logErrors logs the error lines of an instance's runs (the connection
+// errors of A1's kill and B's outage are expected; others are worth a look).
+func logErrors(t *testing.T, in *crashInstance) {
+	t.Helper()
+	var errs []string
+	for _, run := range append(in.logs, in.stderr.String()) {
+		for _, l := range strings.Split(run, "\n") {
+			if strings.Contains(l, "level=ERROR") {
+				errs = append(errs, l)
+			}
+		}
+	}
+	if len(errs) > 5 {
+		errs = append(errs[:5], fmt.Sprintf("... %d more", len(errs)-5))
+	}
+	if len(errs) > 0 {
+		t.Logf("%s logged errors:\n%s", in.name, strings.Join(errs, "\n"))
+	}
 }
 
 // msgID is a Message-ID without its angle brackets.
@@ -677,6 +700,9 @@ func (w *imapWatch) waitFor(id string, d time.Duration) (bool, int) {
 			for _, m := range msgs {
 				if m.Envelope != nil && msgID(m.Envelope.MessageID) == id {
 					return true, others
+				}
+				if others == 0 && m.Envelope != nil {
+					w.t.Logf("IDLE at A2: first other new message: %q", m.Envelope.Subject)
 				}
 				others++
 			}
