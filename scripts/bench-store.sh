@@ -82,12 +82,19 @@ run() { # store reuse round
 	srv=$(sed -n 's/^server CPU: .*= \([0-9.]*\) RSA-2048 signatures.*/\1/p' "$out")
 	dbc=$(sed -n 's/^database CPU: .*= \([0-9.]*\) RSA-2048 signatures.*/\1/p' "$out")
 	failed=$(awk '/^messages:/ {print $4}' "$out")
+	# PostgreSQL sessions of the run's database: the admin commands of the
+	# setup, the node's pool and LISTEN, and any the pool closed and opened
+	# again.
+	sessions=-
+	if [ "$1" = postgres ]; then
+		sessions=$(psql -qAt -h 127.0.0.1 -p "$port" -U hisp -d postgres -c "SELECT sessions FROM pg_stat_database WHERE datname = '$db'")
+	fi
 	conns=reused
 	[ "$2" = false ] && conns=per-message
-	printf '%-5s %-9s %-11s %8s %10s %10s %7s\n' "$3" "$1" "$conns" "$rate" "$srv" "${dbc:--}" "$failed" | tee -a "$results"
+	printf '%-5s %-9s %-11s %8s %10s %10s %7s %9s\n' "$3" "$1" "$conns" "$rate" "$srv" "${dbc:--}" "$failed" "$sessions" | tee -a "$results"
 }
 
-echo "round store     connections  msgs/s  hisp-sigs    db-sigs  failed"
+echo "round store     connections  msgs/s  hisp-sigs    db-sigs  failed  sessions"
 r=1
 while [ $r -le "$rounds" ]; do
 	order="sqlite postgres"

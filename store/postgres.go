@@ -43,8 +43,12 @@ func openPostgres(ctx context.Context, loc Location, create bool) (*Store, error
 	db := stdlib.OpenDB(*cc)
 	// A node's writers queue on writeMu, its readers (IMAP, the admin
 	// page, the deliverer) run beside them.
+	// As many kept idle as may be open: a connection closed after a
+	// burst is a backend to fork, authenticate and prepare statements on
+	// again at the next (TestPostgresPoolKeepsConnections); idle ones go
+	// after five minutes.
 	db.SetMaxOpenConns(16)
-	db.SetMaxIdleConns(8)
+	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	w := newSQLDB(db, enginePostgres)
 	s := &Store{db: w, rdb: w, stmts: newStmtCache(w), dir: loc.Dir, loc: loc,
