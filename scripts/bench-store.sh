@@ -13,7 +13,8 @@
 #
 # Defaults: 3 rounds of 1000 messages of 10240 bytes, 16 clients. As root
 # the server runs as the user postgres (PostgreSQL refuses root).
-# HISP_BENCH_PG_OPTS adds server options (e.g. "-c synchronous_commit=off").
+# HISP_BENCH_PG_OPTS adds server options (e.g. "-c synchronous_commit=off");
+# HISP_BENCH_PORT is passed on (default: a base picked from the pid).
 set -eu
 
 rounds=${1:-3}
@@ -65,6 +66,9 @@ done
 pgpid=$(head -n 1 "$tmp/data/postmaster.pid")
 echo "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (pid $pgpid): fsync $(psql -qAt -h 127.0.0.1 -p "$port" -U hisp -d postgres -c 'SHOW fsync'), synchronous_commit $(psql -qAt -h 127.0.0.1 -p "$port" -U hisp -d postgres -c 'SHOW synchronous_commit')"
 
+# Ports for bench-load.sh: its default base may be another run's.
+HISP_BENCH_PORT=${HISP_BENCH_PORT:-$((20000 + ($$ % 2000) * 15))}
+export HISP_BENCH_PORT
 results=$tmp/results
 : >"$results"
 run() { # store reuse round
