@@ -356,13 +356,7 @@ func nextModSeq(ctx context.Context, tx *txn) (int64, error) {
 func lockMail(ctx context.Context, tx *txn) error {
 	// Taken again by each caller: cheap on a row the transaction holds,
 	// and a savepoint rolled back (fileUnder) gives up what it took.
-	if tx.db.engine != enginePostgres {
-		return nil
-	}
-	if _, err := tx.ExecContext(ctx, `SELECT id FROM mail_state WHERE id = 1 FOR UPDATE`); err != nil {
-		return fmt.Errorf("lock mail: %w", err)
-	}
-	return nil
+	return lockRow(ctx, tx, "mail_state", 1)
 }
 
 // nextUIDValidity takes the next UIDVALIDITY: the current time in seconds,

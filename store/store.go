@@ -72,7 +72,7 @@ type Store struct {
 	// one writer in at a time, and waiting on a mutex is far cheaper than
 	// its busy-retry sleeping (other processes still wait on the busy
 	// timeout). On PostgreSQL it keeps one node's writers from deadlocking
-	// each other; nodes take turns on row locks (forUpdate).
+	// each other; nodes take turns on row locks (lockRow).
 	writeMu sync.Mutex
 	db      *sqlDB
 	stmts   *stmtCache // of write transactions
