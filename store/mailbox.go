@@ -171,6 +171,10 @@ func getMailAccount(ctx context.Context, q queryer, addr string) (MailAccount, e
 
 // ensureMailAccount returns the account of addr, making it if needed.
 func ensureMailAccount(ctx context.Context, tx *txn, addr string) (MailAccount, error) {
+	// Two nodes filing the first mail of an address make one account.
+	if err := lockMail(ctx, tx); err != nil {
+		return MailAccount{}, err
+	}
 	a, err := getMailAccount(ctx, tx, addr)
 	if !errors.Is(err, ErrNotFound) {
 		return a, err
