@@ -158,7 +158,33 @@ func (s *server) collectMetrics(ctx context.Context, c *counters, now time.Time)
 	} else {
 		fams = append(fams, storeFamilies(st, now)...)
 	}
+	fams = append(fams, s.leaseFamilies(ctx, now)...)
 	return append(fams, gauge("hisp_store_up", "1 when the store answered the gauges' queries of this scrape, else 0.", up))
+}
+
+// leaseFamilies say which node runs each job that one node at a time runs
+// (several nodes on one store): 1 for the jobs this node holds, 0 for the
+// others', with the holder's name and how long its lease still runs.
+func (s *server) leaseFamilies(ctx context.Context, now time.Time) []metrics.Family {
+	leases, err := s.st.Leases(ctx)
+	if err != nil {
+		return nil
+	}
+	node, _ := s.st.Node()
+	held := metrics.Family{Name: "hisp_job_lease_held", Type: metrics.TypeGauge, Labels: []string{"job", "holder"},
+		Help: "Jobs that one node at a time runs (tracking, webhooks, bundles, queue-notices): 1 when this node holds the job's lease, else 0; holder names the node that does."}
+	left := metrics.Family{Name: "hisp_job_lease_remaining_seconds", Type: metrics.TypeGauge, Labels: []string{"job"},
+		Help: "Seconds until a job's lease runs out unless its holder renews it (negative: lapsed, another node takes it)."}
+	for _, l := range leases {
+		v := 0.0
+		if l.Holder == node {
+			v = 1
+		}
+		held.Samples = append(held.Samples, metrics.Sample{Values: []string{l.Job, l.Holder}, Value: v})
+		left.Samples = append(left.Samples, metrics.Sample{Values: []string{l.Job}, Value: l.Until.Sub(now).Seconds()})
+	}
+	return []metrics.Family{held, left, gauge("hisp_store_postgres", "1 when the store is a PostgreSQL database shared by nodes, 0 for SQLite.",
+		map[bool]float64{true: 1}[s.st.Location().Postgres()])}
 }
 
 // gauge is a family of one gauge without labels.

@@ -164,6 +164,19 @@ func TestMetrics(t *testing.T) {
 	s.want(t, `hisp_tracked_recipients_24h{state="failed"}`, 0)
 	s.want(t, "hisp_deferred_submissions", 0)
 	s.want(t, "hisp_store_up", 1)
+	s.want(t, "hisp_store_postgres", 0)
+	// The one node runs every job that one node at a time runs.
+	for _, job := range []string{"tracking", "bundles", "queue-notices"} {
+		held := false
+		for series, v := range s {
+			if strings.HasPrefix(series, `hisp_job_lease_held{job="`+job+`",holder="`) && v == 1 {
+				held = true
+			}
+		}
+		if !held {
+			t.Errorf("job %s: no hisp_job_lease_held of this node", job)
+		}
+	}
 	// The test certificates are valid for a year or more.
 	s.want(t, "hisp_certificates_expiring_30d", 0)
 	certs, err := a.st.Certificates(ctx, store.CertFilter{})

@@ -3,19 +3,17 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // The store runs on one of two SQL engines: SQLite (embedded, the default)
 // or PostgreSQL (several nodes sharing one database). Every operation is
 // written once, in the SQL both understand; what differs is kept here and
 // in the connection code (store.go, postgres.go): placeholders ("?" is
-// rebound to "$n" for PostgreSQL), row locks (forUpdate), snapshot reads and
+// rebound to "$n" for PostgreSQL), row locks (lockRow, skipLocked), snapshot reads and
 // the migration files.
 
 // engine names the SQL database behind a Store.
@@ -174,21 +172,10 @@ func rebindQuery(query string) string {
 	return b.String()
 }
 
-// forUpdate is the clause that locks the rows a query reads in a write
-// transaction until it commits: PostgreSQL's FOR UPDATE, so that two nodes
-// changing one row (a counter, a recipient's state) take turns. SQLite
-// needs none: a write transaction holds the database's one write lock from
-// its start (BEGIN IMMEDIATE).
-func (s *Store) forUpdate() string {
-	if s.db.engine == enginePostgres {
-		return " FOR UPDATE"
-	}
-	return ""
-}
-
-// skipLocked is forUpdate for a worker that claims rows: rows another node
-// holds are passed over rather than waited for (PostgreSQL's FOR UPDATE SKIP
-// LOCKED).
+// skipLocked is the clause of a worker that claims rows: PostgreSQL's FOR
+// UPDATE SKIP LOCKED, so that a node passes over the rows another node is
+// claiming rather than waiting for them. SQLite needs none: its write
+// transactions hold its one write lock from their start (BEGIN IMMEDIATE).
 func (s *Store) skipLocked() string {
 	if s.db.engine == enginePostgres {
 		return " FOR UPDATE SKIP LOCKED"
@@ -196,12 +183,16 @@ func (s *Store) skipLocked() string {
 	return ""
 }
 
-// isUniqueViolation reports whether err is a unique constraint failing, on
-// either engine: two nodes adding the same row at the same moment.
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "23505"
+// lockRow locks row id of table until the write transaction ends, on
+// PostgreSQL, so that a transaction that reads the row to decide how to
+// change it does not race another node's (SQLite's write transactions
+// hold its one write lock already). table is a constant of the caller.
+func lockRow(ctx context.Context, tx *txn, table string, id int64) error {
+	if tx.db.engine != enginePostgres {
+		return nil
 	}
-	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+	if _, err := tx.ExecContext(ctx, `SELECT id FROM `+table+` WHERE id = ? FOR UPDATE`, id); err != nil {
+		return fmt.Errorf("lock %s %d: %w", table, id, err)
+	}
+	return nil
 }

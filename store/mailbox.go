@@ -171,6 +171,10 @@ func getMailAccount(ctx context.Context, q queryer, addr string) (MailAccount, e
 
 // ensureMailAccount returns the account of addr, making it if needed.
 func ensureMailAccount(ctx context.Context, tx *txn, addr string) (MailAccount, error) {
+	// Two nodes filing the first mail of an address make one account.
+	if err := lockMail(ctx, tx); err != nil {
+		return MailAccount{}, err
+	}
 	a, err := getMailAccount(ctx, tx, addr)
 	if !errors.Is(err, ErrNotFound) {
 		return a, err
@@ -337,11 +341,26 @@ func (s *Store) mailboxStatus(ctx context.Context, m Mailbox) (MailboxStatus, er
 
 // nextModSeq takes the next modification sequence.
 func nextModSeq(ctx context.Context, tx *txn) (int64, error) {
+	if err := lockMail(ctx, tx); err != nil {
+		return 0, err
+	}
 	var v int64
 	if err := tx.QueryRowContext(ctx, `UPDATE mail_state SET modseq = modseq + 1 WHERE id = 1 RETURNING modseq`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("next modification sequence: %w", err)
 	}
 	return v, nil
+}
+
+// lockMail makes the transaction the only one changing mail until it ends,
+// on every node: PostgreSQL locks the mail_state row (SQLite's write
+// transactions hold its one write lock already). A transaction that reads
+// a mailbox to change it (its next UID, its size against the quota) calls
+// it before reading, so that two nodes filing into one mailbox take turns
+// as two transactions of one process do, instead of both taking one UID.
+func lockMail(ctx context.Context, tx *txn) error {
+	// Taken again by each caller: cheap on a row the transaction holds,
+	// and a savepoint rolled back (fileUnder) gives up what it took.
+	return lockRow(ctx, tx, "mail_state", 1)
 }
 
 // nextUIDValidity takes the next UIDVALIDITY: the current time in seconds,
@@ -433,6 +452,9 @@ func (s *Store) CreateMailbox(ctx context.Context, account int64, name, specialU
 	}
 	var m Mailbox
 	err = s.tx(ctx, func(tx *txn) error {
+		if err := lockMail(ctx, tx); err != nil {
+			return err
+		}
 		m, err = createMailbox(ctx, tx, account, n, specialUse)
 		return err
 	})
@@ -454,6 +476,9 @@ func (s *Store) DeleteMailbox(ctx context.Context, account int64, name string) (
 	}
 	var id int64
 	err = s.tx(ctx, func(tx *txn) error {
+		if err := lockMail(ctx, tx); err != nil {
+			return err
+		}
 		m, err := getMailbox(ctx, tx, account, n)
 		if err != nil {
 			return err
@@ -512,6 +537,9 @@ func (s *Store) RenameMailbox(ctx context.Context, account int64, oldName, newNa
 		return fmt.Errorf("rename mailbox %s to %s: %w", from, to, ErrMailboxRule)
 	}
 	err = s.tx(ctx, func(tx *txn) error {
+		if err := lockMail(ctx, tx); err != nil {
+			return err
+		}
 		m, err := getMailbox(ctx, tx, account, from)
 		if err != nil {
 			return err

@@ -383,6 +383,9 @@ func appendMessage(ctx context.Context, tx *txn, account int64, name string, cre
 	if len(msg) == 0 {
 		return AppendResult{}, errors.New("empty message")
 	}
+	if err := lockMail(ctx, tx); err != nil {
+		return AppendResult{}, err
+	}
 	m, err := getMailbox(ctx, tx, account, name)
 	if errors.Is(err, ErrNotFound) && create {
 		m, err = createMailbox(ctx, tx, account, name, "")
@@ -585,6 +588,9 @@ func (s *Store) StoreFlags(ctx context.Context, account, mailboxID int64, uids [
 	}
 	var out []MailMessage
 	err = s.tx(ctx, func(tx *txn) error {
+		if err := lockMail(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := checkMailbox(ctx, tx, account, mailboxID); err != nil {
 			return err
 		}
@@ -644,6 +650,9 @@ func (s *Store) StoreFlags(ctx context.Context, account, mailboxID int64, uids [
 func (s *Store) Expunge(ctx context.Context, account, mailboxID int64, uids []uint32) ([]uint32, error) {
 	var out []uint32
 	err := s.tx(ctx, func(tx *txn) error {
+		if err := lockMail(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := checkMailbox(ctx, tx, account, mailboxID); err != nil {
 			return err
 		}
@@ -728,6 +737,9 @@ func (s *Store) CopyMessages(ctx context.Context, account, mailboxID int64, uids
 	}
 	var res CopyResult
 	err = s.tx(ctx, func(tx *txn) error {
+		if err := lockMail(ctx, tx); err != nil {
+			return err
+		}
 		if _, err := checkMailbox(ctx, tx, account, mailboxID); err != nil {
 			return err
 		}

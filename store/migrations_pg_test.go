@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hisp-project/hisp/internal/pgtest"
 	_ "github.com/mattn/go-sqlite3"
@@ -459,5 +460,65 @@ func TestMigrationsPGLargeClientCA(t *testing.T) {
 	}
 	if n := migTestStrings(t, pg, `SELECT COUNT(*) FROM relay_client_cas`); n[0] != "2" {
 		t.Errorf("%s client CAs, want 2 (one large, stored once; one small)", n[0])
+	}
+}
+
+// On PostgreSQL, writers run concurrently: expunging a body's last message
+// while another transaction copies it (not yet committed) waits for that
+// copy, keeps the body for it and succeeds.
+func TestMigrationsPGBodyGCConcurrentCopy(t *testing.T) {
+	ctx := context.Background()
+	_, pg := migTestDBs(t)
+	migTestApply(t, pg, "migrations_pg", migTestFiles(t, "migrations_pg"))
+	migTestExec(t, pg,
+		`INSERT INTO domains (name, created) VALUES ('a.example', 0)`,
+		`INSERT INTO addresses (address, domain, created) VALUES ('u@a.example', 'a.example', 0)`,
+		`INSERT INTO mail_accounts (address, quota, created) VALUES ('u@a.example', 0, 0)`,
+		`INSERT INTO mailboxes (account_id, name, uidvalidity, uidnext, modseq, size, subscribed, special_use, created)
+			VALUES (1, 'INBOX', 1, 2, 0, 0, 1, '', 0), (1, 'Archive', 2, 1, 0, 0, 1, '', 0)`,
+		`INSERT INTO mail_bodies (header_size, data) VALUES (1, 'A')`,
+		`INSERT INTO messages (mailbox_id, uid, body_id, size, internal_date, modseq, seen, answered, flagged, deleted, draft, keywords)
+			VALUES (1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, '')`,
+	)
+	copyTx, err := pg.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer copyTx.Rollback()
+	if _, err := copyTx.Exec(`INSERT INTO messages (mailbox_id, uid, body_id, size, internal_date, modseq, seen, answered, flagged, deleted, draft, keywords)
+		VALUES (2, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, '')`); err != nil {
+		t.Fatal(err)
+	}
+	expunged := make(chan error, 1)
+	go func() {
+		_, err := pg.Exec(`DELETE FROM messages WHERE mailbox_id = 1 AND uid = 1 /* expunge */`)
+		expunged <- err
+	}()
+	// Wait until the expunge waits for the copy's lock. (Asked outside
+	// copyTx: a transaction sees one snapshot of pg_stat_activity.)
+	for {
+		var waiting int
+		if err := pg.QueryRow(`SELECT COUNT(*) FROM pg_stat_activity
+			WHERE query LIKE '%/* expunge */%' AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case err := <-expunged:
+			t.Fatalf("expunge did not wait for the copy: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if err := copyTx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-expunged; err != nil {
+		t.Fatalf("expunge: %v", err)
+	}
+	got := migTestStrings(t, pg, `SELECT (SELECT COUNT(*) FROM messages) || ' ' || (SELECT COUNT(*) FROM mail_bodies)`)
+	if got[0] != "1 1" {
+		t.Errorf("messages, bodies = %s, want 1 1 (the copy keeps the body)", got[0])
 	}
 }

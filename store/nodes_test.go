@@ -126,3 +126,40 @@ func TestNodesDrainOneQueue(t *testing.T) {
 		t.Fatalf("left in the queue: %d, %v", len(pending), err)
 	}
 }
+
+// TestNodesFileIntoOneMailbox: two nodes filing into one mailbox at the
+// same time take turns: every delivery succeeds, with a UID of its own.
+func TestNodesFileIntoOneMailbox(t *testing.T) {
+	postgresOnly(t)
+	ctx := context.Background()
+	a, dir := mailTest(t)
+	nodes := []*Store{a, openTest(t, dir)}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	uids := map[uint32]bool{}
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			uid, err := nodes[i%2].Deliver(ctx, "alice@clinic.example", "", testMail(fmt.Sprint(i), 100), nil, time.Time{})
+			if err != nil {
+				t.Errorf("deliver %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if uids[uid] {
+				t.Errorf("UID %d twice", uid)
+			}
+			uids[uid] = true
+		}()
+	}
+	wg.Wait()
+	acct, err := a.MailAccount(ctx, "alice@clinic.example")
+	tcheck(t, err, "account")
+	st, err := a.MailboxStatus(ctx, acct.ID, "INBOX")
+	tcheck(t, err, "status")
+	if st.Messages != 40 || len(uids) != 40 {
+		t.Fatalf("INBOX has %d messages, %d UIDs given", st.Messages, len(uids))
+	}
+}

@@ -254,6 +254,14 @@ func NewQueue(s *Store, opts QueueOptions) *Queue {
 	if q.maxBatch <= 0 {
 		q.maxBatch = 256
 	}
+	// Group commit saves SQLite's fsyncs, one per transaction. PostgreSQL
+	// commits each submission in a transaction of its own: its commits
+	// are cheap to share among sessions already (its WAL writer), and a
+	// batch would hold the locks of one submission (a Sent copy's mailbox)
+	// for all of them, on every node.
+	if s.db.engine == enginePostgres {
+		q.maxBatch = 1
+	}
 	if q.maxBytes <= 0 {
 		q.maxBytes = 64 << 20
 	}

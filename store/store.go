@@ -3,20 +3,27 @@
 // with their revocations, and the audit log. It is the only package that
 // speaks SQL, and it knows no protocol.
 //
-// The database is SQLite, the file hisp.db in the data directory, opened in
-// WAL mode with synchronous=FULL, foreign keys on and a busy timeout, so the
-// admin command line and a running server can use it at the same time. The
-// schema comes from numbered migrations (migrations/NNNN_name.sql), recorded
-// in the schema_migrations table and applied in order when the store opens.
-// Queries use standard SQL that PostgreSQL understands as well (RETURNING,
-// ON CONFLICT, ON DELETE CASCADE; "?" placeholders, which a PostgreSQL
-// driver would rebind to $n); times are stored as milliseconds since the
-// Unix epoch. Connection settings and the migration files are per database;
-// nothing SQLite-specific leaves this package.
+// The database is SQLite by default, the file hisp.db in the data
+// directory, opened in WAL mode with synchronous=FULL, foreign keys on and a
+// busy timeout, so the admin command line and a running server can use it
+// at the same time. Several nodes share a PostgreSQL database instead
+// (Location.URL, through pgx): one queue, one set of mailboxes, one
+// tracking table, one configuration. Every operation is written once, in
+// standard SQL both engines run (RETURNING, ON CONFLICT, ON DELETE CASCADE;
+// "?" placeholders, rebound to $n for PostgreSQL, engine.go); what differs
+// is the connection, the row locks that make nodes take turns where
+// SQLite's one writer did (lockRow, skipLocked) and the migration files:
+// one numbered list, migrations/NNNN_name.sql for SQLite and
+// migrations_pg/NNNN_name.sql for PostgreSQL, recorded in the
+// schema_migrations table and applied in order when the store opens (on
+// PostgreSQL under an advisory lock, so nodes starting together migrate
+// once). Times are stored as milliseconds since the Unix epoch. Nothing
+// engine-specific leaves this package.
 //
 // Private keys are encrypted at rest: PKCS#8 sealed with AES-256-GCM under a
-// 32-byte master key kept in master.key in the data directory (mode 0600,
-// made on first use). List methods return metadata only; a key leaves the
+// 32-byte master key kept in master.key in the data directory, or the file
+// Location.MasterKeyFile names (mode 0600, made on first use), never in the
+// database: every node of a PostgreSQL store has a copy of the one file. List methods return metadata only; a key leaves the
 // store only through an explicit call such as [Store.PrivateKey].
 //
 // Every change to configuration (domains, addresses, certificates, anchors,
@@ -72,7 +79,7 @@ type Store struct {
 	// one writer in at a time, and waiting on a mutex is far cheaper than
 	// its busy-retry sleeping (other processes still wait on the busy
 	// timeout). On PostgreSQL it keeps one node's writers from deadlocking
-	// each other; nodes take turns on row locks (forUpdate).
+	// each other; nodes take turns on row locks (lockRow).
 	writeMu sync.Mutex
 	db      *sqlDB
 	stmts   *stmtCache // of write transactions

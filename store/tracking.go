@@ -560,6 +560,11 @@ func updateTracked(ctx context.Context, tx *txn, ref TrackRef, now time.Time,
 	if err != nil {
 		return m, r, c, err
 	}
+	// Two nodes may hear of one recipient at once (an MDN here, its
+	// timeout there): they decide one after the other.
+	if err := lockRow(ctx, tx, "tracked_recipients", id); err != nil {
+		return m, r, c, err
+	}
 	if r, err = getTrackedRecipient(ctx, tx, id); err != nil {
 		return m, r, c, err
 	}

@@ -62,11 +62,14 @@ CREATE INDEX messages_modseq ON messages (mailbox_id, modseq);
 
 -- A body goes with its last message. Row triggers run after the whole
 -- DELETE statement, so a statement deleting every message of a body sees
--- none left. A transaction sharing the body (COPY) concurrently holds a key
--- lock on it through the foreign key: the body's deletion waits for it and
--- then fails on the foreign key instead of losing the new message's body.
+-- none left. Unlike SQLite, writers run concurrently: a transaction that
+-- shares the body (COPY) holds a key lock on it through the foreign key
+-- until it commits, so the body is locked first, and looked for after the
+-- wait (a new snapshot in READ COMMITTED): the new message keeps it, and
+-- the delete neither loses it nor fails on the foreign key.
 CREATE FUNCTION messages_body_gc() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+	PERFORM 1 FROM mail_bodies WHERE id = OLD.body_id FOR UPDATE;
 	IF NOT EXISTS (SELECT 1 FROM messages WHERE body_id = OLD.body_id) THEN
 		DELETE FROM mail_bodies WHERE id = OLD.body_id;
 	END IF;
