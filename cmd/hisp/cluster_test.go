@@ -34,15 +34,6 @@ import (
 // a fresh database on a PostgreSQL server started for this test binary
 // (they skip without the PostgreSQL binaries, except in CI).
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	pgtest.Stop()
-	if clusterBinaries.path != "" {
-		os.RemoveAll(filepath.Dir(clusterBinaries.path))
-	}
-	os.Exit(code)
-}
-
 // clusterLease is [store] lease of the cluster nodes: how long a dead
 // node's claims keep its messages from the others. Renewed every second.
 const clusterLease = "3s"
@@ -470,6 +461,13 @@ var clusterBinaries struct {
 	once sync.Once
 	path string
 	err  error
+}
+
+// removeClusterBinary removes the binary clusterBinary built (TestMain).
+func removeClusterBinary() {
+	if clusterBinaries.path != "" {
+		os.RemoveAll(filepath.Dir(clusterBinaries.path))
+	}
 }
 
 // clusterBinary builds hisp once for this test binary.
