@@ -44,12 +44,12 @@ const clusterPassword = "cluster test password"
 // newClusterNode is a node of hospital.example on the PostgreSQL store at
 // url, with its own data directory, ports and host name, the master key
 // file shared by all nodes; admin commands reach the store with --config.
-func newClusterNode(bin, tmp, name, url string, ports []int) *crashInstance {
+func newClusterNode(bin, tmp, name, url, lease string, ports []int) *crashInstance {
 	return &crashInstance{name: name, domain: "hospital.example", user: "alice@hospital.example", bin: bin,
 		dir: filepath.Join(tmp, strings.ToLower(name)), ports: ports, byConfig: true,
 		host: strings.ToLower(name) + ".hospital.example",
 		extra: fmt.Sprintf("[store]\nurl = %q\nmaster_key_file = %q\nlease = %q\n",
-			url, filepath.Join(tmp, "master.key"), clusterLease)}
+			url, filepath.Join(tmp, "master.key"), lease)}
 }
 
 // TestClusterFailover: nodes A1 and A2 of hospital.example share one
@@ -81,8 +81,8 @@ func TestClusterFailover(t *testing.T) {
 	bin := clusterBinary(t)
 	tmp := t.TempDir()
 	ports := crashFreePorts(t, 15)
-	a1 := newClusterNode(bin, tmp, "A1", url, ports[:5])
-	a2 := newClusterNode(bin, tmp, "A2", url, ports[5:10])
+	a1 := newClusterNode(bin, tmp, "A1", url, clusterLease, ports[:5])
+	a2 := newClusterNode(bin, tmp, "A2", url, clusterLease, ports[5:10])
 	b := &crashInstance{name: "B", domain: "clinic.example", user: "bob@clinic.example", bin: bin,
 		dir: filepath.Join(tmp, "b"), ports: ports[10:]}
 	const carol = "carol@lab.example"
@@ -328,6 +328,11 @@ func TestClusterFailover(t *testing.T) {
 // Message-IDs it is given and which node (EHLO name) gave each. The sink
 // answers 250 to every message, so a second copy could only come from two
 // nodes holding one recipient at once: none is allowed.
+//
+// Midway A1 is drained (SIGTERM, as before maintenance): it must exit
+// cleanly having recorded its attempts in flight and given back every
+// recipient it had claimed (no claim of A1 left in the store, with a lease
+// of ten minutes that cannot have run out), and A2 delivers the rest.
 func TestClusterDrainOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("cluster test runs two hisp processes and PostgreSQL")
@@ -338,8 +343,10 @@ func TestClusterDrainOnce(t *testing.T) {
 	tmp := t.TempDir()
 	sink := newIDSink(t)
 	ports := crashFreePorts(t, 11)
-	a1 := newClusterNode(bin, tmp, "A1", url, ports[:5])
-	a2 := newClusterNode(bin, tmp, "A2", url, ports[5:10])
+	// A lease far longer than the test: A1's claims can only pass to A2
+	// by A1 giving them back.
+	a1 := newClusterNode(bin, tmp, "A1", url, "10m", ports[:5])
+	a2 := newClusterNode(bin, tmp, "A2", url, "10m", ports[5:10])
 	for _, a := range []*crashInstance{a1, a2} {
 		// No DNS is needed: the messages are sealed already.
 		a.writeConfigTo(t, fmt.Sprintf("127.0.0.1:%d", ports[10]), map[string]string{"clinic.example": sink.addr})
@@ -385,18 +392,41 @@ func TestClusterDrainOnce(t *testing.T) {
 	a1.waitReady(t)
 	a2.waitReady(t)
 	drainStart := time.Now()
+	for deadline := time.Now().Add(90 * time.Second); sink.distinct() < messages/4; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 90 s the sink has %d of %d messages\n%s\n%s", sink.distinct(), messages, a1.logTail(), a2.logTail())
+		}
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	claims := func() int {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM queue_recipients WHERE claimed_by = $1 AND state IN ('delivering', 'sealing')`,
+			store.DefaultNode(a1.dir)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	held := claims()
+	a1.stop(t) // drained: SIGTERM, a clean exit
+	atDrain := sink.distinct()
+	if left := claims(); left > 0 {
+		t.Errorf("A1 stopped (SIGTERM) still holding %d claims: A2 would wait for its lease", left)
+	}
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		if sink.distinct() == messages && a1.pending(t) == 0 {
+		if sink.distinct() == messages && a2.pending(t) == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("after 90 s the sink has %d of %d messages; queue: %v\n%s\n%s",
-				sink.distinct(), messages, a1.queueStates(t), a1.logTail(), a2.logTail())
+				sink.distinct(), messages, a2.queueStates(t), a1.logTail(), a2.logTail())
 		}
 	}
 	drained := time.Since(drainStart)
-	states := a1.queueStates(t)
-	a1.stop(t)
+	states := a2.queueStates(t)
 	a2.stop(t)
 
 	got, byNode := sink.counts()
@@ -421,8 +451,8 @@ func TestClusterDrainOnce(t *testing.T) {
 			t.Errorf("%s delivered nothing: the queue was not drained by two nodes (%v)", a.name, byNode)
 		}
 	}
-	t.Logf("%d messages enqueued in %s, drained by two nodes in %s: %v; %d duplicate copies",
-		messages, enqueued.Round(time.Millisecond), drained.Round(time.Millisecond), byNode, dupCopies)
+	t.Logf("%d messages enqueued in %s, delivered by two nodes in %s: %v (A1 drained with SIGTERM holding %d claims, after %d had arrived); %d duplicate copies",
+		messages, enqueued.Round(time.Millisecond), drained.Round(time.Millisecond), byNode, held, atDrain, dupCopies)
 }
 
 // TestClusterFirstNode: the first admin command of a new node on a
