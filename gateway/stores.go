@@ -1,0 +1,12 @@
+package gateway
+
+import (
+	"github.com/hisp-project/hisp/imap"
+	"github.com/hisp-project/hisp/store"
+)
+
+// The gateway hands its one *store.Store, on SQLite or PostgreSQL, to
+// consumers that declare what they need of it as interfaces of their own.
+var (
+	_ imap.Store = (*store.Store)(nil)
+)
