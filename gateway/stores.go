@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/imap"
 	"github.com/hisp-project/hisp/store"
 )
@@ -8,5 +9,6 @@ import (
 // The gateway hands its one *store.Store, on SQLite or PostgreSQL, to
 // consumers that declare what they need of it as interfaces of their own.
 var (
-	_ imap.Store = (*store.Store)(nil)
+	_ agent.Store = (*store.Store)(nil)
+	_ imap.Store  = (*store.Store)(nil)
 )
