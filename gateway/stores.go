@@ -3,6 +3,7 @@ package gateway
 import (
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/imap"
+	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -11,4 +12,9 @@ import (
 var (
 	_ agent.Store = (*store.Store)(nil)
 	_ imap.Store  = (*store.Store)(nil)
+
+	_ smtp.AuthStore  = (*store.Store)(nil)
+	_ smtp.Auditor    = (*store.Store)(nil)
+	_ smtp.LocalStore = (*store.Store)(nil)
+	_ smtp.Queue      = (*store.Store)(nil)
 )
