@@ -5,6 +5,7 @@ import (
 	"github.com/hisp-project/hisp/imap"
 	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
+	"github.com/hisp-project/hisp/track"
 )
 
 // The gateway hands its one *store.Store, on SQLite or PostgreSQL, to
@@ -17,4 +18,7 @@ var (
 	_ smtp.Auditor    = (*store.Store)(nil)
 	_ smtp.LocalStore = (*store.Store)(nil)
 	_ smtp.Queue      = (*store.Store)(nil)
+
+	_ track.Store        = (*store.Store)(nil)
+	_ track.WebhookStore = (*store.Store)(nil)
 )
