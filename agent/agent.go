@@ -99,8 +99,8 @@ const DefaultReloadInterval = time.Second
 // Options configure an Agent.
 type Options struct {
 	// Store holds the local domains, addresses, certificates, keys and
-	// anchors, and receives audit records. Required.
-	Store *store.Store
+	// anchors, and receives audit records (a *store.Store). Required.
+	Store Store
 	// Discoverer finds remote recipients' certificates. Nil: a Discoverer
 	// with default options (the system resolver).
 	Discoverer *certs.Discoverer
@@ -144,7 +144,7 @@ type Options struct {
 
 // Agent processes messages. It is safe for concurrent use.
 type Agent struct {
-	st        *store.Store
+	st        Store
 	disc      *certs.Discoverer
 	val       *trust.Validator
 	host      string

@@ -40,7 +40,6 @@ import (
 
 	"github.com/hisp-project/hisp/internal/loginlimit"
 	"github.com/hisp-project/hisp/internal/lograte"
-	"github.com/hisp-project/hisp/store"
 )
 
 // Defaults of Options.
@@ -51,8 +50,8 @@ const (
 
 // Options configure a Server.
 type Options struct {
-	// Store holds the accounts and mailboxes. Required.
-	Store *store.Store
+	// Store holds the accounts and mailboxes (a *store.Store). Required.
+	Store Store
 	// TLSConfig is used for STARTTLS and for ServeTLS. Without it, clients
 	// can only log in on loopback listeners with Loopback set.
 	TLSConfig *tls.Config
@@ -79,7 +78,7 @@ type Options struct {
 // Server is an IMAP server over the store. One Server may serve several
 // listeners; its sessions share mailbox state.
 type Server struct {
-	store          *store.Store
+	store          Store
 	tlsConfig      *tls.Config
 	log            *slog.Logger
 	loopback       bool

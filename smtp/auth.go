@@ -15,7 +15,21 @@ import (
 // of its networks and present a TLS client certificate issued by one of its
 // client CAs, when it has any.
 type StoreAuthenticator struct {
-	Store *store.Store
+	Store AuthStore
+}
+
+// AuthStore is the part of the store a StoreAuthenticator asks;
+// *store.Store implements it. Failed logins are store.ErrBadCredentials.
+type AuthStore interface {
+	// CheckPassword checks the login of a local address and returns the
+	// normalized address.
+	CheckPassword(ctx context.Context, address, password string) (string, error)
+	// CheckRelayPassword checks a relay login and returns the account,
+	// whose networks and client CAs the caller checks.
+	CheckRelayPassword(ctx context.Context, name, password string) (store.Relay, error)
+	// Relay returns a relay account without checking a password
+	// (TrustedClient); store.ErrNotFound if there is none.
+	Relay(ctx context.Context, name string) (store.Relay, error)
 }
 
 // Authenticate implements Authenticator.

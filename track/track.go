@@ -67,7 +67,7 @@ const relayWindow = 7 * 24 * time.Hour
 
 // Options configure a Tracker.
 type Options struct {
-	Store *store.Store // required
+	Store Store // required; a *store.Store
 	// Notify files a notice (a DSN) in the INBOX of a local sender. An
 	// error leaves it due, to be tried at the next check, unless it wraps
 	// store.ErrOverQuota or store.ErrNotFound.
@@ -102,7 +102,7 @@ type Options struct {
 // store transactions).
 type Tracker struct {
 	opts      Options
-	st        *store.Store
+	st        Store
 	log       *slog.Logger
 	lastPurge time.Time
 }

@@ -85,7 +85,7 @@ func Verify(secret, body []byte, header string) bool {
 
 // WebhookOptions configure a Webhooks worker.
 type WebhookOptions struct {
-	Store *store.Store // required
+	Store WebhookStore // required; a *store.Store
 	// Client sends the requests; a client with Timeout when nil.
 	Client     *http.Client
 	Timeout    time.Duration // one request; 10s
@@ -105,7 +105,7 @@ type WebhookOptions struct {
 // Webhooks delivers the webhook outbox.
 type Webhooks struct {
 	opts WebhookOptions
-	st   *store.Store
+	st   WebhookStore
 	log  *slog.Logger
 	wake chan struct{}
 	// idle is set while no webhook is configured: Wake then does nothing
