@@ -1,0 +1,35 @@
+package main
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestBenchDatabaseCPU: hisp bench --db-pid reports the CPU per message of
+// a database server's process tree beside the server's (here both are this
+// test process, whose SMTP sink takes the messages).
+func TestBenchDatabaseCPU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures the RSA ceiling for seconds")
+	}
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		t.Skip("no /proc")
+	}
+	sink := newIDSink(t)
+	pid := strconv.Itoa(os.Getpid())
+	code, stdout, stderr := runCLI(t, nil, "bench", "--addr", sink.addr, "--to", "bob@clinic.example", "--starttls", "off",
+		"--messages", "40", "--concurrency", "2", "--size", "1024", "--server-pid", pid, "--db-pid", pid)
+	if code != 0 {
+		t.Fatalf("hisp bench: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"server CPU:", "database CPU:", "RSA-2048 signatures; server and database"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("hisp bench output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if n := sink.distinct(); n != 40 {
+		t.Errorf("the sink got %d messages, want 40", n)
+	}
+}
