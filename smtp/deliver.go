@@ -316,7 +316,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.ShutdownGrace, cancelHard) })
 	defer stop()
-	tick := time.NewTicker(d.cfg.PollInterval)
+	// Awake at least every ClaimRenewal too: with a lease shorter than
+	// three poll intervals, claims renewed only at polls would run out
+	// while their attempts are still in flight.
+	tick := time.NewTicker(min(d.cfg.PollInterval, d.cfg.ClaimRenewal))
 	defer tick.Stop()
 	for ctx.Err() == nil {
 		d.maintain(ctx)

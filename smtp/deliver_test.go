@@ -736,3 +736,33 @@ func TestDeliverRelayRecorder(t *testing.T) {
 		t.Fatalf("queue state when the relay was heard of: %v, want delivering (before the outcome is stored)", b.states)
 	}
 }
+
+// renewCounter is a queue that tells of each renewal of the node's claims.
+type renewCounter struct {
+	Queue
+	renewed chan struct{}
+}
+
+func (q *renewCounter) RenewClaims(ctx context.Context, now time.Time) (int64, error) {
+	select {
+	case q.renewed <- struct{}{}:
+	default:
+	}
+	return q.Queue.RenewClaims(ctx, now)
+}
+
+// TestClaimsRenewedBetweenPolls: a node renews its claims every
+// ClaimRenewal even when that is shorter than its poll interval and no work
+// wakes it (a short [store] lease), so that another node does not take over
+// attempts still in flight.
+func TestClaimsRenewedBetweenPolls(t *testing.T) {
+	q := &renewCounter{Queue: queueStore(t), renewed: make(chan struct{}, 1)}
+	runDeliverer(t, DelivererConfig{Queue: q, PollInterval: time.Hour, ClaimRenewal: 10 * time.Millisecond})
+	for i := range 3 {
+		select {
+		case <-q.renewed:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d renewals, then none for 30 s with ClaimRenewal 10ms and PollInterval 1h", i)
+		}
+	}
+}
