@@ -162,8 +162,11 @@ func usage(env *cliEnv, w io.Writer) {
 	}
 	fmt.Fprint(w, `
 The data directory comes from --data DIR (before or after the command), else
-$HISP_DATA, else ./hisp-data. Only domain add, sandbox and serve make a new
-one; other commands refuse a directory that holds no hisp data.
+$HISP_DATA, else the data of the config (--config FILE, else $HISP_CONFIG),
+else ./hisp-data. With a config, commands use its store: a PostgreSQL
+database ([store] url, or $HISP_STORE_URL) that several nodes share, with
+the master key file it names. Only domain add, sandbox and serve make a new
+store; other commands refuse one that holds no hisp data.
 
 exit codes: 0 success, 1 the operation failed, 2 usage or setup error
 `)
