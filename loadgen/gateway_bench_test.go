@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/pgtest"
 	"github.com/hisp-project/hisp/internal/testnet"
 
 	"github.com/hisp-project/hisp/certs"
@@ -33,8 +34,11 @@ import (
 // closed port: every delivery fails at once and waits for its retry, so the
 // figure is submission to the durable queue. "local": the recipient is a
 // local user, so local delivery (open, verify, file) runs alongside.
+// "queue-postgres": "queue" with the store in a PostgreSQL database of
+// pgtest's server (skipped without one), to profile what a PostgreSQL
+// store costs hisp's process.
 func BenchmarkGateway(b *testing.B) {
-	for _, mode := range []string{"queue", "local"} {
+	for _, mode := range []string{"queue", "local", "queue-postgres"} {
 		for _, size := range []int{10 << 10, 1 << 20} {
 			b.Run(mode+"/"+sizeName(size), func(b *testing.B) { benchGateway(b, mode, size) })
 		}
@@ -58,7 +62,11 @@ func benchGateway(b *testing.B, mode string, size int) {
 	bob := testpki.Issue(b, caB, testpki.Options{Email: []string{"bob@clinic.example"}})
 	carol := testpki.Issue(b, caA, testpki.Options{Email: []string{"carol@hospital.example"}})
 
-	st, err := store.Open(ctx, dir)
+	loc := store.Location{Dir: dir}
+	if mode == "queue-postgres" {
+		loc.URL = pgtest.URL(b)
+	}
+	st, err := store.OpenAt(ctx, loc)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -103,6 +111,7 @@ func benchGateway(b *testing.B, mode string, size int) {
 
 	cfg := config.Default()
 	cfg.Data = dir
+	cfg.Store.URL = loc.URL
 	cfg.Listen = config.Listen{Submission: "127.0.0.1:0"}
 	cfg.DNS.Resolver = pc.LocalAddr().String()
 	cfg.Outbound.Routes = config.Routes(map[string]string{"clinic.example": closed})
