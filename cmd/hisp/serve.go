@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/hisp-project/hisp/certs/devca"
@@ -56,6 +57,11 @@ func serveCmd(env *cliEnv, args []string) int {
 	}
 	defer unlock()
 	softMemoryLimit(env)
+	stopProfile, err := cpuProfile(env)
+	if err != nil {
+		return usageErr(env, "serve", err)
+	}
+	defer stopProfile()
 	ctx := env.ctx
 	if ctx == nil {
 		var stop context.CancelFunc
@@ -89,6 +95,29 @@ func softMemoryLimit(env *cliEnv) {
 	if env.getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
+}
+
+// cpuProfile starts a CPU profile of the whole run into the file
+// $HISP_CPUPROFILE names, when it is set, for `go tool pprof` (the load
+// figures in README were profiled so); stop ends it. A benchmarking aid,
+// not a config key: it costs nothing unset.
+func cpuProfile(env *cliEnv) (stop func(), err error) {
+	name := env.getenv("HISP_CPUPROFILE")
+	if name == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, fmt.Errorf("HISP_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("HISP_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // loadConfig reads the configuration of hisp serve: the file named by
