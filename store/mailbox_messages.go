@@ -262,7 +262,7 @@ func (s *Store) DeliverEach(ctx context.Context, ds []Delivery) (res []AppendRes
 			return nil, nil, err
 		}
 		for _, m := range d.Then {
-			p, err := prepareEnqueue(m, now)
+			p, err := prepareEnqueue(m, now, nil)
 			if err != nil {
 				return nil, nil, err
 			}

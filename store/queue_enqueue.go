@@ -35,8 +35,10 @@ func (p preparedMessage) size() int64 {
 }
 
 // prepareEnqueue checks a message for Enqueue and fills in the derived
-// fields.
-func prepareEnqueue(m QueuedMessage, now time.Time) (preparedMessage, error) {
+// fields. With claim, the recipients of a message that is not Plain are
+// queued claimed for their first attempt at now, as ClaimDue would claim
+// them.
+func prepareEnqueue(m QueuedMessage, now time.Time, claim *Backoff) (preparedMessage, error) {
 	if len(m.Data) == 0 {
 		return preparedMessage{}, errors.New("enqueue: empty message")
 	}
@@ -79,6 +81,11 @@ func prepareEnqueue(m QueuedMessage, now time.Time) (preparedMessage, error) {
 			if !r.NextAttempt.IsZero() {
 				q.NextAttempt = fromMillis(millis(r.NextAttempt))
 			}
+		}
+		if claim != nil && !m.Plain {
+			q.State, q.Attempts, q.LastAttempt = StateDelivering, 1, fromMillis(millis(now))
+			q.NextAttempt = fromMillis(millis(now.Add(claim.Delay(1))))
+			q.Updated = q.LastAttempt
 		}
 		rcpts = append(rcpts, q)
 	}
@@ -151,7 +158,7 @@ func (st *enqueueStmts) insert(ctx context.Context, p preparedMessage) (QueuedMe
 		r := &m.Recipients[i]
 		r.QueueID = m.ID
 		if err := st.rcpt.QueryRowContext(ctx, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
-			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, created).Scan(&r.ID); err != nil {
+			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, millis(r.Updated)).Scan(&r.ID); err != nil {
 			return QueuedMessage{}, fmt.Errorf("insert queued recipient %s: %w", r.Address, err)
 		}
 	}
@@ -163,7 +170,7 @@ func (st *enqueueStmts) insert(ctx context.Context, p preparedMessage) (QueuedMe
 // due at once. A server should use a Queue, which commits concurrent
 // messages together.
 func (s *Store) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
-	p, err := prepareEnqueue(m, time.Now())
+	p, err := prepareEnqueue(m, time.Now(), nil)
 	if err != nil {
 		return 0, err
 	}
@@ -244,6 +251,7 @@ type enqueueResult struct {
 	tracked     TrackedMessage
 	trackingErr error
 	moreIDs     []int64
+	claimed     []QueuedMessage
 	err         error
 }
 
@@ -267,7 +275,7 @@ func NewQueue(s *Store, opts QueueOptions) *Queue {
 // Enqueue returns ctx's error and the message is not queued; once taken, it
 // waits for the commit, so that its answer is always the truth.
 func (q *Queue) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
-	res, err := q.enqueue(ctx, m, nil, nil)
+	res, err := q.enqueue(ctx, m, nil, nil, nil)
 	return res.ID, err
 }
 
@@ -282,6 +290,15 @@ type EnqueueExtras struct {
 	// sealed with another partner's algorithms for other recipients):
 	// committed with it or not at all.
 	More []QueuedMessage
+	// Claim, when set, queues the messages that are not Plain already
+	// claimed for their first delivery attempt, as ClaimDue would claim
+	// them at the commit with this schedule, and returns them with their
+	// data in EnqueueResult.Claimed: the caller hands them to its
+	// deliverer in memory, which spares the deliverer a claim transaction
+	// and reading the message back. Only the process's one deliverer may
+	// take them: after a crash RecoverQueue makes them due again, like any
+	// claimed recipient.
+	Claim *Backoff
 }
 
 // EnqueueResult is what EnqueueWith did.
@@ -294,6 +311,9 @@ type EnqueueResult struct {
 	Tracked     TrackedMessage // the tracking as stored
 	TrackingErr error
 	MoreIDs     []int64 // the ids of EnqueueExtras.More, in order
+	// Claimed are the messages queued claimed (EnqueueExtras.Claim), with
+	// their ids, data and recipients.
+	Claimed []QueuedMessage
 }
 
 // EnqueueWith is Enqueue that also commits the extras.
@@ -305,18 +325,18 @@ func (q *Queue) EnqueueWith(ctx context.Context, m QueuedMessage, x EnqueueExtra
 			return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 		}
 	}
-	return q.enqueue(ctx, m, pf, x.Tracking, x.More...)
+	return q.enqueue(ctx, m, pf, x.Tracking, x.Claim, x.More...)
 }
 
-func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage, more ...QueuedMessage) (EnqueueResult, error) {
+func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage, claim *Backoff, more ...QueuedMessage) (EnqueueResult, error) {
 	now := time.Now()
-	p, err := prepareEnqueue(m, now)
+	p, err := prepareEnqueue(m, now, claim)
 	if err != nil {
 		q.failed.Add(1)
 		return EnqueueResult{}, err
 	}
 	for _, o := range more {
-		po, err := prepareEnqueue(o, now)
+		po, err := prepareEnqueue(o, now, claim)
 		if err != nil {
 			q.failed.Add(1)
 			return EnqueueResult{}, err
@@ -356,7 +376,7 @@ func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling,
 		res.trackingErr = trackingErr
 	}
 	return EnqueueResult{ID: res.id, Filed: res.filed, FilingErr: res.filingErr,
-		Tracked: res.tracked, TrackingErr: res.trackingErr, MoreIDs: res.moreIDs}, nil
+		Tracked: res.tracked, TrackingErr: res.trackingErr, MoreIDs: res.moreIDs, Claimed: res.claimed}, nil
 }
 
 // Close stops taking messages, commits those already handed over and stops
@@ -429,6 +449,7 @@ func (q *Queue) commit(batch []*enqueueReq) {
 				return fmt.Errorf("savepoint: %w", err)
 			}
 			m, err := st.insert(ctx, r.p)
+			results[i].claimed = claimedOf(results[i].claimed, m)
 			for _, o := range r.p.more {
 				if err != nil {
 					break
@@ -436,9 +457,10 @@ func (q *Queue) commit(batch []*enqueueReq) {
 				var om QueuedMessage
 				om, err = st.insert(ctx, o)
 				results[i].moreIDs = append(results[i].moreIDs, om.ID)
+				results[i].claimed = claimedOf(results[i].claimed, om)
 			}
 			if err != nil {
-				results[i].err, results[i].moreIDs = fmt.Errorf("enqueue: %w", err), nil
+				results[i].err, results[i].moreIDs, results[i].claimed = fmt.Errorf("enqueue: %w", err), nil, nil
 				if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT enqueue`); err != nil {
 					return fmt.Errorf("rollback to savepoint: %w", err)
 				}
@@ -479,6 +501,14 @@ func (q *Queue) commit(batch []*enqueueReq) {
 		}
 		r.result <- res
 	}
+}
+
+// claimedOf appends m to claimed when it was queued claimed.
+func claimedOf(claimed []QueuedMessage, m QueuedMessage) []QueuedMessage {
+	if len(m.Recipients) > 0 && m.Recipients[0].State == StateDelivering {
+		claimed = append(claimed, m)
+	}
+	return claimed
 }
 
 // fileUnder files f under a savepoint of its own: a filing that fails
