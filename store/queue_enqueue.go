@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -117,48 +116,28 @@ func splitAddress(address string) (local, domain string, err error) {
 	return local, domain, nil
 }
 
-// enqueueStmts are the statements of an enqueue transaction, prepared once
-// per transaction.
-type enqueueStmts struct {
-	msg, rcpt *sql.Stmt
-}
-
-func prepareEnqueueStmts(ctx context.Context, tx *txn) (*enqueueStmts, error) {
-	msg, err := tx.PrepareContext(ctx, `INSERT INTO queue_messages
-		(message_id, mail_from, auth_user, origin, data, size, created, delay_notified, plain)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id`)
-	if err != nil {
-		return nil, fmt.Errorf("prepare enqueue: %w", err)
-	}
-	rcpt, err := tx.PrepareContext(ctx, `INSERT INTO queue_recipients
-		(queue_id, recipient, domain, local, state, attempts, next_attempt, last_attempt,
-		 last_code, last_enhanced, last_error, remote_mta, status, updated)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?) RETURNING id`)
-	if err != nil {
-		msg.Close()
-		return nil, fmt.Errorf("prepare enqueue: %w", err)
-	}
-	return &enqueueStmts{msg: msg, rcpt: rcpt}, nil
-}
-
-func (st *enqueueStmts) close() {
-	st.msg.Close()
-	st.rcpt.Close()
-}
-
-// insert adds one prepared message and returns it with its ids.
-func (st *enqueueStmts) insert(ctx context.Context, p preparedMessage) (QueuedMessage, error) {
+// insertQueued adds one prepared message in tx and returns it with its
+// ids.
+func insertQueued(ctx context.Context, tx *txn, p preparedMessage) (QueuedMessage, error) {
 	m := p.m
 	created := millis(m.Created)
-	if err := st.msg.QueryRowContext(ctx, m.MessageID, m.MailFrom, m.User, m.Origin, m.Data, m.Size, created, m.Plain).Scan(&m.ID); err != nil {
+	var err error
+	m.ID, err = insertID(ctx, tx, `INSERT INTO queue_messages
+		(message_id, mail_from, auth_user, origin, data, size, created, delay_notified, plain)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)`, m.MessageID, m.MailFrom, m.User, m.Origin, m.Data, m.Size, created, m.Plain)
+	if err != nil {
 		return QueuedMessage{}, fmt.Errorf("insert queued message: %w", err)
 	}
 	m.Recipients = append([]QueuedRecipient(nil), m.Recipients...)
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		r.QueueID = m.ID
-		if err := st.rcpt.QueryRowContext(ctx, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
-			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, millis(r.Updated)).Scan(&r.ID); err != nil {
+		r.ID, err = insertID(ctx, tx, `INSERT INTO queue_recipients
+			(queue_id, recipient, domain, local, state, attempts, next_attempt, last_attempt,
+			 last_code, last_enhanced, last_error, remote_mta, status, updated)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?)`, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
+			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, millis(r.Updated))
+		if err != nil {
 			return QueuedMessage{}, fmt.Errorf("insert queued recipient %s: %w", r.Address, err)
 		}
 	}
@@ -176,12 +155,7 @@ func (s *Store) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
 	}
 	var id int64
 	err = s.tx(ctx, func(tx *txn) error {
-		st, err := prepareEnqueueStmts(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer st.close()
-		qm, err := st.insert(ctx, p)
+		qm, err := insertQueued(ctx, tx, p)
 		id = qm.ID
 		return err
 	})
@@ -439,23 +413,18 @@ func (q *Queue) commit(batch []*enqueueReq) {
 	defer cancel()
 	results := make([]enqueueResult, len(live))
 	err := q.s.tx(ctx, func(tx *txn) error {
-		st, err := prepareEnqueueStmts(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer st.close()
 		for i, r := range live {
 			if _, err := tx.ExecContext(ctx, `SAVEPOINT enqueue`); err != nil {
 				return fmt.Errorf("savepoint: %w", err)
 			}
-			m, err := st.insert(ctx, r.p)
+			m, err := insertQueued(ctx, tx, r.p)
 			results[i].claimed = claimedOf(results[i].claimed, m)
 			for _, o := range r.p.more {
 				if err != nil {
 					break
 				}
 				var om QueuedMessage
-				om, err = st.insert(ctx, o)
+				om, err = insertQueued(ctx, tx, o)
 				results[i].moreIDs = append(results[i].moreIDs, om.ID)
 				results[i].claimed = claimedOf(results[i].claimed, om)
 			}
