@@ -411,53 +411,18 @@ func (q *Queue) commit(batch []*enqueueReq) {
 	// its outcome is what every caller is told.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	// First the whole batch with no savepoint: each one makes SQLite copy
+	// every page the request changes into a statement journal (spilled to
+	// a temporary file beyond 64 KiB), a few percent of a message's CPU.
+	// Should any record fail, that transaction is rolled back and the
+	// batch inserted again with each request, its filing and its tracking
+	// under savepoints of their own, so that a failure stays alone.
 	results := make([]enqueueResult, len(live))
-	err := q.s.tx(ctx, func(tx *txn) error {
-		for i, r := range live {
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT enqueue`); err != nil {
-				return fmt.Errorf("savepoint: %w", err)
-			}
-			m, err := insertQueued(ctx, tx, r.p)
-			results[i].claimed = claimedOf(results[i].claimed, m)
-			for _, o := range r.p.more {
-				if err != nil {
-					break
-				}
-				var om QueuedMessage
-				om, err = insertQueued(ctx, tx, o)
-				results[i].moreIDs = append(results[i].moreIDs, om.ID)
-				results[i].claimed = claimedOf(results[i].claimed, om)
-			}
-			if err != nil {
-				results[i].err, results[i].moreIDs, results[i].claimed = fmt.Errorf("enqueue: %w", err), nil, nil
-				if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT enqueue`); err != nil {
-					return fmt.Errorf("rollback to savepoint: %w", err)
-				}
-			} else {
-				results[i].id = m.ID
-				if r.p.filing != nil {
-					results[i].filed, results[i].filingErr, err = fileUnder(ctx, tx, r.p.filing)
-					if err != nil {
-						return err
-					}
-				}
-				if tm := r.p.tracking; tm != nil {
-					results[i].trackingErr = savepoint(ctx, tx, func() error {
-						var err error
-						results[i].tracked, err = insertTracked(ctx, tx, *tm)
-						return err
-					})
-					if results[i].trackingErr != nil {
-						results[i].trackingErr = fmt.Errorf("track message %s: %w", tm.MessageID, results[i].trackingErr)
-					}
-				}
-			}
-			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT enqueue`); err != nil {
-				return fmt.Errorf("release savepoint: %w", err)
-			}
-		}
-		return nil
-	})
+	err := q.s.tx(ctx, func(tx *txn) error { return insertBatch(ctx, tx, live, results) })
+	if err != nil {
+		results = make([]enqueueResult, len(live))
+		err = q.s.tx(ctx, func(tx *txn) error { return insertIsolated(ctx, tx, live, results) })
+	}
 	if err == nil {
 		q.commits.Add(1)
 	}
@@ -478,6 +443,89 @@ func claimedOf(claimed []QueuedMessage, m QueuedMessage) []QueuedMessage {
 		claimed = append(claimed, m)
 	}
 	return claimed
+}
+
+// insertBatch inserts every request of a batch and its records, failing at
+// the first error.
+func insertBatch(ctx context.Context, tx *txn, live []*enqueueReq, results []enqueueResult) error {
+	for i, r := range live {
+		m, err := insertQueued(ctx, tx, r.p)
+		if err != nil {
+			return err
+		}
+		results[i].id = m.ID
+		results[i].claimed = claimedOf(results[i].claimed, m)
+		for _, o := range r.p.more {
+			om, err := insertQueued(ctx, tx, o)
+			if err != nil {
+				return err
+			}
+			results[i].moreIDs = append(results[i].moreIDs, om.ID)
+			results[i].claimed = claimedOf(results[i].claimed, om)
+		}
+		if f := r.p.filing; f != nil {
+			if results[i].filed, err = f.file(ctx, tx); err != nil {
+				return err
+			}
+		}
+		if tm := r.p.tracking; tm != nil {
+			if results[i].tracked, err = insertTracked(ctx, tx, *tm); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// insertIsolated inserts the requests of a batch each under a savepoint,
+// and its filing and tracking under savepoints of their own: a request
+// that fails is left out alone, a filing or a tracking that fails leaves
+// its message queued (the result says why).
+func insertIsolated(ctx context.Context, tx *txn, live []*enqueueReq, results []enqueueResult) error {
+	for i, r := range live {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT enqueue`); err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+		m, err := insertQueued(ctx, tx, r.p)
+		results[i].claimed = claimedOf(results[i].claimed, m)
+		for _, o := range r.p.more {
+			if err != nil {
+				break
+			}
+			var om QueuedMessage
+			om, err = insertQueued(ctx, tx, o)
+			results[i].moreIDs = append(results[i].moreIDs, om.ID)
+			results[i].claimed = claimedOf(results[i].claimed, om)
+		}
+		if err != nil {
+			results[i].err, results[i].moreIDs, results[i].claimed = fmt.Errorf("enqueue: %w", err), nil, nil
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT enqueue`); err != nil {
+				return fmt.Errorf("rollback to savepoint: %w", err)
+			}
+		} else {
+			results[i].id = m.ID
+			if r.p.filing != nil {
+				results[i].filed, results[i].filingErr, err = fileUnder(ctx, tx, r.p.filing)
+				if err != nil {
+					return err
+				}
+			}
+			if tm := r.p.tracking; tm != nil {
+				results[i].trackingErr = savepoint(ctx, tx, func() error {
+					var err error
+					results[i].tracked, err = insertTracked(ctx, tx, *tm)
+					return err
+				})
+				if results[i].trackingErr != nil {
+					results[i].trackingErr = fmt.Errorf("track message %s: %w", tm.MessageID, results[i].trackingErr)
+				}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT enqueue`); err != nil {
+			return fmt.Errorf("release savepoint: %w", err)
+		}
+	}
+	return nil
 }
 
 // fileUnder files f under a savepoint of its own: a filing that fails
