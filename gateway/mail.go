@@ -69,6 +69,10 @@ var localFailure = &smtp.Reply{Code: 451, Enhanced: "4.3.0", Message: "local err
 // goes to the sender's Sent folder. 250 goes out only after the queue
 // commit.
 func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smtp.Reply, error) {
+	// The queue's commit waits a moment for messages being sealed, so
+	// that concurrent submissions share one.
+	ann := m.queue.Announce()
+	defer ann.Done()
 	res, err := m.agent.Outbound(ctx, agentEnvelope(env), msg)
 	var ae *agent.Error
 	if errors.As(err, &ae) {
@@ -133,7 +137,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	if d != nil {
 		copies = append(copies, *d)
 	}
-	x := store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(sub, res, false), More: copies[1:]}
+	x := store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(sub, res, false), More: copies[1:], Announced: ann}
 	// The deliverer takes the sealed copies as they are committed, claimed
 	// for their first attempt, rather than claiming them in a transaction
 	// of its own and reading them back.

@@ -172,6 +172,9 @@ var ErrQueueClosed = errors.New("queue closed")
 type QueueOptions struct {
 	MaxBatch      int   // messages per transaction; 0: 256
 	MaxBatchBytes int64 // message bytes per transaction (one message may exceed it); 0: 64 MB
+	// CommitDelay is how long the writer may wait for announced messages
+	// (Announce) before it commits; 0: 10 ms; < 0: it never waits.
+	CommitDelay time.Duration
 }
 
 // QueueStats counts a Queue's work.
@@ -203,6 +206,10 @@ type Queue struct {
 	s        *Store
 	maxBatch int
 	maxBytes int64
+	delay    time.Duration
+
+	announced atomic.Int64  // messages announced and not yet handed over
+	kick      chan struct{} // an announcement ended
 
 	mu     sync.RWMutex // held for reading while sending on reqs; Close takes it to close reqs
 	closed bool
@@ -214,6 +221,7 @@ type Queue struct {
 
 type enqueueReq struct {
 	ctx    context.Context
+	ann    *Announcement // nil: none
 	p      preparedMessage
 	result chan enqueueResult // buffered, written once
 }
@@ -232,12 +240,15 @@ type enqueueResult struct {
 // NewQueue starts the writer goroutine of a group-committing queue over s.
 func NewQueue(s *Store, opts QueueOptions) *Queue {
 	q := &Queue{s: s, maxBatch: opts.MaxBatch, maxBytes: opts.MaxBatchBytes,
-		reqs: make(chan *enqueueReq, 256), done: make(chan struct{})}
+		reqs: make(chan *enqueueReq, 256), done: make(chan struct{}), kick: make(chan struct{}, 1), delay: opts.CommitDelay}
 	if q.maxBatch <= 0 {
 		q.maxBatch = 256
 	}
 	if q.maxBytes <= 0 {
 		q.maxBytes = 64 << 20
+	}
+	if q.delay == 0 {
+		q.delay = 10 * time.Millisecond
 	}
 	go q.writer()
 	return q
@@ -249,7 +260,7 @@ func NewQueue(s *Store, opts QueueOptions) *Queue {
 // Enqueue returns ctx's error and the message is not queued; once taken, it
 // waits for the commit, so that its answer is always the truth.
 func (q *Queue) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
-	res, err := q.enqueue(ctx, m, nil, nil, nil)
+	res, err := q.enqueue(ctx, m, nil, nil, nil, nil)
 	return res.ID, err
 }
 
@@ -273,6 +284,40 @@ type EnqueueExtras struct {
 	// take them: after a crash RecoverQueue makes them due again, like any
 	// claimed recipient.
 	Claim *Backoff
+	// Announced is the announcement of the message (Announce), ended when
+	// the writer takes it.
+	Announced *Announcement
+}
+
+// Announcement is a message on its way to the queue (Announce).
+type Announcement struct {
+	q    *Queue
+	done atomic.Bool
+}
+
+// Announce tells the queue that a message is on its way (a submission
+// being sealed). While messages are announced, the writer waits up to
+// CommitDelay for them before it commits, so that concurrent submissions
+// share a commit (one fsync, and one write of the pages they all change)
+// instead of each paying for its own; an idle server's message is
+// committed at once. Pass the announcement in EnqueueExtras, and call
+// Done when the message will not come (Done may be called more than
+// once).
+func (q *Queue) Announce() *Announcement {
+	q.announced.Add(1)
+	return &Announcement{q: q}
+}
+
+// Done ends the announcement.
+func (a *Announcement) Done() {
+	if a == nil || !a.done.CompareAndSwap(false, true) {
+		return
+	}
+	a.q.announced.Add(-1)
+	select {
+	case a.q.kick <- struct{}{}:
+	default:
+	}
 }
 
 // EnqueueResult is what EnqueueWith did.
@@ -299,10 +344,11 @@ func (q *Queue) EnqueueWith(ctx context.Context, m QueuedMessage, x EnqueueExtra
 			return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 		}
 	}
-	return q.enqueue(ctx, m, pf, x.Tracking, x.Claim, x.More...)
+	return q.enqueue(ctx, m, pf, x.Tracking, x.Claim, x.Announced, x.More...)
 }
 
-func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage, claim *Backoff, more ...QueuedMessage) (EnqueueResult, error) {
+func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage, claim *Backoff, ann *Announcement,
+	more ...QueuedMessage) (EnqueueResult, error) {
 	now := time.Now()
 	p, err := prepareEnqueue(m, now, claim)
 	if err != nil {
@@ -327,7 +373,7 @@ func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling,
 			p.tracking = &prepared
 		}
 	}
-	r := &enqueueReq{ctx: ctx, p: p, result: make(chan enqueueResult, 1)}
+	r := &enqueueReq{ctx: ctx, ann: ann, p: p, result: make(chan enqueueResult, 1)}
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
@@ -375,8 +421,10 @@ func (q *Queue) Stats() QueueStats {
 func (q *Queue) writer() {
 	defer close(q.done)
 	for first := range q.reqs {
+		first.ann.Done()
 		batch := []*enqueueReq{first}
 		size := first.p.size()
+		var wait *time.Timer
 	gather:
 		for len(batch) < q.maxBatch && size < q.maxBytes {
 			select {
@@ -384,11 +432,35 @@ func (q *Queue) writer() {
 				if !ok {
 					break gather
 				}
+				r.ann.Done()
 				batch = append(batch, r)
 				size += r.p.size()
+				continue
 			default:
+			}
+			// Nothing waiting: commit, unless messages are on their way
+			// and the delay allows waiting for them.
+			if q.delay < 0 || q.announced.Load() <= 0 {
+				break
+			}
+			if wait == nil {
+				wait = time.NewTimer(q.delay)
+			}
+			select {
+			case r, ok := <-q.reqs:
+				if !ok {
+					break gather
+				}
+				r.ann.Done()
+				batch = append(batch, r)
+				size += r.p.size()
+			case <-q.kick:
+			case <-wait.C:
 				break gather
 			}
+		}
+		if wait != nil {
+			wait.Stop()
 		}
 		q.commit(batch)
 	}

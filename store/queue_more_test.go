@@ -153,3 +153,56 @@ func TestQueueEnqueueClaimed(t *testing.T) {
 		t.Errorf("after recovery: %+v", due)
 	}
 }
+
+// TestQueueAnnounced: while messages are announced the writer waits for
+// them (up to CommitDelay), so that announced messages handed over one
+// after the other share a commit; an announcement that ends without a
+// message (Done) releases the wait.
+func TestQueueAnnounced(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	tcheck(t, err, "open")
+	defer s.Close()
+	q := NewQueue(s, QueueOptions{CommitDelay: time.Hour})
+	defer q.Close()
+
+	const n = 4
+	anns := make([]*Announcement, n)
+	for i := range anns {
+		anns[i] = q.Announce()
+	}
+	gone := q.Announce() // a submission that will be refused
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := q.EnqueueWith(ctx, testMessage(i, "bob@b.example"), EnqueueExtras{Announced: anns[i]})
+			errs <- err
+		}()
+	}
+	// The writer waits for the announced message that never comes...
+	waitUntil(t, "the messages handed over", func() bool { return q.announced.Load() == 1 })
+	if st := q.Stats(); st.Commits != 0 {
+		t.Fatalf("committed while a message was announced: %+v", st)
+	}
+	// ... until its announcement ends.
+	gone.Done()
+	gone.Done() // harmless
+	for range n {
+		tcheck(t, <-errs, "enqueue")
+	}
+	if st := q.Stats(); st.Messages != n || st.Commits != 1 {
+		t.Errorf("%d messages in %d commits, want %d in 1", st.Messages, st.Commits, n)
+	}
+	// Nothing announced: no wait.
+	_, err = q.Enqueue(ctx, testMessage(9, "bob@b.example"))
+	tcheck(t, err, "enqueue")
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
