@@ -480,9 +480,12 @@ func (q *Queue) commit(batch []*enqueueReq) {
 		return
 	}
 	// The transaction does not follow any caller's context: once started,
-	// its outcome is what every caller is told.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	// its outcome is what every caller is told. Its context cannot end:
+	// the SQLite driver runs each statement of a context that can in a
+	// goroutine of its own, to interrupt it, which cost a goroutine and two
+	// switches per statement, a dozen per message (a lock is waited for by
+	// the busy timeout, not forever).
+	ctx := context.Background()
 	// First the whole batch with no savepoint: each one makes SQLite copy
 	// every page the request changes into a statement journal (spilled to
 	// a temporary file beyond 64 KiB), a few percent of a message's CPU.
