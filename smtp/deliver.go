@@ -160,6 +160,11 @@ type Deliverer struct {
 	log     *slog.Logger
 	wake    chan struct{}
 	sem     chan struct{} // delivery slots
+	// attempts holds one of Workers slots per attempt from its start until
+	// its outcome is stored (the recorder frees it): however the outcomes
+	// wait for their commit, a crash repeats at most Workers attempts
+	// that went through.
+	attempts chan struct{}
 
 	mu          sync.Mutex
 	dests       map[string]*destQueue
@@ -285,6 +290,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		log:         cfg.Logger.With(slog.String("component", "deliverer")),
 		wake:        make(chan struct{}, 1),
 		sem:         make(chan struct{}, cfg.Workers),
+		attempts:    make(chan struct{}, cfg.Workers),
 		dests:       map[string]*destQueue{},
 		maxInflight: max(cfg.Workers*32, cfg.Batch),
 		bounceRetry: map[noticeKey]time.Time{},
@@ -592,6 +598,7 @@ func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
 		if !ok {
 			return
 		}
+		d.attempts <- struct{}{} // freed by record or the recorder
 		var updates []store.RecipientUpdate
 		switch {
 		case dq.seal:
@@ -634,9 +641,10 @@ type record struct {
 }
 
 // record logs the outcomes of a job and hands them to the recorder, which
-// stores them.
+// stores them and frees the job's attempt slot.
 func (d *Deliverer) record(j job, updates []store.RecipientUpdate) {
 	if len(updates) == 0 {
+		<-d.attempts
 		return
 	}
 	for _, u := range updates {
@@ -692,11 +700,15 @@ func (d *Deliverer) store(batch []record) {
 	for _, r := range batch {
 		all = append(all, r.updates...)
 	}
-	err := d.q.UpdateRecipients(ctx, d.cfg.Now(), all)
+	// A context that cannot end: the SQLite driver runs each statement of
+	// one that can in a goroutine of its own (a lock is waited for by the
+	// busy timeout).
+	sctx := context.Background()
+	err := d.q.UpdateRecipients(sctx, d.cfg.Now(), all)
 	failed := false
 	for _, r := range batch {
 		if err != nil && len(batch) > 1 {
-			err := d.q.UpdateRecipients(ctx, d.cfg.Now(), r.updates)
+			err := d.q.UpdateRecipients(sctx, d.cfg.Now(), r.updates)
 			if !d.stored(r, err) {
 				continue
 			}
@@ -706,6 +718,9 @@ func (d *Deliverer) store(batch []record) {
 		for _, u := range r.updates {
 			failed = failed || u.State == store.StateFailed
 		}
+	}
+	for range batch {
+		<-d.attempts
 	}
 	if failed {
 		d.failedSince.Store(true)
