@@ -222,7 +222,14 @@ type destQueue struct {
 	seal    bool // the Sealer's: plain messages, their deferred recipients
 	jobs    []job
 	workers int
+	more    chan struct{} // a job was added (linger)
 }
+
+// connLinger is how long a remote destination's worker keeps its
+// connection open for another job once it has none, as MTAs cache
+// connections: messages handed over one at a time (Take) would otherwise
+// each pay a connection, STARTTLS and EHLO.
+const connLinger = 2 * time.Second
 
 // NewDeliverer checks the configuration and returns a Deliverer; Run
 // starts it.
@@ -438,10 +445,15 @@ func (d *Deliverer) addJobs(jobs []job) []*destQueue {
 		}
 		dq := d.dests[key]
 		if dq == nil {
-			dq = &destQueue{key: key, domain: j.domain, local: j.domain == "" && !j.msg.Plain, seal: j.msg.Plain}
+			dq = &destQueue{key: key, domain: j.domain, local: j.domain == "" && !j.msg.Plain, seal: j.msg.Plain,
+				more: make(chan struct{}, 1)}
 			d.dests[key] = dq
 		}
 		dq.jobs = append(dq.jobs, j)
+		select {
+		case dq.more <- struct{}{}:
+		default:
+		}
 		d.inflight++
 	}
 	for _, dq := range d.dests {
@@ -520,9 +532,9 @@ func (d *Deliverer) Take(msgs []store.QueuedMessage, size int64) {
 }
 
 // next takes the next job of a destination. It returns false when there is
-// none (the worker then ends) and, when ctx has ended, the jobs left, for
-// the caller to put back.
-func (d *Deliverer) next(ctx context.Context, dq *destQueue) (job, []job, bool) {
+// none (the worker then ends, unless keep: it may linger) and, when ctx has
+// ended, the jobs left, for the caller to put back.
+func (d *Deliverer) next(ctx context.Context, dq *destQueue, keep bool) (job, []job, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var left []job
@@ -534,6 +546,9 @@ func (d *Deliverer) next(ctx context.Context, dq *destQueue) (job, []job, bool) 
 		}
 	}
 	if len(dq.jobs) == 0 {
+		if keep && ctx.Err() == nil {
+			return job{}, nil, false
+		}
 		dq.workers--
 		if dq.workers == 0 && d.dests[dq.key] == dq {
 			delete(d.dests, dq.key)
@@ -583,17 +598,31 @@ type failure struct {
 
 func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
 	defer d.wg.Done()
+	slot := false // holding a delivery slot (sem)
 	select {
 	case d.sem <- struct{}{}:
-		defer func() { <-d.sem }()
+		slot = true
 	case <-ctx.Done():
 	}
+	defer func() {
+		if slot {
+			<-d.sem
+		}
+	}()
 	var w remoteConn
 	defer w.close()
 	for {
-		j, left, ok := d.next(ctx, dq)
+		keep := !dq.local && !dq.seal && w.c != nil && slot
+		j, left, ok := d.next(ctx, dq, keep)
 		if len(left) > 0 {
 			d.putBack(ctx, left)
+		}
+		if !ok && keep && ctx.Err() == nil {
+			slot = d.linger(ctx, dq)
+			j, left, ok = d.next(ctx, dq, false)
+			if len(left) > 0 {
+				d.putBack(ctx, left)
+			}
 		}
 		if !ok {
 			return
@@ -610,6 +639,27 @@ func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
 		}
 		d.record(j, updates)
 		d.done(j)
+	}
+}
+
+// linger waits up to connLinger for another job of the worker's
+// destination, its connection open and its delivery slot free meanwhile
+// (other destinations' workers may take it). It reports whether the
+// worker holds a slot again.
+func (d *Deliverer) linger(ctx context.Context, dq *destQueue) bool {
+	<-d.sem
+	t := time.NewTimer(connLinger)
+	select {
+	case <-dq.more:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	select {
+	case d.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
