@@ -363,9 +363,14 @@ type auditReq struct {
 	done chan struct{}
 }
 
+// auditGather is how long the audit writer gathers records before it
+// commits them.
+const auditGather = 50 * time.Millisecond
+
 // auditWriter writes audit records in the order they came, off the message
 // path: a commit costs a disk flush, which a message should not wait for.
-// The records waiting when it is free are written in one transaction.
+// The records that come within auditGather of the first (or until a
+// flush) are written in one transaction.
 func (a *Agent) auditWriter() {
 	defer close(a.auditDone)
 	var batch []store.Event
@@ -380,18 +385,23 @@ func (a *Agent) auditWriter() {
 			}
 		}
 		add(req)
+		// Records come one or two per message: gathering them for a
+		// moment makes one commit (one flush) of a busy server's many,
+		// not one per message. A flush (flushAudit, Close) ends the wait.
+		wait := time.NewTimer(auditGather)
 	drain:
-		for len(batch) < 256 {
+		for len(batch) < 256 && len(dones) == 0 {
 			select {
 			case r, ok := <-a.auditCh:
 				if !ok {
 					break drain
 				}
 				add(r)
-			default:
+			case <-wait.C:
 				break drain
 			}
 		}
+		wait.Stop()
 		if len(batch) > 0 && a.st != nil {
 			if err := a.st.AuditBatch(context.Background(), batch); err != nil {
 				a.log.Error("agent: audit records not written", "records", len(batch), "err", err)

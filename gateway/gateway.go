@@ -125,6 +125,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	// any more.
 	if s.queue != nil {
 		s.queue.Close()
+		// Messages per commit show how well the group commit works.
+		qs := s.queue.Stats()
+		logger.Info("queue stopped", "messages", qs.Messages, "commits", qs.Commits, "failed", qs.Failed)
 	}
 	if s.agent != nil {
 		s.agent.Close()

@@ -52,6 +52,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 		return err
 	}
 	m.wake = deliverer.Wake
+	m.handoff = deliverer
 	ls, err := s.mailListeners(m, imapSrv, tlsConfig, logins)
 	if err != nil {
 		return err

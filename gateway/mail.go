@@ -29,14 +29,26 @@ type mail struct {
 	// directly (the Sent copy, queued with its message).
 	filed func()
 	// wake tells the deliverer that the queue has work.
-	wake  func()
-	track *tracking // delivery tracking (track.go); nil: none
+	wake func()
+	// handoff is the deliverer, which takes the messages submitted here
+	// in memory; nil: it finds them in the queue.
+	handoff handoff
+	track   *tracking // delivery tracking (track.go); nil: none
 	// retry is the schedule of deferred recipients (seal.go).
 	retry store.Backoff
 	// revocationGrace is how long a recipient deferred for a revocation
 	// outage is retried ([trust] revocation_grace, seal.go).
 	revocationGrace time.Duration
 	now             func() time.Time
+}
+
+// handoff is the part of smtp.Deliverer that takes queued messages in
+// memory (Reserve, Take).
+type handoff interface {
+	Reserve(size int64) bool
+	Release(size int64)
+	Take(msgs []store.QueuedMessage, size int64)
+	Backoff() store.Backoff
 }
 
 func agentEnvelope(env smtp.Envelope) agent.Envelope {
@@ -57,6 +69,10 @@ var localFailure = &smtp.Reply{Code: 451, Enhanced: "4.3.0", Message: "local err
 // goes to the sender's Sent folder. 250 goes out only after the queue
 // commit.
 func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*smtp.Reply, error) {
+	// The queue's commit waits a moment for messages being sealed, so
+	// that concurrent submissions share one.
+	ann := m.queue.Announce()
+	defer ann.Done()
 	res, err := m.agent.Outbound(ctx, agentEnvelope(env), msg)
 	var ae *agent.Error
 	if errors.As(err, &ae) {
@@ -121,13 +137,35 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	if d != nil {
 		copies = append(copies, *d)
 	}
-	q, err := m.queue.EnqueueWith(ctx, copies[0],
-		store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(sub, res, false), More: copies[1:]})
+	x := store.EnqueueExtras{Filing: sent, Tracking: m.trackSent(sub, res, false), More: copies[1:], Announced: ann}
+	// The deliverer takes the sealed copies as they are committed, claimed
+	// for their first attempt, rather than claiming them in a transaction
+	// of its own and reading them back.
+	var size int64
+	for _, c := range copies {
+		if !c.Plain {
+			size += int64(len(c.Data))
+		}
+	}
+	handed := m.handoff != nil && m.handoff.Reserve(size)
+	if handed {
+		b := m.handoff.Backoff()
+		x.Claim = &b
+	}
+	q, err := m.queue.EnqueueWith(ctx, copies[0], x)
 	if err != nil {
+		if handed {
+			m.handoff.Release(size)
+		}
 		m.log.Error("enqueue", "message", res.MessageID, "err", err)
 		return localFailure, nil
 	}
-	m.wake()
+	if handed {
+		m.handoff.Take(q.Claimed, size)
+	}
+	if !handed || len(q.Claimed) < len(copies) {
+		m.wake()
+	}
 	if d != nil {
 		m.log.Info("recipients deferred", "message", res.MessageID, "recipients", len(d.Recipients))
 	}

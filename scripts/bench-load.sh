@@ -27,6 +27,9 @@
 # HISP_BENCH_ARGS adds options to hisp bench (--compare-reuse: reused connections, then --reuse=false: a connection,
 # STARTTLS and AUTH per message); HISP_BENCH_WRAP is a command put before it
 # (HISP_BENCH_WRAP="/usr/bin/time -v": the client's own CPU and memory).
+# HISP_BENCH_BIN=FILE runs that hisp binary instead of building one (to
+# compare two builds interleaved); HISP_CPUPROFILE=FILE makes the servers
+# write CPU profiles (A's is FILE, B's FILE.b) for go tool pprof.
 set -eu
 
 mode=${1:-queue}
@@ -54,7 +57,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 hisp=$tmp/hisp
-(cd "$root" && go build -o "$hisp" ./cmd/hisp)
+if [ -n "${HISP_BENCH_BIN:-}" ]; then
+	cp "$HISP_BENCH_BIN" "$hisp"
+else
+	(cd "$root" && go build -o "$hisp" ./cmd/hisp)
+fi
 echo "bench password 1" >"$tmp/pw"
 
 a=$tmp/a b=$tmp/b
@@ -131,7 +138,9 @@ mailbox_quota = 0 # long runs fill the inbox
 EOF
 
 serve() { # name
-	"$hisp" serve --config "$tmp/$1.toml" >"$tmp/$1.out" 2>"$tmp/$1.log" &
+	prof=${HISP_CPUPROFILE:-}
+	[ -n "$prof" ] && [ "$1" = b ] && prof=$prof.b
+	HISP_CPUPROFILE=$prof "$hisp" serve --config "$tmp/$1.toml" >"$tmp/$1.out" 2>"$tmp/$1.log" &
 	pid=$!
 	pids="$pids $pid"
 	i=0

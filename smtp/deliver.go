@@ -166,12 +166,28 @@ type Deliverer struct {
 	log     *slog.Logger
 	wake    chan struct{}
 	sem     chan struct{} // delivery slots
+	// attempts holds one of Workers slots per attempt from its start until
+	// its outcome is stored (the recorder frees it): however the outcomes
+	// wait for their commit, a crash repeats at most Workers attempts
+	// that went through.
+	attempts chan struct{}
 
 	mu          sync.Mutex
 	dests       map[string]*destQueue
 	inflight    int // jobs handed to workers and not finished
 	maxInflight int
 	wg          sync.WaitGroup
+	// running is set while Run takes work, with Run's contexts: Take
+	// starts workers only then.
+	running   bool
+	ctx, hard context.Context
+	// held is the bytes of messages handed over in memory (Take) and not
+	// yet delivered; Reserve keeps it under maxHeld.
+	held int64
+
+	// records takes the outcomes of jobs to the recorder, which commits
+	// them in groups (recorder); made by Run.
+	records chan record
 
 	// Used by Run's goroutine only.
 	bounceRetry map[noticeKey]time.Time // failed notices wait before the next try
@@ -201,9 +217,17 @@ type noticeKey struct {
 // job is one message to one destination: its recipients there (all of
 // them local for a local job).
 type job struct {
-	msg    store.QueuedMessage // without Data; Recipients are the job's
+	// msg is the message, without Data when claimed from the store
+	// (messageData reads it) and with it when handed over (Take);
+	// Recipients are the job's.
+	msg    store.QueuedMessage
 	domain string
+	held   int64 // bytes of held the job releases when done
 }
+
+// maxHeld bounds the bytes of messages handed over in memory (Take):
+// beyond it messages are queued due and read back when delivered.
+const maxHeld = 32 << 20
 
 // destQueue holds the jobs for one destination and counts its workers.
 type destQueue struct {
@@ -213,7 +237,14 @@ type destQueue struct {
 	seal    bool // the Sealer's: plain messages, their deferred recipients
 	jobs    []job
 	workers int
+	more    chan struct{} // a job was added (linger)
 }
+
+// connLinger is how long a remote destination's worker keeps its
+// connection open for another job once it has none, as MTAs cache
+// connections: messages handed over one at a time (Take) would otherwise
+// each pay a connection, STARTTLS and EHLO.
+const connLinger = 2 * time.Second
 
 // NewDeliverer checks the configuration and returns a Deliverer; Run
 // starts it.
@@ -282,6 +313,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		log:         cfg.Logger.With(slog.String("component", "deliverer")),
 		wake:        make(chan struct{}, 1),
 		sem:         make(chan struct{}, cfg.Workers),
+		attempts:    make(chan struct{}, cfg.Workers),
 		dests:       map[string]*destQueue{},
 		maxInflight: max(cfg.Workers*32, cfg.Batch),
 		bounceRetry: map[noticeKey]time.Time{},
@@ -316,6 +348,15 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.ShutdownGrace, cancelHard) })
 	defer stop()
+	d.records = make(chan record, 256)
+	recorded := make(chan struct{})
+	go func() {
+		defer close(recorded)
+		d.recorder()
+	}()
+	d.mu.Lock()
+	d.running, d.ctx, d.hard = true, ctx, hard
+	d.mu.Unlock()
 	// Awake at least every ClaimRenewal too: with a lease shorter than
 	// three poll intervals, claims renewed only at polls would run out
 	// while their attempts are still in flight.
@@ -334,7 +375,12 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+	d.mu.Lock()
+	d.running = false
+	d.mu.Unlock()
 	d.wg.Wait()
+	close(d.records)
+	<-recorded
 	d.log.Info("deliverer stopped")
 	return nil
 }
@@ -388,8 +434,19 @@ func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
 	if len(msgs) == 0 {
 		return false
 	}
-	// Split into jobs per destination, then hand them over under one lock
-	// so that a destination's jobs of this claim share its connection.
+	jobs := splitJobs(msgs)
+	d.mu.Lock()
+	start := d.addJobs(jobs)
+	d.mu.Unlock()
+	for _, dq := range start {
+		d.wg.Add(1)
+		go d.worker(ctx, hard, dq)
+	}
+	return len(msgs) == limit
+}
+
+// splitJobs splits messages into jobs, one per destination.
+func splitJobs(msgs []store.QueuedMessage) []job {
 	var jobs []job
 	for _, m := range msgs {
 		if m.Plain { // never sent as it is: sealed again (Sealer)
@@ -420,8 +477,14 @@ func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
 			jobs = append(jobs, job{msg: jm, domain: dom})
 		}
 	}
+	return jobs
+}
+
+// addJobs hands jobs to their destinations, all at once so that a
+// destination's jobs share its connection, and returns the destinations
+// that need one more worker each. d.mu is held.
+func (d *Deliverer) addJobs(jobs []job) []*destQueue {
 	var start []*destQueue
-	d.mu.Lock()
 	for _, j := range jobs {
 		key := "remote:" + j.domain
 		switch {
@@ -432,10 +495,15 @@ func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
 		}
 		dq := d.dests[key]
 		if dq == nil {
-			dq = &destQueue{key: key, domain: j.domain, local: j.domain == "" && !j.msg.Plain, seal: j.msg.Plain}
+			dq = &destQueue{key: key, domain: j.domain, local: j.domain == "" && !j.msg.Plain, seal: j.msg.Plain,
+				more: make(chan struct{}, 1)}
 			d.dests[key] = dq
 		}
 		dq.jobs = append(dq.jobs, j)
+		select {
+		case dq.more <- struct{}{}:
+		default:
+		}
 		d.inflight++
 	}
 	for _, dq := range d.dests {
@@ -453,26 +521,84 @@ func (d *Deliverer) dispatch(ctx, hard context.Context) bool {
 			start = append(start, dq)
 		}
 	}
+	return start
+}
+
+// Reserve makes room for a message of size bytes that the caller is about
+// to queue claimed (store.EnqueueExtras.Claim with Backoff) and then hand
+// over with Take, so that the deliverer neither claims it in a transaction
+// of its own nor reads it back. It returns false when Run is not taking
+// work or the deliverer is full: the message is then queued due, for
+// ClaimDue. Every true is followed by one Take or Release.
+func (d *Deliverer) Reserve(size int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.running || d.ctx.Err() != nil || d.inflight >= d.maxInflight || d.held+size > maxHeld {
+		return false
+	}
+	d.inflight++
+	d.held += size
+	return true
+}
+
+// Release gives back a reservation whose message was not queued claimed.
+func (d *Deliverer) Release(size int64) {
+	d.mu.Lock()
+	d.inflight--
+	d.held -= size
+	d.mu.Unlock()
+}
+
+// Backoff is the retry schedule the deliverer claims with.
+func (d *Deliverer) Backoff() store.Backoff { return d.backoff }
+
+// Take starts the delivery of messages queued claimed
+// (store.EnqueueResult.Claimed) under a reservation of size bytes
+// (Reserve), with their data. When Run has stopped meanwhile they go back
+// to the queue, due at once.
+func (d *Deliverer) Take(msgs []store.QueuedMessage, size int64) {
+	jobs := splitJobs(msgs)
+	d.mu.Lock()
+	if !d.running || len(jobs) == 0 {
+		d.inflight--
+		d.held -= size
+		d.mu.Unlock()
+		if len(jobs) > 0 {
+			d.putBack(context.Background(), jobs)
+		}
+		return
+	}
+	jobs[0].held = size
+	d.inflight-- // the reservation, now counted by its jobs
+	start := d.addJobs(jobs)
+	for range start {
+		d.wg.Add(1)
+	}
+	ctx, hard := d.ctx, d.hard
 	d.mu.Unlock()
 	for _, dq := range start {
-		d.wg.Add(1)
 		go d.worker(ctx, hard, dq)
 	}
-	return len(msgs) == limit
 }
 
 // next takes the next job of a destination. It returns false when there is
-// none (the worker then ends) and, when ctx has ended, the jobs left, for
-// the caller to put back.
-func (d *Deliverer) next(ctx context.Context, dq *destQueue) (job, []job, bool) {
+// none (the worker then ends, unless keep: it may linger) and, when ctx has
+// ended, the jobs left, for the caller to put back.
+func (d *Deliverer) next(ctx context.Context, dq *destQueue, keep bool) (job, []job, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var left []job
 	if ctx.Err() != nil {
 		left, dq.jobs = dq.jobs, nil
 		d.inflight -= len(left)
+		for _, j := range left {
+			d.held -= j.held
+		}
 	}
 	if len(dq.jobs) == 0 {
+		if keep && ctx.Err() == nil {
+			return job{}, nil, false
+		}
 		dq.workers--
 		if dq.workers == 0 && d.dests[dq.key] == dq {
 			delete(d.dests, dq.key)
@@ -485,10 +611,11 @@ func (d *Deliverer) next(ctx context.Context, dq *destQueue) (job, []job, bool) 
 }
 
 // done counts a finished job, waking Run if it was waiting for room.
-func (d *Deliverer) done() {
+func (d *Deliverer) done(j job) {
 	d.mu.Lock()
 	full := d.inflight >= d.maxInflight
 	d.inflight--
+	d.held -= j.held
 	d.mu.Unlock()
 	if full {
 		d.Wake()
@@ -521,21 +648,36 @@ type failure struct {
 
 func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
 	defer d.wg.Done()
+	slot := false // holding a delivery slot (sem)
 	select {
 	case d.sem <- struct{}{}:
-		defer func() { <-d.sem }()
+		slot = true
 	case <-ctx.Done():
 	}
+	defer func() {
+		if slot {
+			<-d.sem
+		}
+	}()
 	var w remoteConn
 	defer w.close()
 	for {
-		j, left, ok := d.next(ctx, dq)
+		keep := !dq.local && !dq.seal && w.c != nil && slot
+		j, left, ok := d.next(ctx, dq, keep)
 		if len(left) > 0 {
 			d.putBack(ctx, left)
+		}
+		if !ok && keep && ctx.Err() == nil {
+			slot = d.linger(ctx, dq)
+			j, left, ok = d.next(ctx, dq, false)
+			if len(left) > 0 {
+				d.putBack(ctx, left)
+			}
 		}
 		if !ok {
 			return
 		}
+		d.attempts <- struct{}{} // freed by record or the recorder
 		var updates []store.RecipientUpdate
 		switch {
 		case dq.seal:
@@ -545,8 +687,29 @@ func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
 		default:
 			updates = d.deliverRemote(hard, &w, dq, j)
 		}
-		d.record(ctx, j, updates)
-		d.done()
+		d.record(j, updates)
+		d.done(j)
+	}
+}
+
+// linger waits up to connLinger for another job of the worker's
+// destination, its connection open and its delivery slot free meanwhile
+// (other destinations' workers may take it). It reports whether the
+// worker holds a slot again.
+func (d *Deliverer) linger(ctx context.Context, dq *destQueue) bool {
+	<-d.sem
+	t := time.NewTimer(connLinger)
+	select {
+	case <-dq.more:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	t.Stop()
+	select {
+	case d.sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
@@ -571,14 +734,19 @@ func (d *Deliverer) putBack(ctx context.Context, jobs []job) {
 	}
 }
 
-// record stores the outcomes of a job and logs them.
-func (d *Deliverer) record(ctx context.Context, j job, updates []store.RecipientUpdate) {
+// record is the outcome of a job, for the recorder.
+type record struct {
+	j       job
+	updates []store.RecipientUpdate
+}
+
+// record logs the outcomes of a job and hands them to the recorder, which
+// stores them and frees the job's attempt slot.
+func (d *Deliverer) record(j job, updates []store.RecipientUpdate) {
 	if len(updates) == 0 {
+		<-d.attempts
 		return
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	failed := false
 	for _, u := range updates {
 		rcpt := ""
 		for _, r := range j.msg.Recipients {
@@ -586,28 +754,96 @@ func (d *Deliverer) record(ctx context.Context, j job, updates []store.Recipient
 				rcpt = r.Address
 			}
 		}
-		failed = failed || u.State == store.StateFailed
 		d.log.Info("delivery attempt", slog.Int64("queue_id", j.msg.ID), slog.String("message_id", j.msg.MessageID),
 			slog.String("rcpt", rcpt), slog.String("state", string(u.State)), slog.String("remote", u.RemoteMTA),
 			slog.String("reply", statusText(u)))
 	}
-	d.relayed(wctx, j, updates)
-	if err := d.q.UpdateRecipients(wctx, d.cfg.Now(), updates); err != nil {
-		// The rows stay in delivering: RecoverQueue makes them due again
-		// at the next start.
-		d.log.Error("record delivery outcomes", slog.Int64("queue_id", j.msg.ID), slog.String("error", err.Error()))
-	}
-	// Counted once recorded, so that a scrape that sees the attempt sees
-	// the recipient's new state too. Sealing is no delivery attempt.
-	for _, u := range updates {
-		if !j.msg.Plain {
-			d.cfg.Attempts.Inc(attemptOutcome(u.State))
+	j.msg.Data = nil // not kept for the record
+	d.records <- record{j, updates}
+}
+
+// recorder stores the outcomes of jobs until records is closed: every
+// outcome waiting when it is free in one transaction (one fsync for many
+// attempts, as the queue commits many messages at once), then counts them
+// (DelivererConfig.Attempts) and wakes Run for failure DSNs. Until an
+// outcome is stored its recipients stay in delivering, due again after a
+// crash (RecoverQueue), so an attempt is never lost.
+func (d *Deliverer) recorder() {
+	for first := range d.records {
+		batch := []record{first}
+	gather:
+		for len(batch) < 256 {
+			select {
+			case r, ok := <-d.records:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, r)
+			default:
+				break gather
+			}
 		}
+		d.store(batch)
+	}
+}
+
+// store commits a batch of outcomes; when the batch fails as a whole,
+// each job's outcomes are tried alone, so that one cannot keep the
+// others from the record.
+func (d *Deliverer) store(batch []record) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, r := range batch {
+		d.relayed(ctx, r.j, r.updates)
+	}
+	var all []store.RecipientUpdate
+	for _, r := range batch {
+		all = append(all, r.updates...)
+	}
+	// A context that cannot end: the SQLite driver runs each statement of
+	// one that can in a goroutine of its own (a lock is waited for by the
+	// busy timeout).
+	sctx := context.Background()
+	err := d.q.UpdateRecipients(sctx, d.cfg.Now(), all)
+	failed := false
+	for _, r := range batch {
+		if err != nil && len(batch) > 1 {
+			err := d.q.UpdateRecipients(sctx, d.cfg.Now(), r.updates)
+			if !d.stored(r, err) {
+				continue
+			}
+		} else if !d.stored(r, err) {
+			continue
+		}
+		for _, u := range r.updates {
+			failed = failed || u.State == store.StateFailed
+		}
+	}
+	for range batch {
+		<-d.attempts
 	}
 	if failed {
 		d.failedSince.Store(true)
 		d.Wake() // the failure DSN
 	}
+}
+
+// stored counts the outcomes of a job once recorded, so that a scrape
+// that sees the attempt sees the recipient's new state too; it reports
+// whether they were.
+func (d *Deliverer) stored(r record, err error) bool {
+	if err != nil {
+		// The rows stay in delivering: RecoverQueue makes them due again
+		// at the next start.
+		d.log.Error("record delivery outcomes", slog.Int64("queue_id", r.j.msg.ID), slog.String("error", err.Error()))
+		return false
+	}
+	if !r.j.msg.Plain { // sealing is no delivery attempt
+		for _, u := range r.updates {
+			d.cfg.Attempts.Inc(attemptOutcome(u.State))
+		}
+	}
+	return true
 }
 
 // relayed tells a Bouncer that is a RelayRecorder of the recipients of a
@@ -680,6 +916,9 @@ func (d *Deliverer) allOutcomes(rcpts []store.QueuedRecipient, rep Reply, remote
 // messageData reads a job's message; ok false with no updates when the
 // message was dropped meanwhile.
 func (d *Deliverer) messageData(ctx context.Context, j job) ([]byte, []store.RecipientUpdate, bool) {
+	if j.msg.Data != nil { // handed over (Take)
+		return j.msg.Data, nil, true
+	}
 	data, err := d.q.QueueMessageData(ctx, j.msg.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		d.log.Info("queued message dropped before delivery", slog.Int64("queue_id", j.msg.ID))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -764,5 +765,79 @@ func TestClaimsRenewedBetweenPolls(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatalf("%d renewals, then none for 30 s with ClaimRenewal 10ms and PollInterval 1h", i)
 		}
+	}
+}
+
+// readCounter is a store that counts the deliverer's reads of queued
+// messages.
+type readCounter struct {
+	*store.Store
+	mu    sync.Mutex
+	reads int
+}
+
+func (c *readCounter) QueueMessageData(ctx context.Context, id int64) ([]byte, error) {
+	c.mu.Lock()
+	c.reads++
+	c.mu.Unlock()
+	return c.Store.QueueMessageData(ctx, id)
+}
+
+// TestDeliverHandedOver: a message queued claimed and handed over with
+// Take is delivered from memory (the store is not read back), its attempt
+// counted once; the outcomes of several are recorded; once Run has stopped
+// Reserve refuses and the message is left to the queue.
+func TestDeliverHandedOver(t *testing.T) {
+	st := queueStore(t)
+	rc := &readCounter{Store: st}
+	sk := startSink(t, "", nil)
+	d, err := NewDeliverer(DelivererConfig{Queue: rc, Hostname: "hisp.a.example", PollInterval: time.Hour,
+		Routes: map[string]Route{"route.test": {Addr: sk.addr}}, Logger: slog.New(slog.DiscardHandler)})
+	tcheck(t, err, "new deliverer")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	q := store.NewQueue(st, store.QueueOptions{})
+	defer q.Close()
+	msg := store.QueuedMessage{MessageID: "<h@a.example>", MailFrom: "alice@a.example", Origin: "test",
+		Data: []byte("Subject: handed\r\n\r\nover\r\n"), Recipients: []store.QueuedRecipient{{Address: "carol@route.test"}}}
+	waitFor(t, "Run taking work", func() bool {
+		if !d.Reserve(int64(len(msg.Data))) {
+			return false
+		}
+		d.Release(int64(len(msg.Data)))
+		return true
+	})
+	var ids []int64
+	for range 3 {
+		size := int64(len(msg.Data))
+		if !d.Reserve(size) {
+			t.Fatal("no room for a message")
+		}
+		b := d.Backoff()
+		res, err := q.EnqueueWith(context.Background(), msg, store.EnqueueExtras{Claim: &b})
+		tcheck(t, err, "enqueue")
+		d.Take(res.Claimed, size)
+		ids = append(ids, res.ID)
+	}
+	for _, id := range ids {
+		r := waitState(t, st, id, "carol@route.test", inState(store.StateDelivered))
+		if r.Attempts != 1 || !strings.HasPrefix(r.Status, "250") {
+			t.Fatalf("delivered recipient: %+v", r)
+		}
+	}
+	if _, _, msgs := sk.snapshot(); len(msgs) != 3 || !strings.HasSuffix(msgs[0].data, "over\r\n") {
+		t.Fatalf("sink got %+v", msgs)
+	}
+	rc.mu.Lock()
+	reads := rc.reads
+	rc.mu.Unlock()
+	if reads != 0 {
+		t.Errorf("the store was read %d times for messages handed over", reads)
+	}
+	cancel()
+	tcheck(t, <-done, "run")
+	if d.Reserve(1) {
+		t.Error("a stopped deliverer took a reservation")
 	}
 }

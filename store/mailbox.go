@@ -345,7 +345,12 @@ func nextModSeq(ctx context.Context, tx *txn) (int64, error) {
 		return 0, err
 	}
 	var v int64
-	if err := tx.QueryRowContext(ctx, `UPDATE mail_state SET modseq = modseq + 1 WHERE id = 1 RETURNING modseq`).Scan(&v); err != nil {
+	// An UPDATE and a SELECT rather than UPDATE ... RETURNING, which costs
+	// SQLite a temporary b-tree per statement (insertID).
+	if _, err := tx.ExecContext(ctx, `UPDATE mail_state SET modseq = modseq + 1 WHERE id = 1`); err != nil {
+		return 0, fmt.Errorf("next modification sequence: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, `SELECT modseq FROM mail_state WHERE id = 1`).Scan(&v); err != nil {
 		return 0, fmt.Errorf("next modification sequence: %w", err)
 	}
 	return v, nil

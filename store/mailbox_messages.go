@@ -262,7 +262,7 @@ func (s *Store) DeliverEach(ctx context.Context, ds []Delivery) (res []AppendRes
 			return nil, nil, err
 		}
 		for _, m := range d.Then {
-			p, err := prepareEnqueue(m, now)
+			p, err := prepareEnqueue(m, now, nil)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -271,12 +271,6 @@ func (s *Store) DeliverEach(ctx context.Context, ds []Delivery) (res []AppendRes
 	}
 	res, errs = make([]AppendResult, len(ds)), make([]error, len(ds))
 	err = s.tx(ctx, func(tx *txn) error {
-		var stmts *enqueueStmts
-		defer func() {
-			if stmts != nil {
-				stmts.close()
-			}
-		}()
 		for i, f := range prepared {
 			res[i], errs[i] = AppendResult{}, nil
 			err := savepoint(ctx, tx, func() error {
@@ -292,12 +286,7 @@ func (s *Store) DeliverEach(ctx context.Context, ds []Delivery) (res []AppendRes
 				return fmt.Errorf("deliver to %s %s: %w", f.addr, f.mailbox, err)
 			}
 			for _, p := range then[i] {
-				if stmts == nil {
-					if stmts, err = prepareEnqueueStmts(ctx, tx); err != nil {
-						return err
-					}
-				}
-				if _, err := stmts.insert(ctx, p); err != nil {
+				if _, err := insertQueued(ctx, tx, p); err != nil {
 					return fmt.Errorf("enqueue after delivery to %s: %w", f.addr, err)
 				}
 			}
@@ -407,8 +396,8 @@ func appendMessage(ctx context.Context, tx *txn, account int64, name string, cre
 		return AppendResult{}, err
 	}
 	var bodyID int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO mail_bodies (header_size, data) VALUES (?, ?) RETURNING id`,
-		mailHeaderSize(msg), msg).Scan(&bodyID); err != nil {
+	if bodyID, err = insertID(ctx, tx, `INSERT INTO mail_bodies (header_size, data) VALUES (?, ?)`,
+		mailHeaderSize(msg), msg); err != nil {
 		return AppendResult{}, fmt.Errorf("store message body: %w", err)
 	}
 	if err := insertMessage(ctx, tx, m.ID, m.UIDNext, bodyID, int64(len(msg)), date, modSeq, fs); err != nil {

@@ -70,7 +70,8 @@ type QueuedMessage struct {
 	User      string // authenticated submitter, "" if none
 	Origin    string // where it came from, for the record: "submission 192.0.2.7:4711", "dsn"...
 	// Data is the message as it is to be sent (the sealed S/MIME message).
-	// Only Enqueue, QueueMessage, QueueFailed and QueueDelayed carry it;
+	// Only Enqueue, EnqueueResult.Claimed, QueueMessage, QueueFailed and
+	// QueueDelayed carry it;
 	// the store empties it once every recipient is final.
 	Data          []byte
 	Size          int64     // len(Data) when it was queued

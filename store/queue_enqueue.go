@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -35,8 +34,10 @@ func (p preparedMessage) size() int64 {
 }
 
 // prepareEnqueue checks a message for Enqueue and fills in the derived
-// fields.
-func prepareEnqueue(m QueuedMessage, now time.Time) (preparedMessage, error) {
+// fields. With claim, the recipients of a message that is not Plain are
+// queued claimed for their first attempt at now, as ClaimDue would claim
+// them.
+func prepareEnqueue(m QueuedMessage, now time.Time, claim *Backoff) (preparedMessage, error) {
 	if len(m.Data) == 0 {
 		return preparedMessage{}, errors.New("enqueue: empty message")
 	}
@@ -80,6 +81,11 @@ func prepareEnqueue(m QueuedMessage, now time.Time) (preparedMessage, error) {
 				q.NextAttempt = fromMillis(millis(r.NextAttempt))
 			}
 		}
+		if claim != nil && !m.Plain {
+			q.State, q.Attempts, q.LastAttempt = StateDelivering, 1, fromMillis(millis(now))
+			q.NextAttempt = fromMillis(millis(now.Add(claim.Delay(1))))
+			q.Updated = q.LastAttempt
+		}
 		rcpts = append(rcpts, q)
 	}
 	m.Recipients = rcpts
@@ -110,48 +116,28 @@ func splitAddress(address string) (local, domain string, err error) {
 	return local, domain, nil
 }
 
-// enqueueStmts are the statements of an enqueue transaction, prepared once
-// per transaction.
-type enqueueStmts struct {
-	msg, rcpt *sql.Stmt
-}
-
-func prepareEnqueueStmts(ctx context.Context, tx *txn) (*enqueueStmts, error) {
-	msg, err := tx.PrepareContext(ctx, `INSERT INTO queue_messages
-		(message_id, mail_from, auth_user, origin, data, size, created, delay_notified, plain)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?) RETURNING id`)
-	if err != nil {
-		return nil, fmt.Errorf("prepare enqueue: %w", err)
-	}
-	rcpt, err := tx.PrepareContext(ctx, `INSERT INTO queue_recipients
-		(queue_id, recipient, domain, local, state, attempts, next_attempt, last_attempt,
-		 last_code, last_enhanced, last_error, remote_mta, status, updated)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?) RETURNING id`)
-	if err != nil {
-		msg.Close()
-		return nil, fmt.Errorf("prepare enqueue: %w", err)
-	}
-	return &enqueueStmts{msg: msg, rcpt: rcpt}, nil
-}
-
-func (st *enqueueStmts) close() {
-	st.msg.Close()
-	st.rcpt.Close()
-}
-
-// insert adds one prepared message and returns it with its ids.
-func (st *enqueueStmts) insert(ctx context.Context, p preparedMessage) (QueuedMessage, error) {
+// insertQueued adds one prepared message in tx and returns it with its
+// ids.
+func insertQueued(ctx context.Context, tx *txn, p preparedMessage) (QueuedMessage, error) {
 	m := p.m
 	created := millis(m.Created)
-	if err := st.msg.QueryRowContext(ctx, m.MessageID, m.MailFrom, m.User, m.Origin, m.Data, m.Size, created, m.Plain).Scan(&m.ID); err != nil {
+	var err error
+	m.ID, err = insertID(ctx, tx, `INSERT INTO queue_messages
+		(message_id, mail_from, auth_user, origin, data, size, created, delay_notified, plain)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)`, m.MessageID, m.MailFrom, m.User, m.Origin, m.Data, m.Size, created, m.Plain)
+	if err != nil {
 		return QueuedMessage{}, fmt.Errorf("insert queued message: %w", err)
 	}
 	m.Recipients = append([]QueuedRecipient(nil), m.Recipients...)
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		r.QueueID = m.ID
-		if err := st.rcpt.QueryRowContext(ctx, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
-			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, created).Scan(&r.ID); err != nil {
+		r.ID, err = insertID(ctx, tx, `INSERT INTO queue_recipients
+			(queue_id, recipient, domain, local, state, attempts, next_attempt, last_attempt,
+			 last_code, last_enhanced, last_error, remote_mta, status, updated)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?)`, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
+			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, millis(r.Updated))
+		if err != nil {
 			return QueuedMessage{}, fmt.Errorf("insert queued recipient %s: %w", r.Address, err)
 		}
 	}
@@ -163,18 +149,13 @@ func (st *enqueueStmts) insert(ctx context.Context, p preparedMessage) (QueuedMe
 // due at once. A server should use a Queue, which commits concurrent
 // messages together.
 func (s *Store) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
-	p, err := prepareEnqueue(m, time.Now())
+	p, err := prepareEnqueue(m, time.Now(), nil)
 	if err != nil {
 		return 0, err
 	}
 	var id int64
 	err = s.tx(ctx, func(tx *txn) error {
-		st, err := prepareEnqueueStmts(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer st.close()
-		qm, err := st.insert(ctx, p)
+		qm, err := insertQueued(ctx, tx, p)
 		id = qm.ID
 		return err
 	})
@@ -191,6 +172,9 @@ var ErrQueueClosed = errors.New("queue closed")
 type QueueOptions struct {
 	MaxBatch      int   // messages per transaction; 0: 256
 	MaxBatchBytes int64 // message bytes per transaction (one message may exceed it); 0: 64 MB
+	// CommitDelay is how long the writer may wait for announced messages
+	// (Announce) before it commits; 0: 10 ms; < 0: it never waits.
+	CommitDelay time.Duration
 }
 
 // QueueStats counts a Queue's work.
@@ -222,6 +206,10 @@ type Queue struct {
 	s        *Store
 	maxBatch int
 	maxBytes int64
+	delay    time.Duration
+
+	announced atomic.Int64  // messages announced and not yet handed over
+	kick      chan struct{} // an announcement ended
 
 	mu     sync.RWMutex // held for reading while sending on reqs; Close takes it to close reqs
 	closed bool
@@ -233,6 +221,7 @@ type Queue struct {
 
 type enqueueReq struct {
 	ctx    context.Context
+	ann    *Announcement // nil: none
 	p      preparedMessage
 	result chan enqueueResult // buffered, written once
 }
@@ -244,13 +233,14 @@ type enqueueResult struct {
 	tracked     TrackedMessage
 	trackingErr error
 	moreIDs     []int64
+	claimed     []QueuedMessage
 	err         error
 }
 
 // NewQueue starts the writer goroutine of a group-committing queue over s.
 func NewQueue(s *Store, opts QueueOptions) *Queue {
 	q := &Queue{s: s, maxBatch: opts.MaxBatch, maxBytes: opts.MaxBatchBytes,
-		reqs: make(chan *enqueueReq, 256), done: make(chan struct{})}
+		reqs: make(chan *enqueueReq, 256), done: make(chan struct{}), kick: make(chan struct{}, 1), delay: opts.CommitDelay}
 	if q.maxBatch <= 0 {
 		q.maxBatch = 256
 	}
@@ -265,6 +255,9 @@ func NewQueue(s *Store, opts QueueOptions) *Queue {
 	if q.maxBytes <= 0 {
 		q.maxBytes = 64 << 20
 	}
+	if q.delay == 0 {
+		q.delay = 10 * time.Millisecond
+	}
 	go q.writer()
 	return q
 }
@@ -275,7 +268,7 @@ func NewQueue(s *Store, opts QueueOptions) *Queue {
 // Enqueue returns ctx's error and the message is not queued; once taken, it
 // waits for the commit, so that its answer is always the truth.
 func (q *Queue) Enqueue(ctx context.Context, m QueuedMessage) (int64, error) {
-	res, err := q.enqueue(ctx, m, nil, nil)
+	res, err := q.enqueue(ctx, m, nil, nil, nil, nil)
 	return res.ID, err
 }
 
@@ -290,6 +283,49 @@ type EnqueueExtras struct {
 	// sealed with another partner's algorithms for other recipients):
 	// committed with it or not at all.
 	More []QueuedMessage
+	// Claim, when set, queues the messages that are not Plain already
+	// claimed for their first delivery attempt, as ClaimDue would claim
+	// them at the commit with this schedule, and returns them with their
+	// data in EnqueueResult.Claimed: the caller hands them to its
+	// deliverer in memory, which spares the deliverer a claim transaction
+	// and reading the message back. Only the process's one deliverer may
+	// take them: after a crash RecoverQueue makes them due again, like any
+	// claimed recipient.
+	Claim *Backoff
+	// Announced is the announcement of the message (Announce), ended when
+	// the writer takes it.
+	Announced *Announcement
+}
+
+// Announcement is a message on its way to the queue (Announce).
+type Announcement struct {
+	q    *Queue
+	done atomic.Bool
+}
+
+// Announce tells the queue that a message is on its way (a submission
+// being sealed). While messages are announced, the writer waits up to
+// CommitDelay for them before it commits, so that concurrent submissions
+// share a commit (one fsync, and one write of the pages they all change)
+// instead of each paying for its own; an idle server's message is
+// committed at once. Pass the announcement in EnqueueExtras, and call
+// Done when the message will not come (Done may be called more than
+// once).
+func (q *Queue) Announce() *Announcement {
+	q.announced.Add(1)
+	return &Announcement{q: q}
+}
+
+// Done ends the announcement.
+func (a *Announcement) Done() {
+	if a == nil || !a.done.CompareAndSwap(false, true) {
+		return
+	}
+	a.q.announced.Add(-1)
+	select {
+	case a.q.kick <- struct{}{}:
+	default:
+	}
 }
 
 // EnqueueResult is what EnqueueWith did.
@@ -302,6 +338,9 @@ type EnqueueResult struct {
 	Tracked     TrackedMessage // the tracking as stored
 	TrackingErr error
 	MoreIDs     []int64 // the ids of EnqueueExtras.More, in order
+	// Claimed are the messages queued claimed (EnqueueExtras.Claim), with
+	// their ids, data and recipients.
+	Claimed []QueuedMessage
 }
 
 // EnqueueWith is Enqueue that also commits the extras.
@@ -313,18 +352,19 @@ func (q *Queue) EnqueueWith(ctx context.Context, m QueuedMessage, x EnqueueExtra
 			return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 		}
 	}
-	return q.enqueue(ctx, m, pf, x.Tracking, x.More...)
+	return q.enqueue(ctx, m, pf, x.Tracking, x.Claim, x.Announced, x.More...)
 }
 
-func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage, more ...QueuedMessage) (EnqueueResult, error) {
+func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling, tm *TrackedMessage, claim *Backoff, ann *Announcement,
+	more ...QueuedMessage) (EnqueueResult, error) {
 	now := time.Now()
-	p, err := prepareEnqueue(m, now)
+	p, err := prepareEnqueue(m, now, claim)
 	if err != nil {
 		q.failed.Add(1)
 		return EnqueueResult{}, err
 	}
 	for _, o := range more {
-		po, err := prepareEnqueue(o, now)
+		po, err := prepareEnqueue(o, now, claim)
 		if err != nil {
 			q.failed.Add(1)
 			return EnqueueResult{}, err
@@ -341,7 +381,7 @@ func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling,
 			p.tracking = &prepared
 		}
 	}
-	r := &enqueueReq{ctx: ctx, p: p, result: make(chan enqueueResult, 1)}
+	r := &enqueueReq{ctx: ctx, ann: ann, p: p, result: make(chan enqueueResult, 1)}
 	q.mu.RLock()
 	if q.closed {
 		q.mu.RUnlock()
@@ -364,7 +404,7 @@ func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling,
 		res.trackingErr = trackingErr
 	}
 	return EnqueueResult{ID: res.id, Filed: res.filed, FilingErr: res.filingErr,
-		Tracked: res.tracked, TrackingErr: res.trackingErr, MoreIDs: res.moreIDs}, nil
+		Tracked: res.tracked, TrackingErr: res.trackingErr, MoreIDs: res.moreIDs, Claimed: res.claimed}, nil
 }
 
 // Close stops taking messages, commits those already handed over and stops
@@ -389,8 +429,10 @@ func (q *Queue) Stats() QueueStats {
 func (q *Queue) writer() {
 	defer close(q.done)
 	for first := range q.reqs {
+		first.ann.Done()
 		batch := []*enqueueReq{first}
 		size := first.p.size()
+		var wait *time.Timer
 	gather:
 		for len(batch) < q.maxBatch && size < q.maxBytes {
 			select {
@@ -398,11 +440,35 @@ func (q *Queue) writer() {
 				if !ok {
 					break gather
 				}
+				r.ann.Done()
 				batch = append(batch, r)
 				size += r.p.size()
+				continue
 			default:
+			}
+			// Nothing waiting: commit, unless messages are on their way
+			// and the delay allows waiting for them.
+			if q.delay < 0 || q.announced.Load() <= 0 {
+				break
+			}
+			if wait == nil {
+				wait = time.NewTimer(q.delay)
+			}
+			select {
+			case r, ok := <-q.reqs:
+				if !ok {
+					break gather
+				}
+				r.ann.Done()
+				batch = append(batch, r)
+				size += r.p.size()
+			case <-q.kick:
+			case <-wait.C:
 				break gather
 			}
+		}
+		if wait != nil {
+			wait.Stop()
 		}
 		q.commit(batch)
 	}
@@ -422,59 +488,24 @@ func (q *Queue) commit(batch []*enqueueReq) {
 		return
 	}
 	// The transaction does not follow any caller's context: once started,
-	// its outcome is what every caller is told.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	// its outcome is what every caller is told. Its context cannot end:
+	// the SQLite driver runs each statement of a context that can in a
+	// goroutine of its own, to interrupt it, which cost a goroutine and two
+	// switches per statement, a dozen per message (a lock is waited for by
+	// the busy timeout, not forever).
+	ctx := context.Background()
+	// First the whole batch with no savepoint: each one makes SQLite copy
+	// every page the request changes into a statement journal (spilled to
+	// a temporary file beyond 64 KiB), a few percent of a message's CPU.
+	// Should any record fail, that transaction is rolled back and the
+	// batch inserted again with each request, its filing and its tracking
+	// under savepoints of their own, so that a failure stays alone.
 	results := make([]enqueueResult, len(live))
-	err := q.s.tx(ctx, func(tx *txn) error {
-		st, err := prepareEnqueueStmts(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer st.close()
-		for i, r := range live {
-			if _, err := tx.ExecContext(ctx, `SAVEPOINT enqueue`); err != nil {
-				return fmt.Errorf("savepoint: %w", err)
-			}
-			m, err := st.insert(ctx, r.p)
-			for _, o := range r.p.more {
-				if err != nil {
-					break
-				}
-				var om QueuedMessage
-				om, err = st.insert(ctx, o)
-				results[i].moreIDs = append(results[i].moreIDs, om.ID)
-			}
-			if err != nil {
-				results[i].err, results[i].moreIDs = fmt.Errorf("enqueue: %w", err), nil
-				if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT enqueue`); err != nil {
-					return fmt.Errorf("rollback to savepoint: %w", err)
-				}
-			} else {
-				results[i].id = m.ID
-				if r.p.filing != nil {
-					results[i].filed, results[i].filingErr, err = fileUnder(ctx, tx, r.p.filing)
-					if err != nil {
-						return err
-					}
-				}
-				if tm := r.p.tracking; tm != nil {
-					results[i].trackingErr = savepoint(ctx, tx, func() error {
-						var err error
-						results[i].tracked, err = insertTracked(ctx, tx, *tm)
-						return err
-					})
-					if results[i].trackingErr != nil {
-						results[i].trackingErr = fmt.Errorf("track message %s: %w", tm.MessageID, results[i].trackingErr)
-					}
-				}
-			}
-			if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT enqueue`); err != nil {
-				return fmt.Errorf("release savepoint: %w", err)
-			}
-		}
-		return nil
-	})
+	err := q.s.tx(ctx, func(tx *txn) error { return insertBatch(ctx, tx, live, results) })
+	if err != nil {
+		results = make([]enqueueResult, len(live))
+		err = q.s.tx(ctx, func(tx *txn) error { return insertIsolated(ctx, tx, live, results) })
+	}
 	if err == nil {
 		q.commits.Add(1)
 	}
@@ -487,6 +518,97 @@ func (q *Queue) commit(batch []*enqueueReq) {
 		}
 		r.result <- res
 	}
+}
+
+// claimedOf appends m to claimed when it was queued claimed.
+func claimedOf(claimed []QueuedMessage, m QueuedMessage) []QueuedMessage {
+	if len(m.Recipients) > 0 && m.Recipients[0].State == StateDelivering {
+		claimed = append(claimed, m)
+	}
+	return claimed
+}
+
+// insertBatch inserts every request of a batch and its records, failing at
+// the first error.
+func insertBatch(ctx context.Context, tx *txn, live []*enqueueReq, results []enqueueResult) error {
+	for i, r := range live {
+		m, err := insertQueued(ctx, tx, r.p)
+		if err != nil {
+			return err
+		}
+		results[i].id = m.ID
+		results[i].claimed = claimedOf(results[i].claimed, m)
+		for _, o := range r.p.more {
+			om, err := insertQueued(ctx, tx, o)
+			if err != nil {
+				return err
+			}
+			results[i].moreIDs = append(results[i].moreIDs, om.ID)
+			results[i].claimed = claimedOf(results[i].claimed, om)
+		}
+		if f := r.p.filing; f != nil {
+			if results[i].filed, err = f.file(ctx, tx); err != nil {
+				return err
+			}
+		}
+		if tm := r.p.tracking; tm != nil {
+			if results[i].tracked, err = insertTracked(ctx, tx, *tm); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// insertIsolated inserts the requests of a batch each under a savepoint,
+// and its filing and tracking under savepoints of their own: a request
+// that fails is left out alone, a filing or a tracking that fails leaves
+// its message queued (the result says why).
+func insertIsolated(ctx context.Context, tx *txn, live []*enqueueReq, results []enqueueResult) error {
+	for i, r := range live {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT enqueue`); err != nil {
+			return fmt.Errorf("savepoint: %w", err)
+		}
+		m, err := insertQueued(ctx, tx, r.p)
+		results[i].claimed = claimedOf(results[i].claimed, m)
+		for _, o := range r.p.more {
+			if err != nil {
+				break
+			}
+			var om QueuedMessage
+			om, err = insertQueued(ctx, tx, o)
+			results[i].moreIDs = append(results[i].moreIDs, om.ID)
+			results[i].claimed = claimedOf(results[i].claimed, om)
+		}
+		if err != nil {
+			results[i].err, results[i].moreIDs, results[i].claimed = fmt.Errorf("enqueue: %w", err), nil, nil
+			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT enqueue`); err != nil {
+				return fmt.Errorf("rollback to savepoint: %w", err)
+			}
+		} else {
+			results[i].id = m.ID
+			if r.p.filing != nil {
+				results[i].filed, results[i].filingErr, err = fileUnder(ctx, tx, r.p.filing)
+				if err != nil {
+					return err
+				}
+			}
+			if tm := r.p.tracking; tm != nil {
+				results[i].trackingErr = savepoint(ctx, tx, func() error {
+					var err error
+					results[i].tracked, err = insertTracked(ctx, tx, *tm)
+					return err
+				})
+				if results[i].trackingErr != nil {
+					results[i].trackingErr = fmt.Errorf("track message %s: %w", tm.MessageID, results[i].trackingErr)
+				}
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT enqueue`); err != nil {
+			return fmt.Errorf("release savepoint: %w", err)
+		}
+	}
+	return nil
 }
 
 // fileUnder files f under a savepoint of its own: a filing that fails

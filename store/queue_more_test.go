@@ -100,3 +100,109 @@ func TestQueueListings(t *testing.T) {
 		t.Errorf("head of 0: %d messages, total %d, %v", len(head), total, err)
 	}
 }
+
+// TestQueueEnqueueClaimed: with Claim, the sealed copies are queued
+// claimed for their first attempt (delivering, one attempt counted, the
+// retry on record) and returned with their data for the deliverer; the
+// plain copy of deferred recipients is not claimed. ClaimDue does not take
+// them again, and after a crash RecoverQueue makes them due like any
+// claimed recipient.
+func TestQueueEnqueueClaimed(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	tcheck(t, err, "open")
+	defer s.Close()
+	q := NewQueue(s, QueueOptions{})
+	defer q.Close()
+
+	plain := testMessage(1, "dan@d.example")
+	plain.Plain = true
+	plain.Recipients[0].NextAttempt = time.Now().Add(time.Hour)
+	b := Backoff{First: time.Hour, Attempts: 3}
+	before := time.Now()
+	res, err := q.EnqueueWith(ctx, testMessage(1, "bob@b.example", "carol@a.example"),
+		EnqueueExtras{More: []QueuedMessage{plain}, Claim: &b})
+	tcheck(t, err, "enqueue")
+	if len(res.Claimed) != 1 || res.Claimed[0].ID != res.ID || string(res.Claimed[0].Data) != string(testMessage(1).Data) ||
+		len(res.Claimed[0].Recipients) != 2 || res.Claimed[0].Recipients[0].ID == 0 {
+		t.Fatalf("claimed: %+v", res.Claimed)
+	}
+	m := queuedByID(t, s, res.ID)
+	for _, r := range m.Recipients {
+		if r.State != StateDelivering || r.Attempts != 1 || r.LastAttempt.Before(before.Truncate(time.Millisecond)) ||
+			r.NextAttempt.Sub(r.LastAttempt) != time.Hour {
+			t.Errorf("claimed recipient %+v", r)
+		}
+	}
+	if p := queuedByID(t, s, res.MoreIDs[0]); p.Recipients[0].State != StateDeferred {
+		t.Errorf("plain copy: %+v", p.Recipients[0])
+	}
+	due, err := s.ClaimDue(ctx, time.Now().Add(time.Minute), 10, b)
+	tcheck(t, err, "claim")
+	if len(due) != 0 {
+		t.Errorf("claimed again: %+v", due)
+	}
+	n, err := s.RecoverQueue(ctx, time.Now())
+	tcheck(t, err, "recover")
+	if n != 2 {
+		t.Errorf("recovered %d recipients, want 2", n)
+	}
+	due, err = s.ClaimDue(ctx, time.Now().Add(time.Minute), 10, b)
+	tcheck(t, err, "claim")
+	if len(due) != 1 || due[0].ID != res.ID || due[0].Recipients[0].Attempts != 2 {
+		t.Errorf("after recovery: %+v", due)
+	}
+}
+
+// TestQueueAnnounced: while messages are announced the writer waits for
+// them (up to CommitDelay), so that announced messages handed over one
+// after the other share a commit; an announcement that ends without a
+// message (Done) releases the wait.
+func TestQueueAnnounced(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, t.TempDir())
+	tcheck(t, err, "open")
+	defer s.Close()
+	q := NewQueue(s, QueueOptions{CommitDelay: time.Hour})
+	defer q.Close()
+
+	const n = 4
+	anns := make([]*Announcement, n)
+	for i := range anns {
+		anns[i] = q.Announce()
+	}
+	gone := q.Announce() // a submission that will be refused
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := q.EnqueueWith(ctx, testMessage(i, "bob@b.example"), EnqueueExtras{Announced: anns[i]})
+			errs <- err
+		}()
+	}
+	// The writer waits for the announced message that never comes...
+	waitUntil(t, "the messages handed over", func() bool { return q.announced.Load() == 1 })
+	if st := q.Stats(); st.Commits != 0 {
+		t.Fatalf("committed while a message was announced: %+v", st)
+	}
+	// ... until its announcement ends.
+	gone.Done()
+	gone.Done() // harmless
+	for range n {
+		tcheck(t, <-errs, "enqueue")
+	}
+	if st := q.Stats(); st.Messages != n || st.Commits != 1 {
+		t.Errorf("%d messages in %d commits, want %d in 1", st.Messages, st.Commits, n)
+	}
+	// Nothing announced: no wait.
+	_, err = q.Enqueue(ctx, testMessage(9, "bob@b.example"))
+	tcheck(t, err, "enqueue")
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

@@ -354,10 +354,10 @@ func insertTracked(ctx context.Context, tx *txn, m TrackedMessage) (TrackedMessa
 		}
 	}
 	if errors.Is(err, sql.ErrNoRows) {
-		err = tx.QueryRowContext(ctx, `INSERT INTO tracked_messages
+		m.ID, err = insertID(ctx, tx, `INSERT INTO tracked_messages
 			(message_id, sender, sender_domain, dispatched_requested, sent, updated, relay)
-			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-			m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent), m.Relay).Scan(&m.ID)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			m.MessageID, m.Sender, senderDomain(m.Sender), m.DispatchedRequested, millis(m.Sent), millis(m.Sent), m.Relay)
 	}
 	if err != nil {
 		return m, fmt.Errorf("insert tracked message: %w", err)
@@ -366,12 +366,13 @@ func insertTracked(ctx context.Context, tx *txn, m TrackedMessage) (TrackedMessa
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		r.TrackedID = m.ID
-		err := tx.QueryRowContext(ctx, `INSERT INTO tracked_recipients
+		var err error
+		r.ID, err = insertID(ctx, tx, `INSERT INTO tracked_recipients
 			(tracked_id, recipient, state, outcome, outcome_by, reason, relayed, processed_deadline,
 			 dispatched_deadline, deadline, notice, updated)
-			VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, '', ?) RETURNING id`,
+			VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, '', ?)`,
 			m.ID, r.Address, string(r.State), string(r.Outcome), r.OutcomeBy, r.Reason,
-			millis(r.ProcessedDeadline), millis(r.DispatchedDeadline), millis(r.Deadline), millis(m.Sent)).Scan(&r.ID)
+			millis(r.ProcessedDeadline), millis(r.DispatchedDeadline), millis(r.Deadline), millis(m.Sent))
 		if err != nil {
 			return m, fmt.Errorf("insert tracked recipient %s: %w", r.Address, err)
 		}
@@ -390,12 +391,11 @@ func insertTracked(ctx context.Context, tx *txn, m TrackedMessage) (TrackedMessa
 // insertTrackEvent appends an event and, for a transition, queues a
 // webhook delivery for every webhook of the sender's address or domain.
 func insertTrackEvent(ctx context.Context, tx *txn, m TrackedMessage, ev TrackEvent) (int64, error) {
-	var id int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO tracking_events
+	id, err := insertID(ctx, tx, `INSERT INTO tracking_events
 		(recipient_id, at, kind, previous_state, state, outcome, detail, notice)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		ev.RecipientID, millis(ev.At), ev.Kind, string(ev.PreviousState), string(ev.State), string(ev.Outcome),
-		oneLineText(ev.Detail), ev.Notice).Scan(&id)
+		oneLineText(ev.Detail), ev.Notice)
 	if err != nil {
 		return 0, fmt.Errorf("insert tracking event: %w", err)
 	}

@@ -50,7 +50,8 @@ func TestCrash(t *testing.T) {
 	}
 
 	// The deliverer's limits (smtp.DelivererConfig defaults): at most
-	// deliveryWorkers deliveries in flight, each recorded before the next.
+	// deliveryWorkers deliveries from their start until their outcome is
+	// recorded (its attempt slots).
 	const deliveryWorkers = 8
 	const (
 		firstLoad  = 500 // messages offered before and during the kill
@@ -227,8 +228,8 @@ func TestCrash(t *testing.T) {
 	if lost > 0 {
 		t.Errorf("%d accepted messages lost", lost)
 	}
-	// One kill: at most one delivery per worker was in flight, B having
-	// answered 250 and A not having recorded it.
+	// One kill: at most one delivery per attempt slot was in flight, B
+	// having answered 250 and A not having recorded it.
 	if dupCopies > deliveryWorkers {
 		t.Errorf("%d duplicate copies: more than the %d deliveries A can have in flight at a kill", dupCopies, deliveryWorkers)
 	}
