@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-
-	"github.com/mattn/go-sqlite3"
 )
 
 // insertID runs an INSERT (without RETURNING) into a table whose id
@@ -36,7 +34,4 @@ func insertID(ctx context.Context, tx *txn, query string, args ...any) (int64, e
 }
 
 // sqlite reports whether the transaction is on SQLite.
-func (t *txn) sqlite() bool {
-	_, ok := t.cache.db.Driver().(*sqlite3.SQLiteDriver)
-	return ok
-}
+func (t *txn) sqlite() bool { return t.db.engine == engineSQLite }

@@ -108,3 +108,31 @@ func TestLeases(t *testing.T) {
 		t.Fatalf("leases: %+v", ls)
 	}
 }
+
+// TestClaimedAtEnqueueAcrossNodes: a submission queued claimed for this
+// node's deliverer (handed over in memory) is this node's claim like one
+// from ClaimDue: another node neither claims it nor takes it over until
+// the lease runs out.
+func TestClaimedAtEnqueueAcrossNodes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := openNode(t, dir, "node-a", time.Minute)
+	b := openNode(t, dir, "node-b", time.Minute)
+	q := NewQueue(a, QueueOptions{})
+	defer q.Close()
+	res, err := q.EnqueueWith(ctx, testMessage(1, "bob@b.example"), EnqueueExtras{Claim: &Backoff{}})
+	tcheck(t, err, "enqueue claimed")
+	if len(res.Claimed) != 1 {
+		t.Fatalf("claimed: %+v", res.Claimed)
+	}
+	now := time.Now()
+	if n, err := b.RecoverQueue(ctx, now.Add(30*time.Second), false); err != nil || n != 0 {
+		t.Fatalf("b took over a live claim: %d, %v", n, err)
+	}
+	if got, _ := b.ClaimDue(ctx, now.Add(time.Hour), 10, Backoff{}); len(got) != 0 {
+		t.Fatalf("b claimed a's recipient: %+v", got)
+	}
+	if n, err := b.RecoverQueue(ctx, now.Add(2*time.Minute), false); err != nil || n != 1 {
+		t.Fatalf("b after a's lease: %d, %v", n, err)
+	}
+}

@@ -19,6 +19,15 @@ type preparedMessage struct {
 	filing   *preparedFiling // nil: none
 	tracking *TrackedMessage // nil: none
 	more     []preparedMessage
+	// claim is the node's claim on recipients queued claimed (delivering):
+	// this node and until when, as ClaimDue records it.
+	claim nodeClaim
+}
+
+// nodeClaim is a node's claim on queued recipients.
+type nodeClaim struct {
+	node  string
+	until int64 // milliseconds
 }
 
 // size is the bytes a message puts in its transaction.
@@ -132,11 +141,15 @@ func insertQueued(ctx context.Context, tx *txn, p preparedMessage) (QueuedMessag
 	for i := range m.Recipients {
 		r := &m.Recipients[i]
 		r.QueueID = m.ID
+		var c nodeClaim
+		if r.State == StateDelivering {
+			c = p.claim // queued claimed for its first attempt
+		}
 		r.ID, err = insertID(ctx, tx, `INSERT INTO queue_recipients
 			(queue_id, recipient, domain, local, state, attempts, next_attempt, last_attempt,
-			 last_code, last_enhanced, last_error, remote_mta, status, updated)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?)`, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
-			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, millis(r.Updated))
+			 last_code, last_enhanced, last_error, remote_mta, status, updated, claimed_by, claimed_until)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, ?)`, m.ID, r.Address, r.Domain, r.Local, string(r.State), r.Attempts,
+			millis(r.NextAttempt), millis(r.LastAttempt), r.LastCode, r.LastEnhanced, r.LastError, millis(r.Updated), c.node, c.until)
 		if err != nil {
 			return QueuedMessage{}, fmt.Errorf("insert queued recipient %s: %w", r.Address, err)
 		}
@@ -363,12 +376,19 @@ func (q *Queue) enqueue(ctx context.Context, m QueuedMessage, f *preparedFiling,
 		q.failed.Add(1)
 		return EnqueueResult{}, err
 	}
+	var nc nodeClaim
+	if claim != nil {
+		node, lease := q.s.Node()
+		nc = nodeClaim{node: node, until: millis(now.Add(lease))}
+	}
+	p.claim = nc
 	for _, o := range more {
 		po, err := prepareEnqueue(o, now, claim)
 		if err != nil {
 			q.failed.Add(1)
 			return EnqueueResult{}, err
 		}
+		po.claim = nc
 		p.more = append(p.more, po)
 	}
 	p.filing = f

@@ -142,7 +142,7 @@ func TestQueueEnqueueClaimed(t *testing.T) {
 	if len(due) != 0 {
 		t.Errorf("claimed again: %+v", due)
 	}
-	n, err := s.RecoverQueue(ctx, time.Now())
+	n, err := s.RecoverQueue(ctx, time.Now(), true)
 	tcheck(t, err, "recover")
 	if n != 2 {
 		t.Errorf("recovered %d recipients, want 2", n)
