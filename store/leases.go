@@ -62,12 +62,19 @@ func (s *Store) Node() (name string, lease time.Duration) {
 // every third of the lease.
 func (s *Store) TakeLease(ctx context.Context, job string, now time.Time) (bool, error) {
 	node, lease := s.Node()
+	n, err := s.execAffected(ctx, "take lease "+job, `INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
+		WHERE leases.holder = excluded.holder OR leases.expires <= ?`,
+		job, node, millis(now.Add(lease)), millis(now))
+	return n > 0, err
+}
+
+// execAffected runs one statement in a write transaction of its own and
+// returns how many rows it changed; errors say what was being done.
+func (s *Store) execAffected(ctx context.Context, what, query string, args ...any) (int64, error) {
 	var n int64
 	err := s.tx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)
-			ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
-			WHERE leases.holder = excluded.holder OR leases.expires <= ?`,
-			job, node, millis(now.Add(lease)), millis(now))
+		res, err := tx.ExecContext(ctx, query, args...)
 		if err != nil {
 			return err
 		}
@@ -75,9 +82,9 @@ func (s *Store) TakeLease(ctx context.Context, job string, now time.Time) (bool,
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("take lease %s: %w", job, err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
-	return n > 0, nil
+	return n, nil
 }
 
 // ReleaseLease gives up this node's lease of job (a node that stops), so

@@ -117,20 +117,8 @@ func placeholders(n int) string {
 // that is merely slow.
 func (s *Store) RenewClaims(ctx context.Context, now time.Time) (int64, error) {
 	node, lease := s.Node()
-	var n int64
-	err := s.tx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET claimed_until = ?
-			WHERE state IN ('delivering', 'sealing') AND claimed_by = ?`, millis(now.Add(lease)), node)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("renew claims: %w", err)
-	}
-	return n, nil
+	return s.execAffected(ctx, "renew claims", `UPDATE queue_recipients SET claimed_until = ?
+		WHERE state IN ('delivering', 'sealing') AND claimed_by = ?`, millis(now.Add(lease)), node)
 }
 
 // QueueMessageData returns the bytes of a queued message.
@@ -262,23 +250,11 @@ func (s *Store) RecoverQueue(ctx context.Context, now time.Time, own bool) (int6
 	if own {
 		whose, args = `(claimed_by = ? OR claimed_until <= ?)`, []any{node, nowMs}
 	}
-	var n int64
-	err := s.tx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, `UPDATE queue_recipients
-			SET state = CASE state WHEN 'sealing' THEN 'deferred' ELSE 'queued' END, next_attempt = ?,
-			last_error = ?, updated = ?, claimed_by = '', claimed_until = 0
-			WHERE state IN ('delivering', 'sealing') AND `+whose,
-			append([]any{nowMs, "delivery interrupted: hisp stopped during the attempt", nowMs}, args...)...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("recover queue: %w", err)
-	}
-	return n, nil
+	return s.execAffected(ctx, "recover queue", `UPDATE queue_recipients
+		SET state = CASE state WHEN 'sealing' THEN 'deferred' ELSE 'queued' END, next_attempt = ?,
+		last_error = ?, updated = ?, claimed_by = '', claimed_until = 0
+		WHERE state IN ('delivering', 'sealing') AND `+whose,
+		append([]any{nowMs, "delivery interrupted: hisp stopped during the attempt", nowMs}, args...)...)
 }
 
 // QueueFailed returns up to limit messages (with Data) that have recipients

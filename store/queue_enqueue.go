@@ -449,9 +449,14 @@ func (q *Queue) Stats() QueueStats {
 func (q *Queue) writer() {
 	defer close(q.done)
 	for first := range q.reqs {
-		first.ann.Done()
-		batch := []*enqueueReq{first}
-		size := first.p.size()
+		var batch []*enqueueReq
+		var size int64
+		take := func(r *enqueueReq) {
+			r.ann.Done()
+			batch = append(batch, r)
+			size += r.p.size()
+		}
+		take(first)
 		var wait *time.Timer
 	gather:
 		for len(batch) < q.maxBatch && size < q.maxBytes {
@@ -460,9 +465,7 @@ func (q *Queue) writer() {
 				if !ok {
 					break gather
 				}
-				r.ann.Done()
-				batch = append(batch, r)
-				size += r.p.size()
+				take(r)
 				continue
 			default:
 			}
@@ -479,9 +482,7 @@ func (q *Queue) writer() {
 				if !ok {
 					break gather
 				}
-				r.ann.Done()
-				batch = append(batch, r)
-				size += r.p.size()
+				take(r)
 			case <-q.kick:
 			case <-wait.C:
 				break gather
