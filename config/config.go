@@ -68,6 +68,12 @@ type Store struct {
 	// node that dies has its work taken over by another within it.
 	// Default 1m.
 	Lease Duration `toml:"lease"`
+	// Node names this node among those sharing the store (in the queue's
+	// claims and the job leases); "" is the host name and the data
+	// directory. Every node needs its own: two nodes of one name would
+	// take each other's claims as their own. Keep it across restarts, so
+	// that a restarted node takes its own claims back at once.
+	Node string `toml:"node"`
 }
 
 // Limits are the [limits] table: the connections and logins of clients,
@@ -371,6 +377,9 @@ func (c *Config) Validate() error {
 	check("dns.resolver", c.DNS.Resolver)
 	if c.Store.Lease.Duration < time.Second {
 		errs = append(errs, fmt.Errorf("store.lease = %q: want a duration of at least 1s", c.Store.Lease.String()))
+	}
+	if n := c.Store.Node; n != "" && (len(n) > 200 || strings.ContainsFunc(n, func(r rune) bool { return r < ' ' || r == 0x7f })) {
+		errs = append(errs, fmt.Errorf("store.node = %q: want a name of printable characters, at most 200 bytes", n))
 	}
 	if c.Store.URL != "" {
 		u, err := url.Parse(c.Store.URL)

@@ -70,6 +70,11 @@ func TestLoadErrors(t *testing.T) {
 		{"[limits]\nmessage_size = 1000\n", "limits.message_size"},
 		{"[limits]\nmailbox_quota = -5\n", "negative"},
 		{"[limits]\nmessage_sise = 5\n", "unknown keys: limits.message_sise"},
+		{"[store]\nurl = \"mysql://x/y\"\n", "store.url"},
+		{"[store]\nurl = \"postgres://hisp:pw@/hisp\"\n", "store.url"},
+		{"[store]\nlease = \"10ms\"\n", "store.lease"},
+		{"[store]\nnode = \"a\\nb\"\n", "store.node"},
+		{"[store]\nnodes = \"a\"\n", "unknown keys: store.nodes"},
 	} {
 		if _, err := Load(write(t, tc.toml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.toml, err, tc.want)

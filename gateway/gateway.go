@@ -67,7 +67,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	defer st.Close()
 	// This process as a node of the store: its claims on the queue and its
 	// jobs last [store] lease without a renewal.
-	st.SetNode(store.DefaultNode(st.Dir()), cfg.Store.Lease.Duration)
+	node := cfg.Store.Node
+	if node == "" {
+		node = store.DefaultNode(st.Dir())
+	}
+	st.SetNode(node, cfg.Store.Lease.Duration)
+	if st.Location().Postgres() {
+		// Several nodes log to one place: each line says whose it is.
+		logger = logger.With("node", node)
+	}
 	// [limits] mailbox_quota: the quota of addresses without their own.
 	st.SetDefaultQuota(int64(cfg.Limits.MailboxQuota))
 	// A failing component stops the others through ctx.
