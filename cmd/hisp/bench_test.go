@@ -20,9 +20,10 @@ func TestBenchDatabaseCPU(t *testing.T) {
 	}
 	sink := newIDSink(t)
 	pid := strconv.Itoa(os.Getpid())
-	// The sink takes 40 small messages in a few milliseconds, less than
-	// the kernel's CPU accounting tick: a goroutine keeps this process
-	// busy meanwhile, so that both CPU figures have something to report.
+	// The kernel accounts CPU time in ticks (10 ms): the load must last
+	// several (the sink takes 40 small messages in 5 ms), and a goroutine
+	// keeps this process busy meanwhile, so that both CPU figures have
+	// something to report.
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -38,7 +39,7 @@ func TestBenchDatabaseCPU(t *testing.T) {
 		}
 	}()
 	code, stdout, stderr := runCLI(t, nil, "bench", "--addr", sink.addr, "--to", "bob@clinic.example", "--starttls", "off",
-		"--messages", "40", "--concurrency", "2", "--size", "1024", "--server-pid", pid, "--db-pid", pid)
+		"--messages", "1500", "--concurrency", "2", "--size", "1024", "--server-pid", pid, "--db-pid", pid)
 	if code != 0 {
 		t.Fatalf("hisp bench: exit %d\n%s%s", code, stdout, stderr)
 	}
@@ -47,7 +48,7 @@ func TestBenchDatabaseCPU(t *testing.T) {
 			t.Errorf("hisp bench output lacks %q:\n%s", want, stdout)
 		}
 	}
-	if n := sink.distinct(); n != 40 {
-		t.Errorf("the sink got %d messages, want 40", n)
+	if n := sink.distinct(); n != 1500 {
+		t.Errorf("the sink got %d messages, want 1500", n)
 	}
 }
