@@ -183,8 +183,11 @@ func (s *server) leaseFamilies(ctx context.Context, now time.Time) []metrics.Fam
 		held.Samples = append(held.Samples, metrics.Sample{Values: []string{l.Job, l.Holder}, Value: v})
 		left.Samples = append(left.Samples, metrics.Sample{Values: []string{l.Job}, Value: l.Until.Sub(now).Seconds()})
 	}
-	return []metrics.Family{held, left, gauge("hisp_store_postgres", "1 when the store is a PostgreSQL database shared by nodes, 0 for SQLite.",
-		map[bool]float64{true: 1}[s.st.Location().Postgres()])}
+	postgres := 0.0
+	if s.st.Location().Postgres() {
+		postgres = 1
+	}
+	return []metrics.Family{held, left, gauge("hisp_store_postgres", "1 when the store is a PostgreSQL database shared by nodes, 0 for SQLite.", postgres)}
 }
 
 // gauge is a family of one gauge without labels.

@@ -341,9 +341,6 @@ func (s *Store) mailboxStatus(ctx context.Context, m Mailbox) (MailboxStatus, er
 
 // nextModSeq takes the next modification sequence.
 func nextModSeq(ctx context.Context, tx *txn) (int64, error) {
-	if err := lockMail(ctx, tx); err != nil {
-		return 0, err
-	}
 	var v int64
 	// An UPDATE and a SELECT rather than UPDATE ... RETURNING, which costs
 	// SQLite a temporary b-tree per statement (insertID).

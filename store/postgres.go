@@ -16,13 +16,6 @@ import (
 // set of mailboxes, one tracking table, one configuration), so that the
 // nodes stay stateless and mail keeps flowing when one of them dies.
 
-// pgState is what only a PostgreSQL store holds.
-type pgState struct {
-	connConfig *pgx.ConnConfig
-}
-
-func (p *pgState) close() {}
-
 // migrationLock is the key of the session advisory lock the nodes take
 // while they bring the schema up to date, so that nodes started at the same
 // moment migrate once, one after the other.
@@ -52,8 +45,8 @@ func openPostgres(ctx context.Context, loc Location, create bool) (*Store, error
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	w := newSQLDB(db, enginePostgres)
 	s := &Store{db: w, rdb: w, stmts: newStmtCache(w), dir: loc.Dir, loc: loc,
-		creds: newCredentialCache(DefaultCredentialCacheTTL),
-		pg:    &pgState{connConfig: cc}}
+		creds:    newCredentialCache(DefaultCredentialCacheTTL),
+		pgConfig: cc}
 	fail := func(err error) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open store %s: %w", loc, err)
@@ -128,7 +121,7 @@ const mailChannel = "hisp_mail"
 // for SQLite, whose readers poll (MailChanged). Values are not queued: a
 // receiver that was busy gets one for several changes.
 func (s *Store) MailNotifications(ctx context.Context, log func(msg string, err error)) <-chan struct{} {
-	if s.pg == nil {
+	if s.pgConfig == nil {
 		return nil
 	}
 	ch := make(chan struct{}, 1)
@@ -154,7 +147,7 @@ func (s *Store) MailNotifications(ctx context.Context, log func(msg string, err 
 
 // listen runs one LISTEN connection until it fails or ctx ends.
 func (s *Store) listen(ctx context.Context, ch chan<- struct{}) error {
-	conn, err := pgx.ConnectConfig(ctx, s.pg.connConfig)
+	conn, err := pgx.ConnectConfig(ctx, s.pgConfig)
 	if err != nil {
 		return err
 	}

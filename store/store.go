@@ -49,6 +49,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/mattn/go-sqlite3" // database/sql driver "sqlite3"
 )
 
@@ -98,9 +99,9 @@ type Store struct {
 	defaultQuota atomic.Int64
 	// node is this process as a node of the store (leases.go).
 	node atomic.Pointer[nodeInfo]
-	// pg holds what only a PostgreSQL store has (postgres.go); nil for
-	// SQLite.
-	pg *pgState
+	// pgConfig is a PostgreSQL store's connection settings, for the
+	// connections it makes outside the pool (LISTEN); nil for SQLite.
+	pgConfig *pgx.ConnConfig
 }
 
 // Location says where a store is: SQLite in a data directory (the
@@ -300,9 +301,6 @@ func (s *Store) read(ctx context.Context, fn func(q queryer) error) error {
 // Close closes the database.
 func (s *Store) Close() error {
 	s.stmts.close()
-	if s.pg != nil {
-		s.pg.close()
-	}
 	if s.rdb != s.db {
 		s.rdb.Close()
 	}
