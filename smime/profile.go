@@ -25,23 +25,13 @@ type Profile struct {
 // Default rows of the Direct profile's tables, AES-128-CBC (the one cipher
 // every Direct implementation opens), RSA-OAEP with SHA-256 and a SHA-256
 // signature.
-var DefaultProfile = Profile{Cipher: defaultCipher(), KeyTransport: defaultKeyTransport(), Digest: defaultDigest()}
+var DefaultProfile = Profile{Cipher: defaultCipher(), KeyTransport: cms.DefaultKeyTransport, Digest: defaultDigest()}
 
 func defaultCipher() cms.ContentCipher {
 	for _, r := range directprofile.Ciphers {
 		if r.Send == directprofile.Default {
 			c, _ := cms.ParseContentCipher(r.Name)
 			return c
-		}
-	}
-	return 0
-}
-
-func defaultKeyTransport() cms.KeyTransport {
-	for _, r := range directprofile.KeyTransports {
-		if r.Send == directprofile.Default {
-			k, _ := cms.ParseKeyTransport(r.Name)
-			return k
 		}
 	}
 	return 0

@@ -382,10 +382,10 @@ func (t *Tracker) Run(ctx context.Context) error {
 	tick := time.NewTicker(t.opts.Interval)
 	defer tick.Stop()
 	for {
-		if !leads(ctx, t.opts.Leader) {
-			// another node checks
-		} else if err := t.Check(ctx); err != nil && ctx.Err() == nil {
-			t.log.Error("track: check", "err", err)
+		if leads(ctx, t.opts.Leader) {
+			if err := t.Check(ctx); err != nil && ctx.Err() == nil {
+				t.log.Error("track: check", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -164,10 +164,10 @@ func (w *Webhooks) Run(ctx context.Context) error {
 	tick := time.NewTicker(w.opts.Interval)
 	defer tick.Stop()
 	for {
-		if !leads(ctx, w.opts.Leader) {
-			// another node delivers
-		} else if _, err := w.Deliver(ctx); err != nil && ctx.Err() == nil {
-			w.log.Error("webhooks", "err", err)
+		if leads(ctx, w.opts.Leader) {
+			if _, err := w.Deliver(ctx); err != nil && ctx.Err() == nil {
+				w.log.Error("webhooks", "err", err)
+			}
 		}
 		if any, err := w.st.HasWebhooks(ctx); err == nil {
 			w.idle.Store(!any)

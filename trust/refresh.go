@@ -127,11 +127,12 @@ func NewRefresher(store BundleStore, bundles *Bundles, opts RefresherOptions) *R
 // until ctx is done. It returns ctx's error.
 func (r *Refresher) Run(ctx context.Context) error {
 	for {
-		if r.leader != nil && !r.leader(ctx) {
-			// another node refreshes; its fetches reach this node's
-			// trust through the store
-		} else if err := r.RefreshDue(ctx); err != nil && ctx.Err() == nil {
-			r.log.Debug("trust bundle refresh pass had errors", "err", err)
+		// Else another node refreshes; its fetches reach this node's trust
+		// through the store.
+		if r.leader == nil || r.leader(ctx) {
+			if err := r.RefreshDue(ctx); err != nil && ctx.Err() == nil {
+				r.log.Debug("trust bundle refresh pass had errors", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -159,16 +159,6 @@ func DigestByName(name string) (Digest, bool) {
 	return Digest{}, false
 }
 
-// DigestByHash returns the row of Digests for h.
-func DigestByHash(h crypto.Hash) (Digest, bool) {
-	for _, d := range Digests {
-		if d.Hash == h {
-			return d, true
-		}
-	}
-	return Digest{}, false
-}
-
 // CipherByOID returns the row of Ciphers with oid.
 func CipherByOID(oid asn1.ObjectIdentifier) (Cipher, bool) {
 	for _, c := range Ciphers {
