@@ -90,14 +90,7 @@ func (o *Ops) prog() string {
 // audit records a successful admin action. A failure to record does not
 // undo the action: it is logged and returned for the caller to warn.
 func (o *Ops) audit(ctx context.Context, action, subject, reason string) {
-	ev := store.Event{Actor: o.Actor, Action: action, Subject: subject, Verdict: "ok", Reason: reason}
-	if err := o.st.Audit(context.WithoutCancel(ctx), ev); err != nil {
-		log := o.Log
-		if log == nil {
-			log = slog.Default()
-		}
-		log.Warn("audit record failed", "action", action, "subject", subject, "err", err)
-	}
+	o.AuditFailure(ctx, action, subject, "ok", reason)
 }
 
 // Record writes the audit record of an admin action done outside this
@@ -106,7 +99,8 @@ func (o *Ops) Record(ctx context.Context, action, subject, reason string) {
 	o.audit(ctx, action, subject, reason)
 }
 
-// AuditFailure records a refused or failed attempt (a refused login).
+// AuditFailure records a refused or failed attempt (a refused login), or
+// with verdict "ok" a successful one (audit).
 func (o *Ops) AuditFailure(ctx context.Context, action, subject, verdict, reason string) {
 	ev := store.Event{Actor: o.Actor, Action: action, Subject: subject, Verdict: verdict, Reason: reason}
 	if err := o.st.Audit(context.WithoutCancel(ctx), ev); err != nil {

@@ -162,9 +162,12 @@ func loadConfig(env *cliEnv, flagValue string) (cfg config.Config, given bool, e
 // public_url was set).
 func warnCRLURLs(ctx context.Context, cfg config.Config, logger *slog.Logger) {
 	base := cfg.BaseURL()
+	if base == "" {
+		return // no listener serves CRLs
+	}
 	st, err := store.OpenExistingAt(ctx, gateway.StoreLocation(cfg))
-	if err != nil || base == "" {
-		return // a new data directory, or no listener serves CRLs
+	if err != nil {
+		return // a new data directory
 	}
 	defer st.Close()
 	list, err := st.Certificates(ctx, store.CertFilter{})
