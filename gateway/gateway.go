@@ -23,7 +23,6 @@ import (
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/certs/devca"
 	"github.com/hisp-project/hisp/config"
-	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
 	"github.com/hisp-project/hisp/trust"
 	"github.com/hisp-project/hisp/web"
@@ -42,6 +41,9 @@ type server struct {
 	queue  *store.Queue
 	agent  *agent.Agent
 	track  *tracking // delivery tracking (track.go)
+	// jobs are the jobs this node runs under a job lease (leader),
+	// released at shutdown.
+	jobs []string
 }
 
 type cachedCRL struct {
@@ -142,7 +144,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	}
 	// Hand this node's jobs over at once (a drained node), instead of when
 	// their leases run out.
-	for _, job := range []string{"tracking", "webhooks", "bundles", smtp.NoticesLease} {
+	for _, job := range s.jobs {
 		if rerr := st.ReleaseLease(context.WithoutCancel(ctx), job); rerr != nil {
 			logger.Warn("release job lease", "job", job, "err", rerr)
 		}
@@ -384,6 +386,7 @@ func (s storeCerts) Certificates(ctx context.Context, name string) ([][]byte, er
 // refreshes): the job's lease in the store, taken or renewed as the job's
 // loop asks (store.Job). A change of hands is logged.
 func (s *server) leader(job string) func(context.Context) bool {
+	s.jobs = append(s.jobs, job)
 	j := s.st.Job(job)
 	return func(ctx context.Context) bool {
 		held, changed, err := j.Held(ctx, time.Now())

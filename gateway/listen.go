@@ -129,6 +129,7 @@ func (s *server) newDeliverer(m *mail) (*smtp.Deliverer, error) {
 		DelayedAfter: cfg.Outbound.DelayedDSN.Duration, Logger: s.log,
 		Attempts:     s.meter.get().attempts, // GET /metrics (metrics.go)
 		ClaimRenewal: cfg.Store.Lease.Duration / 3,
+		Leader:       s.leader(smtp.NoticesLease),
 	})
 }
 

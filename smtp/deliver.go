@@ -96,7 +96,6 @@ type Queue interface {
 	UpdateRecipients(ctx context.Context, now time.Time, updates []store.RecipientUpdate) error
 	RecoverQueue(ctx context.Context, now time.Time, own bool) (int64, error)
 	RenewClaims(ctx context.Context, now time.Time) (int64, error)
-	TakeLease(ctx context.Context, job string, now time.Time) (bool, error)
 	QueueFailed(ctx context.Context, limit int) ([]store.QueuedMessage, error)
 	QueueDelayed(ctx context.Context, createdBefore time.Time, limit int) ([]store.QueuedMessage, error)
 	MarkDelayNotified(ctx context.Context, id int64, at time.Time) error
@@ -135,10 +134,14 @@ type DelivererConfig struct {
 	ConnsPerDestination int           // connections to one domain at once; 2
 	Batch               int           // messages per claim; 100
 	PollInterval        time.Duration // look for due work at least this often; 2 s
-	// ClaimRenewal is how often this node renews its claims and its hold
-	// on the queue's notices, and takes over the claims of nodes whose
-	// lease ran out: a third of the store's lease (store.DefaultLease).
-	ClaimRenewal   time.Duration
+	// ClaimRenewal is how often this node renews its claims and takes
+	// over the claims of nodes whose lease ran out: a third of the
+	// store's lease (store.DefaultLease).
+	ClaimRenewal time.Duration
+	// Leader, if set, says whether this node sends the queue's notices
+	// (and purges) now: one node at a time when several share the queue
+	// (the job lease NoticesLease, store.Job); nil: always.
+	Leader         func(context.Context) bool
 	DialTimeout    time.Duration // 30 s
 	CommandTimeout time.Duration // 5 min
 	DataTimeout    time.Duration // message transfer and its reply; 10 min
@@ -198,10 +201,8 @@ type Deliverer struct {
 	// failedSince is set by record when a recipient failed for good: its
 	// failure DSN is looked for at the next round, not a poll later.
 	failedSince atomic.Bool
-	// lastRenewal is when claims were last renewed (maintain); notifier
-	// is whether this node holds the lease of the queue's notices then.
+	// lastRenewal is when claims were last renewed (maintain).
 	lastRenewal time.Time
-	notifier    bool
 }
 
 // NoticesLease is the job whose lease lets one node at a time send the
@@ -343,7 +344,6 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	if n > 0 {
 		d.log.Info("recipients of an interrupted run are due again", slog.Int64("recipients", n))
 	}
-	d.maintain(ctx)
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(d.cfg.ShutdownGrace, cancelHard) })
@@ -388,8 +388,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 // maintain keeps this node's share of a queue that several nodes may use,
 // every ClaimRenewal: it renews the node's claims (an attempt in flight
 // stays this node's), takes over the claims of nodes whose lease ran out
-// (a node that died: its recipients are due again, here or elsewhere) and
-// takes or renews the lease of the queue's notices.
+// (a node that died: its recipients are due again, here or elsewhere).
 func (d *Deliverer) maintain(ctx context.Context) {
 	now := d.cfg.Now()
 	if !d.lastRenewal.IsZero() && now.Sub(d.lastRenewal) < d.cfg.ClaimRenewal {
@@ -404,14 +403,6 @@ func (d *Deliverer) maintain(ctx context.Context) {
 	} else if n > 0 {
 		d.log.Warn("recipients claimed by a node whose lease ran out are due again", slog.Int64("recipients", n))
 	}
-	held, err := d.q.TakeLease(ctx, NoticesLease, now)
-	if err != nil && ctx.Err() == nil {
-		d.log.Error("take the lease of queue notices", slog.String("error", err.Error()))
-	}
-	if held != d.notifier {
-		d.log.Info("queue notices", slog.Bool("this_node", held))
-	}
-	d.notifier = held
 }
 
 // dispatch claims due work and hands it to workers. It reports whether
@@ -1183,7 +1174,7 @@ func (d *Deliverer) tlsConfig(host string, verify bool) *tls.Config {
 // that failed for good, delayed notices for messages still being retried
 // after DelayedAfter. It also purges old finished messages.
 func (d *Deliverer) notices(ctx context.Context) {
-	if !d.notifier {
+	if d.cfg.Leader != nil && !d.cfg.Leader(ctx) {
 		return // another node sends them
 	}
 	now := d.cfg.Now()

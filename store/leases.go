@@ -52,7 +52,7 @@ func (s *Store) Node() (name string, lease time.Duration) {
 	if n := s.node.Load(); n != nil {
 		return n.name, n.lease
 	}
-	return DefaultNode(s.dir), DefaultLease
+	return DefaultNode(s.loc.Dir), DefaultLease
 }
 
 // TakeLease takes or renews the lease of job for this node until now plus
@@ -91,14 +91,8 @@ func (s *Store) execAffected(ctx context.Context, what, query string, args ...an
 // that another node takes the job at once.
 func (s *Store) ReleaseLease(ctx context.Context, job string) error {
 	node, _ := s.Node()
-	err := s.tx(ctx, func(tx *txn) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM leases WHERE name = ? AND holder = ?`, job, node)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("release lease %s: %w", job, err)
-	}
-	return nil
+	_, err := s.execAffected(ctx, "release lease "+job, `DELETE FROM leases WHERE name = ? AND holder = ?`, job, node)
+	return err
 }
 
 // Lease is a job's lease as stored.

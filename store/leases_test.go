@@ -136,3 +136,40 @@ func TestClaimedAtEnqueueAcrossNodes(t *testing.T) {
 		t.Fatalf("b after a's lease: %d, %v", n, err)
 	}
 }
+
+// TestJobHeld: a job's lease as a node's loop asks for it: taken and
+// reported as a change; answered from memory within a third of the lease
+// (no write); another node gets it only once it ran out.
+func TestJobHeld(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := openNode(t, dir, "node-a", time.Minute)
+	b := openNode(t, dir, "node-b", time.Minute)
+	ja, jb := a.Job("tracking"), b.Job("tracking")
+	now := time.Now()
+	held, changed, err := ja.Held(ctx, now)
+	if err != nil || !held || !changed {
+		t.Fatalf("a first: held %v changed %v err %v", held, changed, err)
+	}
+	if held, changed, err := jb.Held(ctx, now); err != nil || held || !changed {
+		t.Fatalf("b: held %v changed %v err %v", held, changed, err)
+	}
+	ls, err := a.Leases(ctx)
+	tcheck(t, err, "leases")
+	until := ls[0].Until
+	if held, changed, _ := ja.Held(ctx, now.Add(10*time.Second)); !held || changed {
+		t.Fatalf("a again: held %v changed %v", held, changed)
+	}
+	if ls, _ := a.Leases(ctx); !ls[0].Until.Equal(until) {
+		t.Fatalf("asked within a third of the lease, the lease was written: %v → %v", until, ls[0].Until)
+	}
+	if held, changed, _ := ja.Held(ctx, now.Add(30*time.Second)); !held || changed {
+		t.Fatal("a renewing should keep the job")
+	}
+	if held, _, _ := jb.Held(ctx, now.Add(80*time.Second)); held {
+		t.Fatal("b took a job a renewed at +30s")
+	}
+	if held, changed, _ := jb.Held(ctx, now.Add(100*time.Second)); !held || !changed {
+		t.Fatalf("b after a's lease ran out: held %v changed %v", held, changed)
+	}
+}

@@ -171,12 +171,16 @@ func getMailAccount(ctx context.Context, q queryer, addr string) (MailAccount, e
 
 // ensureMailAccount returns the account of addr, making it if needed.
 func ensureMailAccount(ctx context.Context, tx *txn, addr string) (MailAccount, error) {
-	// Two nodes filing the first mail of an address make one account.
+	a, err := getMailAccount(ctx, tx, addr)
+	if !errors.Is(err, ErrNotFound) {
+		return a, err
+	}
+	// Two nodes filing the first mail of an address make one account: the
+	// second looks again once the first has committed.
 	if err := lockMail(ctx, tx); err != nil {
 		return MailAccount{}, err
 	}
-	a, err := getMailAccount(ctx, tx, addr)
-	if !errors.Is(err, ErrNotFound) {
+	if a, err = getMailAccount(ctx, tx, addr); !errors.Is(err, ErrNotFound) {
 		return a, err
 	}
 	if ok, err := exists(ctx, tx, `SELECT COUNT(*) FROM addresses WHERE address = ?`, addr); err != nil {

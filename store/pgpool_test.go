@@ -23,7 +23,7 @@ func TestPostgresPoolKeepsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	const open = 16 // postgres.go
+	open := s.db.Stats().MaxOpenConnections
 	var mu sync.Mutex
 	pids := map[int64]bool{}
 	for range 3 {

@@ -44,7 +44,7 @@ func openPostgres(ctx context.Context, loc Location, create bool) (*Store, error
 	db.SetMaxIdleConns(16)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	w := newSQLDB(db, enginePostgres)
-	s := &Store{db: w, rdb: w, stmts: newStmtCache(w), dir: loc.Dir, loc: loc,
+	s := &Store{db: w, rdb: w, stmts: newStmtCache(w), loc: loc,
 		creds:    newCredentialCache(DefaultCredentialCacheTTL),
 		pgConfig: cc}
 	fail := func(err error) (*Store, error) {

@@ -109,9 +109,7 @@ func TestQueueListings(t *testing.T) {
 // claimed recipient.
 func TestQueueEnqueueClaimed(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, t.TempDir())
-	tcheck(t, err, "open")
-	defer s.Close()
+	s := openTest(t, t.TempDir())
 	q := NewQueue(s, QueueOptions{})
 	defer q.Close()
 

@@ -89,7 +89,6 @@ type Store struct {
 	// the write lock, so an admin listing the queue does not stall it.
 	// With PostgreSQL it is db (reads run REPEATABLE READ, READ ONLY).
 	rdb  *sqlDB
-	dir  string
 	loc  Location
 	aead cipher.AEAD // master key, for private keys at rest
 	// creds is the verified-credential cache of password checks.
@@ -226,7 +225,7 @@ func openSQLite(ctx context.Context, loc Location, create bool) (*Store, error) 
 	}
 	rdb.SetMaxIdleConns(4)
 	w := newSQLDB(db, engineSQLite)
-	s := &Store{db: w, rdb: newSQLDB(rdb, engineSQLite), stmts: newStmtCache(w), dir: dataDir, loc: loc,
+	s := &Store{db: w, rdb: newSQLDB(rdb, engineSQLite), stmts: newStmtCache(w), loc: loc,
 		creds: newCredentialCache(DefaultCredentialCacheTTL)}
 	// Switching a new database to WAL and migrating it take locks that
 	// SQLite's busy timeout does not always wait for; a second process
@@ -308,7 +307,7 @@ func (s *Store) Close() error {
 }
 
 // Dir returns the data directory.
-func (s *Store) Dir() string { return s.dir }
+func (s *Store) Dir() string { return s.loc.Dir }
 
 // Location returns where the store is.
 func (s *Store) Location() Location { return s.loc }

@@ -754,3 +754,23 @@ func TestOpenExisting(t *testing.T) {
 		t.Fatal("OpenExisting made a new master key")
 	}
 }
+
+// TestWrongMasterKeyRefused: a store opened with another master key than
+// the one it was made with is refused at open, naming the key file, before
+// any private key fails to decrypt; its own key opens it again.
+func TestWrongMasterKeyRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	s.Close()
+	path := filepath.Join(dir, MasterKeyFile)
+	key, err := os.ReadFile(path)
+	tcheck(t, err, "read master key")
+	other := make([]byte, len(key))
+	rand.Read(other)
+	tcheck(t, os.WriteFile(path, other, 0o600), "write another key")
+	if _, err := testOpen(t, dir); err == nil || !strings.Contains(err.Error(), "is not the key of store") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("open with another master key: %v", err)
+	}
+	tcheck(t, os.WriteFile(path, key, 0o600), "restore the key")
+	openTest(t, dir)
+}
