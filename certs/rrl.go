@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/hisp-project/hisp/internal/clientip"
 )
 
 // Response rate limiting of UDP answers, after BIND's RRL: a DNS server
@@ -98,34 +100,9 @@ func newRateLimiter(o RateLimit) *rateLimiter {
 		exempt: o.Exempt, now: time.Now, buckets: make(map[netip.Addr]*bucket)}
 }
 
-// clientKey is the bucket of a remote address: the IPv4 address, or the
-// /64 of an IPv6 one.
-func clientKey(remote net.Addr) (netip.Addr, bool) {
-	var ip netip.Addr
-	switch a := remote.(type) {
-	case *net.UDPAddr:
-		ip = a.AddrPort().Addr()
-	default:
-		ap, err := netip.ParseAddrPort(remote.String())
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		ip = ap.Addr()
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		p, err := ip.Prefix(64)
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		ip = p.Addr()
-	}
-	return ip, ip.IsValid()
-}
-
 // check takes a token for an answer to remote and says what to do.
 func (l *rateLimiter) check(remote net.Addr) rrlVerdict {
-	key, ok := clientKey(remote)
+	key, ok := clientip.Of(remote) // IPv4, or the /64 of IPv6
 	if !ok || l.exempt(key) {
 		return rrlAnswer
 	}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/clientip"
 	"github.com/hisp-project/hisp/metrics"
 )
 
@@ -208,21 +209,8 @@ func (c *conn) Close() error {
 	return err
 }
 
-// remoteIP is the client a connection is counted under: its IPv4
-// address, or the /64 network of its IPv6 address (one subscriber's
-// allocation; a single host can pick any address in it).
+// remoteIP is the client a connection counts as (clientip).
 func remoteIP(c net.Conn) netip.Addr {
-	var ip netip.Addr
-	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		ip, _ = netip.AddrFromSlice(a.IP)
-	} else if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		ip = ap.Addr()
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		if p, err := ip.Prefix(64); err == nil {
-			return p.Addr()
-		}
-	}
+	ip, _ := clientip.Of(c.RemoteAddr())
 	return ip
 }

@@ -31,6 +31,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hisp-project/hisp/internal/clientip"
 )
 
 // Login delays: the first failure waits DelayBase, each further recent
@@ -131,13 +133,7 @@ func client(ip string) string {
 	if err != nil {
 		return ip
 	}
-	a = a.Unmap()
-	if a.Is6() {
-		if p, err := a.Prefix(64); err == nil {
-			return p.String()
-		}
-	}
-	return a.String()
+	return clientip.Key(a).String()
 }
 
 func nameKey(username string) string { return "user:" + normalName(username) }
