@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/hisp-project/hisp/agent"
 	"github.com/hisp-project/hisp/config"
@@ -25,16 +24,11 @@ func outboundProfiles(o config.Outbound) (smime.Profile, map[string]smime.Profil
 		if err != nil {
 			return def, nil, fmt.Errorf("[outbound.profiles.%q]: %w", domain, err)
 		}
-		if p.Cipher == 0 {
-			p.Cipher = def.Cipher
+		d, err := store.NormalizeDomain(domain)
+		if err != nil {
+			return def, nil, fmt.Errorf("[outbound.profiles.%q]: %w", domain, err)
 		}
-		if p.KeyTransport == 0 {
-			p.KeyTransport = def.KeyTransport
-		}
-		if p.Digest == 0 {
-			p.Digest = def.Digest
-		}
-		profiles[strings.ToLower(strings.TrimSuffix(domain, "."))] = p
+		profiles[d] = p.Or(def) // keyed as agent looks them up (store.NormalizeAddress)
 	}
 	return def, profiles, nil
 }

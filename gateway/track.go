@@ -90,12 +90,16 @@ func (tk *tracking) file(ctx context.Context, sender string, msg []byte) error {
 // mail are not tracked: nothing answers them; nil then. A failure is
 // logged; the message is queued either way.
 func (m *mail) trackSent(sub submitter, res *agent.OutboundResult, join bool) *store.TrackedMessage {
-	if m.track == nil || res == nil || sub.mailFrom == "" || isNotice(res.Message) {
+	if m.track == nil || res == nil || sub.mailFrom == "" {
+		return nil
+	}
+	h := messageHeader(res.Message) // read once per submission
+	if mdn.IsNotice(h.Get("Content-Type")) {
 		return nil
 	}
 	sender := sub.address()
 	tm := track.Message{MessageID: res.MessageID, Sender: sender, Join: join, Relay: sub.relay,
-		RequestedDispatched: mdn.TimelyAndReliableRequested(headerValues(res.Message, "Disposition-Notification-Options"))}
+		RequestedDispatched: mdn.TimelyAndReliableRequested(strings.Join(h.Values("Disposition-Notification-Options"), "; "))}
 	for _, r := range res.Recipients {
 		if r.Accepted {
 			tm.Recipients = append(tm.Recipients, r.Recipient)
@@ -246,15 +250,14 @@ func (m *mail) trackBounce(ctx context.Context, msg store.QueuedMessage, rcpts [
 
 // isNotice reports whether a message is an MDN or a DSN (mdn.IsNotice).
 func isNotice(msg []byte) bool {
-	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	h := messageHeader(msg)
 	return mdn.IsNotice(h.Get("Content-Type"))
 }
 
-// headerValues returns the values of a header field, joined with "; " when
-// it occurs more than once.
-func headerValues(msg []byte, name string) string {
+// messageHeader is the header of a message (what could be read of it).
+func messageHeader(msg []byte) textproto.Header {
 	h, _ := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
-	return strings.Join(h.Values(name), "; ")
+	return h
 }
 
 // The HTTP API of the tracking is package web's.

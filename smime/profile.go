@@ -48,15 +48,19 @@ func defaultDigest() Digest {
 }
 
 // Complete returns p with its zero fields set from DefaultProfile.
-func (p Profile) Complete() Profile {
+func (p Profile) Complete() Profile { return p.Or(DefaultProfile) }
+
+// Or returns p with its zero fields set from def (a configured default
+// profile, say).
+func (p Profile) Or(def Profile) Profile {
 	if p.Cipher == 0 {
-		p.Cipher = DefaultProfile.Cipher
+		p.Cipher = def.Cipher
 	}
 	if p.KeyTransport == 0 {
-		p.KeyTransport = DefaultProfile.KeyTransport
+		p.KeyTransport = def.KeyTransport
 	}
 	if p.Digest == 0 {
-		p.Digest = DefaultProfile.Digest
+		p.Digest = def.Digest
 	}
 	return p
 }
