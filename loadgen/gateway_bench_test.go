@@ -142,7 +142,7 @@ func benchGateway(b *testing.B, mode string, size int) {
 	if mode == "local" {
 		to = "carol@hospital.example"
 	}
-	rate, err := RSASignRate(ctx, time.Second)
+	rate, _, err := rsaSign(ctx, time.Second)
 	check(err)
 	seals, err := SealRate(ctx, time.Second, size)
 	check(err)

@@ -440,15 +440,10 @@ func message(o Options, i int64) (string, []byte) {
 	return id, []byte(b.String())
 }
 
-// RSASignRate measures RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second
-// with one signer per core, for about d (default 2 s).
-func RSASignRate(ctx context.Context, d time.Duration) (float64, error) {
-	rate, _, err := rsaSign(ctx, d)
-	return rate, err
-}
-
-// rsaSign is RSASignRate that also returns the CPU time of one signature
-// (this process's CPU time over the measurement, divided by the count):
+// rsaSign measures RSA-2048 PKCS#1 v1.5 SHA-256 signatures per second
+// with one signer per core, for about d (default 2 s), and the CPU time of
+// one signature (this process's CPU time over the measurement, divided by
+// the count):
 // unlike the rate, it stays put when other processes share the cores.
 func rsaSign(ctx context.Context, d time.Duration) (float64, time.Duration, error) {
 	if d <= 0 {

@@ -294,8 +294,7 @@ func TestGpgsmSealedOpenedByHisp(t *testing.T) {
 			"--recipient", "bob@clinic.example")
 		if r.err != nil {
 			tally.not = append(tally.not, "gpgsm --encrypt --sign: "+r.reason())
-			t.Logf("gpgsm %s cannot sign and encrypt in one run: %s", g.version, r.reason())
-			return
+			t.Skipf("gpgsm %s cannot sign and encrypt in one run: %s", g.version, r.reason())
 		}
 		t.Logf("gpgsm %s signs and encrypts in one run (%d bytes): add a case that opens it", g.version, len(r.out))
 	})
@@ -304,8 +303,7 @@ func TestGpgsmSealedOpenedByHisp(t *testing.T) {
 	t.Run("ecdsa-signer", func(t *testing.T) {
 		if err := g.importKey(p.ecSigner); err != nil {
 			tally.not = append(tally.not, "ECDSA signer: "+oneLineErr(err))
-			t.Logf("gpgsm %s cannot take an ECDSA key: %v", g.version, err)
-			return
+			t.Skipf("gpgsm %s cannot take an ECDSA key: %v", g.version, err)
 		}
 		signed := gpgsmSign(t, g, wrapped, "detached", "alice-ec@hospital.example", "")
 		sealed := gpgsmEncrypt(t, g, signed, routing, "bob@clinic.example", "")
