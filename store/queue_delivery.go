@@ -71,14 +71,10 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backof
 			for i := range m.Recipients {
 				r := &m.Recipients[i]
 				if r.State == StateDeferred {
-					r.State = StateSealing
+					r.claim(StateSealing, now, b)
 				} else {
-					r.State = StateDelivering
+					r.claim(StateDelivering, now, b)
 				}
-				r.Attempts++
-				r.LastAttempt = fromMillis(nowMs)
-				r.NextAttempt = fromMillis(millis(now.Add(b.Delay(r.Attempts))))
-				r.Updated = r.LastAttempt
 				_, err := tx.ExecContext(ctx, `UPDATE queue_recipients
 					SET state = ?, attempts = ?, last_attempt = ?, next_attempt = ?, updated = ?,
 					claimed_by = ?, claimed_until = ?
@@ -96,6 +92,17 @@ func (s *Store) ClaimDue(ctx context.Context, now time.Time, limit int, b Backof
 		return nil, fmt.Errorf("claim due recipients: %w", err)
 	}
 	return out, nil
+}
+
+// claim moves a recipient to a claimed state (delivering, sealing) for an
+// attempt at now: the attempt counted, the last attempt now, the next one
+// by the backoff on record before anything is dialed.
+func (r *QueuedRecipient) claim(state RecipientState, now time.Time, b Backoff) {
+	r.State = state
+	r.Attempts++
+	r.LastAttempt = fromMillis(millis(now))
+	r.NextAttempt = fromMillis(millis(now.Add(b.Delay(r.Attempts))))
+	r.Updated = r.LastAttempt
 }
 
 // claimRowsPerMessage is how many due recipient rows ClaimDue reads per

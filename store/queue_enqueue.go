@@ -91,9 +91,7 @@ func prepareEnqueue(m QueuedMessage, now time.Time, claim *Backoff) (preparedMes
 			}
 		}
 		if claim != nil && !m.Plain {
-			q.State, q.Attempts, q.LastAttempt = StateDelivering, 1, fromMillis(millis(now))
-			q.NextAttempt = fromMillis(millis(now.Add(claim.Delay(1))))
-			q.Updated = q.LastAttempt
+			q.claim(StateDelivering, now, *claim) // as ClaimDue would
 		}
 		rcpts = append(rcpts, q)
 	}
