@@ -58,31 +58,23 @@ func (s *Store) AddTrustPolicy(ctx context.Context, p TrustPolicy) (TrustPolicy,
 // TrustPolicies returns the rules of a domain, or of every domain for "",
 // by domain and name.
 func (s *Store) TrustPolicies(ctx context.Context, domain string) ([]TrustPolicy, error) {
-	q := `SELECT id, domain, name, direction, expr, created FROM trust_policies`
-	q, args, err := whereDomain(q, "domain", domain)
+	q, args, err := whereDomain(`SELECT `+trustPolicyColumns+` FROM trust_policies`, "domain", domain)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY domain, name`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("trust policies: %w", err)
-	}
-	defer rows.Close()
-	var out []TrustPolicy
-	for rows.Next() {
-		var p TrustPolicy
-		var dir string
-		var created int64
-		if err := rows.Scan(&p.ID, &p.Domain, &p.Name, &dir, &p.Expr, &created); err != nil {
-			return nil, fmt.Errorf("trust policies: %w", err)
-		}
-		p.Direction, p.Created = Direction(dir), fromMillis(created)
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("trust policies: %w", err)
-	}
-	return out, nil
+	return queryAll(ctx, s.db, "trust policies", scanTrustPolicy, q+` ORDER BY domain, name`, args...)
+}
+
+// trustPolicyColumns are the columns scanTrustPolicy reads.
+const trustPolicyColumns = `id, domain, name, direction, expr, created`
+
+func scanTrustPolicy(r rowScanner) (TrustPolicy, error) {
+	var p TrustPolicy
+	var dir string
+	var created int64
+	err := r.Scan(&p.ID, &p.Domain, &p.Name, &dir, &p.Expr, &created)
+	p.Direction, p.Created = Direction(dir), fromMillis(created)
+	return p, err
 }
 
 // RemoveTrustPolicy removes a domain's rule by name (ErrNotFound if it has
@@ -94,16 +86,13 @@ func (s *Store) RemoveTrustPolicy(ctx context.Context, domain, name string) (Tru
 	}
 	var p TrustPolicy
 	err = s.change(ctx, func(tx *txn) error {
-		var dir string
-		var created int64
-		err := tx.QueryRowContext(ctx, `SELECT id, domain, name, direction, expr, created FROM trust_policies WHERE domain = ? AND name = ?`,
-			d, name).Scan(&p.ID, &p.Domain, &p.Name, &dir, &p.Expr, &created)
+		var err error
+		p, err = scanTrustPolicy(tx.QueryRowContext(ctx, `SELECT `+trustPolicyColumns+` FROM trust_policies WHERE domain = ? AND name = ?`, d, name))
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("policy %s of %s: %w", name, d, ErrNotFound)
 		} else if err != nil {
 			return err
 		}
-		p.Direction, p.Created = Direction(dir), fromMillis(created)
 		_, err = tx.ExecContext(ctx, `DELETE FROM trust_policies WHERE id = ?`, p.ID)
 		return err
 	})

@@ -114,13 +114,7 @@ func (s *Store) AddRelay(ctx context.Context, r Relay, password string) (Relay, 
 
 // Relays returns every relay account, by name.
 func (s *Store) Relays(ctx context.Context) ([]Relay, error) {
-	out, err := queryAll(ctx, s.db, "relays", func(row rowScanner) (Relay, error) {
-		var r Relay
-		var created int64
-		err := row.Scan(&r.ID, &r.Name, &created)
-		r.Created = fromMillis(created)
-		return r, err
-	}, `SELECT id, name, created FROM relay_accounts ORDER BY name`)
+	out, err := queryAll(ctx, s.db, "relays", scanRelay, `SELECT id, name, created FROM relay_accounts ORDER BY name`)
 	if err != nil {
 		return nil, err
 	}
@@ -130,6 +124,15 @@ func (s *Store) Relays(ctx context.Context) ([]Relay, error) {
 		}
 	}
 	return out, nil
+}
+
+// scanRelay reads a relay account's id, name and creation time.
+func scanRelay(row rowScanner) (Relay, error) {
+	var r Relay
+	var created int64
+	err := row.Scan(&r.ID, &r.Name, &created)
+	r.Created = fromMillis(created)
+	return r, err
 }
 
 // readRelayDetails reads a relay's domains, networks and client CAs.
@@ -218,15 +221,12 @@ func (s *Store) Relay(ctx context.Context, name string) (Relay, error) {
 	if err != nil {
 		return Relay{}, fmt.Errorf("relay %q: %w", name, ErrNotFound)
 	}
-	var r Relay
-	var created int64
-	err = s.db.QueryRowContext(ctx, `SELECT id, name, created FROM relay_accounts WHERE name = ?`, n).Scan(&r.ID, &r.Name, &created)
+	r, err := scanRelay(s.db.QueryRowContext(ctx, `SELECT id, name, created FROM relay_accounts WHERE name = ?`, n))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Relay{}, fmt.Errorf("relay %s: %w", n, ErrNotFound)
 	} else if err != nil {
 		return Relay{}, fmt.Errorf("relay %s: %w", n, err)
 	}
-	r.Created = fromMillis(created)
 	if err := readRelayDetails(ctx, s.db, &r); err != nil {
 		return Relay{}, fmt.Errorf("relay %s: %w", n, err)
 	}
