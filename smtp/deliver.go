@@ -690,12 +690,21 @@ func (d *Deliverer) worker(ctx, hard context.Context, dq *destQueue) {
 func (d *Deliverer) linger(ctx context.Context, dq *destQueue) bool {
 	<-d.sem
 	t := time.NewTimer(connLinger)
-	select {
-	case <-dq.more:
-	case <-t.C:
-	case <-ctx.Done():
+	defer t.Stop()
+	// A wake-up may be stale (left by a job this worker already took):
+	// only a job waiting ends the wait early.
+	for waiting := true; waiting; {
+		select {
+		case <-dq.more:
+			d.mu.Lock()
+			waiting = len(dq.jobs) == 0
+			d.mu.Unlock()
+		case <-t.C:
+			waiting = false
+		case <-ctx.Done():
+			waiting = false
+		}
 	}
-	t.Stop()
 	select {
 	case d.sem <- struct{}{}:
 		return true

@@ -841,3 +841,45 @@ func TestDeliverHandedOver(t *testing.T) {
 		t.Error("a stopped deliverer took a reservation")
 	}
 }
+
+// TestDeliverHandedOverKeepsConnection: a message handed over right after
+// the previous one to the same destination was delivered goes over the
+// same connection, which the worker keeps open for a while (connLinger)
+// instead of paying a connection, STARTTLS and EHLO per message.
+func TestDeliverHandedOverKeepsConnection(t *testing.T) {
+	st := queueStore(t)
+	sk := startSink(t, "", nil)
+	d, err := NewDeliverer(DelivererConfig{Queue: st, Hostname: "hisp.a.example", PollInterval: time.Hour,
+		Routes: map[string]Route{"route.test": {Addr: sk.addr}}, Logger: slog.New(slog.DiscardHandler)})
+	tcheck(t, err, "new deliverer")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	q := store.NewQueue(st, store.QueueOptions{})
+	defer q.Close()
+	msg := store.QueuedMessage{MessageID: "<k@a.example>", MailFrom: "alice@a.example", Origin: "test",
+		Data: []byte("Subject: kept\r\n\r\nover\r\n"), Recipients: []store.QueuedRecipient{{Address: "carol@route.test"}}}
+	size := int64(len(msg.Data))
+	waitFor(t, "Run taking work", func() bool {
+		if !d.Reserve(size) {
+			return false
+		}
+		d.Release(size)
+		return true
+	})
+	for i := range 2 {
+		if !d.Reserve(size) {
+			t.Fatal("no room for a message")
+		}
+		b := d.Backoff()
+		res, err := q.EnqueueWith(context.Background(), msg, store.EnqueueExtras{Claim: &b})
+		tcheck(t, err, "enqueue")
+		d.Take(res.Claimed, size)
+		waitState(t, st, res.ID, "carol@route.test", inState(store.StateDelivered))
+		if conns, _, msgs := sk.snapshot(); conns != 1 || len(msgs) != i+1 {
+			t.Fatalf("after message %d: %d connections, %d messages; want 1 connection", i+1, conns, len(msgs))
+		}
+	}
+	cancel()
+	tcheck(t, <-done, "run")
+}
