@@ -203,6 +203,7 @@ func openSQLite(ctx context.Context, loc Location, create bool) (*Store, error) 
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	keepFreedMemory()
 	path := filepath.Join(dataDir, DBFile)
 	// Create the database file ourselves so it is not readable by others;
 	// SQLite gives its -wal and -shm files the same mode.
