@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hisp-project/hisp/policy"
 	"github.com/hisp-project/hisp/store"
 	"github.com/hisp-project/hisp/trust"
 )
@@ -37,7 +38,7 @@ type snapshot struct {
 	domains map[string]bool
 	in, out map[string]anchorSet // per domain
 
-	rules map[string]map[store.Direction][]rule // trust policies by domain and direction (policy.go)
+	rules map[string]map[store.Direction]policy.RuleSet // trust policies by domain and direction (policy.go)
 
 	mu       sync.Mutex
 	owners   map[string][]*localCert // by owner (address or domain)

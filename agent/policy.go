@@ -16,13 +16,6 @@ import (
 // after path validation. A certificate that fails one is refused with the
 // rule's name.
 
-// rule is a parsed trust policy rule.
-type rule struct {
-	name string
-	expr policy.Expr // nil: unreadable, refuses everything (fail closed)
-	err  error
-}
-
 // loadPolicies reads the rules of every domain into s, and makes the keys
 // of its anchor sets name them too, so that verdicts cached under a key
 // (discovery results) change when the rules do.
@@ -31,19 +24,19 @@ func (a *Agent) loadPolicies(ctx context.Context, s *snapshot) error {
 	if err != nil {
 		return err
 	}
-	s.rules = map[string]map[store.Direction][]rule{}
+	s.rules = map[string]map[store.Direction]policy.RuleSet{}
 	sums := map[string]map[store.Direction][]byte{}
 	for _, p := range list {
-		r := rule{name: p.Name}
-		if r.expr, r.err = policy.Parse(p.Expr); r.err != nil {
-			a.log.Warn("agent: unreadable trust policy refuses every certificate", "domain", p.Domain, "policy", p.Name, "err", r.err)
+		r := policy.ParseRule(p.Name, p.Expr)
+		if r.Err != nil {
+			a.log.Warn("agent: unreadable trust policy refuses every certificate", "domain", p.Domain, "policy", p.Name, "err", r.Err)
 		}
 		for _, dir := range []store.Direction{store.DirectionIn, store.DirectionOut} {
 			if !p.Direction.Includes(dir) {
 				continue
 			}
 			if s.rules[p.Domain] == nil {
-				s.rules[p.Domain], sums[p.Domain] = map[store.Direction][]rule{}, map[store.Direction][]byte{}
+				s.rules[p.Domain], sums[p.Domain] = map[store.Direction]policy.RuleSet{}, map[store.Direction][]byte{}
 			}
 			s.rules[p.Domain][dir] = append(s.rules[p.Domain][dir], r)
 			sums[p.Domain][dir] = fmt.Appendf(sums[p.Domain][dir], "%s\x00%s\x00", p.Name, p.Expr)
@@ -68,13 +61,5 @@ func (a *Agent) loadPolicies(ctx context.Context, s *snapshot) error {
 // checkPolicies returns "" when cert meets every rule of domain for dir,
 // else why not, naming the rule.
 func (s *snapshot) checkPolicies(domain string, dir store.Direction, cert *x509.Certificate) string {
-	for _, r := range s.rules[domain][dir] {
-		if r.expr == nil {
-			return fmt.Sprintf("trust policy %q of %s is unreadable (%v): fix or remove it with hisp policy", r.name, domain, r.err)
-		}
-		if ok, why := r.expr.Eval(cert); !ok {
-			return fmt.Sprintf("refused by trust policy %q of %s: %s", r.name, domain, why)
-		}
-	}
-	return ""
+	return s.rules[domain][dir].Check(cert, domain)
 }

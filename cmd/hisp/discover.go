@@ -81,7 +81,7 @@ func discoverCmd(env *cliEnv, args []string) int {
 		v := validator.Validate(ctx, trust.Request{Cert: cert, Intermediates: inter, Anchors: anchors,
 			Address: addr, Purpose: trust.Encryption})
 		if v.Trusted {
-			if why := rules.check(cert, *domain); why != "" {
+			if why := rules.Check(cert, *domain); why != "" {
 				return false, why
 			}
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 
 	"github.com/hisp-project/hisp/ops"
@@ -130,17 +129,10 @@ func policyRemove(env *cliEnv, args []string) int {
 	})
 }
 
-// namedRule is a parsed rule; namedRules a domain's rules of one direction.
-type namedRule struct {
-	name string
-	expr policy.Expr
-}
-
-type namedRules []namedRule
-
-// outboundRules reads the rules a local domain applies to recipients; none
-// without a domain.
-func outboundRules(ctx context.Context, st *store.Store, domain string) (namedRules, error) {
+// outboundRules reads the rules a local domain applies to recipients, as
+// the gateway's agent does (an unreadable one refuses: policy.RuleSet.Check);
+// none without a domain.
+func outboundRules(ctx context.Context, st *store.Store, domain string) (policy.RuleSet, error) {
 	if domain == "" {
 		return nil, nil
 	}
@@ -148,27 +140,11 @@ func outboundRules(ctx context.Context, st *store.Store, domain string) (namedRu
 	if err != nil {
 		return nil, err
 	}
-	var out namedRules
+	var out policy.RuleSet
 	for _, p := range list {
-		if !p.Direction.Includes(store.DirectionOut) {
-			continue
+		if p.Direction.Includes(store.DirectionOut) {
+			out = append(out, policy.ParseRule(p.Name, p.Expr))
 		}
-		e, err := policy.Parse(p.Expr)
-		if err != nil {
-			return nil, fmt.Errorf("trust policy %s of %s: %w", p.Name, domain, err)
-		}
-		out = append(out, namedRule{p.Name, e})
 	}
 	return out, nil
-}
-
-// check says why cert fails a rule, as the gateway's refusal does; "" if it
-// meets them all.
-func (rs namedRules) check(cert *x509.Certificate, domain string) string {
-	for _, r := range rs {
-		if ok, why := r.expr.Eval(cert); !ok {
-			return fmt.Sprintf("refused by trust policy %q of %s: %s", r.name, domain, why)
-		}
-	}
-	return ""
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/hisp-project/hisp/internal/testpki"
 	"github.com/hisp-project/hisp/ops"
+	"github.com/hisp-project/hisp/store"
 )
 
 // TestPolicyCommands: hisp policy add (one rule, or the DirectTrust preset),
@@ -76,5 +78,44 @@ func TestDiscoverAppliesPolicies(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "trust policies: 4 rule(s) of local.example") ||
 		!strings.Contains(out, `refused by trust policy "directtrust-assurance" of local.example`) {
 		t.Errorf("exit %d\n%s", code, out)
+	}
+}
+
+// TestDiscoverUnreadablePolicyRefuses: a stored rule that does not parse
+// (written by another version, or into the database by hand) refuses every
+// recipient in hisp discover as it does in the gateway, naming the rule:
+// the command reports a verdict rather than failing.
+func TestDiscoverUnreadablePolicyRefuses(t *testing.T) {
+	dir := t.TempDir()
+	data := "--data=" + dir
+	remoteCA := testpki.NewCA(t, "remote CA")
+	bob := testpki.Issue(t, remoteCA, testpki.Options{Email: []string{"bob@remote.example"}})
+	resolver := startDNS(t, staticCerts{zone: "remote.example", names: map[string][][]byte{"bob.remote.example": {bob.Cert.Raw}}})
+	anchorFile, _ := remoteCA.WriteFiles(t, dir, "remote-ca")
+	for _, args := range [][]string{
+		{"domain", "add", "local.example", data},
+		{"anchor", "add", "local.example", anchorFile, "--direction", "out", data},
+	} {
+		if code, _, stderr := runCLI(t, nil, args...); code != 0 {
+			t.Fatalf("%v: %s", args, stderr)
+		}
+	}
+	code, out, _ := runCLI(t, nil, "discover", "bob@remote.example", "--resolver", resolver, "--domain", "local.example", data)
+	if code != 0 {
+		t.Fatalf("without rules: exit %d\n%s", code, out)
+	}
+	st, err := store.Open(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.AddTrustPolicy(context.Background(), store.TrustPolicy{Domain: "local.example", Name: "broken",
+		Direction: store.DirectionOut, Expr: "key-size(>="})
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := runCLI(t, nil, "discover", "bob@remote.example", "--resolver", resolver, "--domain", "local.example", data)
+	if code != 1 || !strings.Contains(out, `trust policy "broken" of local.example is unreadable`) {
+		t.Errorf("exit %d\n%s\n%s", code, out, stderr)
 	}
 }
