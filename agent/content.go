@@ -306,16 +306,23 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 	// What the message holds already, so that a document in a package
 	// that also came as a plain attachment is not added twice: every
 	// part's hash, taken when a package is first opened.
+	// Parts the loop below decoded already are not decoded again.
 	var have map[[20]byte]bool
+	decoded := map[*mimepart.Part][]byte{}
 	haveAll := func() {
 		if have != nil {
 			return
 		}
 		have = map[[20]byte]bool{}
 		for _, l := range top.Leaves() {
-			if data, err := l.Decode(msg, maxPart); err == nil {
-				have[sha1.Sum(data)] = true
+			data, ok := decoded[l]
+			if !ok {
+				var err error
+				if data, err = l.Decode(msg, maxPart); err != nil {
+					continue
+				}
 			}
+			have[sha1.Sum(data)] = true
 		}
 	}
 	var ins []mimepart.Insertion
@@ -378,6 +385,7 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 		if err != nil {
 			continue
 		}
+		decoded[l] = data
 		switch {
 		case isZip && xdm.LooksLikeZip(data):
 			zips = append(zips, found{l, name, data})
