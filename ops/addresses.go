@@ -122,15 +122,7 @@ func (o *Ops) Addresses(ctx context.Context, filter string) ([]AddressInfo, erro
 	}
 	out := []AddressInfo{}
 	for _, a := range list {
-		login, err := o.st.HasPassword(ctx, a.Address)
-		if err != nil {
-			return nil, err
-		}
-		cs, err := o.st.Certificates(ctx, store.CertFilter{Owner: a.Address})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, AddressInfo{Address: a.Address, Domain: a.Domain, Login: login, Created: a.Created.UTC(), CertsNum: len(cs)})
+		out = append(out, AddressInfo{Address: a.Address, Domain: a.Domain, Login: a.Login, Created: a.Created.UTC(), CertsNum: a.Certificates})
 	}
 	return out, nil
 }

@@ -774,3 +774,48 @@ func TestWrongMasterKeyRefused(t *testing.T) {
 	tcheck(t, os.WriteFile(path, key, 0o600), "restore the key")
 	openTest(t, dir)
 }
+
+// TestAddressesLoginAndCertificates: a listing of addresses says which
+// have a login and how many certificates each owns (one query for all),
+// and so does one address read alone.
+func TestAddressesLoginAndCertificates(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	for _, d := range []string{"a.example", "b.example"} {
+		_, err := s.AddDomain(ctx, d)
+		tcheck(t, err, "add domain")
+	}
+	for _, a := range []string{"bob@a.example", "carol@a.example", "dave@b.example"} {
+		_, err := s.AddAddress(ctx, a)
+		tcheck(t, err, "add address")
+	}
+	tcheck(t, s.SetPassword(ctx, "bob@a.example", "correct horse battery"), "set password")
+	for range 2 {
+		cert, key := testCert(t, 2048, []string{"bob@a.example"}, nil, false)
+		_, err := s.AddCertificate(ctx, "bob@a.example", cert, nil, key)
+		tcheck(t, err, "add certificate")
+	}
+	cert, _ := testCert(t, 2048, []string{"a.example"}, nil, false)
+	_, err := s.AddCertificate(ctx, "a.example", cert, nil, nil) // the domain's, no address's
+	tcheck(t, err, "add domain certificate")
+
+	list, err := s.Addresses(ctx, "a.example")
+	tcheck(t, err, "list addresses")
+	if len(list) != 2 || list[0].Address != "bob@a.example" || !list[0].Login || list[0].Certificates != 2 ||
+		list[1].Address != "carol@a.example" || list[1].Login || list[1].Certificates != 0 || list[1].Created.IsZero() {
+		t.Errorf("addresses of a.example: %+v", list)
+	}
+	all, err := s.Addresses(ctx, "")
+	tcheck(t, err, "list all addresses")
+	if len(all) != 3 || all[2].Address != "dave@b.example" {
+		t.Errorf("all addresses: %+v", all)
+	}
+	a, err := s.Address(ctx, "Bob@A.example")
+	tcheck(t, err, "read address")
+	if !a.Login || a.Certificates != 2 || a.Domain != "a.example" {
+		t.Errorf("bob: %+v", a)
+	}
+	if _, err := s.Address(ctx, "nobody@a.example"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown address: %v", err)
+	}
+}
