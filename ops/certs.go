@@ -299,13 +299,9 @@ func (o *Ops) RemoveCert(ctx context.Context, id int64) (CertRemoved, error) {
 	return res, nil
 }
 
-// ExpiringCerts lists the certificates that expire within d (or have
-// expired), soonest first.
-func (o *Ops) ExpiringCerts(ctx context.Context, within time.Duration) ([]CertInfo, error) {
-	all, err := o.Certs(ctx, "")
-	if err != nil {
-		return nil, err
-	}
+// Expiring returns the certificates of all (a listing of Certs) that
+// expire within the given time from now (or have expired), soonest first.
+func (o *Ops) Expiring(all []CertInfo, within time.Duration) []CertInfo {
 	limit := o.now().Add(within)
 	var out []CertInfo
 	for _, c := range all {
@@ -314,7 +310,7 @@ func (o *Ops) ExpiringCerts(ctx context.Context, within time.Duration) ([]CertIn
 		}
 	}
 	sortBy(out, func(a, b CertInfo) bool { return a.NotAfter.Before(b.NotAfter) })
-	return out, nil
+	return out
 }
 
 // day formats a time as a date.

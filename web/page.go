@@ -160,9 +160,7 @@ func (h *handler) showPage(w http.ResponseWriter, r *http.Request) {
 		if v.Certs, err = o.Certs(ctx, ""); err != nil {
 			return err
 		}
-		if v.Expiring, err = o.ExpiringCerts(ctx, expiryWarning); err != nil {
-			return err
-		}
+		v.Expiring = o.Expiring(v.Certs, expiryWarning)
 		if v.Bundles, err = o.Bundles(ctx, ""); err != nil {
 			return err
 		}
