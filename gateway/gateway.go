@@ -74,6 +74,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 		node = store.DefaultNode(st.Dir())
 	}
 	st.SetNode(node, cfg.Store.Lease.Duration)
+	if err := st.HoldNode(ctx); err != nil {
+		return err
+	}
 	if st.Location().Postgres() {
 		// Several nodes log to one place: each line says whose it is.
 		logger = logger.With("node", node)

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"sync"
 	"time"
@@ -40,6 +42,53 @@ func (s *Store) SetNode(name string, lease time.Duration) {
 		lease = DefaultLease
 	}
 	s.node.Store(&nodeInfo{name: name, lease: lease})
+}
+
+// ErrNodeInUse is returned (wrapped) by HoldNode when another running
+// process holds the node's name.
+var ErrNodeInUse = errors.New("node name in use by another running node")
+
+// nodeLockClass is the first key of the session advisory locks that hold
+// node names on PostgreSQL ("hisp" as an int4; the two-key advisory lock
+// space does not overlap the one-key space of migrationLock).
+const nodeLockClass = 0x6869_7370
+
+// HoldNode makes this process the one running node of its name (SetNode)
+// for as long as the store is open: two processes given one name would
+// take each other's queue claims and job leases as their own. On
+// PostgreSQL a session advisory lock keyed by the name is held on a
+// connection of its own; a process that dies loses it with its connection,
+// so a node restarted at once gets its name back. An error wrapping
+// ErrNodeInUse when another process holds the name. Nothing to do on
+// SQLite, whose one process per data directory its caller ensures.
+func (s *Store) HoldNode(ctx context.Context) error {
+	if s.db.engine != enginePostgres {
+		return nil
+	}
+	name, _ := s.Node()
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	key := int32(h.Sum32())
+	s.nodeMu.Lock()
+	defer s.nodeMu.Unlock()
+	if s.nodeConn != nil {
+		return nil
+	}
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("hold node name %s: %w", name, err)
+	}
+	var ok bool
+	if err := c.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(nodeLockClass), key).Scan(&ok); err != nil {
+		c.Close()
+		return fmt.Errorf("hold node name %s: %w", name, err)
+	}
+	if !ok {
+		c.Close()
+		return fmt.Errorf("%w: %q (give each node a name of its own: [store] node)", ErrNodeInUse, name)
+	}
+	s.nodeConn = c
+	return nil
 }
 
 type nodeInfo struct {

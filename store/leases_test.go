@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -172,4 +174,26 @@ func TestJobHeld(t *testing.T) {
 	if held, changed, _ := jb.Held(ctx, now.Add(100*time.Second)); !held || !changed {
 		t.Fatalf("b after a's lease ran out: held %v changed %v", held, changed)
 	}
+}
+
+// TestHoldNode: on PostgreSQL a node's name is held by one running process
+// at a time (two with one name would take each other's claims); another
+// name is free, and the name is free again once its holder closes.
+func TestHoldNode(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := openNode(t, dir, "node-a", time.Minute)
+	tcheck(t, a.HoldNode(ctx), "hold node-a")
+	tcheck(t, a.HoldNode(ctx), "hold node-a again in the same process")
+	if !testPostgres() {
+		return // one process per SQLite data directory: nothing to hold
+	}
+	twin := openNode(t, dir, "node-a", time.Minute)
+	if err := twin.HoldNode(ctx); !errors.Is(err, ErrNodeInUse) || !strings.Contains(err.Error(), `"node-a"`) {
+		t.Fatalf("a second node-a: %v", err)
+	}
+	b := openNode(t, dir, "node-b", time.Minute)
+	tcheck(t, b.HoldNode(ctx), "hold node-b")
+	tcheck(t, a.Close(), "close node-a")
+	tcheck(t, twin.HoldNode(ctx), "hold node-a after its holder closed")
 }

@@ -825,3 +825,36 @@ func (ss *idSinkSession) Data(r io.Reader) error {
 	ss.s.mu.Unlock()
 	return nil
 }
+
+// TestClusterNodeNameHeld: two processes given one node name would take
+// each other's queue claims as their own; the second is refused at start,
+// saying why, and the name is free again once the first has stopped.
+func TestClusterNodeNameHeld(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test runs two hisp processes and PostgreSQL")
+	}
+	url := pgtest.URL(t)
+	bin := clusterBinary(t)
+	tmp := t.TempDir()
+	ports := crashFreePorts(t, 10)
+	a1 := newClusterNode(bin, tmp, "A1", url, clusterLease, ports[:5])
+	a2 := newClusterNode(bin, tmp, "A2", url, clusterLease, ports[5:])
+	for _, a := range []*crashInstance{a1, a2} {
+		a.extra += "node = \"twin\"\n"
+		a.writeConfigTo(t, "127.0.0.1:1", nil)
+	}
+	a1.admin(t, "domain", "add", "hospital.example")
+	a1.start(t)
+	a2.launch(t)
+	select {
+	case <-a2.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("a second node named twin kept running\n%s", a2.logTail())
+	}
+	if a2.cmd.ProcessState.Success() || !strings.Contains(a2.stderr.String(), `node name in use by another running node: "twin"`) {
+		t.Fatalf("a second node named twin: %v\n%s", a2.cmd.ProcessState, a2.stderr.String())
+	}
+	a1.stop(t)
+	a2.start(t)
+	a2.stop(t)
+}
