@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	ber "github.com/go-asn1-ber/asn1-ber"
@@ -33,14 +35,16 @@ import (
 type LDAPServer struct {
 	src CertSource
 	log *slog.Logger
-	srv *gldap.Server
+	mux *gldap.Mux
 }
 
 // ldapConnLife bounds an LDAP connection's life; ldapStopWait how long a
-// stop waits for open connections to end.
+// stop waits for open connections to end; ldapInnerTries how many loopback
+// ports the library is given to listen on before serving fails.
 const (
-	ldapConnLife = time.Minute
-	ldapStopWait = 5 * time.Second
+	ldapConnLife   = time.Minute
+	ldapStopWait   = 5 * time.Second
+	ldapInnerTries = 3
 )
 
 // NewLDAPServer returns an LDAP server for the certificates src names; a
@@ -50,14 +54,6 @@ func NewLDAPServer(src CertSource, logger *slog.Logger) (*LDAPServer, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &LDAPServer{src: src, log: logger}
-	// The library sets each connection's deadlines once, when it is
-	// accepted: a connection lives ldapConnLife at most, plenty for a
-	// discovery (bind, RootDSE, one search per address).
-	srv, err := gldap.NewServer(gldap.WithLogger(hclog.NewNullLogger()),
-		gldap.WithReadTimeout(ldapConnLife), gldap.WithWriteTimeout(ldapConnLife))
-	if err != nil {
-		return nil, fmt.Errorf("ldap server: %w", err)
-	}
 	mux, err := gldap.NewMux()
 	if err != nil {
 		return nil, fmt.Errorf("ldap server: %w", err)
@@ -67,42 +63,240 @@ func NewLDAPServer(src CertSource, logger *slog.Logger) (*LDAPServer, error) {
 			return nil, fmt.Errorf("ldap server: %w", err)
 		}
 	}
-	if err := srv.Router(mux); err != nil {
-		return nil, fmt.Errorf("ldap server: %w", err)
+	s.mux = mux
+	if _, err := s.newLibraryServer(); err != nil {
+		return nil, err
 	}
-	s.srv = srv
 	return s, nil
 }
 
-// ListenAndServe serves LDAP on addr (host:port, port not 0) until ctx
-// ends, then stops and returns nil; or returns why it could not listen.
+// newLibraryServer returns a server of the LDAP library routing to s; one
+// runs once.
+func (s *LDAPServer) newLibraryServer() (*gldap.Server, error) {
+	// The library sets each connection's deadlines once, when it is
+	// accepted: a connection lives ldapConnLife at most, plenty for a
+	// discovery (bind, RootDSE, one search per address).
+	srv, err := gldap.NewServer(gldap.WithLogger(hclog.NewNullLogger()),
+		gldap.WithReadTimeout(ldapConnLife), gldap.WithWriteTimeout(ldapConnLife))
+	if err != nil {
+		return nil, fmt.Errorf("ldap server: %w", err)
+	}
+	if err := srv.Router(s.mux); err != nil {
+		return nil, fmt.Errorf("ldap server: %w", err)
+	}
+	return srv, nil
+}
+
+// ListenAndServe serves LDAP on addr (host:port) until ctx ends, then
+// stops and returns nil; or returns why it could not listen or serve.
 func (s *LDAPServer) ListenAndServe(ctx context.Context, addr string) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Run(addr) }()
-	select {
-	case err := <-errc:
-		if err == nil {
-			err = errors.New("stopped")
-		}
-		return fmt.Errorf("ldap server %s: %w", addr, err)
-	case <-ctx.Done():
-		// Stop waits for open connections, which the library does not
-		// interrupt while they wait for a request: not longer than
-		// ldapStopWait (they end by their deadline anyway).
-		stopped := make(chan error, 1)
-		go func() { stopped <- s.srv.Stop() }()
-		select {
-		case err := <-stopped:
-			if err != nil {
-				return fmt.Errorf("ldap server %s: stop: %w", addr, err)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("ldap server: %w", err)
+	}
+	return s.Serve(ctx, l)
+}
+
+// Serve serves LDAP on the connections l accepts until ctx ends, then
+// closes l and every connection, stops and returns nil; or returns why it
+// could not serve. l may be one under limits (internal/connlimit): a
+// connection holds its place until the client or the server ends it.
+//
+// The LDAP library listens itself and takes no listener: it listens on a
+// loopback port of its own, never announced, and each connection l
+// accepts is relayed to it, byte for byte, within the connection's life
+// (ldapConnLife).
+func (s *LDAPServer) Serve(ctx context.Context, l net.Listener) error {
+	defer l.Close()
+	srv, inner, runErr, err := s.runLibrary()
+	if err != nil {
+		return fmt.Errorf("ldap server %s: %w", l.Addr(), err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The library ending by itself ends the serving; ctx ending closes l.
+	var libErr error
+	libDone := make(chan struct{})
+	go func() {
+		libErr = <-runErr
+		close(libDone)
+		cancel()
+	}()
+	stopAccept := context.AfterFunc(ctx, func() { l.Close() })
+	defer stopAccept()
+
+	var wg sync.WaitGroup
+	var serveErr error
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				serveErr = fmt.Errorf("ldap server %s: %w", l.Addr(), err)
 			}
-			<-errc
-		case <-time.After(ldapStopWait):
-			s.log.Warn("ldap server: stopped with connections still open", slog.String("addr", addr))
+			break
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.relay(ctx, c, inner)
+		}()
+	}
+	cancel()
+	wg.Wait() // every relay closed both its connections on ctx's end
+	select {
+	case <-libDone:
+		// The library ended by itself: it stops only when told, below.
+		if serveErr == nil {
+			if libErr == nil {
+				libErr = errors.New("stopped")
+			}
+			serveErr = fmt.Errorf("ldap server %s: %w", l.Addr(), libErr)
+		}
+		return serveErr
+	default:
+	}
+	// The library's connections end as the relays closed theirs; its
+	// stop waits for them, not longer than ldapStopWait.
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.Stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil && serveErr == nil {
+			serveErr = fmt.Errorf("ldap server %s: stop: %w", l.Addr(), err)
+		}
+		<-libDone
+	case <-time.After(ldapStopWait):
+		s.log.Warn("ldap server: stopped with connections still open", slog.String("addr", l.Addr().String()))
+	}
+	return serveErr
+}
+
+// runLibrary runs a server of the LDAP library on a free loopback port
+// and returns it once it listens, with its address and the channel its
+// Run returns on. The library takes no listener, and no port 0: a port
+// is found free and handed to it, again when taken in between.
+func (s *LDAPServer) runLibrary() (*gldap.Server, string, <-chan error, error) {
+	var errs []error
+	for range ldapInnerTries {
+		srv, err := s.newLibraryServer()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return nil, "", nil, err
+		}
+		runErr := make(chan error, 1)
+		go func() { runErr <- srv.Run(addr) }()
+		if err := awaitListening(srv, addr, runErr); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		return srv, addr, runErr, nil
+	}
+	return nil, "", nil, fmt.Errorf("internal listener: %w", errors.Join(errs...))
+}
+
+// freeLoopbackAddr is a loopback address with a port free a moment ago.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("internal listener: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// awaitListening waits until srv, running on addr, listens (nil) or
+// could not (its Run's error).
+func awaitListening(srv *gldap.Server, addr string, runErr <-chan error) error {
+	// Ready reports that Run tried to listen, successfully or not; a
+	// connection tells which.
+	for !srv.Ready() {
+		select {
+		case err := <-runErr:
+			return err
+		case <-time.After(time.Millisecond):
+		}
+	}
+	c, err := net.DialTimeout("tcp", addr, ldapStopWait)
+	if err == nil {
+		c.Close()
 		return nil
 	}
+	select {
+	case err := <-runErr:
+		return err
+	case <-time.After(ldapStopWait):
+		srv.Stop()
+		return fmt.Errorf("%s: %w", addr, err)
+	}
 }
+
+// relay carries c's bytes to the library's listener at inner and its
+// answers back until either side ends (c's half-close is passed on; the
+// library's end closes both), c's life (ldapConnLife) is over, or ctx
+// ends; then both are closed, freeing c's place under its listener's
+// limits.
+func (s *LDAPServer) relay(ctx context.Context, c net.Conn, inner string) {
+	defer c.Close()
+	deadline := time.Now().Add(ldapConnLife)
+	c.SetDeadline(deadline)
+	d := net.Dialer{Deadline: deadline, Timeout: ldapStopWait}
+	ic, err := d.DialContext(ctx, "tcp", inner)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("ldap server: internal listener", slog.Any("err", err))
+		}
+		return
+	}
+	defer ic.Close()
+	ic.SetDeadline(deadline)
+	closeBoth := func() {
+		c.Close()
+		ic.Close()
+	}
+	stop := context.AfterFunc(ctx, closeBoth)
+	defer stop()
+	requests := make(chan struct{})
+	go func() {
+		defer close(requests)
+		if _, err := io.Copy(ic, c); err != nil {
+			closeBoth()
+			return
+		}
+		// The client has said all: the library reads the end and closes.
+		if tc, ok := ic.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		} else {
+			closeBoth()
+		}
+	}()
+	io.Copy(c, ic)
+	closeBoth()
+	<-requests
+}
+
+// LDAPNoticeOfDisconnection returns an LDAPv3 Notice of Disconnection
+// (RFC 4511 section 4.4.1): the unsolicited ExtendedResponse, messageID
+// 0, that tells a client the server ends the connection, with resultCode
+// (51, busy, for a connection over the listener's limits) and a
+// diagnostic message, BER-encoded.
+func LDAPNoticeOfDisconnection(resultCode int, diagnostic string) []byte {
+	msg := ber.Encode(ber.ClassUniversal, ber.TypeConstructed, ber.TagSequence, nil, "LDAPMessage")
+	msg.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagInteger, 0, "messageID"))
+	resp := ber.Encode(ber.ClassApplication, ber.TypeConstructed, ldap.ApplicationExtendedResponse, nil, "ExtendedResponse")
+	resp.AppendChild(ber.NewInteger(ber.ClassUniversal, ber.TypePrimitive, ber.TagEnumerated, resultCode, "resultCode"))
+	resp.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, "", "matchedDN"))
+	resp.AppendChild(ber.NewString(ber.ClassUniversal, ber.TypePrimitive, ber.TagOctetString, diagnostic, "diagnosticMessage"))
+	resp.AppendChild(ber.NewString(ber.ClassContext, ber.TypePrimitive, 10, ldapNoticeOfDisconnection, "responseName"))
+	msg.AppendChild(resp)
+	return msg.Bytes()
+}
+
+// ldapNoticeOfDisconnection is the responseName of a Notice of
+// Disconnection.
+const ldapNoticeOfDisconnection = "1.3.6.1.4.1.1466.20036"
 
 // bind accepts the anonymous simple bind only (CD-06).
 func (s *LDAPServer) bind(w *gldap.ResponseWriter, r *gldap.Request) {

@@ -18,23 +18,25 @@ func (s *server) startLDAP(run func(string, func(context.Context) error), out io
 	if addr == "" {
 		return "", 0, nil
 	}
-	// The LDAP library listens itself: take the port now, so that a taken
-	// one fails the start and port 0 becomes a real one.
-	l, err := net.Listen("tcp", addr)
+	nl, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", 0, fmt.Errorf("listen ldap %s: %w", addr, err)
 	}
-	addr = l.Addr().String()
-	l.Close()
+	addr = nl.Addr().String()
 	srv, err := certs.NewLDAPServer(storeCerts{s.st}, s.log.With("listener", "ldap"))
 	if err != nil {
+		nl.Close()
 		return "", 0, err
 	}
+	// The SRV record names this listener, the public one; the library's
+	// own loopback port, behind the relay, is never announced.
 	target, port, err := certs.LDAPTarget(addr, s.cfg.Hostname)
 	if err != nil {
+		nl.Close()
 		return "", 0, err
 	}
-	run("ldap", func(ctx context.Context) error { return srv.ListenAndServe(ctx, addr) })
+	l := s.limits.wrap("ldap", nl, ldapBusy)
+	run("ldap", func(ctx context.Context) error { return srv.Serve(ctx, l) })
 	fmt.Fprintf(out, "  ldap (certificate hosting, anonymous bind, SRV published by the DNS listener): %s\n", addr)
 	return target, port, nil
 }

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/internal/connlimit"
 	"github.com/hisp-project/hisp/metrics"
@@ -21,6 +24,8 @@ var (
 	imapBusy  = []byte("* BYE [UNAVAILABLE] Too many connections, try again later\r\n")
 	adminBusy = []byte("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Type: text/plain\r\n" +
 		"Content-Length: 33\r\nConnection: close\r\n\r\nToo many connections, try later.\n")
+	// LDAP's is a Notice of Disconnection with resultCode busy.
+	ldapBusy = certs.LDAPNoticeOfDisconnection(ldap.LDAPResultBusy, "Too many connections, try again later")
 )
 
 // listenerLimits holds the connection limits of the server's listeners
@@ -96,12 +101,15 @@ func (ll *listenerLimits) families() []metrics.Family {
 // countListeners counts the listeners a configuration opens.
 func countListeners(l config.Listen) int {
 	n := 0
-	// LDAP counts for the descriptor budget though its library takes no
-	// listener of ours to limit.
-	for _, a := range []string{l.SMTP, l.Submission, l.IMAP, l.IMAPS, l.DNS, l.Admin, l.AdminHTTPS, l.LDAP} {
+	for _, a := range []string{l.SMTP, l.Submission, l.IMAP, l.IMAPS, l.DNS, l.Admin, l.AdminHTTPS} {
 		if a != "" {
 			n++
 		}
+	}
+	// An LDAP connection takes three descriptors: the client's and both
+	// ends of the relay to the library's own listener (certs.LDAPServer).
+	if l.LDAP != "" {
+		n += 3
 	}
 	return n
 }

@@ -4,8 +4,8 @@
 // the process, and other clients keep being served.
 //
 // A connection over a limit is answered with the protocol's own "too busy"
-// line (SMTP 421, IMAP BYE, HTTP 503), written without waiting for the
-// client, and closed. Refusals are counted and logged as a summary at most
+// answer (SMTP 421, IMAP BYE, HTTP 503, LDAP Notice of Disconnection),
+// written without waiting for the client, and closed. Refusals are counted and logged as a summary at most
 // once per interval, never a line per connection. Running out of file
 // descriptors in Accept is waited out and logged the same way.
 package connlimit
