@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -188,13 +189,31 @@ func TestHelp(t *testing.T) {
 // freePort returns a loopback TCP port free at the time of asking.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedPorts.Lock()
+	defer handedPorts.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		// The kernel may give a port just closed again: one config's
+		// listeners once got the same port twice.
+		if !handedPorts.m[port] {
+			handedPorts.m[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port not handed out already")
+	return 0
 }
+
+// handedPorts are the ports freePort has handed out in this test binary.
+var handedPorts = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
 
 // TestCertIssueCRLFromConfig: hisp cert issue takes the CRL distribution
 // point from the config hisp serve runs with (HISP_CONFIG, or --config):
