@@ -21,6 +21,10 @@ type QueueRecipient struct {
 	LastError   string     `json:"last_error,omitempty"`
 	RemoteMTA   string     `json:"remote_mta,omitempty"`
 	Status      string     `json:"status,omitempty"`
+	// ClaimedBy is the node whose attempt holds a delivering (or
+	// sealing) recipient, until ClaimedUntil unless it renews the claim.
+	ClaimedBy    string     `json:"claimed_by,omitempty"`
+	ClaimedUntil *time.Time `json:"claimed_until,omitempty"`
 }
 
 // QueueEntry is a queued message as listed; never its content.
@@ -39,9 +43,13 @@ func queueEntry(m store.QueuedMessage) QueueEntry {
 	q := QueueEntry{ID: m.ID, MessageID: m.MessageID, MailFrom: m.MailFrom, User: m.User, Origin: m.Origin, Size: m.Size,
 		Created: m.Created.UTC(), Recipients: []QueueRecipient{}}
 	for _, r := range m.Recipients {
-		q.Recipients = append(q.Recipients, QueueRecipient{Address: r.Address, Local: r.Local, State: string(r.State),
+		qr := QueueRecipient{Address: r.Address, Local: r.Local, State: string(r.State),
 			Attempts: r.Attempts, NextAttempt: optTime(r.NextAttempt), LastAttempt: optTime(r.LastAttempt),
-			LastError: r.LastError, RemoteMTA: r.RemoteMTA, Status: r.Status})
+			LastError: r.LastError, RemoteMTA: r.RemoteMTA, Status: r.Status}
+		if (r.State == store.StateDelivering || r.State == store.StateSealing) && r.ClaimedBy != "" {
+			qr.ClaimedBy, qr.ClaimedUntil = r.ClaimedBy, optTime(r.ClaimedUntil)
+		}
+		q.Recipients = append(q.Recipients, qr)
 	}
 	return q
 }

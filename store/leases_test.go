@@ -197,3 +197,46 @@ func TestHoldNode(t *testing.T) {
 	tcheck(t, a.Close(), "close node-a")
 	tcheck(t, twin.HoldNode(ctx), "hold node-a after its holder closed")
 }
+
+// TestQueueListShowsClaims: the queue's listing says which node's attempt
+// holds a recipient being delivered, and until when.
+func TestQueueListShowsClaims(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a := openNode(t, dir, "node-a", time.Minute)
+	q := NewQueue(a, QueueOptions{})
+	defer q.Close()
+	for i := range 2 {
+		_, err := q.Enqueue(ctx, testMessage(i, "bob@b.example"))
+		tcheck(t, err, "enqueue")
+	}
+	now := time.Now()
+	got, err := a.ClaimDue(ctx, now, 1, Backoff{})
+	tcheck(t, err, "claim")
+	if len(got) != 1 {
+		t.Fatalf("claimed %d", len(got))
+	}
+	list, err := a.QueueList(ctx, false)
+	tcheck(t, err, "list")
+	claimed := 0
+	for _, m := range list {
+		r := m.Recipients[0]
+		switch {
+		case m.ID == got[0].ID:
+			claimed++
+			if r.State != StateDelivering || r.ClaimedBy != "node-a" || !r.ClaimedUntil.After(now) {
+				t.Errorf("claimed recipient listed as %+v", r)
+			}
+		case r.ClaimedBy != "":
+			t.Errorf("unclaimed recipient listed as claimed by %q", r.ClaimedBy)
+		}
+	}
+	if claimed != 1 || len(list) != 2 {
+		t.Fatalf("listed %d messages, %d claimed", len(list), claimed)
+	}
+	one, err := a.QueueMessage(ctx, got[0].ID)
+	tcheck(t, err, "read claimed message")
+	if one.Recipients[0].ClaimedBy != "node-a" {
+		t.Errorf("claimed message read as %+v", one.Recipients[0])
+	}
+}

@@ -110,6 +110,10 @@ type QueuedRecipient struct {
 	// ("250 2.0.0 ok", "550 5.1.1 no such user").
 	Status  string
 	Updated time.Time
+	// ClaimedBy is the node whose attempt holds the recipient (delivering
+	// or sealing) until ClaimedUntil, unless renewed; "" when none does.
+	ClaimedBy    string
+	ClaimedUntil time.Time
 }
 
 // RecipientUpdate is the outcome of a delivery attempt for one recipient,
@@ -131,36 +135,60 @@ type RecipientUpdate struct {
 	NextAttempt time.Time
 }
 
-// recipientColumns are the queue_recipients columns scanRecipient reads.
+// recipientColumns are the queue_recipients columns recipientFields reads.
 const recipientColumns = `id, queue_id, recipient, domain, local, state, attempts, next_attempt, last_attempt,
-	last_code, last_enhanced, last_error, remote_mta, status, updated`
+	last_code, last_enhanced, last_error, remote_mta, status, updated, claimed_by, claimed_until`
 
-func scanRecipient(r rowScanner) (QueuedRecipient, error) {
-	var q QueuedRecipient
-	var state string
-	var next, last, updated int64
-	err := r.Scan(&q.ID, &q.QueueID, &q.Address, &q.Domain, &q.Local, &state, &q.Attempts, &next, &last,
-		&q.LastCode, &q.LastEnhanced, &q.LastError, &q.RemoteMTA, &q.Status, &updated)
-	if err != nil {
-		return QueuedRecipient{}, err
-	}
-	q.State = RecipientState(state)
-	q.NextAttempt, q.LastAttempt, q.Updated = fromMillis(next), fromMillis(last), fromMillis(updated)
-	return q, nil
+// recipientFields receives recipientColumns: dest are the scan's
+// destinations, value the recipient they make.
+type recipientFields struct {
+	r                                 QueuedRecipient
+	state                             string
+	next, last, updated, claimedUntil int64
 }
 
-// messageColumns are the queue_messages columns scanMessage reads, without
-// the data.
+func (f *recipientFields) dest() []any {
+	r := &f.r
+	return []any{&r.ID, &r.QueueID, &r.Address, &r.Domain, &r.Local, &f.state, &r.Attempts, &f.next, &f.last,
+		&r.LastCode, &r.LastEnhanced, &r.LastError, &r.RemoteMTA, &r.Status, &f.updated, &r.ClaimedBy, &f.claimedUntil}
+}
+
+func (f *recipientFields) value() QueuedRecipient {
+	r := f.r
+	r.State = RecipientState(f.state)
+	r.NextAttempt, r.LastAttempt, r.Updated = fromMillis(f.next), fromMillis(f.last), fromMillis(f.updated)
+	r.ClaimedUntil = fromMillis(f.claimedUntil)
+	return r
+}
+
+func scanRecipient(r rowScanner) (QueuedRecipient, error) {
+	var f recipientFields
+	if err := r.Scan(f.dest()...); err != nil {
+		return QueuedRecipient{}, err
+	}
+	return f.value(), nil
+}
+
+// messageColumns are the queue_messages columns messageFields reads,
+// without the data.
 const messageColumns = `id, message_id, mail_from, auth_user, origin, size, created, delay_notified, plain`
 
-func scanMessage(r rowScanner) (QueuedMessage, error) {
-	var m QueuedMessage
-	var created, notified int64
-	if err := r.Scan(&m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified, &m.Plain); err != nil {
-		return QueuedMessage{}, err
-	}
-	m.Created, m.DelayNotified = fromMillis(created), fromMillis(notified)
-	return m, nil
+// messageFields receives messageColumns (and data, when the query reads
+// it after them).
+type messageFields struct {
+	m                 QueuedMessage
+	created, notified int64
+}
+
+func (f *messageFields) dest() []any {
+	m := &f.m
+	return []any{&m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &f.created, &f.notified, &m.Plain}
+}
+
+func (f *messageFields) value() QueuedMessage {
+	m := f.m
+	m.Created, m.DelayNotified = fromMillis(f.created), fromMillis(f.notified)
+	return m
 }
 
 // queryRecipients returns the recipients a query selects (its columns must
@@ -217,16 +245,13 @@ func getQueued(ctx context.Context, q queryer, id int64, withData bool, recipien
 	if withData {
 		cols += `, data`
 	}
-	row := q.QueryRowContext(ctx, `SELECT `+cols+` FROM queue_messages WHERE id = ?`, id)
-	var m QueuedMessage
-	var err error
+	var f messageFields
+	dest := f.dest()
 	if withData {
-		var created, notified int64
-		err = row.Scan(&m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified, &m.Plain, &m.Data)
-		m.Created, m.DelayNotified = fromMillis(created), fromMillis(notified)
-	} else {
-		m, err = scanMessage(row)
+		dest = append(dest, &f.m.Data)
 	}
+	err := q.QueryRowContext(ctx, `SELECT `+cols+` FROM queue_messages WHERE id = ?`, id).Scan(dest...)
+	m := f.value()
 	if errors.Is(err, sql.ErrNoRows) {
 		return QueuedMessage{}, fmt.Errorf("queued message %d: %w", id, ErrNotFound)
 	} else if err != nil {

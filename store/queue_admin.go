@@ -76,25 +76,17 @@ func listQueued(ctx context.Context, q queryer, heads string, limit int) ([]Queu
 	var out []QueuedMessage
 	total := 0
 	for rows.Next() {
-		var m QueuedMessage
-		var r QueuedRecipient
-		var created, notified int64
-		var state string
-		var next, last, updated int64
-		err := rows.Scan(&total, &m.ID, &m.MessageID, &m.MailFrom, &m.User, &m.Origin, &m.Size, &created, &notified, &m.Plain,
-			&r.ID, &r.QueueID, &r.Address, &r.Domain, &r.Local, &state, &r.Attempts, &next, &last,
-			&r.LastCode, &r.LastEnhanced, &r.LastError, &r.RemoteMTA, &r.Status, &updated)
-		if err != nil {
+		var m messageFields
+		var r recipientFields
+		dest := append(append([]any{&total}, m.dest()...), r.dest()...)
+		if err := rows.Scan(dest...); err != nil {
 			return nil, 0, err
 		}
-		r.State = RecipientState(state)
-		r.NextAttempt, r.LastAttempt, r.Updated = fromMillis(next), fromMillis(last), fromMillis(updated)
-		if len(out) == 0 || out[len(out)-1].ID != m.ID {
-			m.Created, m.DelayNotified = fromMillis(created), fromMillis(notified)
-			out = append(out, m)
+		if len(out) == 0 || out[len(out)-1].ID != m.m.ID {
+			out = append(out, m.value())
 		}
 		cur := &out[len(out)-1]
-		cur.Recipients = append(cur.Recipients, r)
+		cur.Recipients = append(cur.Recipients, r.value())
 	}
 	return out, total, rows.Err()
 }

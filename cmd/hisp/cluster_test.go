@@ -844,6 +844,11 @@ func TestClusterNodeNameHeld(t *testing.T) {
 		a.writeConfigTo(t, "127.0.0.1:1", nil)
 	}
 	a1.admin(t, "domain", "add", "hospital.example")
+	// On PostgreSQL the queue's listing has a column for the node that
+	// holds each recipient being delivered.
+	if out := a1.admin(t, "queue", "list"); !strings.Contains(out, "NODE") {
+		t.Errorf("hisp queue list on PostgreSQL:\n%s", out)
+	}
 	a1.start(t)
 	a2.launch(t)
 	select {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -40,6 +41,13 @@ func queueList(env *cliEnv, args []string) int {
 			}
 			return 0
 		}
+		// Several nodes share a PostgreSQL store: say which one holds
+		// each recipient being delivered.
+		nodes := o.Store().Location().Postgres()
+		header := []string{"ID", "MESSAGE-ID", "FROM", "RECIPIENT", "STATE", "TRIES", "NEXT", "LAST"}
+		if nodes {
+			header = append(header, "NODE")
+		}
 		var rows [][]string
 		for _, m := range out {
 			for _, r := range m.Recipients {
@@ -51,11 +59,15 @@ func queueList(env *cliEnv, args []string) int {
 				if why == "" {
 					why = r.Status
 				}
-				rows = append(rows, []string{fmt.Sprint(m.ID), m.MessageID, m.MailFrom, r.Address, r.State,
-					fmt.Sprint(r.Attempts), next, truncate(why, 60)})
+				row := []string{fmt.Sprint(m.ID), m.MessageID, m.MailFrom, r.Address, r.State,
+					fmt.Sprint(r.Attempts), next, truncate(why, 60)}
+				if nodes {
+					row = append(row, cmp.Or(r.ClaimedBy, "-"))
+				}
+				rows = append(rows, row)
 			}
 		}
-		if err := adminTable(env.stdout, []string{"ID", "MESSAGE-ID", "FROM", "RECIPIENT", "STATE", "TRIES", "NEXT", "LAST"}, rows); err != nil {
+		if err := adminTable(env.stdout, header, rows); err != nil {
 			return c.fail(err)
 		}
 		return 0
