@@ -414,11 +414,9 @@ func (s storeBundles) Sources(ctx context.Context) ([]trust.BundleSource, error)
 	}
 	out := make([]trust.BundleSource, 0, len(bs))
 	for _, b := range bs {
-		src := trust.BundleSource{ID: b.ID, Domain: b.Domain, Location: b.Location, Refresh: b.Refresh}
-		if b.Signer != nil {
-			if src.Signer, err = x509.ParseCertificate(b.Signer); err != nil {
-				return nil, fmt.Errorf("bundle %d signer: %w", b.ID, err)
-			}
+		src, err := trust.NewBundleSource(b.ID, b.Domain, b.Location, b.Signer, b.Refresh)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, src)
 	}

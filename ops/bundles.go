@@ -278,11 +278,9 @@ func (o *Ops) RefreshBundle(ctx context.Context, domain string, id int64) (Bundl
 	if err != nil {
 		return BundleInfo{}, err
 	}
-	src := trust.BundleSource{ID: b.ID, Domain: b.Domain, Location: b.Location, Refresh: b.Refresh}
-	if b.Signer != nil {
-		if src.Signer, err = x509.ParseCertificate(b.Signer); err != nil {
-			return BundleInfo{}, fmt.Errorf("bundle %d signer: %w", b.ID, err)
-		}
+	src, err := trust.NewBundleSource(b.ID, b.Domain, b.Location, b.Signer, b.Refresh)
+	if err != nil {
+		return BundleInfo{}, err
 	}
 	now := o.now()
 	fctx, cancel := context.WithTimeout(ctx, fetchTimeout)

@@ -150,6 +150,19 @@ type BundleSource struct {
 	Refresh time.Duration
 }
 
+// NewBundleSource is the source of a bundle as it is stored: signerDER is
+// the DER of its pinned signer, nil when the bundle is unsigned.
+func NewBundleSource(id int64, domain, location string, signerDER []byte, refresh time.Duration) (BundleSource, error) {
+	src := BundleSource{ID: id, Domain: domain, Location: location, Refresh: refresh}
+	if signerDER != nil {
+		var err error
+		if src.Signer, err = x509.ParseCertificate(signerDER); err != nil {
+			return BundleSource{}, fmt.Errorf("bundle %d signer: %w", id, err)
+		}
+	}
+	return src, nil
+}
+
 // BundleState is what is known about a bundle after the last fetch.
 type BundleState struct {
 	Checksum    string // SHA-256 hex of the raw bytes of the last good bundle

@@ -396,3 +396,20 @@ func TestFetchBundleSigned(t *testing.T) {
 		t.Error("signed bundle accepted with the wrong signer")
 	}
 }
+
+// TestNewBundleSource: a stored bundle's pinned signer (DER) becomes the
+// certificate a signed bundle must be signed with; none for an unsigned
+// bundle; a stored signer that does not parse is an error naming the bundle.
+func TestNewBundleSource(t *testing.T) {
+	signer := issue(t, nil, certSpec{cn: "Bundle Signer", key: rsaKey(t, kSigner), ku: x509.KeyUsageDigitalSignature})
+	src, err := NewBundleSource(7, "a.example", "https://bundles.example/a.p7b", signer.cert.Raw, time.Hour)
+	if err != nil || src.Signer == nil || !src.Signer.Equal(signer.cert) || src.ID != 7 || src.Refresh != time.Hour {
+		t.Fatalf("signed: %+v, %v", src, err)
+	}
+	if src, err := NewBundleSource(8, "a.example", "/etc/bundle.p7b", nil, 0); err != nil || src.Signer != nil {
+		t.Fatalf("unsigned: %+v, %v", src, err)
+	}
+	if _, err := NewBundleSource(9, "a.example", "/etc/bundle.p7b", []byte("not DER"), 0); err == nil || !strings.Contains(err.Error(), "bundle 9 signer") {
+		t.Fatalf("garbage signer: %v", err)
+	}
+}
