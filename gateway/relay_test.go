@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	netsmtp "net/smtp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hisp-project/hisp/agent"
+	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/internal/testpki"
 	"github.com/hisp-project/hisp/smtp"
 	"github.com/hisp-project/hisp/store"
@@ -130,5 +132,82 @@ func TestBounceWithoutMailbox(t *testing.T) {
 	}
 	if got := a.mailbox(t, a.user, "INBOX"); len(got) != 1 {
 		t.Fatalf("alice's INBOX holds %d messages", len(got))
+	}
+}
+
+// TestDeferredRelayRechecked: a relay account's message whose recipient's
+// certificate could not be looked up waits in the queue plain; when it is
+// sealed later it is sent as the account may send then: delivered while
+// the account exists, refused (tracked as failed, never sent) once the
+// account was removed in between.
+func TestDeferredRelayRechecked(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a := newInstance(t, "hospital.example", "alice")
+	b := newInstance(t, "clinic.example", "bob")
+	// A recipient each: a certificate once found is cached.
+	carol, _ := b.addUser(t, "carol")
+	a.trust(t, b)
+	b.trust(t, a)
+	org := testpki.Issue(t, a.ca, testpki.Options{DNS: []string{"hospital.example"}})
+	must(t, func() error {
+		_, err := a.st.AddCertificate(ctx, "hospital.example", org.Cert, nil, org.Key)
+		return err
+	})
+	const relayPassword = "ehr relay password"
+	must(t, func() error {
+		_, err := a.st.AddRelay(ctx, store.Relay{Name: "ehr", Domains: []string{"hospital.example"}}, relayPassword)
+		return err
+	})
+	dnsAddr := publishBoth(t, a, b)
+	var broken atomic.Bool
+	broken.Store(true)
+	b.start(t, dnsAddr, nil, nil)
+	a.start(t, flakyDNS(t, dnsAddr, &broken), map[string]string{"clinic.example": b.addrs["smtp"]}, func(c *config.Config) {
+		c.Outbound.RetryFirst = config.Duration{Duration: 300 * time.Millisecond}
+		c.Outbound.RetryMax = config.Duration{Duration: 300 * time.Millisecond}
+		c.Outbound.RetryAttempts = 100
+	})
+	const from = "dr.who@hospital.example"
+	submit := func(id, to string) {
+		t.Helper()
+		// alice, local, takes it at once: the clinic's recipient alone
+		// waits.
+		if r := submitPython(t, a.addrs["submission"], "ehr", relayPassword, from, []string{to, a.user},
+			dischargeSummary(t, from, to+", "+a.user, id)); r != "" {
+			t.Fatalf("relay submission %s refused: %s", id, r)
+		}
+		for _, q := range a.queued(t) {
+			if q.MessageID == "<"+id+">" && !strings.HasSuffix(q.Origin, " relay ehr") {
+				t.Fatalf("%s deferred with origin %q", id, q.Origin)
+			}
+		}
+	}
+
+	submit("deferred-relay-1@hospital.example", b.user)
+	broken.Store(false)
+	if got := b.waitMailbox(t, b.user, "INBOX", 1); !bytes.Contains(got[0], []byte("deferred-relay-1@hospital.example")) {
+		t.Fatalf("bob's message:\n%.300s", got[0])
+	}
+
+	broken.Store(true)
+	submit("deferred-relay-2@hospital.example", carol)
+	must(t, func() error { return a.st.RemoveRelay(ctx, "ehr") })
+	broken.Store(false)
+	mdnWait(t, "the removed relay's deferred message failed in its tracking", func() bool {
+		tm, err := a.st.TrackedMessage(ctx, "<deferred-relay-2@hospital.example>")
+		if err != nil {
+			return false
+		}
+		for _, r := range tm.Recipients {
+			if r.Address == carol {
+				return r.State == store.TrackFailed && strings.Contains(r.Reason, "relay account ehr was removed")
+			}
+		}
+		return false
+	})
+	time.Sleep(time.Second) // what a wrong send would take
+	if got := b.mailbox(t, carol, "INBOX"); len(got) != 0 {
+		t.Fatalf("carol holds %d messages: the removed relay's message was sent", len(got))
 	}
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/hisp-project/hisp/agent"
@@ -71,8 +72,12 @@ func revocationDeferred(res *agent.OutboundResult) bool {
 // none.
 func (m *mail) deferredCopy(sub submitter, res *agent.OutboundResult) *store.QueuedMessage {
 	now := m.now()
+	origin := "deferred submission"
+	if sub.relay != "" {
+		origin += relayOrigin + sub.relay // checked again when sealed (SealDeferred)
+	}
 	q := &store.QueuedMessage{MessageID: res.MessageID, MailFrom: sub.mailFrom, User: sub.user,
-		Origin: "deferred submission", Data: res.Message, Plain: true, Created: now}
+		Origin: origin, Data: res.Message, Plain: true, Created: now}
 	for _, r := range res.Recipients {
 		if r.Accepted || !r.Status.Temporary() {
 			continue
@@ -86,6 +91,19 @@ func (m *mail) deferredCopy(sub submitter, res *agent.OutboundResult) *store.Que
 		return nil
 	}
 	return q
+}
+
+// relayOrigin precedes the relay account's name in the origin of a queued
+// message a relay account submitted (relay names have no spaces).
+const relayOrigin = " relay "
+
+// relayOf is the relay account that submitted a queued message, "" when
+// an address's login did (or hisp).
+func relayOf(q store.QueuedMessage) string {
+	if i := strings.LastIndex(q.Origin, relayOrigin); i >= 0 {
+		return q.Origin[i+len(relayOrigin):]
+	}
+	return ""
 }
 
 // deferAll takes a submission none of whose recipients could be sealed to
@@ -127,7 +145,24 @@ func (m *mail) SealDeferred(ctx context.Context, q store.QueuedMessage, plain []
 	for i, r := range q.Recipients {
 		rcpts[i] = r.Address
 	}
-	res, err := m.agent.Outbound(ctx, agent.Envelope{MailFrom: q.MailFrom, Recipients: rcpts, User: q.User, RemoteAddr: "deferred"}, plain)
+	env := agent.Envelope{MailFrom: q.MailFrom, Recipients: rcpts, User: q.User, RemoteAddr: "deferred"}
+	var err error
+	if name := relayOf(q); name != "" {
+		// A relay account's message is sent as the account may send
+		// now: removed since, or no longer sending for the sender's
+		// domain, the message is refused like a new submission would be.
+		var r store.Relay
+		switch r, err = m.st.Relay(ctx, name); {
+		case errors.Is(err, store.ErrNotFound):
+			err = &agent.Error{Status: agent.NewStatus(agent.RefusedSender, "relay account %s was removed: its deferred message is not sent", name)}
+		case err == nil:
+			env.User, env.RelayDomains = r.Name, r.Domains
+		}
+	}
+	var res *agent.OutboundResult
+	if err == nil {
+		res, err = m.agent.Outbound(ctx, env, plain)
+	}
 	var ae *agent.Error
 	switch {
 	case errors.As(err, &ae):
