@@ -104,6 +104,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger, out io.Wri
 	}
 	abort := func(err error) error { cancel(); wg.Wait(); return err }
 	fmt.Fprintf(out, "hisp serving data directory %s\n", cfg.Data)
+	if st.Location().Postgres() {
+		run("node", s.holdNode)
+	}
 	ldapTarget, ldapPort, err := s.startLDAP(run, out) // ldap.go
 	if err != nil {
 		return abort(err)
@@ -400,6 +403,30 @@ func (s *server) leader(job string) func(context.Context) bool {
 			s.log.Info("job lease", "job", job, "this_node", held)
 		}
 		return held
+	}
+}
+
+// holdNode checks, as often as the node renews its leases, that this
+// process still holds its node's name (store.HoldNode), taking it again on
+// a new session when the database lost the old one; another process that
+// took the name meanwhile stops this one, whose claims it now shares.
+func (s *server) holdNode(ctx context.Context) error {
+	_, lease := s.st.Node()
+	t := time.NewTicker(lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		err := s.st.HoldNode(ctx)
+		switch {
+		case errors.Is(err, store.ErrNodeInUse):
+			return err
+		case err != nil && ctx.Err() == nil:
+			s.log.Warn("node name: cannot check its lock, trying again", "err", err)
+		}
 	}
 }
 

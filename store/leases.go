@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5"
 	"hash/fnv"
 	"os"
 	"sync"
@@ -57,10 +58,14 @@ const nodeLockClass = 0x6869_7370
 // for as long as the store is open: two processes given one name would
 // take each other's queue claims and job leases as their own. On
 // PostgreSQL a session advisory lock keyed by the name is held on a
-// connection of its own; a process that dies loses it with its connection,
-// so a node restarted at once gets its name back. An error wrapping
-// ErrNodeInUse when another process holds the name. Nothing to do on
-// SQLite, whose one process per data directory its caller ensures.
+// connection of its own (not one of the pool's); a process that dies
+// loses it with its connection, so a node restarted at once gets its name
+// back. An error wrapping ErrNodeInUse when another process holds the
+// name. Called again (CheckNode does, as the node renews its leases), it
+// checks that the session still holds the lock and, when the session was
+// lost (a database restart, a failover), takes the lock again on a new
+// one. Nothing to do on SQLite, whose one process per data directory its
+// caller ensures.
 func (s *Store) HoldNode(ctx context.Context) error {
 	if s.db.engine != enginePostgres {
 		return nil
@@ -72,23 +77,41 @@ func (s *Store) HoldNode(ctx context.Context) error {
 	s.nodeMu.Lock()
 	defer s.nodeMu.Unlock()
 	if s.nodeConn != nil {
-		return nil
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.nodeConn.Ping(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		s.closeNodeConn()
 	}
-	c, err := s.db.Conn(ctx)
+	c, err := pgx.ConnectConfig(ctx, s.pgConfig)
 	if err != nil {
 		return fmt.Errorf("hold node name %s: %w", name, err)
 	}
 	var ok bool
-	if err := c.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(nodeLockClass), key).Scan(&ok); err != nil {
-		c.Close()
+	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(nodeLockClass), key).Scan(&ok); err != nil {
+		c.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("hold node name %s: %w", name, err)
 	}
 	if !ok {
-		c.Close()
+		c.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("%w: %q (give each node a name of its own: [store] node)", ErrNodeInUse, name)
 	}
 	s.nodeConn = c
 	return nil
+}
+
+// closeNodeConn ends the session that holds the node's name (the lock
+// ends with it); the caller holds nodeMu.
+func (s *Store) closeNodeConn() {
+	if s.nodeConn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.nodeConn.Close(ctx)
+	s.nodeConn = nil
 }
 
 type nodeInfo struct {

@@ -194,7 +194,32 @@ func TestHoldNode(t *testing.T) {
 	}
 	b := openNode(t, dir, "node-b", time.Minute)
 	tcheck(t, b.HoldNode(ctx), "hold node-b")
+
+	// The database ends node-b's session (a restart, a failover): its
+	// next check takes the name again on a new session; had another
+	// process taken it meanwhile, the check says so.
+	lost := func() {
+		t.Helper()
+		var n int
+		err := b.db.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+			WHERE locktype = 'advisory' AND classid = $1 AND pid <> pg_backend_pid()`, nodeLockClass).Scan(&n)
+		tcheck(t, err, "end the sessions holding node names")
+		if n == 0 {
+			t.Fatal("no session held a node name")
+		}
+	}
 	tcheck(t, a.Close(), "close node-a")
+	lost()
+	tcheck(t, b.HoldNode(ctx), "hold node-b again after its session ended")
+	other := openNode(t, dir, "node-b", time.Minute)
+	if err := other.HoldNode(ctx); !errors.Is(err, ErrNodeInUse) {
+		t.Fatalf("node-b taken by another process while held again: %v", err)
+	}
+	lost()
+	tcheck(t, other.HoldNode(ctx), "another process takes node-b while its holder's session is gone")
+	if err := b.HoldNode(ctx); !errors.Is(err, ErrNodeInUse) {
+		t.Fatalf("node-b's check after another took the name: %v", err)
+	}
 	tcheck(t, twin.HoldNode(ctx), "hold node-a after its holder closed")
 }
 

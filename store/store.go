@@ -101,7 +101,7 @@ type Store struct {
 	// nodeConn holds the advisory lock of the node's name on PostgreSQL
 	// while the store is open (HoldNode).
 	nodeMu   sync.Mutex
-	nodeConn *sql.Conn
+	nodeConn *pgx.Conn
 	// pgConfig is a PostgreSQL store's connection settings, for the
 	// connections it makes outside the pool (LISTEN); nil for SQLite.
 	pgConfig *pgx.ConnConfig
@@ -305,13 +305,7 @@ func (s *Store) read(ctx context.Context, fn func(q queryer) error) error {
 // Close closes the database.
 func (s *Store) Close() error {
 	s.nodeMu.Lock()
-	if s.nodeConn != nil {
-		// Given back, not ended, by Close: unlock first (the pool's
-		// sessions end below anyway).
-		s.nodeConn.ExecContext(context.Background(), `SELECT pg_advisory_unlock_all()`)
-		s.nodeConn.Close()
-		s.nodeConn = nil
-	}
+	s.closeNodeConn()
 	s.nodeMu.Unlock()
 	s.stmts.close()
 	if s.rdb != s.db {
