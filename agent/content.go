@@ -306,7 +306,7 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 	// What the message holds already, so that a document in a package
 	// that also came as a plain attachment is not added twice: every
 	// part's hash, taken when a package is first opened.
-	// Parts the loop below decoded already are not decoded again.
+	// Parts the loop below decoded and keeps are not decoded again.
 	var have map[[20]byte]bool
 	decoded := map[*mimepart.Part][]byte{}
 	haveAll := func() {
@@ -385,12 +385,13 @@ func (a *Agent) inboundContent(msg []byte) ([]byte, []contentNote) {
 		if err != nil {
 			continue
 		}
-		decoded[l] = data
 		switch {
 		case isZip && xdm.LooksLikeZip(data):
 			zips = append(zips, found{l, name, data})
+			decoded[l] = data
 		case isXML && bytes.Contains(data[:min(len(data), 64<<10)], []byte("ClinicalDocument")):
 			ccdas = append(ccdas, found{l, name, data})
+			decoded[l] = data
 		}
 	}
 	for _, f := range ccdas {

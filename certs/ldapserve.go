@@ -15,6 +15,8 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/hashicorp/go-hclog"
 	"github.com/jimlambrt/gldap"
+
+	"github.com/hisp-project/hisp/internal/lograte"
 )
 
 // LDAPServer publishes the local certificates over LDAP, the second way of
@@ -36,6 +38,9 @@ type LDAPServer struct {
 	src CertSource
 	log *slog.Logger
 	mux *gldap.Mux
+	// dialErrors limits the lines of connections that could not be
+	// relayed to the library's listener.
+	dialErrors *lograte.Limiter
 }
 
 // ldapConnLife bounds an LDAP connection's life; ldapStopWait how long a
@@ -53,7 +58,7 @@ func NewLDAPServer(src CertSource, logger *slog.Logger) (*LDAPServer, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &LDAPServer{src: src, log: logger}
+	s := &LDAPServer{src: src, log: logger, dialErrors: &lograte.Limiter{Every: time.Minute, Burst: 5}}
 	mux, err := gldap.NewMux()
 	if err != nil {
 		return nil, fmt.Errorf("ldap server: %w", err)
@@ -64,14 +69,11 @@ func NewLDAPServer(src CertSource, logger *slog.Logger) (*LDAPServer, error) {
 		}
 	}
 	s.mux = mux
-	if _, err := s.newLibraryServer(); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 
-// newLibraryServer returns a server of the LDAP library routing to s; one
-// runs once.
+// newLibraryServer returns a server of the LDAP library routing to s (a
+// server runs once: Serve makes one per try of a port).
 func (s *LDAPServer) newLibraryServer() (*gldap.Server, error) {
 	// The library sets each connection's deadlines once, when it is
 	// accepted: a connection lives ldapConnLife at most, plenty for a
@@ -85,16 +87,6 @@ func (s *LDAPServer) newLibraryServer() (*gldap.Server, error) {
 		return nil, fmt.Errorf("ldap server: %w", err)
 	}
 	return srv, nil
-}
-
-// ListenAndServe serves LDAP on addr (host:port) until ctx ends, then
-// stops and returns nil; or returns why it could not listen or serve.
-func (s *LDAPServer) ListenAndServe(ctx context.Context, addr string) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("ldap server: %w", err)
-	}
-	return s.Serve(ctx, l)
 }
 
 // Serve serves LDAP on the connections l accepts until ctx ends, then
@@ -246,7 +238,11 @@ func (s *LDAPServer) relay(ctx context.Context, c net.Conn, inner string) {
 	ic, err := d.DialContext(ctx, "tcp", inner)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.log.Error("ldap server: internal listener", slog.Any("err", err))
+			// Out of descriptors under a flood, every connection fails
+			// alike: a few lines a minute say so.
+			if ok, left := s.dialErrors.Allow(time.Now()); ok {
+				s.log.Error("ldap server: internal listener", slog.Any("err", err), slog.Int("left_out", left))
+			}
 		}
 		return
 	}

@@ -101,19 +101,3 @@ func (s *Store) CheckPassword(ctx context.Context, address, password string) (st
 	}
 	return addr, nil
 }
-
-// HasPassword reports whether an address can log in.
-func (s *Store) HasPassword(ctx context.Context, address string) (bool, error) {
-	addr, _, err := NormalizeAddress(address)
-	if err != nil {
-		return false, err
-	}
-	var hash sql.NullString
-	err = s.db.QueryRowContext(ctx, `SELECT password_hash FROM addresses WHERE address = ?`, addr).Scan(&hash)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("address %s: %w", addr, ErrNotFound)
-	} else if err != nil {
-		return false, fmt.Errorf("read address %s: %w", addr, err)
-	}
-	return hash.Valid && hash.String != "", nil
-}

@@ -23,7 +23,7 @@ func TestPasswords(t *testing.T) {
 	if _, err := s.AddAddress(ctx, "Bob@Clinic.example"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _ := s.HasPassword(ctx, "bob@clinic.example"); ok {
+	if a, _ := s.Address(ctx, "bob@clinic.example"); a.Login {
 		t.Fatal("new address has a password")
 	}
 	if _, err := s.CheckPassword(ctx, "bob@clinic.example", ""); !errors.Is(err, ErrBadCredentials) {

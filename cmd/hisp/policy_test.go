@@ -59,20 +59,9 @@ func TestPolicyCommands(t *testing.T) {
 // TestDiscoverAppliesPolicies: hisp discover --domain judges a partner's
 // certificate as the gateway would, trust policies of the domain included.
 func TestDiscoverAppliesPolicies(t *testing.T) {
-	dir := t.TempDir()
-	data := "--data=" + dir
-	remoteCA := testpki.NewCA(t, "remote CA")
-	bob := testpki.Issue(t, remoteCA, testpki.Options{Email: []string{"bob@remote.example"}})
-	resolver := startDNS(t, staticCerts{zone: "remote.example", names: map[string][][]byte{"bob.remote.example": {bob.Cert.Raw}}})
-	anchorFile, _ := remoteCA.WriteFiles(t, dir, "remote-ca")
-	for _, args := range [][]string{
-		{"domain", "add", "local.example", data},
-		{"anchor", "add", "local.example", anchorFile, "--direction", "out", data},
-		{"policy", "add", "local.example", "--preset", "directtrust", "--direction", "out", data},
-	} {
-		if code, _, stderr := runCLI(t, nil, args...); code != 0 {
-			t.Fatalf("%v: %s", args, stderr)
-		}
+	_, data, resolver := discoverSetup(t)
+	if code, _, stderr := runCLI(t, nil, "policy", "add", "local.example", "--preset", "directtrust", "--direction", "out", data); code != 0 {
+		t.Fatalf("policy add: %s", stderr)
 	}
 	code, out, _ := runCLI(t, nil, "discover", "bob@remote.example", "--resolver", resolver, "--domain", "local.example", data)
 	if code != 1 || !strings.Contains(out, "trust policies: 4 rule(s) of local.example") ||
@@ -86,20 +75,7 @@ func TestDiscoverAppliesPolicies(t *testing.T) {
 // recipient in hisp discover as it does in the gateway, naming the rule:
 // the command reports a verdict rather than failing.
 func TestDiscoverUnreadablePolicyRefuses(t *testing.T) {
-	dir := t.TempDir()
-	data := "--data=" + dir
-	remoteCA := testpki.NewCA(t, "remote CA")
-	bob := testpki.Issue(t, remoteCA, testpki.Options{Email: []string{"bob@remote.example"}})
-	resolver := startDNS(t, staticCerts{zone: "remote.example", names: map[string][][]byte{"bob.remote.example": {bob.Cert.Raw}}})
-	anchorFile, _ := remoteCA.WriteFiles(t, dir, "remote-ca")
-	for _, args := range [][]string{
-		{"domain", "add", "local.example", data},
-		{"anchor", "add", "local.example", anchorFile, "--direction", "out", data},
-	} {
-		if code, _, stderr := runCLI(t, nil, args...); code != 0 {
-			t.Fatalf("%v: %s", args, stderr)
-		}
-	}
+	dir, data, resolver := discoverSetup(t)
 	code, out, _ := runCLI(t, nil, "discover", "bob@remote.example", "--resolver", resolver, "--domain", "local.example", data)
 	if code != 0 {
 		t.Fatalf("without rules: exit %d\n%s", code, out)
@@ -118,4 +94,27 @@ func TestDiscoverUnreadablePolicyRefuses(t *testing.T) {
 	if code != 1 || !strings.Contains(out, `trust policy "broken" of local.example is unreadable`) {
 		t.Errorf("exit %d\n%s\n%s", code, out, stderr)
 	}
+}
+
+// discoverSetup makes a data directory with local.example anchoring a
+// remote CA for recipients, and a DNS server publishing the certificate of
+// bob@remote.example from that CA: the data directory, its --data flag and
+// the resolver's address.
+func discoverSetup(t *testing.T) (dir, data, resolver string) {
+	t.Helper()
+	dir = t.TempDir()
+	data = "--data=" + dir
+	remoteCA := testpki.NewCA(t, "remote CA")
+	bob := testpki.Issue(t, remoteCA, testpki.Options{Email: []string{"bob@remote.example"}})
+	resolver = startDNS(t, staticCerts{zone: "remote.example", names: map[string][][]byte{"bob.remote.example": {bob.Cert.Raw}}})
+	anchorFile, _ := remoteCA.WriteFiles(t, dir, "remote-ca")
+	for _, args := range [][]string{
+		{"domain", "add", "local.example", data},
+		{"anchor", "add", "local.example", anchorFile, "--direction", "out", data},
+	} {
+		if code, _, stderr := runCLI(t, nil, args...); code != 0 {
+			t.Fatalf("%v: %s", args, stderr)
+		}
+	}
+	return dir, data, resolver
 }
