@@ -114,14 +114,11 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// sending for its domains) the envelope sender, whose mailbox, when it
 	// has one, gets the notices. A relay gets no Sent copy.
 	sub := submitterOf(env)
-	sender := sub.address()
 	origin := "submission " + env.RemoteAddr
-	var sent *store.Filing
-	if env.RelayDomains != nil {
-		origin += " relay " + env.User
-	} else {
-		sent = &store.Filing{Address: sender, Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()}
+	if sub.relay != "" {
+		origin += relayOrigin + sub.relay
 	}
+	sent := m.sentCopy(sub, res)
 	// The delivery tracking and the sender's Sent copy are committed in
 	// the transaction that queues the message: no commit of their own, and
 	// there exactly when it was sent (so no notice can come back before
@@ -170,13 +167,30 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 		m.log.Info("recipients deferred", "message", res.MessageID, "recipients", len(d.Recipients))
 	}
 	m.trackQueued(q)
-	if q.FilingErr != nil {
-		m.log.Warn("file Sent copy", "user", sender, "err", q.FilingErr)
-	} else if sent != nil {
-		m.filed()
-	}
+	m.sentFiled(q, sent)
 	m.reportDropped(ctx, sub, res, permanent)
 	return nil, nil
+}
+
+// sentCopy is the copy of a submission for its sender's Sent folder, nil
+// for a relay account's (an EHR keeps its own records).
+func (m *mail) sentCopy(sub submitter, res *agent.OutboundResult) *store.Filing {
+	if sub.relay != "" {
+		return nil
+	}
+	return &store.Filing{Address: sub.address(), Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()}
+}
+
+// sentFiled says how the Sent copy queued with q went: the IMAP server
+// hears of a filed one, a failed one is logged (the message is queued
+// all the same).
+func (m *mail) sentFiled(q store.EnqueueResult, sent *store.Filing) {
+	switch {
+	case q.FilingErr != nil:
+		m.log.Warn("file Sent copy", "user", sent.Address, "err", q.FilingErr)
+	case sent != nil:
+		m.filed()
+	}
 }
 
 // reportDropped files in the sender's INBOX the DSN about the recipients

@@ -112,10 +112,7 @@ func relayOf(q store.QueuedMessage) string {
 // good, and the client 250.
 func (m *mail) deferAll(ctx context.Context, env smtp.Envelope, res *agent.OutboundResult) *smtp.Reply {
 	sub := submitterOf(env)
-	var sent *store.Filing
-	if env.RelayDomains == nil {
-		sent = &store.Filing{Address: sub.address(), Mailbox: "Sent", Message: res.Message, Flags: []string{`\Seen`}, Date: m.now()}
-	}
+	sent := m.sentCopy(sub, res)
 	d := m.deferredCopy(sub, res)
 	q, err := m.queue.EnqueueWith(ctx, *d, store.EnqueueExtras{Filing: sent})
 	if err != nil {
@@ -123,11 +120,7 @@ func (m *mail) deferAll(ctx context.Context, env smtp.Envelope, res *agent.Outbo
 		return localFailure
 	}
 	m.wake()
-	if q.FilingErr != nil {
-		m.log.Warn("file Sent copy", "user", sub.address(), "err", q.FilingErr)
-	} else if sent != nil {
-		m.filed()
-	}
+	m.sentFiled(q, sent)
 	m.log.Info("recipients deferred", "message", res.MessageID, "recipients", len(d.Recipients))
 	m.trackFailures(ctx, sub, res, permanent)
 	m.reportDropped(ctx, sub, res, permanent)
