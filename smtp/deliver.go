@@ -804,11 +804,11 @@ func (d *Deliverer) store(batch []record) {
 	// one that can in a goroutine of its own (a lock is waited for by the
 	// busy timeout).
 	sctx := context.Background()
-	err := d.q.UpdateRecipients(sctx, d.cfg.Now(), all)
+	err := d.storeOutcomes(sctx, all)
 	failed := false
 	for _, r := range batch {
 		if err != nil && len(batch) > 1 {
-			err := d.q.UpdateRecipients(sctx, d.cfg.Now(), r.updates)
+			err := d.storeOutcomes(sctx, r.updates)
 			if !d.stored(r, err) {
 				continue
 			}
@@ -826,6 +826,29 @@ func (d *Deliverer) store(batch []record) {
 		d.failedSince.Store(true)
 		d.Wake() // the failure DSN
 	}
+}
+
+// outcomeRetries are the waits before storing outcomes again after a
+// failure: a PostgreSQL deadlock or failover, a store busy past its
+// timeout. Outcomes never stored leave their recipients delivering, to be
+// delivered a second time once their claim runs out.
+var outcomeRetries = [...]time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second}
+
+// storeOutcomes stores the outcomes of attempts, trying again after a
+// failure (outcomeRetries); each try is one transaction, all or nothing,
+// and changes only recipients this node still holds, so a try that
+// committed unseen makes the next change nothing.
+func (d *Deliverer) storeOutcomes(ctx context.Context, updates []store.RecipientUpdate) error {
+	err := d.q.UpdateRecipients(ctx, d.cfg.Now(), updates)
+	for _, wait := range outcomeRetries {
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		d.log.Warn("record delivery outcomes, trying again", slog.Duration("in", wait), slog.String("error", err.Error()))
+		time.Sleep(wait)
+		err = d.q.UpdateRecipients(ctx, d.cfg.Now(), updates)
+	}
+	return err
 }
 
 // stored counts the outcomes of a job once recorded, so that a scrape

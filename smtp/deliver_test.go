@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -882,4 +883,41 @@ func TestDeliverHandedOverKeepsConnection(t *testing.T) {
 	}
 	cancel()
 	tcheck(t, <-done, "run")
+}
+
+// failingOutcomes is a queue whose first fails stores of outcomes fail, as
+// a PostgreSQL deadlock or failover makes them.
+type failingOutcomes struct {
+	Queue
+	fails atomic.Int32
+}
+
+func (q *failingOutcomes) UpdateRecipients(ctx context.Context, now time.Time, updates []store.RecipientUpdate) error {
+	if q.fails.Add(-1) >= 0 {
+		return errors.New("deadlock detected")
+	}
+	return q.Queue.UpdateRecipients(ctx, now, updates)
+}
+
+// TestDeliverOutcomeStoredAfterFailures: an outcome whose first stores
+// fail is stored on a later try: the recipient is delivered once and
+// recorded so, not left delivering for a second delivery once its claim
+// runs out.
+func TestDeliverOutcomeStoredAfterFailures(t *testing.T) {
+	st := queueStore(t)
+	sk := startSink(t, "", nil)
+	id := enqueue(t, st, nil, "alice@a.example", "carol@route.test")
+	q := &failingOutcomes{Queue: st}
+	q.fails.Store(2)
+	_, log := runDeliverer(t, DelivererConfig{Queue: q, Routes: map[string]Route{"route.test": {Addr: sk.addr}}})
+	r := waitState(t, st, id, "carol@route.test", inState(store.StateDelivered))
+	if r.Attempts != 1 {
+		t.Fatalf("delivered after %d attempts", r.Attempts)
+	}
+	if _, _, msgs := sk.snapshot(); len(msgs) != 1 {
+		t.Fatalf("sink got %d messages", len(msgs))
+	}
+	if !strings.Contains(log.String(), "record delivery outcomes, trying again") {
+		t.Errorf("no retry logged:\n%s", log.String())
+	}
 }
