@@ -1,14 +1,12 @@
 package conformance
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,23 +55,12 @@ func (r *run) checkMX(ctx context.Context) ([]string, bool) {
 		r.fail("mx", "%s does not exist (NXDOMAIN from %s)", d, server)
 		return nil, false
 	}
-	var mxs []*dns.MX
-	for _, rr := range resp.Answer {
-		if mx, ok := rr.(*dns.MX); ok {
-			mxs = append(mxs, mx)
-		}
-	}
-	slices.SortStableFunc(mxs, func(a, b *dns.MX) int { return cmp.Compare(a.Preference, b.Preference) })
-	if len(mxs) == 1 && (mxs[0].Mx == "." || mxs[0].Mx == "") {
+	mxs := dnsclient.MXRecords(resp)
+	if dnsclient.NullMX(mxs) {
 		r.fail("mx", "%s publishes a null MX (RFC 7505): it accepts no mail", d)
 		return nil, false
 	}
-	var hosts []string
-	for _, mx := range mxs {
-		if h := strings.ToLower(strings.TrimSuffix(mx.Mx, ".")); h != "" && !slices.Contains(hosts, h) {
-			hosts = append(hosts, h)
-		}
-	}
+	hosts := dnsclient.MXHosts(mxs)
 	if len(hosts) == 0 {
 		// Implicit MX: the domain must have an address itself.
 		if _, err := r.addrs(ctx, d); err != nil {
@@ -101,32 +88,16 @@ const dnsTimeout = 3 * time.Second
 
 // addrs resolves a host's IPv4 and IPv6 addresses; an IP literal is its own.
 func (r *run) addrs(ctx context.Context, host string) ([]string, error) {
-	if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
-		return []string{ip.String()}, nil
-	}
-	dc := r.dns()
-	var out []string
-	var errs []error
-	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		resp, _, err := dc.Query(ctx, host, qt)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, rr := range resp.Answer {
-			switch v := rr.(type) {
-			case *dns.A:
-				out = append(out, v.A.String())
-			case *dns.AAAA:
-				out = append(out, v.AAAA.String())
-			}
-		}
-	}
-	if len(out) == 0 {
-		if len(errs) > 0 {
-			return nil, errors.Join(errs...)
+	a := r.dns().LookupAddrs(ctx, host)
+	if len(a.IPs) == 0 {
+		if a.Err != nil {
+			return nil, a.Err
 		}
 		return nil, fmt.Errorf("%s has no A or AAAA record", host)
+	}
+	out := make([]string, len(a.IPs))
+	for i, ip := range a.IPs {
+		out[i] = ip.String()
 	}
 	return out, nil
 }

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/hisp-project/hisp/dnsclient"
@@ -59,68 +58,33 @@ func (r *resolver) lookupMX(ctx context.Context, domain string) ([]string, error
 	if resp.Rcode == dns.RcodeNameError {
 		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("domain %s does not exist", domain)}
 	}
-	var mxs []*dns.MX
-	for _, rr := range resp.Answer {
-		if mx, ok := rr.(*dns.MX); ok {
-			mxs = append(mxs, mx)
-		}
-	}
+	mxs := dnsclient.MXRecords(resp)
 	if len(mxs) == 0 {
 		return []string{domain}, nil
 	}
-	if len(mxs) == 1 && (mxs[0].Mx == "." || mxs[0].Mx == "") {
+	if dnsclient.NullMX(mxs) {
 		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("%s: %w", domain, errNullMX)}
 	}
+	// Hosts of equal preference are tried in a random order, spreading
+	// the load among them.
 	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
 	slices.SortStableFunc(mxs, func(a, b *dns.MX) int { return cmp.Compare(a.Preference, b.Preference) })
-	var hosts []string
-	for _, mx := range mxs {
-		h := strings.ToLower(strings.TrimSuffix(mx.Mx, "."))
-		if h != "" && !slices.Contains(hosts, h) {
-			hosts = append(hosts, h)
-		}
-	}
-	if len(hosts) == 0 {
-		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("%s: %w", domain, errNullMX)}
-	}
-	return hosts, nil
+	return dnsclient.MXHosts(mxs), nil
 }
 
 // lookupIP returns the IPv4 then IPv6 addresses of a host (an IP literal is
 // its own address). The error is permanent when DNS answered that the host
 // has no address (rather than failing to answer).
 func (r *resolver) lookupIP(ctx context.Context, host string) ([]net.IP, error) {
-	if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
-		return []net.IP{ip}, nil
-	}
-	var ips []net.IP
-	var errs []error
-	nx := 0 // NXDOMAIN answers
-	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		resp, err := r.query(ctx, host, qt)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if resp.Rcode == dns.RcodeNameError {
-			nx++
-		}
-		for _, rr := range resp.Answer {
-			switch v := rr.(type) {
-			case *dns.A:
-				ips = append(ips, v.A)
-			case *dns.AAAA:
-				ips = append(ips, v.AAAA)
-			}
-		}
-	}
-	if len(ips) > 0 {
-		return ips, nil
-	}
-	if len(errs) > 0 {
-		return nil, &dnsError{name: host, err: errors.Join(errs...)}
-	}
-	if nx == 2 {
+	ctx, cancel := context.WithTimeout(ctx, 2*r.timeout)
+	defer cancel()
+	a := dnsclient.Client{Server: r.addr, Timeout: r.timeout}.LookupAddrs(ctx, host)
+	switch {
+	case len(a.IPs) > 0:
+		return a.IPs, nil
+	case a.Err != nil:
+		return nil, &dnsError{name: host, err: a.Err}
+	case a.NXDomain:
 		return nil, &dnsError{name: host, permanent: true, err: fmt.Errorf("host %s does not exist", host)}
 	}
 	return nil, &dnsError{name: host, permanent: true, err: fmt.Errorf("host %s has no address", host)}
