@@ -34,6 +34,7 @@ func (s *server) startMail(ctx context.Context, run func(string, func(context.Co
 	// One login limiter for IMAP and submission: guesses at an address's
 	// password count together, whichever way they come.
 	logins := loginlimit.New(nil)
+	run("login-ips", s.rememberLoginIPs(ctx, logins))
 	var imapSrv *imap.Server
 	if cfg.Listen.IMAP != "" || cfg.Listen.IMAPS != "" {
 		// Mail filed by other nodes of a PostgreSQL store wakes IDLE

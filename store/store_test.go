@@ -819,3 +819,33 @@ func TestAddressesLoginAndCertificates(t *testing.T) {
 		t.Errorf("unknown address: %v", err)
 	}
 }
+
+// TestLoginIPs: logins are remembered per name and client IP, a later one
+// replaces an earlier one (never the other way), and old ones are
+// forgotten.
+func TestLoginIPs(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	t0 := time.Now().Truncate(time.Millisecond)
+	tcheck(t, s.RememberLoginIP(ctx, "alice@a.example", "192.0.2.1", t0, time.Time{}), "remember")
+	tcheck(t, s.RememberLoginIP(ctx, "alice@a.example", "2001:db8::", t0.Add(time.Minute), time.Time{}), "remember v6")
+	tcheck(t, s.RememberLoginIP(ctx, "alice@a.example", "192.0.2.1", t0.Add(-time.Hour), time.Time{}), "remember an older one")
+	tcheck(t, s.RememberLoginIP(ctx, "bob@a.example", "192.0.2.9", t0.Add(-48*time.Hour), time.Time{}), "remember bob")
+	got, err := s.LoginIPs(ctx, t0.Add(-24*time.Hour))
+	tcheck(t, err, "list")
+	if len(got) != 2 || got[0].IP != "192.0.2.1" || !got[0].LastGood.Equal(t0) || got[1].IP != "2001:db8::" {
+		t.Fatalf("logins since a day: %+v", got)
+	}
+	// A login forgets those older than asked.
+	tcheck(t, s.RememberLoginIP(ctx, "carol@a.example", "192.0.2.3", t0, t0.Add(-24*time.Hour)), "remember carol")
+	all, err := s.LoginIPs(ctx, time.Time{})
+	tcheck(t, err, "list all")
+	for _, l := range all {
+		if l.Name == "bob@a.example" {
+			t.Fatalf("bob's two-day-old login kept: %+v", all)
+		}
+	}
+	if len(all) != 3 {
+		t.Fatalf("all logins: %+v", all)
+	}
+}

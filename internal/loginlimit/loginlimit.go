@@ -18,6 +18,8 @@
 // name logged in successfully within KnownGoodFor (a known-good IP), and
 // an attempt the caller trusts (a verified TLS client certificate), skip
 // the name and IP gates and wait only for failures of their own pair.
+// The caller may keep the known-good IPs across restarts and nodes
+// (Remember, KnownGood).
 // At most MaxWaiters attempts wait at a gate; more are answered at once as
 // busy (try again later) without checking their password, so a flood
 // neither queues for hours nor holds sockets. An attempt whose client
@@ -69,10 +71,38 @@ var ErrBusy = errors.New("too many login attempts waiting, try again later")
 // for concurrent use.
 type Limiter struct {
 	now func() time.Time
+	// remember, when set (Remember), is told of a name's login from an IP
+	// that was not known-good, or was last known-good a RememberEvery ago:
+	// to keep the known-good IPs across restarts and share them between
+	// nodes.
+	remember func(name, ip string, at time.Time)
 
 	mu      sync.Mutex
 	entries map[string]*gate
 	good    map[string]map[string]time.Time // name -> IP -> last good login
+}
+
+// RememberEvery is how often a name's login from a known-good IP is
+// passed on to the Remember function again (its time refreshed).
+const RememberEvery = 24 * time.Hour
+
+// Remember has the limiter call f, outside its lock, for a successful
+// login that makes an IP known-good for a name or refreshes one last
+// refreshed RememberEvery ago; ip is the client's key (an IPv4 address or
+// an IPv6 /64). Set it before the limiter is used; f must not block.
+func (l *Limiter) Remember(f func(name, ip string, at time.Time)) { l.remember = f }
+
+// KnownGood makes ip (a client key as Remember gives it) known-good for
+// name as of at, unless the limiter knows of a later login: what was
+// remembered before a restart, or by another node.
+func (l *Limiter) KnownGood(name, ip string, at time.Time) {
+	now := l.now()
+	if now.Sub(at) > KnownGoodFor {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.markGoodLocked(normalName(name), client(ip), at, now)
 }
 
 // gate is the failure count and turn schedule of a name, an IP or a pair.
@@ -319,7 +349,19 @@ func (l *Limiter) Succeed(username, ip string) {
 	} else {
 		delete(l.entries, k)
 	}
-	name := normalName(username)
+	name, ip := normalName(username), client(ip)
+	last, known := l.good[name][ip]
+	l.markGoodLocked(name, ip, now, now)
+	if l.remember != nil && (!known || now.Sub(last) >= RememberEvery) {
+		l.mu.Unlock()
+		l.remember(name, ip, now)
+		l.mu.Lock()
+	}
+}
+
+// markGoodLocked makes ip known-good for name as of at, keeping at most
+// KnownGoodPerName IPs per name (the latest).
+func (l *Limiter) markGoodLocked(name, ip string, at, now time.Time) {
 	ips := l.good[name]
 	if ips == nil {
 		if len(l.good) >= MaxEntries {
@@ -328,17 +370,25 @@ func (l *Limiter) Succeed(username, ip string) {
 		ips = make(map[string]time.Time)
 		l.good[name] = ips
 	}
-	ip = client(ip)
-	if _, ok := ips[ip]; !ok && len(ips) >= KnownGoodPerName {
+	if prev, ok := ips[ip]; ok {
+		if at.After(prev) {
+			ips[ip] = at
+		}
+		return
+	}
+	if len(ips) >= KnownGoodPerName {
 		oldest := ""
-		for k, at := range ips {
-			if oldest == "" || at.Before(ips[oldest]) {
+		for k, t := range ips {
+			if oldest == "" || t.Before(ips[oldest]) {
 				oldest = k
 			}
 		}
+		if !at.After(ips[oldest]) {
+			return // older than every one kept
+		}
 		delete(ips, oldest)
 	}
-	ips[ip] = now
+	ips[ip] = at
 }
 
 // forgetGoodLocked makes room in the known-good table: expired names go,

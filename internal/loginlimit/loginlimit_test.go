@@ -242,3 +242,34 @@ func TestSpellings(t *testing.T) {
 		t.Error("another address of the same /64 did not wait at the pair's gate")
 	}
 }
+
+// TestRememberKnownGood: a login from an IP not known-good for the name
+// is passed on once, again only a RememberEvery later; an IP made
+// known-good from outside (KnownGood) skips the name's gate, unless it is
+// older than KnownGoodFor.
+func TestRememberKnownGood(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	l := New(func() time.Time { return now })
+	var told []string
+	l.Remember(func(name, ip string, at time.Time) { told = append(told, name+" "+ip) })
+	l.Succeed("Alice@A.example", "192.0.2.1")
+	l.Succeed("alice@a.example", "192.0.2.1")
+	now = now.Add(RememberEvery)
+	l.Succeed("alice@a.example", "192.0.2.1")
+	if len(told) != 2 || told[0] != "alice@a.example 192.0.2.1" {
+		t.Fatalf("told %q", told)
+	}
+
+	l.KnownGood("bob@a.example", "198.51.100.2", now.Add(-time.Hour))
+	l.KnownGood("bob@a.example", "198.51.100.3", now.Add(-KnownGoodFor-time.Hour))
+	for range 6 {
+		l.Fail("bob@a.example", "203.0.113.9")
+	}
+	for ip, wait := range map[string]bool{"198.51.100.2": false, "198.51.100.3": true} {
+		tk, err := l.Book(Attempt{Name: "bob@a.example", IP: ip})
+		if err != nil || (tk.Wait > 0) != wait {
+			t.Errorf("bob from %s: wait %v, %v", ip, tk.Wait, err)
+		}
+		tk.Abandon()
+	}
+}
