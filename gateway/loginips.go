@@ -57,7 +57,11 @@ func (s *server) rememberLoginIPs(ctx context.Context, logins *loginlimit.Limite
 					s.log.Warn("remember known-good login IP", "err", err)
 				}
 			case <-refresh:
-				since = load(ctx, since)
+				// A minute back: another node's row may be written a
+				// little after its time.
+				if latest := load(ctx, since.Add(-loginIPRefresh)); latest.After(since) {
+					since = latest
+				}
 			}
 		}
 	}
