@@ -79,8 +79,12 @@ type Limiter struct {
 
 	mu      sync.Mutex
 	entries map[string]*gate
-	good    map[string]map[string]time.Time // name -> IP -> last good login
+	good    map[string]map[string]goodIP // name -> IP -> its last good login
 }
+
+// goodIP is a known-good IP of a name: its last good login, and the time
+// of the last one told to the Remember function.
+type goodIP struct{ at, told time.Time }
 
 // RememberEvery is how often a name's login from a known-good IP is
 // passed on to the Remember function again (its time refreshed).
@@ -102,7 +106,7 @@ func (l *Limiter) KnownGood(name, ip string, at time.Time) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.markGoodLocked(normalName(name), client(ip), at, now)
+	l.markGoodLocked(normalName(name), client(ip), goodIP{at: at, told: at}, now)
 }
 
 // gate is the failure count and turn schedule of a name, an IP or a pair.
@@ -136,7 +140,7 @@ func New(now func() time.Time) *Limiter {
 	if now == nil {
 		now = time.Now
 	}
-	return &Limiter{now: now, entries: make(map[string]*gate), good: make(map[string]map[string]time.Time)}
+	return &Limiter{now: now, entries: make(map[string]*gate), good: make(map[string]map[string]goodIP)}
 }
 
 // normalName is the form of a login name the counts are kept under: every
@@ -277,8 +281,8 @@ func (t *Ticket) end(abandon bool) {
 
 // knownGoodLocked reports whether name logged in from ip lately.
 func (l *Limiter) knownGoodLocked(username, ip string, now time.Time) bool {
-	at, ok := l.good[normalName(username)][client(ip)]
-	return ok && now.Sub(at) <= KnownGoodFor
+	g, ok := l.good[normalName(username)][client(ip)]
+	return ok && now.Sub(g.at) <= KnownGoodFor
 }
 
 // Fail records a failed login and returns how long to wait before
@@ -350,53 +354,62 @@ func (l *Limiter) Succeed(username, ip string) {
 		delete(l.entries, k)
 	}
 	name, ip := normalName(username), client(ip)
-	last, known := l.good[name][ip]
-	l.markGoodLocked(name, ip, now, now)
-	if l.remember != nil && (!known || now.Sub(last) >= RememberEvery) {
+	g := goodIP{at: now}
+	tell := l.remember != nil && now.Sub(l.good[name][ip].told) >= RememberEvery
+	if tell {
+		g.told = now
+	}
+	l.markGoodLocked(name, ip, g, now)
+	if tell {
 		l.mu.Unlock()
 		l.remember(name, ip, now)
 		l.mu.Lock()
 	}
 }
 
-// markGoodLocked makes ip known-good for name as of at, keeping at most
-// KnownGoodPerName IPs per name (the latest).
-func (l *Limiter) markGoodLocked(name, ip string, at, now time.Time) {
+// markGoodLocked makes ip known-good for name as of g (the later of each
+// time it knows and g's), keeping at most KnownGoodPerName IPs per name
+// (those of the latest logins).
+func (l *Limiter) markGoodLocked(name, ip string, g goodIP, now time.Time) {
 	ips := l.good[name]
 	if ips == nil {
 		if len(l.good) >= MaxEntries {
 			l.forgetGoodLocked(now)
 		}
-		ips = make(map[string]time.Time)
+		ips = make(map[string]goodIP)
 		l.good[name] = ips
 	}
 	if prev, ok := ips[ip]; ok {
-		if at.After(prev) {
-			ips[ip] = at
+		if prev.at.After(g.at) {
+			g.at = prev.at
 		}
+		if prev.told.After(g.told) {
+			g.told = prev.told
+		}
+		ips[ip] = g
 		return
 	}
 	if len(ips) >= KnownGoodPerName {
 		oldest := ""
-		for k, t := range ips {
-			if oldest == "" || t.Before(ips[oldest]) {
+		for k, o := range ips {
+			if oldest == "" || o.at.Before(ips[oldest].at) {
 				oldest = k
 			}
 		}
-		if !at.After(ips[oldest]) {
+		if !g.at.After(ips[oldest].at) {
 			return // older than every one kept
 		}
 		delete(ips, oldest)
 	}
-	ips[ip] = at
+	ips[ip] = g
 }
 
 // forgetGoodLocked makes room in the known-good table: expired names go,
 // then any, down to 99%.
 func (l *Limiter) forgetGoodLocked(now time.Time) {
 	for name, ips := range l.good {
-		for ip, at := range ips {
-			if now.Sub(at) > KnownGoodFor {
+		for ip, g := range ips {
+			if now.Sub(g.at) > KnownGoodFor {
 				delete(ips, ip)
 			}
 		}

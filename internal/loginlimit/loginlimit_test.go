@@ -253,10 +253,19 @@ func TestRememberKnownGood(t *testing.T) {
 	var told []string
 	l.Remember(func(name, ip string, at time.Time) { told = append(told, name+" "+ip) })
 	l.Succeed("Alice@A.example", "192.0.2.1")
-	l.Succeed("alice@a.example", "192.0.2.1")
-	now = now.Add(RememberEvery)
-	l.Succeed("alice@a.example", "192.0.2.1")
+	// Logins every hour: told again once a RememberEvery has passed since
+	// the last one told, however recent the last login.
+	for range 24 {
+		now = now.Add(time.Hour)
+		l.Succeed("alice@a.example", "192.0.2.1")
+	}
 	if len(told) != 2 || told[0] != "alice@a.example 192.0.2.1" {
+		t.Fatalf("told %q", told)
+	}
+	// One known from the store (as of an hour ago) is not told again yet.
+	l.KnownGood("carol@a.example", "192.0.2.3", now.Add(-time.Hour))
+	l.Succeed("carol@a.example", "192.0.2.3")
+	if len(told) != 2 {
 		t.Fatalf("told %q", told)
 	}
 
