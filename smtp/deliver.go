@@ -352,7 +352,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	recorded := make(chan struct{})
 	go func() {
 		defer close(recorded)
-		d.recorder()
+		d.recorder(hard)
 	}()
 	d.mu.Lock()
 	d.running, d.ctx, d.hard = true, ctx, hard
@@ -768,7 +768,7 @@ func (d *Deliverer) record(j job, updates []store.RecipientUpdate) {
 // (DelivererConfig.Attempts) and wakes Run for failure DSNs. Until an
 // outcome is stored its recipients stay in delivering, due again after a
 // crash (RecoverQueue), so an attempt is never lost.
-func (d *Deliverer) recorder() {
+func (d *Deliverer) recorder(hard context.Context) {
 	for first := range d.records {
 		batch := []record{first}
 	gather:
@@ -783,14 +783,14 @@ func (d *Deliverer) recorder() {
 				break gather
 			}
 		}
-		d.store(batch)
+		d.store(hard, batch)
 	}
 }
 
 // store commits a batch of outcomes; when the batch fails as a whole,
 // each job's outcomes are tried alone, so that one cannot keep the
 // others from the record.
-func (d *Deliverer) store(batch []record) {
+func (d *Deliverer) store(hard context.Context, batch []record) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, r := range batch {
@@ -804,11 +804,12 @@ func (d *Deliverer) store(batch []record) {
 	// one that can in a goroutine of its own (a lock is waited for by the
 	// busy timeout).
 	sctx := context.Background()
-	err := d.storeOutcomes(sctx, all)
+	err := d.storeOutcomes(hard, all)
 	failed := false
 	for _, r := range batch {
 		if err != nil && len(batch) > 1 {
-			err := d.storeOutcomes(sctx, r.updates)
+			// The batch's tries waited out a passing failure: one try each.
+			err := d.q.UpdateRecipients(sctx, d.cfg.Now(), r.updates)
 			if !d.stored(r, err) {
 				continue
 			}
@@ -835,18 +836,25 @@ func (d *Deliverer) store(batch []record) {
 var outcomeRetries = [...]time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second, 5 * time.Second}
 
 // storeOutcomes stores the outcomes of attempts, trying again after a
-// failure (outcomeRetries); each try is one transaction, all or nothing,
-// and changes only recipients this node still holds, so a try that
-// committed unseen makes the next change nothing.
-func (d *Deliverer) storeOutcomes(ctx context.Context, updates []store.RecipientUpdate) error {
-	err := d.q.UpdateRecipients(ctx, d.cfg.Now(), updates)
+// failure (outcomeRetries) until stop ends (the deliverer's shutdown
+// grace); each try is one transaction, all or nothing, and changes only
+// recipients this node still holds, so a try that committed unseen makes
+// the next change nothing. Its statements run under a context that cannot
+// end (the SQLite driver runs each statement of one that can in a
+// goroutine of its own).
+func (d *Deliverer) storeOutcomes(stop context.Context, updates []store.RecipientUpdate) error {
+	err := d.q.UpdateRecipients(context.Background(), d.cfg.Now(), updates)
 	for _, wait := range outcomeRetries {
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
 			break
 		}
 		d.log.Warn("record delivery outcomes, trying again", slog.Duration("in", wait), slog.String("error", err.Error()))
-		time.Sleep(wait)
-		err = d.q.UpdateRecipients(ctx, d.cfg.Now(), updates)
+		select {
+		case <-time.After(wait):
+		case <-stop.Done():
+			return err
+		}
+		err = d.q.UpdateRecipients(context.Background(), d.cfg.Now(), updates)
 	}
 	return err
 }

@@ -921,3 +921,29 @@ func TestDeliverOutcomeStoredAfterFailures(t *testing.T) {
 		t.Errorf("no retry logged:\n%s", log.String())
 	}
 }
+
+// TestDeliverOutcomeFailuresEndAtShutdown: outcomes the store keeps
+// refusing are tried again only until the shutdown grace ends: a stop
+// does not wait out the whole retry schedule.
+func TestDeliverOutcomeFailuresEndAtShutdown(t *testing.T) {
+	st := queueStore(t)
+	sk := startSink(t, "", nil)
+	enqueue(t, st, nil, "alice@a.example", "carol@route.test")
+	q := &failingOutcomes{Queue: st}
+	q.fails.Store(1 << 20)
+	log, buf := testLogger(t)
+	d, err := NewDeliverer(DelivererConfig{Queue: q, Logger: log, Hostname: "hisp.a.example", PollInterval: 20 * time.Millisecond,
+		ShutdownGrace: 100 * time.Millisecond, Routes: map[string]Route{"route.test": {Addr: sk.addr}}})
+	tcheck(t, err, "new deliverer")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "a failed store of the outcome", func() bool {
+		return strings.Contains(buf.String(), "record delivery outcomes, trying again")
+	})
+	cancel()
+	tcheck(t, <-done, "run")
+	if _, _, msgs := sk.snapshot(); len(msgs) != 1 {
+		t.Fatalf("sink got %d messages", len(msgs))
+	}
+}
