@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/miekg/dns"
 )
@@ -57,24 +58,40 @@ type Addrs struct {
 	Err      error // the failed look-ups, joined; nil when both answered
 }
 
-// LookupAddrs asks for a host's A and AAAA records.
+// LookupAddrs asks for a host's A and AAAA records, both at once (the
+// caller's deadline bounds each, not their sum: a server that never
+// answers one still gives the other).
 func (c Client) LookupAddrs(ctx context.Context, host string) Addrs {
 	if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
 		return Addrs{IPs: []net.IP{ip}}
 	}
+	type answer struct {
+		resp *dns.Msg
+		err  error
+	}
+	var answers [2]answer
+	var wg sync.WaitGroup
+	for i, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _, err := c.Query(ctx, host, qt)
+			answers[i] = answer{resp, err}
+		}()
+	}
+	wg.Wait()
 	var a Addrs
 	var errs []error
 	nx := 0
-	for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-		resp, _, err := c.Query(ctx, host, qt)
-		if err != nil {
-			errs = append(errs, err)
+	for _, an := range answers {
+		if an.err != nil {
+			errs = append(errs, an.err)
 			continue
 		}
-		if resp.Rcode == dns.RcodeNameError {
+		if an.resp.Rcode == dns.RcodeNameError {
 			nx++
 		}
-		for _, rr := range resp.Answer {
+		for _, rr := range an.resp.Answer {
 			switch v := rr.(type) {
 			case *dns.A:
 				a.IPs = append(a.IPs, v.A)

@@ -1,13 +1,11 @@
 package smtp
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"slices"
 	"time"
 
 	"github.com/hisp-project/hisp/dnsclient"
@@ -67,8 +65,15 @@ func (r *resolver) lookupMX(ctx context.Context, domain string) ([]string, error
 	}
 	// Hosts of equal preference are tried in a random order, spreading
 	// the load among them.
-	rand.Shuffle(len(mxs), func(i, j int) { mxs[i], mxs[j] = mxs[j], mxs[i] })
-	slices.SortStableFunc(mxs, func(a, b *dns.MX) int { return cmp.Compare(a.Preference, b.Preference) })
+	for i := 0; i < len(mxs); {
+		j := i + 1
+		for j < len(mxs) && mxs[j].Preference == mxs[i].Preference {
+			j++
+		}
+		run := mxs[i:j]
+		rand.Shuffle(len(run), func(a, b int) { run[a], run[b] = run[b], run[a] })
+		i = j
+	}
 	return dnsclient.MXHosts(mxs), nil
 }
 
@@ -76,7 +81,7 @@ func (r *resolver) lookupMX(ctx context.Context, domain string) ([]string, error
 // its own address). The error is permanent when DNS answered that the host
 // has no address (rather than failing to answer).
 func (r *resolver) lookupIP(ctx context.Context, host string) ([]net.IP, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
 	a := dnsclient.Client{Server: r.addr, Timeout: r.timeout}.LookupAddrs(ctx, host)
 	switch {
