@@ -61,11 +61,12 @@ const nodeLockClass = 0x6869_7370
 // connection of its own (not one of the pool's); a process that dies
 // loses it with its connection, so a node restarted at once gets its name
 // back. An error wrapping ErrNodeInUse when another process holds the
-// name. Called again (CheckNode does, as the node renews its leases), it
-// checks that the session still holds the lock and, when the session was
-// lost (a database restart, a failover), takes the lock again on a new
-// one. Nothing to do on SQLite, whose one process per data directory its
-// caller ensures.
+// name. Called again (the gateway does, as the node renews its leases),
+// it checks that the session still holds the lock and, when the session
+// was lost (a database restart, a failover, a network cut), takes the lock
+// again on a new one, ending the old session first when the server still
+// runs it (it would hold the lock until TCP keepalive noticed). Nothing to
+// do on SQLite, whose one process per data directory its caller ensures.
 func (s *Store) HoldNode(ctx context.Context) error {
 	if s.db.engine != enginePostgres {
 		return nil
@@ -76,21 +77,43 @@ func (s *Store) HoldNode(ctx context.Context) error {
 	key := int32(h.Sum32())
 	s.nodeMu.Lock()
 	defer s.nodeMu.Unlock()
+	var lostPID uint32 // the backend of a session lost on our side
 	if s.nodeConn != nil {
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := s.nodeConn.Ping(pctx)
 		cancel()
-		if err == nil {
-			return nil
+		if err == nil || ctx.Err() != nil {
+			return ctx.Err() // held, or stopping: keep it to the end
 		}
+		lostPID = s.nodeConn.PgConn().PID()
 		s.closeNodeConn()
 	}
 	c, err := pgx.ConnectConfig(ctx, s.pgConfig)
 	if err != nil {
 		return fmt.Errorf("hold node name %s: %w", name, err)
 	}
-	var ok bool
-	if err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(nodeLockClass), key).Scan(&ok); err != nil {
+	lock := func() (bool, error) {
+		var ok bool
+		err := c.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, int32(nodeLockClass), key).Scan(&ok)
+		return ok, err
+	}
+	ok, err := lock()
+	if err == nil && !ok && lostPID != 0 {
+		// Held by our own lost session, the server not knowing it lost:
+		// end it, then take the lock.
+		var ended bool
+		err = c.QueryRow(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+			WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted AND pid = $3`,
+			int64(uint32(nodeLockClass)), int64(uint32(key)), int64(lostPID)).Scan(&ended)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = nil // held by another process
+		}
+		for try := 0; err == nil && ended && !ok && try < 50; try++ {
+			time.Sleep(100 * time.Millisecond) // the backend ends, its locks go
+			ok, err = lock()
+		}
+	}
+	if err != nil {
 		c.Close(context.WithoutCancel(ctx))
 		return fmt.Errorf("hold node name %s: %w", name, err)
 	}

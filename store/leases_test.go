@@ -3,7 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -263,5 +267,85 @@ func TestQueueListShowsClaims(t *testing.T) {
 	tcheck(t, err, "read claimed message")
 	if one.Recipients[0].ClaimedBy != "node-a" {
 		t.Errorf("claimed message read as %+v", one.Recipients[0])
+	}
+}
+
+// cuttableProxy forwards TCP connections to target until cut, which
+// closes the client sides only: the server goes on holding its sessions,
+// as after a network cut it has not noticed.
+type cuttableProxy struct {
+	l      net.Listener
+	mu     sync.Mutex
+	client []net.Conn
+}
+
+func newCuttableProxy(t *testing.T, target string) *cuttableProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	tcheck(t, err, "listen")
+	p := &cuttableProxy{l: l}
+	var servers []net.Conn
+	t.Cleanup(func() {
+		l.Close()
+		p.cut()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, c := range servers {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.client, servers = append(p.client, c), append(servers, s)
+			p.mu.Unlock()
+			go io.Copy(s, c) // ends when the client side is cut; s stays open
+			go io.Copy(c, s)
+		}
+	}()
+	return p
+}
+
+func (p *cuttableProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.client {
+		c.Close()
+	}
+	p.client = nil
+}
+
+// TestHoldNodeAfterNetworkCut: a node whose session was cut on its side
+// while the server still runs it (and holds the name's lock) takes its
+// name back on a new session, ending the old one, instead of taking itself
+// for a second node of that name.
+func TestHoldNodeAfterNetworkCut(t *testing.T) {
+	postgresOnly(t)
+	ctx := context.Background()
+	loc := testLocation(t, t.TempDir())
+	u, err := url.Parse(loc.URL)
+	tcheck(t, err, "parse URL")
+	proxy := newCuttableProxy(t, u.Host)
+	u.Host = proxy.l.Addr().String()
+	loc.URL = u.String()
+	s, err := OpenAt(ctx, loc)
+	tcheck(t, err, "open through the proxy")
+	defer s.Close()
+	s.SetNode("node-cut", time.Minute)
+	tcheck(t, s.HoldNode(ctx), "hold")
+	proxy.cut()
+	tcheck(t, s.HoldNode(ctx), "hold again after the cut")
+	other := openNode(t, loc.Dir, "node-cut", time.Minute)
+	if err := other.HoldNode(ctx); !errors.Is(err, ErrNodeInUse) {
+		t.Fatalf("another process took the name back from the cut node: %v", err)
 	}
 }
