@@ -35,10 +35,12 @@ func (s *server) rememberLoginIPs(ctx context.Context, logins *loginlimit.Limite
 	}
 	since := load(ctx, time.Now().Add(-loginlimit.KnownGoodFor))
 	news := make(chan store.LoginIP, 256)
-	logins.Remember(func(name, ip string, at time.Time) {
+	logins.Remember(func(name, ip string, at time.Time) bool {
 		select {
 		case news <- store.LoginIP{Name: name, IP: ip, LastGood: at}:
-		default: // a burst of new IPs: known here, written at a refresh (RememberEvery)
+			return true
+		default: // a burst of new IPs: offered again at the next login
+			return false
 		}
 	})
 	return func(ctx context.Context) error {

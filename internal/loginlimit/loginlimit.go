@@ -75,7 +75,7 @@ type Limiter struct {
 	// that was not known-good, or was last known-good a RememberEvery ago:
 	// to keep the known-good IPs across restarts and share them between
 	// nodes.
-	remember func(name, ip string, at time.Time)
+	remember func(name, ip string, at time.Time) bool
 
 	mu      sync.Mutex
 	entries map[string]*gate
@@ -90,11 +90,13 @@ type goodIP struct{ at, told time.Time }
 // passed on to the Remember function again (its time refreshed).
 const RememberEvery = 24 * time.Hour
 
-// Remember has the limiter call f, outside its lock, for a successful
-// login that makes an IP known-good for a name or refreshes one last
-// refreshed RememberEvery ago; ip is the client's key (an IPv4 address or
-// an IPv6 /64). Set it before the limiter is used; f must not block.
-func (l *Limiter) Remember(f func(name, ip string, at time.Time)) { l.remember = f }
+// Remember has the limiter call f for a successful login that makes an IP
+// known-good for a name, or refreshes one last passed on RememberEvery ago;
+// ip is the client's key (an IPv4 address, or an IPv6 /64 by its first
+// address). f reports whether it took the login (false: it is offered
+// again at the next login). Set it before the limiter is used; f is called
+// under the limiter's lock and must not block.
+func (l *Limiter) Remember(f func(name, ip string, at time.Time) bool) { l.remember = f }
 
 // KnownGood makes ip (a client key as Remember gives it) known-good for
 // name as of at, unless the limiter knows of a later login: what was
@@ -355,16 +357,10 @@ func (l *Limiter) Succeed(username, ip string) {
 	}
 	name, ip := normalName(username), client(ip)
 	g := goodIP{at: now}
-	tell := l.remember != nil && now.Sub(l.good[name][ip].told) >= RememberEvery
-	if tell {
+	if l.remember != nil && now.Sub(l.good[name][ip].told) >= RememberEvery && l.remember(name, ip, now) {
 		g.told = now
 	}
 	l.markGoodLocked(name, ip, g, now)
-	if tell {
-		l.mu.Unlock()
-		l.remember(name, ip, now)
-		l.mu.Lock()
-	}
 }
 
 // markGoodLocked makes ip known-good for name as of g (the later of each

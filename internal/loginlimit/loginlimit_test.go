@@ -251,7 +251,14 @@ func TestRememberKnownGood(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	l := New(func() time.Time { return now })
 	var told []string
-	l.Remember(func(name, ip string, at time.Time) { told = append(told, name+" "+ip) })
+	busy := false
+	l.Remember(func(name, ip string, at time.Time) bool {
+		if busy {
+			return false
+		}
+		told = append(told, name+" "+ip)
+		return true
+	})
 	l.Succeed("Alice@A.example", "192.0.2.1")
 	// Logins every hour: told again once a RememberEvery has passed since
 	// the last one told, however recent the last login.
@@ -266,6 +273,14 @@ func TestRememberKnownGood(t *testing.T) {
 	l.KnownGood("carol@a.example", "192.0.2.3", now.Add(-time.Hour))
 	l.Succeed("carol@a.example", "192.0.2.3")
 	if len(told) != 2 {
+		t.Fatalf("told %q", told)
+	}
+	// One the receiver could not take is offered again at the next login.
+	busy = true
+	l.Succeed("dave@a.example", "192.0.2.4")
+	busy = false
+	l.Succeed("dave@a.example", "192.0.2.4")
+	if len(told) != 3 || told[2] != "dave@a.example 192.0.2.4" {
 		t.Fatalf("told %q", told)
 	}
 
