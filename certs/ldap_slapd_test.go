@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -11,11 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/hisp-project/hisp/internal/testbuf"
 )
 
 // testSlapd is a real OpenLDAP server for the LDAP discovery tests, listening
@@ -24,24 +24,7 @@ import (
 type testSlapd struct {
 	ports [2]int
 	cmd   *exec.Cmd
-	log   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log   *testbuf.Buffer
 }
 
 // lookSlapd returns the path of slapd, or an error saying how to get it: the
@@ -87,7 +70,7 @@ func startSlapd(t testing.TB) *testSlapd {
 		confPath := filepath.Join(dir, "slapd.conf")
 		tcheck(t, os.WriteFile(confPath, []byte(conf), 0o600), "write slapd.conf")
 
-		s := &testSlapd{ports: [2]int{freePort(t), freePort(t)}, log: &syncBuffer{}}
+		s := &testSlapd{ports: [2]int{freePort(t), freePort(t)}, log: &testbuf.Buffer{}}
 		urls := fmt.Sprintf("ldap://127.0.0.1:%d/ ldap://127.0.0.1:%d/", s.ports[0], s.ports[1])
 		// -d 0: stay in the foreground, so the test owns the process.
 		s.cmd = exec.Command(bin, "-f", confPath, "-h", urls, "-d", "0")

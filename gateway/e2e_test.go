@@ -21,6 +21,7 @@ import (
 
 	"github.com/hisp-project/hisp/certs"
 	"github.com/hisp-project/hisp/config"
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/internal/testpki"
 	"github.com/hisp-project/hisp/store"
 )
@@ -96,7 +97,7 @@ func (in *instance) runStoppable(t *testing.T, resolver string, routes map[strin
 		tweak(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testbuf.Buffer
 	done := make(chan error, 1)
 	logger := slog.New(slog.NewTextHandler(testWriter{t, in.domain}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() { done <- Run(ctx, cfg, logger, &out) }()
@@ -181,24 +182,6 @@ type testWriter struct {
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s: %s", w.name, strings.TrimSpace(string(p)))
 	return len(p), nil
-}
-
-// syncBuffer is a bytes.Buffer for one writer and one reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // publishBoth serves the local certificates of several instances from one

@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -9,11 +8,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hisp-project/hisp/internal/pgtest"
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/internal/testnet"
 
 	"github.com/hisp-project/hisp/certs"
@@ -118,7 +117,7 @@ func benchGateway(b *testing.B, mode string, size int) {
 	cfg.Outbound.RetryFirst = config.Duration{Duration: time.Hour}
 	cfg.Outbound.RetryMax = config.Duration{Duration: time.Hour}
 	gctx, gcancel := context.WithCancel(ctx)
-	var out lockedBuffer
+	var out testbuf.Buffer
 	gdone := make(chan error, 1)
 	go func() { gdone <- gateway.Run(gctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), &out) }()
 	defer func() {
@@ -172,22 +171,4 @@ func (s staticCerts) Certificates(_ context.Context, name string) ([][]byte, err
 		return [][]byte{c}, nil
 	}
 	return nil, nil
-}
-
-// lockedBuffer is a bytes.Buffer for one writer and one reader goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -19,6 +19,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 	"github.com/miekg/dns"
 
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -213,7 +214,7 @@ func enqueue(t testing.TB, st *store.Store, clock *fakeClock, from string, rcpts
 }
 
 // runDeliverer starts a deliverer until the test ends.
-func runDeliverer(t testing.TB, cfg DelivererConfig) (*Deliverer, *syncBuffer) {
+func runDeliverer(t testing.TB, cfg DelivererConfig) (*Deliverer, *testbuf.Buffer) {
 	t.Helper()
 	log, buf := testLogger(t)
 	cfg.Logger = log

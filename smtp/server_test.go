@@ -17,6 +17,7 @@ import (
 	gosmtp "github.com/emersion/go-smtp"
 
 	"github.com/hisp-project/hisp/internal/loginlimit"
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -89,7 +90,7 @@ func (rc *rawConn) message(content, want string) string {
 	return rc.expect(content+".", want)
 }
 
-func newBackbone(t testing.TB, cfg BackboneConfig) (*Server, *recorder, *syncBuffer) {
+func newBackbone(t testing.TB, cfg BackboneConfig) (*Server, *recorder, *testbuf.Buffer) {
 	t.Helper()
 	rec := &recorder{}
 	log, buf := testLogger(t)

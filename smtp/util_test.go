@@ -1,7 +1,6 @@
 package smtp
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -44,32 +44,14 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// syncBuffer is a log sink the test can read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLogger logs to a buffer, and to the test output when -v.
-func testLogger(t testing.TB) (*slog.Logger, *syncBuffer) {
-	buf := &syncBuffer{}
+func testLogger(t testing.TB) (*slog.Logger, *testbuf.Buffer) {
+	buf := &testbuf.Buffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
 // waitLog waits for a log line containing all the parts.
-func waitLog(t testing.TB, buf *syncBuffer, parts ...string) {
+func waitLog(t testing.TB, buf *testbuf.Buffer, parts ...string) {
 	t.Helper()
 	waitFor(t, "log line with "+strings.Join(parts, ", "), func() bool {
 		for _, line := range strings.Split(buf.String(), "\n") {

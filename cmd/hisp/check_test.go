@@ -16,6 +16,7 @@ import (
 	"github.com/hisp-project/hisp/certs/devca"
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/gateway"
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -30,7 +31,7 @@ func startCheckedHISP(t *testing.T, dir, domain string) map[string]string {
 	cfg.Listen = config.Listen{SMTP: "127.0.0.1:0", Submission: "127.0.0.1:0", IMAP: "127.0.0.1:0",
 		DNS: "127.0.0.1:0", Admin: "127.0.0.1:0", LDAP: "127.0.0.1:0"}
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- gateway.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), &out) }()
 	t.Cleanup(func() {

@@ -20,6 +20,7 @@ import (
 
 	gosmtp "github.com/emersion/go-smtp"
 
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/loadgen"
 	"github.com/hisp-project/hisp/store"
 )
@@ -250,8 +251,8 @@ type crashInstance struct {
 	byConfig bool
 
 	cmd    *exec.Cmd
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testbuf.Buffer
+	stderr *testbuf.Buffer
 	exited chan struct{}
 	logs   []string // stderr of earlier runs
 }
@@ -336,7 +337,7 @@ func (in *crashInstance) launch(t *testing.T) {
 	if in.stderr != nil {
 		in.logs = append(in.logs, in.stderr.String())
 	}
-	in.stdout, in.stderr = &syncBuffer{}, &syncBuffer{}
+	in.stdout, in.stderr = &testbuf.Buffer{}, &testbuf.Buffer{}
 	in.cmd = exec.Command(in.bin, "serve", "--config", in.config)
 	in.cmd.Env = append(os.Environ(), "HISP_DATA=")
 	in.cmd.Stdout, in.cmd.Stderr = in.stdout, in.stderr

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/store"
 )
 
@@ -229,8 +230,8 @@ func TestCertIssueCRLFromConfig(t *testing.T) {
 	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	envWith := func(vars map[string]string) (*cliEnv, *syncBuffer, *syncBuffer) {
-		var out, errb syncBuffer
+	envWith := func(vars map[string]string) (*cliEnv, *testbuf.Buffer, *testbuf.Buffer) {
+		var out, errb testbuf.Buffer
 		return &cliEnv{stdout: &out, stderr: &errb, getenv: func(k string) string { return vars[k] }}, &out, &errb
 	}
 	cfgEnv := map[string]string{"HISP_CONFIG": cfgFile}
@@ -335,7 +336,7 @@ func TestServeSecondInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errb syncBuffer
+	var out, errb testbuf.Buffer
 	env := &cliEnv{ctx: ctx, stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
 	done := make(chan int, 1)
 	go func() { done <- run(env, []string{"serve", "--config", cfgFile, "--data", data}) }()

@@ -17,16 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/track"
 )
 
 // startSandbox runs hisp sandbox in-process until both sites are ready
 // and returns its output and a function that stops it.
-func startSandbox(t *testing.T, args ...string) (out *syncBuffer, stop func()) {
+func startSandbox(t *testing.T, args ...string) (out *testbuf.Buffer, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out = &syncBuffer{}
-	var errb syncBuffer
+	out = &testbuf.Buffer{}
+	var errb testbuf.Buffer
 	env := &cliEnv{ctx: ctx, stdout: out, stderr: &errb, getenv: func(string) string { return "" }, prog: "./hisp"}
 	done := make(chan int, 1)
 	go func() { done <- run(env, append([]string{"sandbox"}, args...)) }()

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hisp-project/hisp/internal/testbuf"
 )
 
 // freePortBase finds ten consecutive free loopback ports (TCP and UDP).
@@ -49,7 +51,7 @@ func TestSandbox(t *testing.T) {
 	base := freePortBase(t)
 	for round := 1; round <= 2; round++ {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out, errb syncBuffer
+		var out, errb testbuf.Buffer
 		env := &cliEnv{ctx: ctx, stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
 		done := make(chan int, 1)
 		go func() { done <- run(env, []string{"sandbox", "--data", dir, "--port-base", fmt.Sprint(base)}) }()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,21 +16,9 @@ import (
 	"github.com/hisp-project/hisp/certs/certfile"
 	"github.com/hisp-project/hisp/config"
 	"github.com/hisp-project/hisp/gateway"
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/trust"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // startServe runs serve on loopback ports in dir and returns the DNS and
 // admin addresses it printed.
@@ -44,7 +30,7 @@ func startServe(t *testing.T, dir string) (dnsAddr, adminAddr string) {
 	cfg.Listen.Admin = "127.0.0.1:0"
 	cfg.Listen.SMTP, cfg.Listen.Submission, cfg.Listen.IMAP = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out testbuf.Buffer
 	done := make(chan error, 1)
 	go func() { done <- gateway.Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), &out) }()
 	t.Cleanup(func() {

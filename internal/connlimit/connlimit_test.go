@@ -2,7 +2,6 @@ package connlimit
 
 import (
 	"bufio"
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
@@ -10,26 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hisp-project/hisp/internal/testbuf"
 	"github.com/hisp-project/hisp/metrics"
 )
-
-// lockedBuffer is a log destination for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // serveGreeting accepts on l and greets every accepted connection, keeping
 // it open until the test ends.
@@ -84,7 +66,7 @@ func TestLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := metrics.NewCounter("refused_total", "refused", "listener", "reason")
-	var logs lockedBuffer
+	var logs testbuf.Buffer
 	l := New(inner, Options{Name: "smtp", Max: 8, PerIP: 5, Busy: []byte("421 4.7.0 Too busy\r\n"),
 		Refused: refused, Logger: slog.New(slog.NewTextHandler(&logs, nil)), LogEvery: time.Hour})
 	serveGreeting(t, l)
