@@ -226,14 +226,7 @@ func (d *Discoverer) FlushCache() {
 // absence of a certificate may be temporary, and the Result (non-nil) shows
 // which step failed.
 func (d *Discoverer) Discover(ctx context.Context, address string, validate ValidateFunc) (*Result, error) {
-	if validate == nil {
-		return nil, fmt.Errorf("discover %s: no validate function", address)
-	}
-	res, err := d.discover(ctx, address, validate.judge())
-	if res == nil {
-		return nil, err
-	}
-	return res.Result, err
+	return d.DiscoverKeyed(ctx, address, "", validate)
 }
 
 // DiscoverKeyed is Discover with the verdict cached too: a Result is kept per
