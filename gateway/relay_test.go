@@ -30,16 +30,7 @@ func TestRelayAccount(t *testing.T) {
 	b := newInstance(t, "clinic.example", "bob")
 	a.trust(t, b)
 	b.trust(t, a)
-	org := testpki.Issue(t, a.ca, testpki.Options{DNS: []string{"hospital.example"}})
-	must(t, func() error {
-		_, err := a.st.AddCertificate(ctx, "hospital.example", org.Cert, nil, org.Key)
-		return err
-	})
-	const relayPassword = "ehr relay password"
-	must(t, func() error {
-		_, err := a.st.AddRelay(ctx, store.Relay{Name: "ehr", Domains: []string{"hospital.example"}}, relayPassword)
-		return err
-	})
+	addEHRRelay(t, a)
 	dns := publishBoth(t, a, b)
 	toA := newTCPProxy(t) // the clinic's MDNs to the hospital
 	b.start(t, dns, map[string]string{"hospital.example": toA.addr()}, nil)
@@ -149,16 +140,7 @@ func TestDeferredRelayRechecked(t *testing.T) {
 	carol, _ := b.addUser(t, "carol")
 	a.trust(t, b)
 	b.trust(t, a)
-	org := testpki.Issue(t, a.ca, testpki.Options{DNS: []string{"hospital.example"}})
-	must(t, func() error {
-		_, err := a.st.AddCertificate(ctx, "hospital.example", org.Cert, nil, org.Key)
-		return err
-	})
-	const relayPassword = "ehr relay password"
-	must(t, func() error {
-		_, err := a.st.AddRelay(ctx, store.Relay{Name: "ehr", Domains: []string{"hospital.example"}}, relayPassword)
-		return err
-	})
+	addEHRRelay(t, a)
 	dnsAddr := publishBoth(t, a, b)
 	var broken atomic.Bool
 	broken.Store(true)
@@ -210,4 +192,24 @@ func TestDeferredRelayRechecked(t *testing.T) {
 	if got := b.mailbox(t, carol, "INBOX"); len(got) != 0 {
 		t.Fatalf("carol holds %d messages: the removed relay's message was sent", len(got))
 	}
+}
+
+// relayPassword is the password of the relay account addEHRRelay adds.
+const relayPassword = "ehr relay password"
+
+// addEHRRelay gives hospital.example an organization certificate (what an
+// EHR's messages are signed with) and the relay account "ehr" sending for
+// the domain.
+func addEHRRelay(t *testing.T, a *instance) {
+	t.Helper()
+	ctx := context.Background()
+	org := testpki.Issue(t, a.ca, testpki.Options{DNS: []string{"hospital.example"}})
+	must(t, func() error {
+		_, err := a.st.AddCertificate(ctx, "hospital.example", org.Cert, nil, org.Key)
+		return err
+	})
+	must(t, func() error {
+		_, err := a.st.AddRelay(ctx, store.Relay{Name: "ehr", Domains: []string{"hospital.example"}}, relayPassword)
+		return err
+	})
 }
