@@ -230,19 +230,32 @@ func runDeliverer(t testing.TB, cfg DelivererConfig) (*Deliverer, *testbuf.Buffe
 	if cfg.CommandTimeout == 0 {
 		cfg.CommandTimeout = 10 * time.Second
 	}
-	d, err := NewDeliverer(cfg)
-	tcheck(t, err, "new deliverer")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	d, stop := startDeliverer(t, cfg)
 	t.Cleanup(func() {
-		cancel()
-		tcheck(t, <-done, "run")
+		stop()
 		if t.Failed() {
 			t.Logf("deliverer log:\n%s", buf.String())
 		}
 	})
 	return d, buf
+}
+
+// startDeliverer makes a deliverer of cfg as it is and runs it; stop ends
+// the run and checks that it ended well (once, however often called).
+func startDeliverer(t testing.TB, cfg DelivererConfig) (*Deliverer, func()) {
+	t.Helper()
+	d, err := NewDeliverer(cfg)
+	tcheck(t, err, "new deliverer")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	var once sync.Once
+	return d, func() {
+		once.Do(func() {
+			cancel()
+			tcheck(t, <-done, "run")
+		})
+	}
 }
 
 // recipient returns a queued recipient's row.
@@ -672,16 +685,11 @@ func TestDeliverShutdown(t *testing.T) {
 	clock := newClock()
 	id := enqueue(t, st, clock, "alice@a.example", "carol@route.test")
 	log, _ := testLogger(t)
-	d, err := NewDeliverer(DelivererConfig{Queue: st, Now: clock.Now, Logger: log, PollInterval: 20 * time.Millisecond,
+	_, stop := startDeliverer(t, DelivererConfig{Queue: st, Now: clock.Now, Logger: log, PollInterval: 20 * time.Millisecond,
 		ShutdownGrace: 50 * time.Millisecond, Routes: map[string]Route{"route.test": {Addr: sk.addr}}})
-	tcheck(t, err, "new deliverer")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
 	// The remote holds the message at its final dot; stop the deliverer.
 	waitFor(t, "DATA at the sink", func() bool { _, n, _ := sk.snapshot(); return n == 1 })
-	cancel()
-	tcheck(t, <-done, "run")
+	stop()
 	close(sk.hold)
 	r := recipient(t, st, id, "carol@route.test")
 	if r.State != store.StateQueued || r.Attempts != 1 || !strings.Contains(r.LastError, "connection to 127.0.0.1 failed") {
@@ -793,34 +801,16 @@ func TestDeliverHandedOver(t *testing.T) {
 	st := queueStore(t)
 	rc := &readCounter{Store: st}
 	sk := startSink(t, "", nil)
-	d, err := NewDeliverer(DelivererConfig{Queue: rc, Hostname: "hisp.a.example", PollInterval: time.Hour,
+	d, stop := startDeliverer(t, DelivererConfig{Queue: rc, Hostname: "hisp.a.example", PollInterval: time.Hour,
 		Routes: map[string]Route{"route.test": {Addr: sk.addr}}, Logger: slog.New(slog.DiscardHandler)})
-	tcheck(t, err, "new deliverer")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
 	q := store.NewQueue(st, store.QueueOptions{})
 	defer q.Close()
 	msg := store.QueuedMessage{MessageID: "<h@a.example>", MailFrom: "alice@a.example", Origin: "test",
 		Data: []byte("Subject: handed\r\n\r\nover\r\n"), Recipients: []store.QueuedRecipient{{Address: "carol@route.test"}}}
-	waitFor(t, "Run taking work", func() bool {
-		if !d.Reserve(int64(len(msg.Data))) {
-			return false
-		}
-		d.Release(int64(len(msg.Data)))
-		return true
-	})
+	waitTakingWork(t, d)
 	var ids []int64
 	for range 3 {
-		size := int64(len(msg.Data))
-		if !d.Reserve(size) {
-			t.Fatal("no room for a message")
-		}
-		b := d.Backoff()
-		res, err := q.EnqueueWith(context.Background(), msg, store.EnqueueExtras{Claim: &b})
-		tcheck(t, err, "enqueue")
-		d.Take(res.Claimed, size)
-		ids = append(ids, res.ID)
+		ids = append(ids, handOver(t, d, q, msg))
 	}
 	for _, id := range ids {
 		r := waitState(t, st, id, "carol@route.test", inState(store.StateDelivered))
@@ -837,8 +827,7 @@ func TestDeliverHandedOver(t *testing.T) {
 	if reads != 0 {
 		t.Errorf("the store was read %d times for messages handed over", reads)
 	}
-	cancel()
-	tcheck(t, <-done, "run")
+	stop()
 	if d.Reserve(1) {
 		t.Error("a stopped deliverer took a reservation")
 	}
@@ -851,39 +840,21 @@ func TestDeliverHandedOver(t *testing.T) {
 func TestDeliverHandedOverKeepsConnection(t *testing.T) {
 	st := queueStore(t)
 	sk := startSink(t, "", nil)
-	d, err := NewDeliverer(DelivererConfig{Queue: st, Hostname: "hisp.a.example", PollInterval: time.Hour,
+	d, stop := startDeliverer(t, DelivererConfig{Queue: st, Hostname: "hisp.a.example", PollInterval: time.Hour,
 		Routes: map[string]Route{"route.test": {Addr: sk.addr}}, Logger: slog.New(slog.DiscardHandler)})
-	tcheck(t, err, "new deliverer")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
 	q := store.NewQueue(st, store.QueueOptions{})
 	defer q.Close()
 	msg := store.QueuedMessage{MessageID: "<k@a.example>", MailFrom: "alice@a.example", Origin: "test",
 		Data: []byte("Subject: kept\r\n\r\nover\r\n"), Recipients: []store.QueuedRecipient{{Address: "carol@route.test"}}}
-	size := int64(len(msg.Data))
-	waitFor(t, "Run taking work", func() bool {
-		if !d.Reserve(size) {
-			return false
-		}
-		d.Release(size)
-		return true
-	})
+	waitTakingWork(t, d)
 	for i := range 2 {
-		if !d.Reserve(size) {
-			t.Fatal("no room for a message")
-		}
-		b := d.Backoff()
-		res, err := q.EnqueueWith(context.Background(), msg, store.EnqueueExtras{Claim: &b})
-		tcheck(t, err, "enqueue")
-		d.Take(res.Claimed, size)
-		waitState(t, st, res.ID, "carol@route.test", inState(store.StateDelivered))
+		id := handOver(t, d, q, msg)
+		waitState(t, st, id, "carol@route.test", inState(store.StateDelivered))
 		if conns, _, msgs := sk.snapshot(); conns != 1 || len(msgs) != i+1 {
 			t.Fatalf("after message %d: %d connections, %d messages; want 1 connection", i+1, conns, len(msgs))
 		}
 	}
-	cancel()
-	tcheck(t, <-done, "run")
+	stop()
 }
 
 // failingOutcomes is a queue whose first fails stores of outcomes fail, as
@@ -933,18 +904,40 @@ func TestDeliverOutcomeFailuresEndAtShutdown(t *testing.T) {
 	q := &failingOutcomes{Queue: st}
 	q.fails.Store(1 << 20)
 	log, buf := testLogger(t)
-	d, err := NewDeliverer(DelivererConfig{Queue: q, Logger: log, Hostname: "hisp.a.example", PollInterval: 20 * time.Millisecond,
+	_, stop := startDeliverer(t, DelivererConfig{Queue: q, Logger: log, Hostname: "hisp.a.example", PollInterval: 20 * time.Millisecond,
 		ShutdownGrace: 100 * time.Millisecond, Routes: map[string]Route{"route.test": {Addr: sk.addr}}})
-	tcheck(t, err, "new deliverer")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
 	waitFor(t, "a failed store of the outcome", func() bool {
 		return strings.Contains(buf.String(), "record delivery outcomes, trying again")
 	})
-	cancel()
-	tcheck(t, <-done, "run")
+	stop()
 	if _, _, msgs := sk.snapshot(); len(msgs) != 1 {
 		t.Fatalf("sink got %d messages", len(msgs))
 	}
+}
+
+// waitTakingWork waits until d's Run takes messages handed over.
+func waitTakingWork(t *testing.T, d *Deliverer) {
+	t.Helper()
+	waitFor(t, "Run taking work", func() bool {
+		if !d.Reserve(1) {
+			return false
+		}
+		d.Release(1)
+		return true
+	})
+}
+
+// handOver queues msg claimed for its first attempt and hands it to d in
+// memory, as the gateway does with a submission; it returns its queue id.
+func handOver(t *testing.T, d *Deliverer, q *store.Queue, msg store.QueuedMessage) int64 {
+	t.Helper()
+	size := int64(len(msg.Data))
+	if !d.Reserve(size) {
+		t.Fatal("no room for a message")
+	}
+	b := d.Backoff()
+	res, err := q.EnqueueWith(context.Background(), msg, store.EnqueueExtras{Claim: &b})
+	tcheck(t, err, "enqueue")
+	d.Take(res.Claimed, size)
+	return res.ID
 }
