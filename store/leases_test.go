@@ -12,6 +12,17 @@ import (
 	"time"
 )
 
+// enqueueMessages queues n messages to bob@b.example through s.
+func enqueueMessages(t *testing.T, s *Store, n int) {
+	t.Helper()
+	q := NewQueue(s, QueueOptions{})
+	defer q.Close()
+	for i := range n {
+		_, err := q.Enqueue(context.Background(), testMessage(i, "bob@b.example"))
+		tcheck(t, err, "enqueue")
+	}
+}
+
 // openNode opens a second view of the store in dir as another node, as a
 // second hisp node on the same database would.
 func openNode(t *testing.T, dir, node string, lease time.Duration) *Store {
@@ -30,12 +41,7 @@ func TestClaimsAcrossNodes(t *testing.T) {
 	dir := t.TempDir()
 	a := openNode(t, dir, "node-a", time.Minute)
 	b := openNode(t, dir, "node-b", time.Minute)
-	q := NewQueue(a, QueueOptions{})
-	defer q.Close()
-	for i := range 3 {
-		_, err := q.Enqueue(ctx, testMessage(i, "bob@b.example"))
-		tcheck(t, err, "enqueue")
-	}
+	enqueueMessages(t, a, 3)
 	now := time.Now()
 	got, err := a.ClaimDue(ctx, now, 2, Backoff{})
 	tcheck(t, err, "claim on a")
@@ -233,12 +239,7 @@ func TestQueueListShowsClaims(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	a := openNode(t, dir, "node-a", time.Minute)
-	q := NewQueue(a, QueueOptions{})
-	defer q.Close()
-	for i := range 2 {
-		_, err := q.Enqueue(ctx, testMessage(i, "bob@b.example"))
-		tcheck(t, err, "enqueue")
-	}
+	enqueueMessages(t, a, 2)
 	now := time.Now()
 	got, err := a.ClaimDue(ctx, now, 1, Backoff{})
 	tcheck(t, err, "claim")
