@@ -52,6 +52,29 @@ func newClusterNode(bin, tmp, name, url, lease string, ports []int) *crashInstan
 			url, filepath.Join(tmp, "master.key"), lease)}
 }
 
+// clusterPair is nodes A1 and A2 of hospital.example on a new PostgreSQL
+// store (url), sharing the master key file in tmp, with their claims'
+// lease; extra are free loopback ports for the test's other servers.
+type clusterPair struct {
+	a1, a2        *crashInstance
+	url, bin, tmp string
+	extra         []int
+}
+
+// newClusterPair makes a clusterPair; it skips the test with -short.
+func newClusterPair(t *testing.T, lease string, extraPorts int) clusterPair {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("cluster test runs hisp processes and PostgreSQL")
+	}
+	c := clusterPair{url: pgtest.URL(t), bin: clusterBinary(t), tmp: t.TempDir()}
+	ports := crashFreePorts(t, 10+extraPorts)
+	c.a1 = newClusterNode(c.bin, c.tmp, "A1", c.url, lease, ports[:5])
+	c.a2 = newClusterNode(c.bin, c.tmp, "A2", c.url, lease, ports[5:10])
+	c.extra = ports[10:]
+	return c
+}
+
 // TestClusterFailover: nodes A1 and A2 of hospital.example share one
 // PostgreSQL store and one master key file; the partner B (clinic.example,
 // and lab.example, SQLite) is a separate hisp.
@@ -74,17 +97,10 @@ func newClusterNode(bin, tmp, name, url, lease string, ports []int) *crashInstan
 //     is refused at A2's submission, then accepted once `hisp anchor add
 //     --config A1.toml` has added lab's CA, and reaches carol.
 func TestClusterFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster test runs three hisp processes and PostgreSQL")
-	}
-	url := pgtest.URL(t)
-	bin := clusterBinary(t)
-	tmp := t.TempDir()
-	ports := crashFreePorts(t, 15)
-	a1 := newClusterNode(bin, tmp, "A1", url, clusterLease, ports[:5])
-	a2 := newClusterNode(bin, tmp, "A2", url, clusterLease, ports[5:10])
+	c := newClusterPair(t, clusterLease, 5)
+	url, bin, tmp, a1, a2 := c.url, c.bin, c.tmp, c.a1, c.a2
 	b := &crashInstance{name: "B", domain: "clinic.example", user: "bob@clinic.example", bin: bin,
-		dir: filepath.Join(tmp, "b"), ports: ports[10:]}
+		dir: filepath.Join(tmp, "b"), ports: c.extra}
 	const carol = "carol@lab.example"
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -334,22 +350,15 @@ func TestClusterFailover(t *testing.T) {
 // recipient it had claimed (no claim of A1 left in the store, with a lease
 // of ten minutes that cannot have run out), and A2 delivers the rest.
 func TestClusterDrainOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster test runs two hisp processes and PostgreSQL")
-	}
 	const messages = 2000
-	url := pgtest.URL(t)
-	bin := clusterBinary(t)
-	tmp := t.TempDir()
-	sink := newIDSink(t)
-	ports := crashFreePorts(t, 11)
 	// A lease far longer than the test: A1's claims can only pass to A2
 	// by A1 giving them back.
-	a1 := newClusterNode(bin, tmp, "A1", url, "10m", ports[:5])
-	a2 := newClusterNode(bin, tmp, "A2", url, "10m", ports[5:10])
+	c := newClusterPair(t, "10m", 1)
+	url, tmp, a1, a2 := c.url, c.tmp, c.a1, c.a2
+	sink := newIDSink(t)
 	for _, a := range []*crashInstance{a1, a2} {
 		// No DNS is needed: the messages are sealed already.
-		a.writeConfigTo(t, fmt.Sprintf("127.0.0.1:%d", ports[10]), map[string]string{"clinic.example": sink.addr})
+		a.writeConfigTo(t, fmt.Sprintf("127.0.0.1:%d", c.extra[0]), map[string]string{"clinic.example": sink.addr})
 	}
 	a1.admin(t, "domain", "add", "hospital.example")
 
@@ -830,15 +839,8 @@ func (ss *idSinkSession) Data(r io.Reader) error {
 // each other's queue claims as their own; the second is refused at start,
 // saying why, and the name is free again once the first has stopped.
 func TestClusterNodeNameHeld(t *testing.T) {
-	if testing.Short() {
-		t.Skip("cluster test runs two hisp processes and PostgreSQL")
-	}
-	url := pgtest.URL(t)
-	bin := clusterBinary(t)
-	tmp := t.TempDir()
-	ports := crashFreePorts(t, 10)
-	a1 := newClusterNode(bin, tmp, "A1", url, clusterLease, ports[:5])
-	a2 := newClusterNode(bin, tmp, "A2", url, clusterLease, ports[5:])
+	c := newClusterPair(t, clusterLease, 0)
+	a1, a2 := c.a1, c.a2
 	for _, a := range []*crashInstance{a1, a2} {
 		a.extra += "node = \"twin\"\n"
 		a.writeConfigTo(t, "127.0.0.1:1", nil)
