@@ -65,6 +65,13 @@ func (c Client) LookupAddrs(ctx context.Context, host string) Addrs {
 	if ip := net.ParseIP(strings.Trim(host, "[]")); ip != nil {
 		return Addrs{IPs: []net.IP{ip}}
 	}
+	if c.Server == "" { // read /etc/resolv.conf once for both
+		server, err := c.ServerAddr()
+		if err != nil {
+			return Addrs{Err: err}
+		}
+		c.Server = server
+	}
 	type answer struct {
 		resp *dns.Msg
 		err  error

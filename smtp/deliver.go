@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hisp-project/hisp/dnsclient"
 	"github.com/hisp-project/hisp/metrics"
 	"github.com/hisp-project/hisp/store"
 )
@@ -310,7 +311,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 		cfg:         cfg,
 		q:           cfg.Queue,
 		backoff:     cfg.Backoff,
-		res:         &resolver{addr: cfg.Resolver, timeout: 10 * time.Second},
+		res:         &resolver{c: dnsclient.Client{Server: cfg.Resolver, Timeout: 10 * time.Second}},
 		log:         cfg.Logger.With(slog.String("component", "deliverer")),
 		wake:        make(chan struct{}, 1),
 		sem:         make(chan struct{}, cfg.Workers),
@@ -551,9 +552,8 @@ func (d *Deliverer) Take(msgs []store.QueuedMessage, size int64) {
 	jobs := splitJobs(msgs)
 	d.mu.Lock()
 	if !d.running || len(jobs) == 0 {
-		d.inflight--
-		d.held -= size
 		d.mu.Unlock()
+		d.Release(size)
 		if len(jobs) > 0 {
 			d.putBack(context.Background(), jobs)
 		}
@@ -800,20 +800,16 @@ func (d *Deliverer) store(hard context.Context, batch []record) {
 	for _, r := range batch {
 		all = append(all, r.updates...)
 	}
-	// A context that cannot end: the SQLite driver runs each statement of
-	// one that can in a goroutine of its own (a lock is waited for by the
-	// busy timeout).
-	sctx := context.Background()
 	err := d.storeOutcomes(hard, all)
 	failed := false
 	for _, r := range batch {
+		rerr := err
 		if err != nil && len(batch) > 1 {
-			// The batch's tries waited out a passing failure: one try each.
-			err := d.q.UpdateRecipients(sctx, d.cfg.Now(), r.updates)
-			if !d.stored(r, err) {
-				continue
-			}
-		} else if !d.stored(r, err) {
+			// The batch's tries waited out a passing failure: one try each
+			// (under a context that cannot end, as storeOutcomes's).
+			rerr = d.q.UpdateRecipients(context.Background(), d.cfg.Now(), r.updates)
+		}
+		if !d.stored(r, rerr) {
 			continue
 		}
 		for _, u := range r.updates {

@@ -861,10 +861,11 @@ func TestDeliverHandedOverKeepsConnection(t *testing.T) {
 // a PostgreSQL deadlock or failover makes them.
 type failingOutcomes struct {
 	Queue
-	fails atomic.Int32
+	fails, calls atomic.Int32
 }
 
 func (q *failingOutcomes) UpdateRecipients(ctx context.Context, now time.Time, updates []store.RecipientUpdate) error {
+	q.calls.Add(1)
 	if q.fails.Add(-1) >= 0 {
 		return errors.New("deadlock detected")
 	}
@@ -912,6 +913,11 @@ func TestDeliverOutcomeFailuresEndAtShutdown(t *testing.T) {
 	stop()
 	if _, _, msgs := sk.snapshot(); len(msgs) != 1 {
 		t.Fatalf("sink got %d messages", len(msgs))
+	}
+	// The 100 ms grace ends the schedule (0.1, 0.5, 2, 5 s) at its second
+	// wait at the latest.
+	if n := q.calls.Load(); n > 2 {
+		t.Fatalf("the outcome was tried %d times: the retries outlived the shutdown grace", n)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"time"
 
 	"github.com/hisp-project/hisp/dnsclient"
 	"github.com/miekg/dns"
@@ -16,8 +15,7 @@ import (
 // server: the configured host:port, or the first name server of
 // /etc/resolv.conf.
 type resolver struct {
-	addr    string
-	timeout time.Duration
+	c dnsclient.Client // its Timeout bounds each look-up too
 }
 
 // dnsError is a failed look-up; permanent when the name does not exist.
@@ -34,9 +32,9 @@ func (e *dnsError) Unwrap() error { return e.err }
 // SERVFAIL, REFUSED and the like are errors. A truncated UDP answer is asked
 // again over TCP.
 func (r *resolver) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.c.Timeout)
 	defer cancel()
-	resp, _, err := dnsclient.Client{Server: r.addr, Timeout: r.timeout}.Query(ctx, name, qtype)
+	resp, _, err := r.c.Query(ctx, name, qtype)
 	return resp, err
 }
 
@@ -56,23 +54,15 @@ func (r *resolver) lookupMX(ctx context.Context, domain string) ([]string, error
 	if resp.Rcode == dns.RcodeNameError {
 		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("domain %s does not exist", domain)}
 	}
+	// Hosts of equal preference are tried in a random order, spreading
+	// the load among them (MXRecords sorts stably).
+	rand.Shuffle(len(resp.Answer), func(i, j int) { resp.Answer[i], resp.Answer[j] = resp.Answer[j], resp.Answer[i] })
 	mxs := dnsclient.MXRecords(resp)
 	if len(mxs) == 0 {
 		return []string{domain}, nil
 	}
 	if dnsclient.NullMX(mxs) {
 		return nil, &dnsError{name: domain, permanent: true, err: fmt.Errorf("%s: %w", domain, errNullMX)}
-	}
-	// Hosts of equal preference are tried in a random order, spreading
-	// the load among them.
-	for i := 0; i < len(mxs); {
-		j := i + 1
-		for j < len(mxs) && mxs[j].Preference == mxs[i].Preference {
-			j++
-		}
-		run := mxs[i:j]
-		rand.Shuffle(len(run), func(a, b int) { run[a], run[b] = run[b], run[a] })
-		i = j
 	}
 	return dnsclient.MXHosts(mxs), nil
 }
@@ -81,9 +71,9 @@ func (r *resolver) lookupMX(ctx context.Context, domain string) ([]string, error
 // its own address). The error is permanent when DNS answered that the host
 // has no address (rather than failing to answer).
 func (r *resolver) lookupIP(ctx context.Context, host string) ([]net.IP, error) {
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.c.Timeout)
 	defer cancel()
-	a := dnsclient.Client{Server: r.addr, Timeout: r.timeout}.LookupAddrs(ctx, host)
+	a := r.c.LookupAddrs(ctx, host)
 	switch {
 	case len(a.IPs) > 0:
 		return a.IPs, nil
