@@ -114,10 +114,7 @@ func (m *mail) Outbound(ctx context.Context, env smtp.Envelope, msg []byte) (*sm
 	// sending for its domains) the envelope sender, whose mailbox, when it
 	// has one, gets the notices. A relay gets no Sent copy.
 	sub := submitterOf(env)
-	origin := "submission " + env.RemoteAddr
-	if sub.relay != "" {
-		origin += relayOrigin + sub.relay
-	}
+	origin := sub.origin("submission " + env.RemoteAddr)
 	sent := m.sentCopy(sub, res)
 	// The delivery tracking and the sender's Sent copy are committed in
 	// the transaction that queues the message: no commit of their own, and

@@ -72,12 +72,9 @@ func revocationDeferred(res *agent.OutboundResult) bool {
 // none.
 func (m *mail) deferredCopy(sub submitter, res *agent.OutboundResult) *store.QueuedMessage {
 	now := m.now()
-	origin := "deferred submission"
-	if sub.relay != "" {
-		origin += relayOrigin + sub.relay // checked again when sealed (SealDeferred)
-	}
+	// The relay's name is checked again when sealed (SealDeferred).
 	q := &store.QueuedMessage{MessageID: res.MessageID, MailFrom: sub.mailFrom, User: sub.user,
-		Origin: origin, Data: res.Message, Plain: true, Created: now}
+		Origin: sub.origin("deferred submission"), Data: res.Message, Plain: true, Created: now}
 	for _, r := range res.Recipients {
 		if r.Accepted || !r.Status.Temporary() {
 			continue
@@ -96,6 +93,15 @@ func (m *mail) deferredCopy(sub submitter, res *agent.OutboundResult) *store.Que
 // relayOrigin precedes the relay account's name in the origin of a queued
 // message a relay account submitted (relay names have no spaces).
 const relayOrigin = " relay "
+
+// origin is the queued origin of the submitter's message: base, and the
+// relay account's name when a relay submitted it (relayOf reads it back).
+func (s submitter) origin(base string) string {
+	if s.relay == "" {
+		return base
+	}
+	return base + relayOrigin + s.relay
+}
 
 // relayOf is the relay account that submitted a queued message, "" when
 // an address's login did (or hisp).
