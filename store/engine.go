@@ -24,13 +24,6 @@ const (
 	enginePostgres
 )
 
-func (e engine) String() string {
-	if e == enginePostgres {
-		return "postgres"
-	}
-	return "sqlite"
-}
-
 // sqlDB is a connection pool that speaks the store's SQL to its engine.
 type sqlDB struct {
 	*sql.DB

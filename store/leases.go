@@ -15,7 +15,7 @@ import (
 // name (SetNode); the queue's claims carry it with a lease the node renews
 // (RenewClaims) while it works, and jobs that one node at a time must run
 // (tracking timeouts, bundle refreshes, the queue's notices) are held
-// through TakeLease. A node that dies stops renewing: its claims and jobs
+// through takeLease. A node that dies stops renewing: its claims and jobs
 // pass to another node when their leases run out. With SQLite (one node)
 // the same rules hold, and cost a row each.
 
@@ -150,12 +150,12 @@ func (s *Store) Node() (name string, lease time.Duration) {
 	return DefaultNode(s.loc.Dir), DefaultLease
 }
 
-// TakeLease takes or renews the lease of job for this node until now plus
+// takeLease takes or renews the lease of job for this node until now plus
 // the node's lease, and reports whether the node holds it: true when no
 // node held it, the lease had run out, or this node held it already. A
 // node runs the job only while it holds the lease, and renews it at least
 // every third of the lease.
-func (s *Store) TakeLease(ctx context.Context, job string, now time.Time) (bool, error) {
+func (s *Store) takeLease(ctx context.Context, job string, now time.Time) (bool, error) {
 	node, lease := s.Node()
 	n, err := s.execAffected(ctx, "take lease "+job, `INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires
@@ -232,7 +232,7 @@ func (j *Job) Held(ctx context.Context, now time.Time) (held, changed bool, err 
 	if !j.checked.IsZero() && now.Sub(j.checked) < lease/3 && now.After(j.checked) {
 		return j.held, false, nil
 	}
-	ok, err := j.s.TakeLease(ctx, j.name, now)
+	ok, err := j.s.takeLease(ctx, j.name, now)
 	if err != nil {
 		// Unsure: run nothing that must run once.
 		changed = j.held

@@ -100,7 +100,7 @@ func TestLeases(t *testing.T) {
 	now := time.Now()
 	take := func(s *Store, at time.Time) bool {
 		t.Helper()
-		ok, err := s.TakeLease(ctx, "tracking", at)
+		ok, err := s.takeLease(ctx, "tracking", at)
 		tcheck(t, err, "take lease")
 		return ok
 	}

@@ -346,8 +346,15 @@ func (s *Store) mailboxStatus(ctx context.Context, m Mailbox) (MailboxStatus, er
 // nextModSeq takes the next modification sequence.
 func nextModSeq(ctx context.Context, tx *txn) (int64, error) {
 	var v int64
-	// An UPDATE and a SELECT rather than UPDATE ... RETURNING, which costs
-	// SQLite a temporary b-tree per statement (insertID).
+	if !tx.sqlite() {
+		// One round trip on PostgreSQL.
+		if err := tx.QueryRowContext(ctx, `UPDATE mail_state SET modseq = modseq + 1 WHERE id = 1 RETURNING modseq`).Scan(&v); err != nil {
+			return 0, fmt.Errorf("next modification sequence: %w", err)
+		}
+		return v, nil
+	}
+	// On SQLite an UPDATE and a SELECT rather than UPDATE ... RETURNING,
+	// which costs it a temporary b-tree per statement (insertID).
 	if _, err := tx.ExecContext(ctx, `UPDATE mail_state SET modseq = modseq + 1 WHERE id = 1`); err != nil {
 		return 0, fmt.Errorf("next modification sequence: %w", err)
 	}

@@ -127,9 +127,13 @@ func (s *Store) MailNotifications(ctx context.Context, log func(msg string, err 
 	ch := make(chan struct{}, 1)
 	go func() {
 		for wait := time.Second; ctx.Err() == nil; {
+			start := time.Now()
 			err := s.listen(ctx, ch)
 			if ctx.Err() != nil {
 				return
+			}
+			if time.Since(start) > time.Minute {
+				wait = time.Second // it had worked: a new failure starts again
 			}
 			if log != nil {
 				log("listen for mail changes (retrying)", err)

@@ -320,9 +320,6 @@ func (s *Store) Dir() string { return s.loc.Dir }
 // Location returns where the store is.
 func (s *Store) Location() Location { return s.loc }
 
-// Engine names the SQL database: "sqlite" or "postgres".
-func (s *Store) Engine() string { return s.db.engine.String() }
-
 // Changed returns a counter that increases with every committed change to
 // configuration: domains, addresses, certificates, anchors, bundles and
 // local CAs, whichever process made it. A server polls it (every few
