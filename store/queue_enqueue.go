@@ -547,24 +547,35 @@ func claimedOf(claimed []QueuedMessage, m QueuedMessage) []QueuedMessage {
 	return claimed
 }
 
+// insertMessages inserts a request's message and its more copies,
+// noting their ids and the claimed ones in res; it stops at the first
+// error.
+func insertMessages(ctx context.Context, tx *txn, p preparedMessage, res *enqueueResult) error {
+	m, err := insertQueued(ctx, tx, p)
+	if err != nil {
+		return err
+	}
+	res.id = m.ID
+	res.claimed = claimedOf(res.claimed, m)
+	for _, o := range p.more {
+		om, err := insertQueued(ctx, tx, o)
+		if err != nil {
+			return err
+		}
+		res.moreIDs = append(res.moreIDs, om.ID)
+		res.claimed = claimedOf(res.claimed, om)
+	}
+	return nil
+}
+
 // insertBatch inserts every request of a batch and its records, failing at
 // the first error.
 func insertBatch(ctx context.Context, tx *txn, live []*enqueueReq, results []enqueueResult) error {
 	for i, r := range live {
-		m, err := insertQueued(ctx, tx, r.p)
-		if err != nil {
+		if err := insertMessages(ctx, tx, r.p, &results[i]); err != nil {
 			return err
 		}
-		results[i].id = m.ID
-		results[i].claimed = claimedOf(results[i].claimed, m)
-		for _, o := range r.p.more {
-			om, err := insertQueued(ctx, tx, o)
-			if err != nil {
-				return err
-			}
-			results[i].moreIDs = append(results[i].moreIDs, om.ID)
-			results[i].claimed = claimedOf(results[i].claimed, om)
-		}
+		var err error
 		if f := r.p.filing; f != nil {
 			if results[i].filed, err = f.file(ctx, tx); err != nil {
 				return err
@@ -588,24 +599,13 @@ func insertIsolated(ctx context.Context, tx *txn, live []*enqueueReq, results []
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT enqueue`); err != nil {
 			return fmt.Errorf("savepoint: %w", err)
 		}
-		m, err := insertQueued(ctx, tx, r.p)
-		results[i].claimed = claimedOf(results[i].claimed, m)
-		for _, o := range r.p.more {
-			if err != nil {
-				break
-			}
-			var om QueuedMessage
-			om, err = insertQueued(ctx, tx, o)
-			results[i].moreIDs = append(results[i].moreIDs, om.ID)
-			results[i].claimed = claimedOf(results[i].claimed, om)
-		}
-		if err != nil {
-			results[i].err, results[i].moreIDs, results[i].claimed = fmt.Errorf("enqueue: %w", err), nil, nil
+		if err := insertMessages(ctx, tx, r.p, &results[i]); err != nil {
+			results[i].err, results[i].id, results[i].moreIDs, results[i].claimed = fmt.Errorf("enqueue: %w", err), 0, nil, nil
 			if _, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT enqueue`); err != nil {
 				return fmt.Errorf("rollback to savepoint: %w", err)
 			}
 		} else {
-			results[i].id = m.ID
+			var err error
 			if r.p.filing != nil {
 				results[i].filed, results[i].filingErr, err = fileUnder(ctx, tx, r.p.filing)
 				if err != nil {
