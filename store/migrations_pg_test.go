@@ -8,8 +8,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -20,40 +18,33 @@ import (
 	_ "github.com/mattn/go-sqlite3"
 )
 
-// migTestFiles returns the migration file names of dir, in order.
-func migTestFiles(t *testing.T, dir string) []string {
+// migTestMigrations returns the migrations of an engine, as Store.migrate
+// reads them.
+func migTestMigrations(t *testing.T, e engine) []migration {
 	t.Helper()
-	names, err := filepath.Glob(filepath.Join(dir, "*.sql"))
+	ms, err := migrations(e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, n := range names {
-		names[i] = filepath.Base(n)
-	}
-	slices.Sort(names)
-	return names
+	return ms
 }
 
-// migTestApply runs the migrations dir/names in order, each in a
-// transaction, as Store.migrate does.
-func migTestApply(t *testing.T, db *sql.DB, dir string, names []string) {
+// migTestApply runs migrations in order, each in a transaction, as
+// Store.migrate does.
+func migTestApply(t *testing.T, db *sql.DB, ms []migration) {
 	t.Helper()
 	ctx := context.Background()
-	for _, n := range names {
-		data, err := os.ReadFile(filepath.Join(dir, n))
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range ms {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tx.ExecContext(ctx, string(data)); err != nil {
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 			tx.Rollback()
-			t.Fatalf("%s/%s: %v", dir, n, err)
+			t.Fatalf("%s: %v", m.name, err)
 		}
 		if err := tx.Commit(); err != nil {
-			t.Fatalf("%s/%s: %v", dir, n, err)
+			t.Fatalf("%s: %v", m.name, err)
 		}
 	}
 }
@@ -296,13 +287,19 @@ func migTestPGSchema(t *testing.T, db *sql.DB) migTestSchema {
 // the same schema: tables, columns (order, type, NOT NULL, default), keys,
 // indexes, CHECK lists, foreign keys and triggers.
 func TestMigrationsPGMatchSQLite(t *testing.T) {
-	liteFiles, pgFiles := migTestFiles(t, "migrations"), migTestFiles(t, "migrations_pg")
-	if !slices.Equal(liteFiles, pgFiles) {
-		t.Fatalf("migration files differ:\nmigrations:    %v\nmigrations_pg: %v", liteFiles, pgFiles)
+	liteMs, pgMs := migTestMigrations(t, engineSQLite), migTestMigrations(t, enginePostgres)
+	names := func(ms []migration) (out []string) {
+		for _, m := range ms {
+			out = append(out, m.name)
+		}
+		return out
+	}
+	if liteNames, pgNames := names(liteMs), names(pgMs); !slices.Equal(liteNames, pgNames) {
+		t.Fatalf("migration files differ:\nmigrations:    %v\nmigrations_pg: %v", liteNames, pgNames)
 	}
 	lite, pg := migTestDBs(t)
-	migTestApply(t, lite, "migrations", liteFiles)
-	migTestApply(t, pg, "migrations_pg", pgFiles)
+	migTestApply(t, lite, liteMs)
+	migTestApply(t, pg, pgMs)
 	want, got := migTestSQLiteSchema(t, lite), migTestPGSchema(t, pg)
 	for table, lines := range want {
 		if _, ok := got[table]; !ok {
@@ -339,9 +336,8 @@ func migTestExec(t *testing.T, db *sql.DB, stmts ...string) {
 // removed mailbox moves the modification sequence.
 func TestMigrationsPGTriggers(t *testing.T) {
 	lite, pg := migTestDBs(t)
-	files := migTestFiles(t, "migrations")
-	migTestApply(t, lite, "migrations", files)
-	migTestApply(t, pg, "migrations_pg", files)
+	migTestApply(t, lite, migTestMigrations(t, engineSQLite))
+	migTestApply(t, pg, migTestMigrations(t, enginePostgres))
 	results := map[string][]string{}
 	for engine, db := range map[string]*sql.DB{"sqlite": lite, "postgres": pg} {
 		migTestExec(t, db,
@@ -385,18 +381,18 @@ func TestMigrationsPGTriggers(t *testing.T) {
 // engines.
 func TestMigrationsPGDeferredMove(t *testing.T) {
 	lite, pg := migTestDBs(t)
-	files := migTestFiles(t, "migrations")
-	i := slices.Index(files, "0013_deferred_in_queue.sql")
-	if i < 0 {
-		t.Fatal("no 0013_deferred_in_queue.sql")
-	}
 	results := map[string][]string{}
 	for engine, db := range map[string]*sql.DB{"sqlite": lite, "postgres": pg} {
-		dir := "migrations"
+		e := engineSQLite
 		if engine == "postgres" {
-			dir = "migrations_pg"
+			e = enginePostgres
 		}
-		migTestApply(t, db, dir, files[:i])
+		ms := migTestMigrations(t, e)
+		i := slices.IndexFunc(ms, func(m migration) bool { return m.name == "0013_deferred_in_queue.sql" })
+		if i < 0 {
+			t.Fatal("no 0013_deferred_in_queue.sql")
+		}
+		migTestApply(t, db, ms[:i])
 		migTestExec(t, db,
 			`INSERT INTO queue_messages (message_id, mail_from, auth_user, origin, data, size, created, delay_notified)
 				VALUES ('<q@a.example>', 'u@a.example', 'u@a.example', 'submission', 'z', 1, 5, 0)`,
@@ -408,7 +404,7 @@ func TestMigrationsPGDeferredMove(t *testing.T) {
 				" VALUES ('<d1@a.example>', 'u@a.example', 'u@a.example', 'one@B.Example\ntwo@c.example', 'abc', 10, 2, 99, 'dns down'),"+
 				" ('<d2@a.example>', 'u@a.example', 'relay', 'three@d.example\n', 'd', 20, 0, 50, 'ldap down')",
 		)
-		migTestApply(t, db, dir, files[i:])
+		migTestApply(t, db, ms[i:])
 		results[engine] = append(migTestStrings(t, db, `SELECT id, message_id, origin, data, size, created, delay_notified, plain
 			FROM queue_messages ORDER BY id`),
 			// Recipient ids may differ: SQLite's recursive split numbers
@@ -444,7 +440,7 @@ func TestMigrationsPGDeferredMove(t *testing.T) {
 // once per relay on PostgreSQL, duplicates ignored as on SQLite.
 func TestMigrationsPGLargeClientCA(t *testing.T) {
 	_, pg := migTestDBs(t)
-	migTestApply(t, pg, "migrations_pg", migTestFiles(t, "migrations_pg"))
+	migTestApply(t, pg, migTestMigrations(t, enginePostgres))
 	migTestExec(t, pg, `INSERT INTO relay_accounts (name, password_hash, created) VALUES ('ehr', '', 0)`)
 	big := make([]byte, 8000)
 	for i := range big {
@@ -469,7 +465,7 @@ func TestMigrationsPGLargeClientCA(t *testing.T) {
 func TestMigrationsPGBodyGCConcurrentCopy(t *testing.T) {
 	ctx := context.Background()
 	_, pg := migTestDBs(t)
-	migTestApply(t, pg, "migrations_pg", migTestFiles(t, "migrations_pg"))
+	migTestApply(t, pg, migTestMigrations(t, enginePostgres))
 	migTestExec(t, pg,
 		`INSERT INTO domains (name, created) VALUES ('a.example', 0)`,
 		`INSERT INTO addresses (address, domain, created) VALUES ('u@a.example', 'a.example', 0)`,
