@@ -185,20 +185,8 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("A1 answered 250 to %d messages in %s", len(accepted), r.Elapsed.Round(time.Millisecond))
 
 	// Kill A1 while it holds claims (attempts hanging at the black hole).
-	db, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	claims := nodeClaims(t, url)
 	a1Node := store.DefaultNode(a1.dir)
-	claims := func(node string) int {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM queue_recipients
-			WHERE claimed_by = $1 AND state IN ('delivering', 'sealing')`, node).Scan(&n); err != nil {
-			t.Fatalf("count claims: %v", err)
-		}
-		return n
-	}
 	for deadline := time.Now().Add(time.Minute); claims(a1Node) == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("A1 claimed nothing within a minute\n%s", a1.logTail())
@@ -279,9 +267,6 @@ func TestClusterFailover(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("bob's message %s is not in alice's INBOX at A2\n%s\n%s", bobID, a1.logTail(), b.logTail())
-	}
-	if !strings.Contains(a1.stderr.String(), bobID) && !strings.Contains(a1.stderr.String(), "<"+bobID+">") {
-		t.Logf("A1's log does not name %s (it may not log inbound Message-IDs)", bobID)
 	}
 	t.Logf("bob's message to alice, delivered to A1, announced in IDLE at A2 %s after its submission at B (%d other new messages first)",
 		woke.Round(time.Millisecond), others)
@@ -406,23 +391,11 @@ func TestClusterDrainOnce(t *testing.T) {
 			t.Fatalf("after 90 s the sink has %d of %d messages\n%s\n%s", sink.distinct(), messages, a1.logTail(), a2.logTail())
 		}
 	}
-	db, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	claims := func() int {
-		var n int
-		if err := db.QueryRow(`SELECT count(*) FROM queue_recipients WHERE claimed_by = $1 AND state IN ('delivering', 'sealing')`,
-			store.DefaultNode(a1.dir)).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	held := claims()
+	claims := nodeClaims(t, url)
+	held := claims(store.DefaultNode(a1.dir))
 	a1.stop(t) // drained: SIGTERM, a clean exit
 	atDrain := sink.distinct()
-	if left := claims(); left > 0 {
+	if left := claims(store.DefaultNode(a1.dir)); left > 0 {
 		t.Errorf("A1 stopped (SIGTERM) still holding %d claims: A2 would wait for its lease", left)
 	}
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(250 * time.Millisecond) {
@@ -864,4 +837,23 @@ func TestClusterNodeNameHeld(t *testing.T) {
 	a1.stop(t)
 	a2.start(t)
 	a2.stop(t)
+}
+
+// nodeClaims returns a counter of the recipients a node holds claimed (being
+// delivered or sealed) in the PostgreSQL store at url.
+func nodeClaims(t *testing.T, url string) func(node string) int {
+	t.Helper()
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return func(node string) int {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM queue_recipients
+			WHERE claimed_by = $1 AND state IN ('delivering', 'sealing')`, node).Scan(&n); err != nil {
+			t.Fatalf("count claims: %v", err)
+		}
+		return n
+	}
 }

@@ -223,7 +223,7 @@ type noStoreError struct{ dir, prog string }
 
 func (e noStoreError) Error() string {
 	return fmt.Sprintf("no hisp data in %s: name the data directory with --data DIR or HISP_DATA (default %s), "+
-		"or make one with %s domain add DOMAIN", e.dir, defaultDataDir, e.prog)
+		"or the store of hisp serve's config with --config FILE, or make one with %s domain add DOMAIN", e.dir, defaultDataDir, e.prog)
 }
 
 func (e noStoreError) Unwrap() error { return store.ErrNoStore }

@@ -14,8 +14,14 @@ import (
 // runCLI runs hisp in-process with stdin and returns exit code and streams.
 func runCLI(t *testing.T, stdin []byte, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLIWith(t, stdin, func(string) string { return "" }, args...)
+}
+
+// runCLIWith is runCLI with an environment (getenv).
+func runCLIWith(t *testing.T, stdin []byte, getenv func(string) string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	env := &cliEnv{stdin: bytes.NewReader(stdin), stdout: &out, stderr: &errb, getenv: func(string) string { return "" }}
+	env := &cliEnv{stdin: bytes.NewReader(stdin), stdout: &out, stderr: &errb, getenv: getenv}
 	code = run(env, args)
 	return code, out.String(), errb.String()
 }

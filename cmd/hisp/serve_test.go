@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -125,4 +127,32 @@ func TestServePublishesAndServesCRL(t *testing.T) {
 	if resp, err := http.Get(base + "/crl/unknown.example.crl"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown domain CRL: %v %v", resp.Status, err)
 	}
+}
+
+// TestServeStoreURLFromEnv: a HISP_STORE_URL that is no PostgreSQL URL
+// stops hisp serve at start, as a setup error naming the variable.
+func TestServeStoreURLFromEnv(t *testing.T) {
+	code, _, stderr := runCLIEnv(t, map[string]string{"HISP_STORE_URL": "mysql://db.example/hisp"}, "serve", "--data", t.TempDir())
+	if code != 2 || !strings.Contains(stderr, "HISP_STORE_URL") {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+}
+
+// TestCPUProfile: HISP_CPUPROFILE makes hisp serve write a CPU profile of
+// its run into the file it names; unset, nothing is written.
+func TestCPUProfile(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "cpu.out")
+	stop, err := cpuProfile(&cliEnv{getenv: func(k string) string { return map[string]string{"HISP_CPUPROFILE": name}[k] }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if fi, err := os.Stat(name); err != nil || fi.Size() == 0 {
+		t.Fatalf("profile %s: %v, %v", name, fi, err)
+	}
+	stop, err = cpuProfile(&cliEnv{getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
 }

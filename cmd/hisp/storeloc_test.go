@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,10 +12,7 @@ import (
 // runCLIEnv is runCLI with an environment.
 func runCLIEnv(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	e := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return env[k] }}
-	code = run(e, args)
-	return code, out.String(), errb.String()
+	return runCLIWith(t, nil, func(k string) string { return env[k] }, args...)
 }
 
 // TestAdminCommandsUseTheConfigsStore: admin commands reach the store of
