@@ -101,7 +101,7 @@ func certIssue(env *cliEnv, args []string) int {
 	// The CRL distribution point must be where the server serves it: the
 	// same config as hisp serve, read the same way (and its data
 	// directory, as hisp serve takes it).
-	cfg, _, err := loadConfig(env, c.config)
+	cfg, err := loadConfig(env, c.config)
 	if err != nil {
 		return c.usageError("%v", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hisp-project/hisp/config"
+	"github.com/hisp-project/hisp/gateway"
 	"github.com/hisp-project/hisp/ops"
 	"github.com/hisp-project/hisp/store"
 )
@@ -185,30 +186,33 @@ func (c *adminCmd) openStore(ctx context.Context) (*store.Store, error) {
 // $HISP_DATA, else the config's data; $HISP_STORE_URL over the config's
 // [store] url. A config that does not load is a setup error.
 func (c *adminCmd) location() (store.Location, error) {
-	cfg, given, err := loadConfig(c.env, c.config)
+	cfg, err := loadConfig(c.env, c.config)
 	if err != nil {
 		return store.Location{}, setupError{err}
 	}
-	return storeLocation(c.env, cfg, given, c.data), nil
+	storeOverrides(c.env, &cfg, c.data)
+	return gateway.StoreLocation(cfg), nil
 }
 
-// storeLocation resolves a command's store from its config (given: read
-// from a file) and --data: the data directory from --data, else
-// $HISP_DATA, else the config's data (when given), else ./hisp-data; the
-// PostgreSQL URL from $HISP_STORE_URL, else the config's [store] url.
-func storeLocation(env *cliEnv, cfg config.Config, given bool, dataFlag string) store.Location {
-	loc := store.Location{Dir: dataDir(env, dataFlag)}
-	if given {
-		if dataFlag == "" && env.getenv("HISP_DATA") == "" {
-			loc.Dir = cfg.Data
-		}
-		loc.URL = cfg.Store.URL
-		loc.MasterKeyFile = cfg.Store.MasterKeyFile
+// storeOverrides sets over a config's store what the command line and the
+// environment say, for hisp serve and the admin commands alike: the data
+// directory from --data, else $HISP_DATA; the PostgreSQL URL from
+// $HISP_STORE_URL. Without a config file the config's data directory is
+// the default, ./hisp-data.
+func storeOverrides(env *cliEnv, cfg *config.Config, dataFlag string) {
+	getenv := env.getenv
+	if getenv == nil {
+		getenv = func(string) string { return "" }
 	}
-	if u := env.getenv("HISP_STORE_URL"); u != "" {
-		loc.URL = u
+	switch {
+	case dataFlag != "":
+		cfg.Data = dataFlag
+	case getenv("HISP_DATA") != "":
+		cfg.Data = getenv("HISP_DATA")
 	}
-	return loc
+	if u := getenv("HISP_STORE_URL"); u != "" {
+		cfg.Store.URL = u
+	}
 }
 
 // setupError is an error of the command's setup (a config that does not

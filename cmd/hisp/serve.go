@@ -39,18 +39,12 @@ func serveCmd(env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "hisp serve: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	cfg, _, err := loadConfig(env, *cfgFile)
+	cfg, err := loadConfig(env, *cfgFile)
 	if err != nil {
 		return usageErr(env, "serve", err) // a setup error: exit 2
 	}
-	switch {
-	case *data != "":
-		cfg.Data = *data
-	case env.getenv("HISP_DATA") != "":
-		cfg.Data = env.getenv("HISP_DATA")
-	}
-	if u := env.getenv("HISP_STORE_URL"); u != "" {
-		cfg.Store.URL = u
+	storeOverrides(env, &cfg, *data)
+	if env.getenv("HISP_STORE_URL") != "" {
 		if err := cfg.Validate(); err != nil {
 			return usageErr(env, "serve", fmt.Errorf("HISP_STORE_URL: %w", err))
 		}
@@ -141,18 +135,16 @@ func cpuProfile(env *cliEnv) (stop func(), err error) {
 }
 
 // loadConfig reads the configuration of hisp serve: the file named by
-// --config (flagValue), else by HISP_CONFIG, else the defaults. given
-// reports whether a file was read.
-func loadConfig(env *cliEnv, flagValue string) (cfg config.Config, given bool, err error) {
+// --config (flagValue), else by HISP_CONFIG, else the defaults.
+func loadConfig(env *cliEnv, flagValue string) (config.Config, error) {
 	name := flagValue
 	if name == "" && env.getenv != nil {
 		name = env.getenv("HISP_CONFIG")
 	}
 	if name == "" {
-		return config.Default(), false, nil
+		return config.Default(), nil
 	}
-	cfg, err = config.Load(name)
-	return cfg, true, err
+	return config.Load(name)
 }
 
 // warnCRLURLs warns at start about certificates of the local CAs whose CRL
