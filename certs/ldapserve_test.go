@@ -209,6 +209,12 @@ func TestLDAPServeRelay(t *testing.T) {
 		t.Errorf("after the answer: %v, want the end", err)
 	}
 	c.Close()
+	// Its place is freed just after the server's end of it is closed.
+	for deadline := time.Now().Add(10 * time.Second); cl.Open() != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections held after the first one ended", cl.Open())
+		}
+	}
 
 	// Three clients fill the address's share, the fourth is told busy.
 	var clients []*ldap.Conn
